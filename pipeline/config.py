@@ -1,0 +1,495 @@
+"""Dataset configuration: the one place where a dataset is described.
+
+Everything the pipeline and the trainer know about a dataset (how its files are
+laid out, which columns it has, which one is the label, how each feature is
+transformed, which crosses to build, how rows are split) comes from a YAML file
+in `schemas/`. The code stays dataset-agnostic; a new dataset is a new YAML.
+
+The YAML is validated when it is loaded, so that a typo fails at once with a
+message naming the key, the value and what is allowed, instead of surfacing as
+a TensorFlow error half-way through a Beam job.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.errors import ConfigError
+
+INPUT_FORMATS = ('csv', 'parquet', 'tfrecord')
+COLUMN_TYPES = ('int', 'float', 'string')
+NUMERIC_TYPES = ('int', 'float')
+SCALINGS = ('zscore', 'minmax', 'none')
+IMPUTATIONS = ('mean', 'zero')
+SPLIT_NAMES = ('train', 'eval', 'test')
+TASKS = ('binary',)
+
+# Transformed-feature name suffixes; the trainer derives roles from these via
+# `transformed_features()` rather than parsing names itself.
+BUCKET_SUFFIX = '_bucket'
+CROSS_SEPARATOR = '_x_'
+
+_NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvOptions:
+  """CSV dialect of the raw files."""
+  delimiter: str = ','
+  skip_initial_space: bool = True
+  quote_char: str = '"'
+  header: bool = False
+  comment_prefix: Optional[str] = None
+  encoding: str = 'utf-8'
+  max_line_bytes: int = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  name: str
+  type: str
+  allowed_values: Optional[Tuple[str, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+  column: str
+  classes: Tuple[str, ...]
+  positive: str
+  aliases: Mapping[str, str]
+  task: str = 'binary'
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericFeature:
+  name: str
+  impute: str = 'mean'
+  log1p: bool = False
+  scale: str = 'zscore'
+  buckets: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalFeature:
+  name: str
+  vocabulary: bool = True
+  top_k: Optional[int] = None
+  frequency_threshold: int = 0
+  oov_buckets: int = 1
+  hash_buckets: int = 0
+  embedding_dim: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cross:
+  features: Tuple[str, ...]
+  hash_buckets: int
+
+  @property
+  def name(self) -> str:
+    return CROSS_SEPARATOR.join(self.features)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+  ratios: Mapping[str, float]
+  seed: int = 42
+  stratify: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformedFeature:
+  """One output of the transform graph, and what the model does with it."""
+  name: str
+  kind: str  # 'numeric' (float, deep) or 'categorical' (int id)
+  wide: bool
+  deep: bool
+  embedding_dim: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+  name: str
+  format: str
+  csv: CsvOptions
+  missing_values: Tuple[str, ...]
+  missing_category: str
+  columns: Tuple[Column, ...]
+  label: Label
+  numeric: Tuple[NumericFeature, ...]
+  categorical: Tuple[CategoricalFeature, ...]
+  crosses: Tuple[Cross, ...]
+  split: SplitConfig
+  model: Mapping[str, Any]
+  source_text: str = dataclasses.field(repr=False, compare=False, default='')
+
+  @property
+  def column_names(self) -> List[str]:
+    return [c.name for c in self.columns]
+
+  def column(self, name: str) -> Column:
+    for c in self.columns:
+      if c.name == name:
+        return c
+    raise KeyError(name)
+
+  @property
+  def feature_columns(self) -> List[Column]:
+    """Raw columns the model consumes (label excluded), in file order."""
+    used = {f.name for f in self.numeric} | {f.name for f in self.categorical}
+    return [c for c in self.columns if c.name in used]
+
+  @property
+  def raw_columns(self) -> List[Column]:
+    """Raw columns the pipeline carries: features plus the label."""
+    used = {c.name for c in self.feature_columns} | {self.label.column}
+    return [c for c in self.columns if c.name in used]
+
+  @property
+  def config_hash(self) -> str:
+    return hashlib.sha256(self.source_text.encode('utf-8')).hexdigest()
+
+  def transformed_features(self) -> List[TransformedFeature]:
+    """Every model input the transform graph produces, with its role.
+
+    Classic wide & deep roles: scaled numerics feed the deep part; quantile
+    buckets and hashed crosses feed the wide (linear) part; categorical ids feed
+    both (one-hot in the wide part, an embedding in the deep part).
+    """
+    out = []
+    for f in self.numeric:
+      if f.scale != 'none' or not f.buckets:
+        out.append(TransformedFeature(f.name, 'numeric', wide=False, deep=True))
+      if f.buckets:
+        out.append(TransformedFeature(f.name + BUCKET_SUFFIX, 'categorical',
+                                      wide=True, deep=False))
+    for f in self.categorical:
+      out.append(TransformedFeature(f.name, 'categorical', wide=True, deep=True,
+                                    embedding_dim=f.embedding_dim))
+    for c in self.crosses:
+      out.append(TransformedFeature(c.name, 'categorical', wide=True,
+                                    deep=False))
+    return out
+
+
+# ----------------------------------------------------------------- validation
+
+
+def _check_keys(section: Mapping[str, Any], allowed: Sequence[str],
+                where: str) -> None:
+  if not isinstance(section, Mapping):
+    raise ConfigError(f'{where}: expected a mapping, got {section!r}')
+  unknown = sorted(set(section) - set(allowed))
+  if unknown:
+    raise ConfigError(
+        f'{where}: unknown key {unknown[0]!r}; allowed keys: '
+        f'{", ".join(sorted(allowed))}')
+
+
+def _require(section: Mapping[str, Any], key: str, where: str) -> Any:
+  if key not in section:
+    raise ConfigError(f'{where}: missing required key {key!r}')
+  return section[key]
+
+
+def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
+  if value not in allowed:
+    raise ConfigError(
+        f'{where}: {value!r} is not allowed; choose one of {", ".join(allowed)}')
+  return value
+
+
+def _int(value: Any, where: str, minimum: int = 0) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'{where}: expected an integer >= {minimum}, got {value!r}')
+  return value
+
+
+def _bool(value: Any, where: str) -> bool:
+  if not isinstance(value, bool):
+    raise ConfigError(f'{where}: expected true or false, got {value!r}')
+  return value
+
+
+def _str(value: Any, where: str) -> str:
+  if not isinstance(value, str):
+    raise ConfigError(f'{where}: expected a string, got {value!r}')
+  return value
+
+
+def _parse_csv(section: Mapping[str, Any]) -> CsvOptions:
+  fields = {f.name for f in dataclasses.fields(CsvOptions)}
+  _check_keys(section, fields, 'input.csv')
+  opts = CsvOptions(**section)
+  if len(_str(opts.delimiter, 'input.csv.delimiter')) != 1:
+    raise ConfigError(
+        f'input.csv.delimiter: expected one character, got {opts.delimiter!r} '
+        '(use skip_initial_space: true for ", ")')
+  if len(_str(opts.quote_char, 'input.csv.quote_char')) != 1:
+    raise ConfigError(
+        f'input.csv.quote_char: expected one character, got {opts.quote_char!r}')
+  _bool(opts.skip_initial_space, 'input.csv.skip_initial_space')
+  _bool(opts.header, 'input.csv.header')
+  if opts.comment_prefix is not None:
+    _str(opts.comment_prefix, 'input.csv.comment_prefix')
+  _int(opts.max_line_bytes, 'input.csv.max_line_bytes', 1)
+  try:
+    ''.encode(opts.encoding)
+  except LookupError:
+    raise ConfigError(f'input.csv.encoding: unknown encoding {opts.encoding!r}')
+  return opts
+
+
+def _parse_columns(items: Any) -> Tuple[Column, ...]:
+  if not isinstance(items, list) or not items:
+    raise ConfigError('columns: expected a non-empty list of {name, type}')
+  columns, seen = [], set()
+  for i, item in enumerate(items):
+    where = f'columns[{i}]'
+    _check_keys(item, ('name', 'type', 'values'), where)
+    name = _str(_require(item, 'name', where), where + '.name')
+    if not _NAME_RE.match(name):
+      raise ConfigError(
+          f'{where}.name: {name!r} is not a valid feature name (letters, '
+          'digits and _; not starting with a digit)')
+    if name in seen:
+      raise ConfigError(f'{where}.name: duplicate column {name!r}')
+    seen.add(name)
+    ctype = _choice(_require(item, 'type', where), COLUMN_TYPES, where + '.type')
+    values = item.get('values')
+    if values is not None:
+      if not isinstance(values, list) or not values:
+        raise ConfigError(f'{where}.values: expected a non-empty list')
+      values = tuple(str(v) for v in values)
+    columns.append(Column(name, ctype, values))
+  return tuple(columns)
+
+
+def _column_ref(name: Any, columns: Mapping[str, Column], where: str) -> Column:
+  if name not in columns:
+    raise ConfigError(
+        f'{where}: {name!r} is not a column of the data; columns are: '
+        f'{", ".join(columns)}')
+  return columns[name]
+
+
+def _parse_label(section: Any, columns: Mapping[str, Column]) -> Label:
+  _check_keys(section, ('column', 'classes', 'positive', 'aliases', 'task'),
+              'label')
+  column = _column_ref(_require(section, 'column', 'label'), columns,
+                       'label.column')
+  if column.type != 'string':
+    raise ConfigError(f'label.column: {column.name!r} must have type string '
+                      'for a classification task')
+  task = _choice(section.get('task', 'binary'), TASKS, 'label.task')
+  classes = _require(section, 'classes', 'label')
+  if not isinstance(classes, list) or len(classes) != 2:
+    raise ConfigError('label.classes: a binary task needs exactly two classes, '
+                      f'got {classes!r}')
+  classes = tuple(str(c) for c in classes)
+  positive = str(_require(section, 'positive', 'label'))
+  if positive not in classes:
+    raise ConfigError(
+        f'label.positive: {positive!r} is not one of label.classes {list(classes)}')
+  aliases = section.get('aliases') or {}
+  if not isinstance(aliases, Mapping):
+    raise ConfigError('label.aliases: expected a mapping of raw value to class')
+  for raw, target in aliases.items():
+    if str(target) not in classes:
+      raise ConfigError(
+          f'label.aliases.{raw}: {target!r} is not one of label.classes '
+          f'{list(classes)}')
+  return Label(column.name, classes, positive,
+               {str(k): str(v) for k, v in aliases.items()}, task)
+
+
+def _parse_features(section: Any, columns: Mapping[str, Column], label: Label
+                   ) -> Tuple[Tuple[NumericFeature, ...],
+                              Tuple[CategoricalFeature, ...]]:
+  if not isinstance(section, Mapping) or not section:
+    raise ConfigError('features: expected a mapping of column name to options')
+  numeric, categorical = [], []
+  for name, opts in section.items():
+    where = f'features.{name}'
+    column = _column_ref(name, columns, where)
+    if name == label.column:
+      raise ConfigError(f'{where}: the label column cannot also be a feature')
+    opts = opts or {}
+    if column.type in NUMERIC_TYPES:
+      _check_keys(opts, ('impute', 'log1p', 'scale', 'buckets'), where)
+      f = NumericFeature(
+          name,
+          impute=_choice(opts.get('impute', 'mean'), IMPUTATIONS,
+                         where + '.impute'),
+          log1p=_bool(opts.get('log1p', False), where + '.log1p'),
+          scale=_choice(opts.get('scale', 'zscore'), SCALINGS, where + '.scale'),
+          buckets=_int(opts.get('buckets', 0), where + '.buckets'))
+      if f.buckets == 1:
+        raise ConfigError(f'{where}.buckets: use 0 (no buckets) or at least 2')
+      numeric.append(f)
+    else:
+      _check_keys(opts, ('top_k', 'frequency_threshold', 'oov_buckets',
+                         'hash_buckets', 'embedding_dim'), where)
+      hash_buckets = _int(opts.get('hash_buckets', 0), where + '.hash_buckets')
+      top_k = opts.get('top_k')
+      if top_k is not None:
+        _int(top_k, where + '.top_k', 1)
+      emb = opts.get('embedding_dim')
+      if emb is not None:
+        _int(emb, where + '.embedding_dim', 1)
+      f = CategoricalFeature(
+          name,
+          vocabulary=hash_buckets == 0,
+          top_k=top_k,
+          frequency_threshold=_int(opts.get('frequency_threshold', 0),
+                                   where + '.frequency_threshold'),
+          oov_buckets=_int(opts.get('oov_buckets', 1), where + '.oov_buckets',
+                           1),
+          hash_buckets=hash_buckets,
+          embedding_dim=emb)
+      if hash_buckets and ('top_k' in opts or 'frequency_threshold' in opts):
+        raise ConfigError(f'{where}: hash_buckets excludes top_k and '
+                          'frequency_threshold (those apply to a vocabulary)')
+      categorical.append(f)
+  return tuple(numeric), tuple(categorical)
+
+
+def _parse_crosses(items: Any, numeric: Sequence[NumericFeature],
+                   categorical: Sequence[CategoricalFeature]
+                  ) -> Tuple[Cross, ...]:
+  if items is None:
+    return ()
+  if not isinstance(items, list):
+    raise ConfigError('crosses: expected a list of {features, hash_buckets}')
+  crossable = {f.name for f in categorical} | {
+      f.name + BUCKET_SUFFIX for f in numeric if f.buckets}
+  crosses, seen = [], set()
+  for i, item in enumerate(items):
+    where = f'crosses[{i}]'
+    _check_keys(item, ('features', 'hash_buckets'), where)
+    feats = _require(item, 'features', where)
+    if not isinstance(feats, list) or len(feats) < 2:
+      raise ConfigError(f'{where}.features: expected at least two features')
+    for f in feats:
+      if f not in crossable:
+        raise ConfigError(
+            f'{where}.features: {f!r} cannot be crossed; crossable features '
+            f'are categorical features and numeric buckets: '
+            f'{", ".join(sorted(crossable))}')
+    cross = Cross(tuple(feats),
+                  _int(_require(item, 'hash_buckets', where),
+                       where + '.hash_buckets', 2))
+    if cross.name in seen:
+      raise ConfigError(f'{where}: duplicate cross {cross.name!r}')
+    seen.add(cross.name)
+    crosses.append(cross)
+  return tuple(crosses)
+
+
+def _parse_split(section: Any) -> SplitConfig:
+  _check_keys(section, ('ratios', 'seed', 'stratify'), 'split')
+  ratios = _require(section, 'ratios', 'split')
+  _check_keys(ratios, SPLIT_NAMES, 'split.ratios')
+  for k in ('train', 'eval'):
+    _require(ratios, k, 'split.ratios')
+  parsed = {}
+  for k, v in ratios.items():
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+      raise ConfigError(f'split.ratios.{k}: expected a fraction >= 0, got {v!r}')
+    parsed[k] = float(v)
+  if abs(sum(parsed.values()) - 1.0) > 1e-6:
+    raise ConfigError(
+        f'split.ratios: fractions must add up to 1, got {sum(parsed.values())}')
+  if parsed['train'] <= 0:
+    raise ConfigError('split.ratios.train: must be > 0')
+  return SplitConfig(
+      ratios=parsed,
+      seed=_int(section.get('seed', 42), 'split.seed'),
+      stratify=_bool(section.get('stratify', True), 'split.stratify'))
+
+
+_TOP_LEVEL = ('name', 'input', 'columns', 'label', 'features', 'crosses',
+              'split', 'model')
+
+
+def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
+  """Parses and validates a dataset config from YAML text."""
+  try:
+    raw = yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ConfigError(f'{where}: not valid YAML: {e}') from None
+  if not isinstance(raw, Mapping):
+    raise ConfigError(f'{where}: expected a YAML mapping at the top level')
+  _check_keys(raw, _TOP_LEVEL, 'config')
+  name = _str(_require(raw, 'name', 'config'), 'name')
+  inp = _require(raw, 'input', 'config')
+  _check_keys(inp, ('format', 'csv', 'missing_values', 'missing_category'),
+              'input')
+  fmt = _choice(_require(inp, 'format', 'input'), INPUT_FORMATS,
+                'input.format')
+  csv_opts = _parse_csv(inp.get('csv') or {})
+  missing = inp.get('missing_values', ['?', ''])
+  if not isinstance(missing, list):
+    raise ConfigError('input.missing_values: expected a list of strings')
+  missing = tuple(str(m) for m in missing)
+  if '' not in missing:
+    missing = missing + ('',)
+  missing_category = _str(inp.get('missing_category', '__missing__'),
+                          'input.missing_category')
+  columns = _parse_columns(_require(raw, 'columns', 'config'))
+  by_name = {c.name: c for c in columns}
+  label = _parse_label(_require(raw, 'label', 'config'), by_name)
+  numeric, categorical = _parse_features(
+      _require(raw, 'features', 'config'), by_name, label)
+  crosses = _parse_crosses(raw.get('crosses'), numeric, categorical)
+  outputs = set()
+  for f in numeric:
+    outputs.add(f.name)
+    if f.buckets:
+      outputs.add(f.name + BUCKET_SUFFIX)
+  for n in [f.name for f in categorical] + [c.name for c in crosses]:
+    if n in outputs or n == label.column:
+      raise ConfigError(f'features: transformed feature name {n!r} collides '
+                        'with another output')
+    outputs.add(n)
+  if label.column in outputs:
+    raise ConfigError(f'label.column: {label.column!r} collides with a '
+                      'transformed feature name')
+  split = _parse_split(_require(raw, 'split', 'config'))
+  model = raw.get('model') or {}
+  if not isinstance(model, Mapping):
+    raise ConfigError('model: expected a mapping')
+  return DatasetConfig(
+      name=name, format=fmt, csv=csv_opts, missing_values=missing,
+      missing_category=missing_category, columns=columns, label=label,
+      numeric=numeric, categorical=categorical, crosses=crosses, split=split,
+      model=dict(model), source_text=text)
+
+
+def load_config(path: str) -> DatasetConfig:
+  """Loads a config from a local path or any Beam filesystem (gs://...)."""
+  try:
+    with FileSystems.open(path) as f:
+      text = f.read().decode('utf-8')
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'cannot read config {path}: {e}') from None
+  return parse_config(text, where=path)
+
+
+def config_summary(config: DatasetConfig) -> Dict[str, Any]:
+  """A JSON-friendly digest, used in the manifest."""
+  return json.loads(json.dumps({
+      'name': config.name,
+      'format': config.format,
+      'label': config.label.column,
+      'numeric': [f.name for f in config.numeric],
+      'categorical': [f.name for f in config.categorical],
+      'crosses': [c.name for c in config.crosses],
+      'split': dict(config.split.ratios),
+      'hash': config.config_hash,
+  }))

@@ -1,0 +1,86 @@
+"""The output directory: built under a temporary name, published at the end.
+
+A reader (a trainer, a person, a scheduler polling for the directory) must
+never see a half-written output directory that looks complete. The job writes
+into a sibling `DIR.tmp-...` and only a finished run is moved to `DIR`. On a
+local disk the move is one atomic rename; on object stores (gs://), where
+directories do not exist, files are moved one by one and `manifest.json` is
+moved last, so its presence marks a complete directory.
+"""
+
+import os
+import shutil
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.errors import UserError
+
+MANIFEST = 'manifest.json'
+
+
+def _is_local(path: str) -> bool:
+  return FileSystems.get_scheme(path) in (None, 'file')
+
+
+class StagedOutputDir:
+  """Owns `final` and its staging sibling for the duration of one run."""
+
+  def __init__(self, final: str, overwrite: bool = False):
+    self.final = final.rstrip('/') or final
+    # A fixed staging name, not a random one: tf.Transform bakes the paths of
+    # its temporary vocabulary files into the transform graph, so a run-
+    # independent name is what makes re-running the same job byte-identical.
+    # It also acts as a lock against two jobs writing the same directory.
+    self.staging = f'{self.final}.tmp'
+    self._overwrite = overwrite
+    if FileSystems.exists(self.final) and not overwrite:
+      raise UserError(f'--output-dir {self.final}: already exists; pass '
+                      '--overwrite to replace it')
+    if FileSystems.exists(self.staging):
+      if not overwrite:
+        raise UserError(
+            f'--output-dir {self.final}: {self.staging} exists, left by a run '
+            'that is still going or that crashed; pass --overwrite to discard '
+            'it')
+      FileSystems.delete([self.staging])
+
+  def path(self, *parts: str) -> str:
+    return FileSystems.join(self.staging, *parts)
+
+  def create(self) -> None:
+    if _is_local(self.staging):
+      parent = os.path.dirname(os.path.abspath(self.staging))
+      os.makedirs(parent, exist_ok=True)
+    FileSystems.mkdirs(self.staging)
+
+  def discard(self, *parts: str) -> None:
+    """Deletes a path inside the staging directory, if it exists."""
+    path = self.path(*parts) if parts else self.staging
+    if FileSystems.exists(path):
+      FileSystems.delete([path])
+
+  def publish(self) -> None:
+    """Moves the staging directory to its final name, replacing an old one."""
+    if _is_local(self.final):
+      old = None
+      if os.path.exists(self.final):
+        if not self._overwrite:
+          raise UserError(f'--output-dir {self.final}: appeared while the job '
+                          'ran; the result is left in ' + self.staging)
+        old = f'{self.final}.old'
+        if os.path.exists(old):
+          shutil.rmtree(old)
+        os.rename(self.final, old)
+      os.rename(self.staging, self.final)
+      if old:
+        shutil.rmtree(old, ignore_errors=True)
+      return
+    if FileSystems.exists(self.final):
+      FileSystems.delete([self.final])
+    sources = [m.path for r in FileSystems.match([self.staging + '/**'])
+               for m in r.metadata_list]
+    sources.sort(key=lambda p: p.endswith('/' + MANIFEST))
+    for src in sources:
+      dst = self.final + src[len(self.staging):]
+      FileSystems.rename([src], [dst])
+    self.discard()

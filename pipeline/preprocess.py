@@ -1,0 +1,281 @@
+"""python -m pipeline.preprocess: raw data to transformed TFRecords, one Beam job.
+
+    python -m pipeline.preprocess --config schemas/census.yaml \\
+        --input 'data/adult.data' --test-input 'data/adult.test' \\
+        --output-dir out/preprocess [--overwrite] [any Beam pipeline option]
+
+The job reads top to bottom: Ingest (read + cleanse) -> Split -> Statistics ->
+AnalyzeAndTransform (analyzers on train only) -> Write. Flags it does not know
+are Beam pipeline options (--runner, --direct_num_workers, --project, ...), so
+the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
+"""
+
+import argparse
+import logging
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  PipelineOptions,
+                                                  StandardOptions)
+
+from pipeline import cleanse, features, manifest, sinks, sources, split
+from pipeline.config import DatasetConfig, load_config
+from pipeline.errors import UserError
+from pipeline.outputs import MANIFEST, StagedOutputDir
+from pipeline.preprocessing import make_preprocessing_fn
+
+DEFAULT_NUM_SHARDS = 4
+COUNTS_FILE = '_counts.json'
+CONFIG_COPY = 'config.yaml'
+
+
+class Ingest(beam.PTransform):
+  """Files -> cleansed record batches, quarantine records and line counts."""
+
+  def __init__(self, files: Sequence[str], config: DatasetConfig):
+    super().__init__()
+    self._files = files
+    self._config = config
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'Read' >> sources.ReadRawChunks(self._files, self._config.format)
+            | 'Cleanse' >> cleanse.CleanseRows(self._config))
+
+
+class ComputeStatistics(beam.PTransform):
+  """Record batches of one split -> TFDV statistics written to `path`."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self._path = path
+
+  def expand(self, batches):
+    return (batches
+            | 'GenerateStatistics' >> tfdv.GenerateStatistics(
+                tfdv.StatsOptions())
+            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(
+                self._path))
+
+
+class AnalyzeAndTransform(beam.PTransform):
+  """{split: record batches} -> ({split: transformed batches}, transform_fn).
+
+  Analyzers run on the train split only; every split, train included, is then
+  transformed with that one transform_fn.
+  """
+
+  def __init__(self, config: DatasetConfig):
+    super().__init__()
+    self._config = config
+
+  def expand(self, splits: Dict[str, beam.PCollection]):
+    adapter = features.tensor_adapter_config(self._config)
+    transform_fn = ((splits['train'], adapter)
+                    | 'AnalyzeTrain' >> tft_beam.AnalyzeDataset(
+                        make_preprocessing_fn(self._config)))
+    transformed = {}
+    for name, batches in splits.items():
+      transformed[name], _ = (
+          ((batches, adapter), transform_fn)
+          | f'Transform[{name}]' >> tft_beam.TransformDataset(
+              output_record_batches=True))
+    return transformed, transform_fn
+
+
+class WriteExamples(beam.PTransform):
+  """Record batches -> gzip tf.Example shards `{prefix}-*.tfrecord.gz`."""
+
+  def __init__(self, prefix: str, num_shards: int, schema=None):
+    super().__init__()
+    self._prefix = prefix
+    self._num_shards = num_shards
+    self._schema = schema
+
+  def expand(self, batches):
+    return (batches
+            | 'Encode' >> sinks.EncodeExamples(self._schema)
+            | 'WriteShards' >> sinks.WriteShardedTFRecords(
+                self._prefix, self._num_shards))
+
+
+def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
+                   input_files: List[str], test_files: Optional[List[str]],
+                   out: StagedOutputDir, num_shards: int,
+                   write_raw: bool) -> None:
+  """Adds the whole job to `p`, writing under `out.staging`."""
+  names = split.split_names(config, has_test_input=bool(test_files))
+  ingested = {'input': p | 'IngestInput' >> Ingest(input_files, config)}
+  if test_files:
+    ingested['test_input'] = (p | 'IngestTestInput' >> Ingest(test_files,
+                                                                config))
+
+  splits = ingested['input'].rows | 'Split' >> split.SplitDataset(config, names)
+  if test_files:
+    splits['test'] = ingested['test_input'].rows
+  all_splits = list(splits)
+
+  _ = ([i.quarantine for i in ingested.values()]
+       | 'MergeQuarantine' >> beam.Flatten()
+       | 'WriteQuarantine' >> sinks.WriteQuarantine(out.path('quarantine')))
+
+  for name in all_splits:
+    _ = splits[name] | f'Statistics[{name}]' >> ComputeStatistics(
+        out.path('stats', f'{name}.pb'))
+    if write_raw:
+      _ = splits[name] | f'WriteRaw[{name}]' >> WriteExamples(
+          out.path('raw', name), num_shards, features.raw_schema(config))
+
+  with tft_beam.Context(temp_dir=out.path('tmp')):
+    transformed, transform_fn = (splits
+                                 | 'AnalyzeAndTransform' >> AnalyzeAndTransform(
+                                     config))
+    for name in all_splits:
+      _ = transformed[name] | f'Write[{name}]' >> WriteExamples(
+          out.path('data', name), num_shards)
+    _ = transform_fn | 'WriteTransformFn' >> tft_beam.WriteTransformFn(
+        out.staging)
+
+  counts = [
+      ingested[n].counts
+      | f'SumCounts[{n}]' >> beam.CombineGlobally(cleanse.SumCounts())
+      | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in ingested
+  ] + [
+      splits[n] | f'Summarize[{n}]' >> split.SummarizeSplit(config)
+      | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in all_splits
+  ]
+  _ = (counts
+       | 'MergeCounts' >> beam.Flatten()
+       | 'CountsToDict' >> beam.combiners.ToDict()
+       | 'WriteCounts' >> sinks.WriteJson(out.path(COUNTS_FILE)))
+
+
+def _parse_args(argv: Optional[Sequence[str]]):
+  parser = argparse.ArgumentParser(
+      prog='python -m pipeline.preprocess',
+      description='Cleanse, split, validate and transform raw tabular data '
+      'with Apache Beam and tf.Transform. Unknown flags are passed to Beam as '
+      'pipeline options.')
+  parser.add_argument('--config', required=True,
+                      help='dataset config YAML, e.g. schemas/census.yaml')
+  parser.add_argument('--input', required=True,
+                      help='file pattern of the train/eval data')
+  parser.add_argument('--test-input', default=None,
+                      help='file pattern of held-out test data (optional)')
+  parser.add_argument('--output-dir', required=True,
+                      help='output directory (local path or gs://...)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace --output-dir if it already exists')
+  parser.add_argument('--num-shards', type=int, default=DEFAULT_NUM_SHARDS,
+                      help='TFRecord shards per split (default %(default)s)')
+  parser.add_argument('--write-raw', action='store_true',
+                      help='also write the cleansed raw rows of each split as '
+                      'tf.Examples under raw/')
+  args, beam_args = parser.parse_known_args(argv)
+  if args.num_shards < 1:
+    parser.error('--num-shards must be at least 1')
+  return args, beam_args
+
+
+def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
+  options = PipelineOptions(beam_args)
+  standard = options.view_as(StandardOptions)
+  if not standard.runner:
+    standard.runner = 'DirectRunner'
+  if standard.runner in ('DirectRunner', 'direct'):
+    direct = options.view_as(DirectOptions)
+    if direct.direct_num_workers == 1 and not direct.direct_running_mode:
+      direct.direct_running_mode = 'in_memory'
+  return options
+
+
+def run(argv: Optional[Sequence[str]] = None) -> dict:
+  """Runs the job and returns the manifest; raises UserError on bad input."""
+  start = time.monotonic()
+  seconds = {}
+  args, beam_args = _parse_args(argv)
+  config = load_config(args.config)
+  input_files = sources.resolve_files(args.input, '--input')
+  test_files = (sources.resolve_files(args.test_input, '--test-input')
+                if args.test_input else None)
+  if test_files and config.split.ratios.get('test'):
+    raise UserError('--test-input given, but the config also draws a test '
+                    'split from --input (split.ratios.test); use one or the '
+                    'other')
+  out = StagedOutputDir(args.output_dir, overwrite=args.overwrite)
+  options = _pipeline_options(beam_args)
+  seconds['validate_inputs'] = time.monotonic() - start
+
+  out.create()
+  try:
+    t = time.monotonic()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, config=config, input_files=input_files,
+                   test_files=test_files, out=out, num_shards=args.num_shards,
+                   write_raw=args.write_raw)
+    seconds['build_graph'] = time.monotonic() - t
+    t = time.monotonic()
+    result = p.run()
+    result.wait_until_finish()
+    seconds['run_pipeline'] = time.monotonic() - t
+
+    t = time.monotonic()
+    counts = sinks.read_json(out.path(COUNTS_FILE))
+    out.discard(COUNTS_FILE)
+    out.discard('tmp')
+    inputs = {'input': {'pattern': args.input, 'files': input_files}}
+    if test_files:
+      inputs['test_input'] = {'pattern': args.test_input, 'files': test_files}
+    names = split.split_names(config, bool(test_files)) + (
+        ['test'] if test_files else [])
+    if not counts.get('train', {}).get('rows'):
+      raise UserError(f'--input {args.input}: no usable rows (all '
+                      f'{counts.get("input", {}).get("rows_quarantined", 0)} '
+                      'rows quarantined); see the quarantine in ' + out.staging)
+    sinks.write_text(out.path(CONFIG_COPY), config.source_text)
+    seconds['collect_counts'] = time.monotonic() - t
+    seconds['total'] = time.monotonic() - start
+    doc = manifest.build_manifest(
+        config=config, config_path=args.config, inputs=inputs, counts=counts,
+        split_names=names, seconds=seconds, num_shards=args.num_shards,
+        pipeline_options=_options_summary(options), output_dir=out.final)
+    sinks.write_json(out.path(MANIFEST), doc)
+    out.publish()
+  except BaseException:
+    logging.error('preprocess failed; removing %s', out.staging)
+    out.discard()
+    raise
+  return doc
+
+
+
+def _options_summary(options: PipelineOptions) -> dict:
+  """The pipeline options that shaped this run, minus anything secret-like."""
+  summary = {}
+  for key, value in sorted(options.get_all_options(drop_default=True).items()):
+    if any(word in key for word in ('token', 'secret', 'password', 'key')):
+      continue
+    summary[key] = value if isinstance(value, (str, int, float, bool, list)
+                                      ) else str(value)
+  return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  try:
+    doc = run(argv)
+  except UserError as e:
+    print(f'preprocess: error: {e}', file=sys.stderr)
+    return 2
+  print(f'preprocess: wrote {doc["output_dir"]}')
+  print(manifest.format_summary(doc))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset configs (YAML) and curated TFDV schemas, shipped as package data."""

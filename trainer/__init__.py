@@ -1,0 +1,1 @@
+"""Wide & deep trainer, evaluation, export and serving for the preprocessed data."""
