@@ -42,14 +42,22 @@ def clean_strings(x, config: DatasetConfig) -> tf.Tensor:
 
 def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   if isinstance(x, tf.SparseTensor):
-    x = tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32), x.dense_shape)
+    present = _dense_column(
+        tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool),
+                        x.dense_shape), False)
+    value = _dense_column(
+        tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32),
+                        x.dense_shape), 0.0)
   else:
-    x = tf.cast(x, tf.float32)
-  value = _dense_column(x, float('nan'))
-  missing = tf.math.is_nan(value)
+    value = tf.cast(_dense_column(x, 0.0), tf.float32)
+    present = tf.ones_like(value, tf.bool)
+  # Absent values and NaN (how Parquet and serving clients spell missing)
+  # are both missing.
+  missing = tf.logical_or(tf.logical_not(present), tf.math.is_nan(value))
   if spec.impute == 'mean':
     # Full-pass mean over the values that are present in train.
-    fill = tft.mean(tf.boolean_mask(value, tf.logical_not(missing)))
+    fill = tft.mean(tf.boolean_mask(value, tf.logical_not(missing)),
+                    name=spec.name + '_impute_mean')
     fill = tf.where(tf.math.is_nan(fill), 0.0, fill)
   else:
     fill = tf.constant(0.0)
@@ -58,9 +66,10 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
     # Signed so that a negative value at serving time cannot produce NaN.
     value = tf.sign(value) * tf.math.log1p(tf.abs(value))
   if spec.scale == 'zscore':
-    outputs[spec.name] = tft.scale_to_z_score(value)
+    outputs[spec.name] = tft.scale_to_z_score(value,
+                                              name=spec.name + '_zscore')
   elif spec.scale == 'minmax':
-    outputs[spec.name] = tft.scale_to_0_1(value)
+    outputs[spec.name] = tft.scale_to_0_1(value, name=spec.name + '_minmax')
   elif not spec.buckets:
     outputs[spec.name] = value
   if spec.buckets:
@@ -73,7 +82,9 @@ def _categorical(strings: tf.Tensor, spec: CategoricalFeature) -> tf.Tensor:
     return tft.compute_and_apply_vocabulary(
         strings,
         top_k=spec.top_k,
-        frequency_threshold=spec.frequency_threshold,
+        # Thresholds of 0 and 1 keep every token; TFT wants None for that.
+        frequency_threshold=(spec.frequency_threshold
+                             if spec.frequency_threshold > 1 else None),
         num_oov_buckets=spec.oov_buckets,
         vocab_filename=spec.name,
         name=spec.name)

@@ -58,8 +58,9 @@ def resolve_files(pattern: str, flag: str) -> List[str]:
                      f'({len(files)} file(s), all 0 bytes)')
   for path in files:
     try:
-      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
-                           ) as f:
+      # Through the same decompression the reader will use, so a corrupt
+      # .gz fails here with its name rather than inside a running job.
+      with FileSystems.open(path) as f:
         f.read(1)
     except Exception as e:  # pylint: disable=broad-except
       raise InputError(f'{flag}: cannot read {path}: {e}') from None

@@ -13,7 +13,7 @@ the hash happens to give a small minority class.
 """
 
 import hashlib
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -155,7 +155,7 @@ class SplitDataset(beam.PTransform):
     self._config = config
     self._names = list(names)
 
-  def expand(self, batches) -> Dict[str, beam.PCollection]:
+  def expand(self, batches):
     side = []
     if self._config.split.stratify and len(self._names) > 1:
       histograms = (

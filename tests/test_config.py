@@ -1,0 +1,125 @@
+"""Dataset config: loads the shipped configs, and rejects bad ones by name."""
+
+import pytest
+import yaml
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import ConfigError
+from tests.conftest import CENSUS_CONFIG, TOY_CONFIG
+
+
+def _census_dict():
+  with open(CENSUS_CONFIG) as f:
+    return yaml.safe_load(f)
+
+
+def _error(mutate) -> str:
+  raw = _census_dict()
+  mutate(raw)
+  with pytest.raises(ConfigError) as e:
+    parse_config(yaml.safe_dump(raw))
+  return str(e.value)
+
+
+def test_census_config_loads():
+  config = load_config(CENSUS_CONFIG)
+  assert config.label.column == 'income_bracket'
+  assert config.label.positive == '>50K'
+  assert config.label.aliases['>50K.'] == '>50K'
+  assert len(config.columns) == 15
+  names = [f.name for f in config.transformed_features()]
+  assert 'age_bucket' in names
+  assert 'age_bucket_x_education_x_occupation' in names
+  roles = {f.name: f for f in config.transformed_features()}
+  assert roles['education_x_occupation'].wide
+  assert not roles['education_x_occupation'].deep
+  assert roles['age'].kind == 'numeric' and roles['age'].deep
+  assert roles['workclass'].wide and roles['workclass'].deep
+
+
+def test_toy_config_loads():
+  config = load_config(TOY_CONFIG)
+  assert config.csv.header
+  # 'note' is a column of the data but not a feature: not carried.
+  assert 'note' not in [c.name for c in config.raw_columns]
+  assert [c.name for c in config.raw_columns] == [
+      'height', 'visits', 'city', 'color', 'outcome']
+
+
+def test_config_hash_changes_with_text():
+  a = load_config(CENSUS_CONFIG)
+  with open(CENSUS_CONFIG) as f:
+    b = parse_config(f.read() + '\n# comment\n')
+  assert a.config_hash != b.config_hash
+
+
+def test_unknown_top_level_key_is_named():
+  msg = _error(lambda c: c.update(modle={}))
+  assert "unknown key 'modle'" in msg
+
+
+def test_unknown_feature_option_is_named():
+  msg = _error(lambda c: c['features']['age'].update(bucketz=3))
+  assert 'features.age' in msg and "'bucketz'" in msg
+
+
+def test_unknown_transform_value_is_named():
+  msg = _error(lambda c: c['features']['age'].update(scale='robust'))
+  assert 'features.age.scale' in msg and "'robust'" in msg
+  assert 'zscore' in msg  # says what is allowed
+
+
+def test_feature_not_in_data_is_named():
+  msg = _error(lambda c: c['features'].update(salary={}))
+  assert 'features.salary' in msg and 'not a column of the data' in msg
+
+
+def test_label_not_in_data_is_named():
+  msg = _error(lambda c: c['label'].update(column='income'))
+  assert 'label.column' in msg and "'income'" in msg
+
+
+def test_positive_class_must_be_a_class():
+  msg = _error(lambda c: c['label'].update(positive='rich'))
+  assert 'label.positive' in msg
+
+
+def test_cross_of_unknown_feature_is_named():
+  msg = _error(lambda c: c['crosses'][0].update(features=['education', 'job']))
+  assert 'crosses[0].features' in msg and "'job'" in msg
+
+
+def test_cross_of_numeric_without_buckets_is_rejected():
+  msg = _error(lambda c: c['crosses'][0].update(
+      features=['education', 'fnlwgt']))
+  assert "'fnlwgt' cannot be crossed" in msg
+
+
+def test_split_ratios_must_add_up():
+  msg = _error(lambda c: c['split'].update(ratios={'train': 0.8, 'eval': 0.3}))
+  assert 'split.ratios' in msg and 'add up to 1' in msg
+
+
+def test_unknown_column_type_is_named():
+  msg = _error(lambda c: c['columns'][0].update(type='integer'))
+  assert 'columns[0].type' in msg and "'integer'" in msg
+
+
+def test_invalid_column_name_is_rejected():
+  msg = _error(lambda c: c['columns'][0].update(name='capital-gain'))
+  assert 'columns[0].name' in msg
+
+
+def test_label_as_feature_is_rejected():
+  msg = _error(lambda c: c['features'].update(income_bracket={}))
+  assert 'features.income_bracket' in msg
+
+
+def test_not_yaml_is_a_config_error():
+  with pytest.raises(ConfigError, match='not valid YAML'):
+    parse_config('a: [1, 2')
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+  with pytest.raises(ConfigError, match='cannot read config'):
+    load_config(str(tmp_path / 'nope.yaml'))

@@ -1,0 +1,152 @@
+"""Split: deterministic, complete, and stratified by label when asked."""
+
+import ast
+import dataclasses
+import glob
+import os
+import tempfile
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import cleanse, split
+from pipeline.config import load_config
+from pipeline.sources import RawChunk
+from tests import datagen
+from tests.conftest import TOY_CONFIG
+
+
+@pytest.fixture(scope='module')
+def toy():
+  return load_config(TOY_CONFIG)
+
+
+def _batches(config, lines, chunk=500):
+  parser = cleanse.RowParser(config)
+  out = []
+  for start in range(0, len(lines), chunk):
+    batch, quarantine, _ = parser.parse_chunk(RawChunk(
+        'x.csv', start + 2, 'csv',
+        [l.encode() for l in lines[start:start + chunk]]))
+    assert quarantine == []
+    out.append(batch)
+  return out
+
+
+def _run_split(config, batches, names=('train', 'eval')):
+  """Runs SplitDataset and returns {split: [rows as dicts]}.
+
+  Rows come back through files, as they would from any Beam job: DoFns run
+  on pickled copies, so in-memory side effects never reach the test.
+  """
+  out = tempfile.mkdtemp()
+  with TestPipeline() as p:
+    splits = (p | beam.Create(batches)
+              | split.SplitDataset(config, list(names)))
+    for name, pcoll in splits.items():
+      _ = (pcoll
+           | f'Rows[{name}]' >> beam.FlatMap(lambda b: b.to_pylist())
+           | f'Repr[{name}]' >> beam.Map(repr)
+           | f'Write[{name}]' >> beam.io.WriteToText(
+               os.path.join(out, name)))
+  collected = {}
+  for name in names:
+    rows = []
+    for path in glob.glob(os.path.join(out, name + '-*')):
+      with open(path) as f:
+        rows.extend(ast.literal_eval(line) for line in f)
+    collected[name] = rows
+  return collected
+
+
+def _positive_rate(rows, label='outcome'):
+  return sum(r[label] == [b'yes'] for r in rows) / len(rows)
+
+
+def test_cut_points_without_histogram_are_cumulative_ratios():
+  assert split.cut_points([0.8, 0.2]) == pytest.approx([0.8])
+  assert split.cut_points([0.7, 0.2, 0.1]) == pytest.approx([0.7, 0.9])
+
+
+def test_cut_points_follow_histogram_mass():
+  hist = np.zeros(split.HISTOGRAM_BINS)
+  hist[:10] = 1  # all rows in the first 10 bins
+  cuts = split.cut_points([0.5, 0.5], hist)
+  assert cuts == [5 / split.HISTOGRAM_BINS]
+
+
+def test_positions_are_deterministic_and_seeded(toy):
+  batch = _batches(toy, datagen.toy_rows(50))[0]
+  a = split.row_positions(batch, seed=7)
+  assert np.array_equal(a, split.row_positions(batch, seed=7))
+  assert not np.array_equal(a, split.row_positions(batch, seed=8))
+  assert ((a >= 0) & (a < 1)).all()
+
+
+def test_stratified_split_keeps_label_rate(toy):
+  # A 10 % minority class on a few thousand rows: plain hashing would let the
+  # eval rate wander by a point or more; stratified cuts keep it in step.
+  lines = datagen.toy_rows(4000, seed=3, positive_rate=0.1)
+  collected = _run_split(toy, _batches(toy, lines))
+  train, ev = collected['train'], collected['eval']
+  assert len(train) + len(ev) == 4000
+  assert len(ev) / 4000 == pytest.approx(0.25, abs=0.01)
+  overall = _positive_rate(train + ev)
+  for rows in (train, ev):
+    assert abs(_positive_rate(rows) - overall) < 0.005
+
+
+def test_split_is_deterministic_and_independent_of_batching(toy):
+  lines = datagen.toy_rows(1200, seed=4)
+  a = _run_split(toy, _batches(toy, lines, chunk=1200))
+  b = _run_split(toy, _batches(toy, lines, chunk=77))
+  key = lambda r: repr(sorted(r.items()))
+  for name in ('train', 'eval'):
+    assert sorted(map(key, a[name])) == sorted(map(key, b[name]))
+
+
+def test_unstratified_split_depends_on_the_row_alone(toy):
+  config = dataclasses.replace(
+      toy, split=dataclasses.replace(toy.split, stratify=False))
+  lines = datagen.toy_rows(1000, seed=5)
+  full = _run_split(config, _batches(config, lines))
+  half = _run_split(config, _batches(config, lines[:500]))
+  key = lambda r: repr(sorted(r.items()))
+  full_eval = set(map(key, full['eval']))
+  assert set(map(key, half['eval'])) <= full_eval
+  assert not set(map(key, half['train'])) & full_eval
+
+
+def test_duplicate_rows_land_in_the_same_split(toy):
+  lines = datagen.toy_rows(300, seed=6)
+  collected = _run_split(toy, _batches(toy, lines + lines[:100]))
+  key = lambda r: repr(sorted(r.items()))
+  train = set(map(key, collected['train']))
+  ev = set(map(key, collected['eval']))
+  assert not train & ev
+
+
+def test_three_way_split_from_ratios(toy):
+  config = dataclasses.replace(toy, split=dataclasses.replace(
+      toy.split, ratios={'train': 0.6, 'eval': 0.2, 'test': 0.2}))
+  assert split.split_names(config, has_test_input=False) == [
+      'train', 'eval', 'test']
+  assert split.split_names(config, has_test_input=True) == ['train', 'eval']
+  collected = _run_split(config, _batches(config, datagen.toy_rows(2000)),
+                         names=('train', 'eval', 'test'))
+  sizes = {k: len(v) for k, v in collected.items()}
+  assert sum(sizes.values()) == 2000
+  assert sizes['test'] / 2000 == pytest.approx(0.2, abs=0.01)
+
+
+def test_summarize_split_counts_rows_and_positives(toy):
+  batches = _batches(toy, datagen.toy_rows(600, seed=9))
+  expected_pos = sum(
+      sum(v == [b'yes'] for v in b.column('outcome').to_pylist())
+      for b in batches)
+  with TestPipeline() as p:
+    summary = p | beam.Create(batches) | split.SummarizeSplit(toy)
+    assert_that(summary, equal_to([{'rows': 600, 'positive': expected_pos}]))
