@@ -181,15 +181,28 @@ class RowParser:
   """Parses the records of a chunk into a record batch and quarantine records.
 
   Plain Python (no Beam), so every rule can be unit-tested directly.
+
+  `label_optional=True` is the serving mode: data collected at serving time
+  (request logs, serving CSV exports) has no label, and must still be parsed
+  exactly like the training data for a skew check to compare like with like.
+  A missing label is then a null instead of a quarantine, and a CSV row (or
+  header) may leave out the label column altogether. Training data keeps the
+  default, where a row without a label is unusable.
   """
 
-  def __init__(self, config: DatasetConfig):
+  def __init__(self, config: DatasetConfig, label_optional: bool = False):
     self._config = config
+    self._label_optional = label_optional
     self._schema = features.arrow_schema(config)
     self._missing = frozenset(config.missing_values)
     self._csv = config.csv
     self._all_names = config.column_names
     self._positions = {n: i for i, n in enumerate(self._all_names)}
+    # Serving mode only: the CSV layout without the label column.
+    self._unlabeled_names = [n for n in self._all_names
+                             if n != config.label.column]
+    self._unlabeled_positions = {
+        n: i for i, n in enumerate(self._unlabeled_names)}
     self._columns = config.raw_columns  # same order as the arrow schema
     self._converters = [self._converter(c) for c in self._columns]
     self._label_index = [c.name for c in self._columns].index(
@@ -226,7 +239,7 @@ class RowParser:
                                               self._converters)):
       value = get(column, i)
       if self._is_missing(value):
-        if i == self._label_index:
+        if i == self._label_index and not self._label_optional:
           raise RowError(MISSING_LABEL,
                          f'{column.name}: the label is missing')
         row.append(None)
@@ -270,15 +283,25 @@ class RowParser:
     fields = self._split_csv(text)
     if opts.header and line_no == 1:
       names = [f.strip() for f in fields]
-      if names != self._all_names:
+      if names != self._all_names and not (
+          self._label_optional and names == self._unlabeled_names):
         raise RowError(HEADER_MISMATCH,
                        f'header {_clip(",".join(names))!r} does not match the '
                        f'configured columns {",".join(self._all_names)}')
       counts[HEADER_LINES] += 1
       return None
     if len(fields) != len(self._all_names):
-      raise RowError(WRONG_ARITY, f'expected {len(self._all_names)} fields, '
-                     f'got {len(fields)}')
+      if not self._label_optional:
+        raise RowError(WRONG_ARITY, f'expected {len(self._all_names)} fields, '
+                       f'got {len(fields)}')
+      if len(fields) != len(self._unlabeled_names):
+        raise RowError(WRONG_ARITY, f'expected {len(self._all_names)} fields '
+                       f'(or {len(self._unlabeled_names)} without the label '
+                       f'{self._config.label.column}), got {len(fields)}')
+      unlabeled = self._unlabeled_positions
+      return self._typed_row(
+          lambda c, _: fields[unlabeled[c.name]].strip()
+          if c.name in unlabeled else None)
     positions = self._positions
     return self._typed_row(lambda c, _: fields[positions[c.name]].strip())
 

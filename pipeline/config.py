@@ -126,6 +126,10 @@ class DatasetConfig:
   crosses: Tuple[Cross, ...]
   split: SplitConfig
   model: Mapping[str, Any]
+  # The curated TFDV schema of the raw data, as written in the YAML: a path
+  # relative to the YAML's directory (or absolute, or gs://...). None when the
+  # dataset has none yet; see pipeline/validation.py.
+  tfdv_schema: Optional[str] = None
   source_text: str = dataclasses.field(repr=False, compare=False, default='')
 
   @property
@@ -414,7 +418,7 @@ def _parse_split(section: Any) -> SplitConfig:
 
 
 _TOP_LEVEL = ('name', 'input', 'columns', 'label', 'features', 'crosses',
-              'split', 'model')
+              'split', 'model', 'tfdv_schema')
 
 
 def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
@@ -464,11 +468,16 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   model = raw.get('model') or {}
   if not isinstance(model, Mapping):
     raise ConfigError('model: expected a mapping')
+  tfdv_schema = raw.get('tfdv_schema')
+  if tfdv_schema is not None and not (
+      isinstance(tfdv_schema, str) and tfdv_schema.strip()):
+    raise ConfigError('tfdv_schema: expected the path of a TFDV schema '
+                      f'(.pbtxt), got {tfdv_schema!r}')
   return DatasetConfig(
       name=name, format=fmt, csv=csv_opts, missing_values=missing,
       missing_category=missing_category, columns=columns, label=label,
       numeric=numeric, categorical=categorical, crosses=crosses, split=split,
-      model=dict(model), source_text=text)
+      model=dict(model), tfdv_schema=tfdv_schema, source_text=text)
 
 
 def load_config(path: str) -> DatasetConfig:

@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
@@ -23,7 +23,8 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   PipelineOptions,
                                                   StandardOptions)
 
-from pipeline import cleanse, features, manifest, sinks, sources, split
+from pipeline import (cleanse, features, manifest, sinks, sources, split,
+                      validation)
 from pipeline.config import DatasetConfig, load_config
 from pipeline.errors import UserError
 from pipeline.outputs import MANIFEST, StagedOutputDir
@@ -74,7 +75,7 @@ class AnalyzeAndTransform(beam.PTransform):
     super().__init__()
     self._config = config
 
-  def expand(self, splits: Dict[str, beam.PCollection]):
+  def expand(self, splits):
     adapter = features.tensor_adapter_config(self._config)
     transform_fn = ((splits['train'], adapter)
                     | 'AnalyzeTrain' >> tft_beam.AnalyzeDataset(
@@ -176,6 +177,14 @@ def _parse_args(argv: Optional[Sequence[str]]):
   parser.add_argument('--write-raw', action='store_true',
                       help='also write the cleansed raw rows of each split as '
                       'tf.Examples under raw/')
+  parser.add_argument('--schema', default=None,
+                      help='curated TFDV schema (.pbtxt) to validate the '
+                      'splits against; default: the config\'s tfdv_schema')
+  parser.add_argument('--anomalies', choices=validation.ON_ANOMALIES,
+                      default=validation.FAIL,
+                      help='on data anomalies: fail (exit 1, output not '
+                      'published; details kept in OUTPUT_DIR.rejected/) or '
+                      'warn (report and publish); default %(default)s')
   args, beam_args = parser.parse_known_args(argv)
   if args.num_shards < 1:
     parser.error('--num-shards must be at least 1')
@@ -207,6 +216,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     raise UserError('--test-input given, but the config also draws a test '
                     'split from --input (split.ratios.test); use one or the '
                     'other')
+  schema = validation.resolve_schema(config, args.config, args.schema)
   out = StagedOutputDir(args.output_dir, overwrite=args.overwrite)
   options = _pipeline_options(beam_args)
   seconds['validate_inputs'] = time.monotonic() - start
@@ -239,6 +249,12 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                       'rows quarantined); see the quarantine in ' + out.staging)
     sinks.write_text(out.path(CONFIG_COPY), config.source_text)
     seconds['collect_counts'] = time.monotonic() - t
+    t = time.monotonic()
+    validation.validate_output(
+        out, config=config, split_names=names, schema=schema,
+        schema_source=(args.schema or validation.configured_schema_path(
+            config, args.config)), on_anomalies=args.anomalies)
+    seconds['validate'] = time.monotonic() - t
     seconds['total'] = time.monotonic() - start
     doc = manifest.build_manifest(
         config=config, config_path=args.config, inputs=inputs, counts=counts,
@@ -272,6 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except UserError as e:
     print(f'preprocess: error: {e}', file=sys.stderr)
     return 2
+  except validation.AnomaliesFound as e:
+    print(e.report(), file=sys.stderr)
+    return 1
   print(f'preprocess: wrote {doc["output_dir"]}')
   print(manifest.format_summary(doc))
   return 0

@@ -1,0 +1,192 @@
+"""python -m pipeline.schema: draft and inspect curated TFDV schemas.
+
+    python -m pipeline.schema infer --config schemas/new.yaml \\
+        --input 'data/new-*.csv' --output schemas/new_schema.pbtxt
+    python -m pipeline.schema show schemas/census_schema.pbtxt
+
+`infer` reads and cleanses the input exactly as preprocess does (same Beam
+read and cleanse transforms, same TFDV statistics), then drafts a schema with
+validation.draft_schema: types, presence and domains inferred by TFDV, plus
+the TRAINING/SERVING environments and skew/drift comparators with default
+thresholds. It is a draft: curate domains, ranges and thresholds, then point
+the config's `tfdv_schema:` at it. Unknown flags are Beam pipeline options,
+so a large input can be drafted on Dataflow.
+
+`show` prints a schema as one table row per feature.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from typing import List, Optional, Sequence
+
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from pipeline import cleanse, sinks, sources, validation
+from pipeline.config import load_config
+from pipeline.errors import UserError
+
+
+# -------------------------------------------------------------------- infer
+
+
+def infer(config_path: str, pattern: str, output: str, overwrite: bool,
+          beam_args: Sequence[str]) -> schema_pb2.Schema:
+  """Drafts a schema for the data matching `pattern`; returns it."""
+  config = load_config(config_path)
+  files = sources.resolve_files(pattern, '--input')
+  if FileSystems.exists(output) and not overwrite:
+    raise UserError(f'--output {output}: already exists (a curated schema?); '
+                    'pass --overwrite to replace it')
+  options = PipelineOptions(list(beam_args))
+  with tempfile.TemporaryDirectory() as tmp:
+    stats_path = os.path.join(tmp, 'stats.pb')
+    counts_path = os.path.join(tmp, 'counts.json')
+    with beam.Pipeline(options=options) as p:
+      ingested = (p
+                  | 'Read' >> sources.ReadRawChunks(files, config.format)
+                  | 'Cleanse' >> cleanse.CleanseRows(config))
+      _ = (ingested.rows
+           | 'GenerateStatistics' >> tfdv.GenerateStatistics(
+               tfdv.StatsOptions())
+           | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(stats_path))
+      _ = (ingested.counts
+           | 'SumCounts' >> beam.CombineGlobally(cleanse.SumCounts())
+           | 'WriteCounts' >> sinks.WriteJson(counts_path))
+    counts = sinks.read_json(counts_path)
+    kept = counts.get(cleanse.ROWS_KEPT, 0)
+    if not kept:
+      raise UserError(f'--input {pattern}: no usable rows (all '
+                      f'{counts.get(cleanse.ROWS_QUARANTINED, 0)} rows '
+                      'quarantined); check the config\'s input section')
+    schema = validation.draft_schema(tfdv.load_stats_binary(stats_path),
+                                     config)
+  if FileSystems.get_scheme(output) in (None, 'file'):
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  validation.write_schema(schema, output)
+  print(f'schema: drafted {output} from {kept:,} rows of {len(files)} file(s) '
+        f'({counts.get(cleanse.ROWS_QUARANTINED, 0):,} quarantined)')
+  return schema
+
+
+# --------------------------------------------------------------------- show
+
+
+def _domain(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> str:
+  kind = feature.WhichOneof('domain_info')
+  if kind == 'int_domain' or kind == 'float_domain':
+    d = getattr(feature, kind)
+    lo = d.min if d.HasField('min') else '-inf'
+    hi = d.max if d.HasField('max') else 'inf'
+    return f'[{lo}, {hi}]'
+  values = None
+  if kind == 'domain':
+    values = next((list(d.value) for d in schema.string_domain
+                   if d.name == feature.domain), None)
+  elif kind == 'string_domain':
+    values = list(feature.string_domain.value)
+  if values is None:
+    return kind or ''
+  shown = ', '.join(values[:3]) + (', ...' if len(values) > 3 else '')
+  text = f'{len(values)} values: {shown}'
+  if feature.HasField('distribution_constraints'):
+    mass = feature.distribution_constraints.min_domain_mass
+    text += f' (>= {mass:.0%} in domain)'
+  return text
+
+
+def _presence(feature: schema_pb2.Feature) -> str:
+  if not feature.HasField('presence'):
+    return ''
+  fraction = feature.presence.min_fraction
+  return f'>= {fraction:.0%}' if fraction else 'optional'
+
+
+def _environments(feature: schema_pb2.Feature,
+                  schema: schema_pb2.Schema) -> str:
+  envs = list(feature.in_environment) or list(schema.default_environment)
+  envs = [e for e in envs if e not in feature.not_in_environment]
+  return ', '.join(envs)
+
+
+def _comparator(feature: schema_pb2.Feature, field: str) -> str:
+  if not feature.HasField(field):
+    return ''
+  c = getattr(feature, field)
+  parts = []
+  if c.HasField('infinity_norm'):
+    parts.append(f'L-inf {c.infinity_norm.threshold:g}')
+  if c.HasField('jensen_shannon_divergence'):
+    jsd = c.jensen_shannon_divergence
+    source = schema_pb2.HistogramSelection.Type.Name(jsd.source.type).lower()
+    parts.append(f'JSD {jsd.threshold:g}' +
+                 (f' ({source})' if jsd.HasField('source') else ''))
+  if c.HasField('normalized_abs_difference'):
+    parts.append(f'NAD {c.normalized_abs_difference.threshold:g}')
+  return ', '.join(parts)
+
+
+def table(schema: schema_pb2.Schema) -> str:
+  rows: List[List[str]] = []
+  for f in schema.feature:
+    rows.append([f.name, schema_pb2.FeatureType.Name(f.type), _presence(f),
+                 _environments(f, schema), _comparator(f, 'skew_comparator'),
+                 _comparator(f, 'drift_comparator'), _domain(f, schema)])
+  return validation.format_table(
+      ('feature', 'type', 'presence', 'environments', 'skew', 'drift',
+       'domain'), rows)
+
+
+def show(path: str) -> None:
+  schema = validation.load_schema(path, what='schema')
+  print(table(schema))
+  envs = ', '.join(schema.default_environment) or 'none'
+  print(f'\n{len(schema.feature)} features; default environments: {envs}')
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m pipeline.schema',
+      description='Draft (infer) and inspect (show) curated TFDV schemas.')
+  sub = parser.add_subparsers(dest='command', required=True)
+  p = sub.add_parser('infer', help='draft a TFDV schema from data; unknown '
+                     'flags are Beam pipeline options')
+  p.add_argument('--config', required=True, help='dataset config YAML')
+  p.add_argument('--input', required=True, help='file pattern of the data')
+  p.add_argument('--output', required=True, help='schema to write (.pbtxt)')
+  p.add_argument('--overwrite', action='store_true',
+                 help='replace --output if it exists')
+  p = sub.add_parser('show', help='print a schema as a table')
+  p.add_argument('schema', help='TFDV schema in text format (.pbtxt)')
+  return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  args, extra = _parser().parse_known_args(argv)
+  try:
+    if args.command == 'infer':
+      schema = infer(args.config, args.input, args.output, args.overwrite,
+                     extra)
+      print(table(schema))
+    else:
+      if extra:
+        _parser().error(f'unrecognized arguments: {" ".join(extra)}')
+      show(args.schema)
+  except UserError as e:
+    print(f'schema: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
