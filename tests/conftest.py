@@ -52,3 +52,45 @@ def adult_preprocessed(adult_dir, tmp_path_factory):
       '--test-input', os.path.join(adult_dir, 'adult.test'),
       '--output-dir', out, '--write-raw'])
   return out, manifest
+
+
+# ------------------------------------------------------------ trainer fixtures
+
+TRAINER_TOY_ROWS = 1500
+TRAINER_TOY_TEST_ROWS = 400
+
+
+@pytest.fixture(scope='session')
+def trainer_toy_preprocessed(tmp_path_factory):
+  """Preprocess output of generated toy rows: train/eval, test and raw/."""
+  from pipeline import preprocess
+  from tests import datagen
+  d = tmp_path_factory.mktemp('trainer_toy')
+  train = datagen.write_lines(
+      str(d / 'toy.csv'), datagen.toy_rows(TRAINER_TOY_ROWS, seed=11),
+      header=datagen.TOY_HEADER)
+  test = datagen.write_lines(
+      str(d / 'toy_test.csv'),
+      datagen.toy_rows(TRAINER_TOY_TEST_ROWS, seed=12),
+      header=datagen.TOY_HEADER)
+  out = str(d / 'preprocess')
+  manifest = preprocess.run([
+      '--config', TOY_CONFIG, '--input', train, '--test-input', test,
+      '--output-dir', out, '--write-raw', '--num-shards', '2'])
+  return out, manifest
+
+
+@pytest.fixture(scope='session')
+def trainer_toy_model(trainer_toy_preprocessed, tmp_path_factory):
+  """A wide & deep model trained briefly on the toy data, with its export.
+
+  Returns (model_dir, metrics document).
+  """
+  from trainer import task
+  preprocess_dir, _ = trainer_toy_preprocessed
+  model_dir = str(tmp_path_factory.mktemp('trainer_toy_model') / 'model')
+  doc = task.run([
+      '--preprocess-dir', preprocess_dir, '--model-dir', model_dir,
+      '--epochs', '15', '--batch-size', '64', '--early-stopping-patience', '4',
+      '--verbose', '0', '--seed', '3'])
+  return model_dir, doc

@@ -1,0 +1,221 @@
+"""Export: a self-contained SavedModel whose signatures carry the transform.
+
+The SavedModel under MDIR/export/<version>/ (TF Serving layout: an integer
+version directory) holds the trained model *and* the tf.Transform graph, so a
+client sends raw feature values and gets a prediction; nobody outside has to
+reimplement trimming, missing-value handling, scaling, bucketing, vocabulary
+lookup or crosses, which is what keeps training and serving from drifting
+apart. The transform layer is tracked by the exported module, so its assets
+(vocabulary files) are copied into the export and the preprocess directory is
+not needed any more.
+
+Signatures:
+  serving_default  examples: [N] string, serialized tf.Example of raw features
+                   (no label); a missing feature is simply absent.
+  serving_raw      one [N] tensor per raw feature, named like the raw column,
+                   in its raw dtype (int64, float32 or string); NaN marks a
+                   missing float, '' or '?' (any configured missing token) a
+                   missing string.
+Both return  probabilities: [N, 1] float32, P(positive class)
+             classes:       [N] string, the label's own class names.
+
+The decision threshold is a variable of the export (and is recorded in
+assets.extra/metadata.json), so a tuned threshold can be exported later
+without retraining. assets.extra/config.yaml is the dataset config, which
+`trainer.predict` uses to read raw files in the dataset's own dialect.
+"""
+
+import datetime
+import json
+import os
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipeline import features as raw_features
+from pipeline.config import DatasetConfig, parse_config
+from pipeline.errors import InputError
+
+EXPORT_DIR = 'export'
+EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside the model
+CONFIG_FILE = 'config.yaml'
+METADATA_FILE = 'metadata.json'
+DEFAULT_SIGNATURE = 'serving_default'
+RAW_SIGNATURE = 'serving_raw'
+EXAMPLES_INPUT = 'examples'
+PROBABILITIES = 'probabilities'
+CLASSES = 'classes'
+
+
+def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
+  """[N] -> SparseTensor [N, 1] with every value present.
+
+  Unlike tf.sparse.from_dense this keeps zeros and empty strings: a 0 is a
+  real value, and whether '' means missing is the transform graph's decision,
+  exactly as for a parsed tf.Example.
+  """
+  x = tf.reshape(x, [-1])
+  n = tf.shape(x, out_type=tf.int64)[0]
+  indices = tf.stack([tf.range(n), tf.zeros([n], tf.int64)], axis=1)
+  return tf.SparseTensor(indices, x, tf.stack([n, tf.constant(1, tf.int64)]))
+
+
+class ServingModule(tf.Module):
+  """What gets saved: model + transform layer + threshold + signatures."""
+
+  def __init__(self, model, tft_layer, config: DatasetConfig,
+               feature_names: Sequence[str], threshold: float):
+    super().__init__(name='wide_deep_serving')
+    self.model = model
+    self.tft_layer = tft_layer
+    self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False,
+                                 name='threshold')
+    self._feature_names = list(feature_names)
+    self._raw_spec = raw_features.raw_feature_spec(config, include_label=False)
+    positive = config.label.positive
+    negative = [c for c in config.label.classes if c != positive][0]
+    self._positive, self._negative = positive, negative
+    raw_inputs = {
+        name: tf.TensorSpec([None], spec.dtype, name=name)
+        for name, spec in self._raw_spec.items()
+    }
+    examples = [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+    self.serve_examples = tf.function(self._serve_examples,
+                                      input_signature=examples)
+    self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_inputs])
+    # Not a signature: lets tests (and debugging) see the exact transformed
+    # features the exported graph computes from raw tf.Examples.
+    self.transform_examples = tf.function(self._transform_examples,
+                                          input_signature=examples)
+
+  def _transform(self, raw: Mapping[str, tf.SparseTensor]
+                ) -> Dict[str, tf.Tensor]:
+    transformed = self.tft_layer(dict(raw))
+    return {name: transformed[name] for name in self._feature_names}
+
+  def _predict(self, raw: Mapping[str, tf.SparseTensor]
+              ) -> Dict[str, tf.Tensor]:
+    probabilities = self.model(self._transform(raw), training=False)
+    probabilities = tf.reshape(tf.cast(probabilities, tf.float32), [-1, 1])
+    classes = tf.where(probabilities[:, 0] >= self.threshold,
+                       tf.constant(self._positive), tf.constant(self._negative))
+    return {PROBABILITIES: probabilities, CLASSES: classes}
+
+  def _parse(self, examples: tf.Tensor) -> Dict[str, tf.SparseTensor]:
+    return tf.io.parse_example(examples, self._raw_spec)
+
+  def _serve_examples(self, examples):
+    return self._predict(self._parse(examples))
+
+  def _serve_raw(self, inputs):
+    return self._predict({k: _dense_to_sparse(v) for k, v in inputs.items()})
+
+  def _transform_examples(self, examples):
+    return self._transform(self._parse(examples))
+
+
+def _new_version_dir(export_root: str) -> Tuple[int, str]:
+  """An integer version (seconds since the epoch) not already taken."""
+  version = int(time.time())
+  while tf.io.gfile.exists(os.path.join(export_root, str(version))):
+    version += 1
+  return version, os.path.join(export_root, str(version))
+
+
+def export_model(model, tft_output: tft.TFTransformOutput,
+                 config: DatasetConfig, feature_names: Sequence[str],
+                 model_dir: str, threshold: float,
+                 extra_metadata: Optional[Mapping[str, Any]] = None,
+                 write: bool = True) -> str:
+  """Saves the serving SavedModel; returns its version directory.
+
+  Written under a temporary name and renamed into place, so TF Serving (which
+  watches for integer directories) never loads a half-written model. With
+  write=False (non-chief workers of a multi-worker job, which must take part
+  in saving) it saves to a temporary directory and deletes it.
+  """
+  export_root = os.path.join(model_dir, EXPORT_DIR)
+  tf.io.gfile.makedirs(export_root)
+  version, final = _new_version_dir(export_root)
+  staging = os.path.join(export_root, f'.staging-{version}-{os.getpid()}')
+  module = ServingModule(model, tft_output.transform_features_layer(), config,
+                         feature_names, threshold)
+  signatures = {
+      DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
+      RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
+  }
+  tf.saved_model.save(module, staging, signatures=signatures)
+  if not write:
+    tf.io.gfile.rmtree(staging)
+    return final
+  extra = os.path.join(staging, EXTRA_DIR)
+  tf.io.gfile.makedirs(extra)
+  with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), 'w') as f:
+    f.write(config.source_text)
+  metadata = {
+      'version': version,
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'dataset': config.name,
+      'config_sha256': config.config_hash,
+      'threshold': float(threshold),
+      'label': {
+          'column': config.label.column,
+          'classes': list(config.label.classes),
+          'positive': config.label.positive,
+      },
+      'signatures': {
+          DEFAULT_SIGNATURE: {'inputs': {EXAMPLES_INPUT: 'string'}},
+          RAW_SIGNATURE: {'inputs': {
+              name: spec.dtype.name
+              for name, spec in raw_features.raw_feature_spec(
+                  config, include_label=False).items()}},
+          'outputs': {PROBABILITIES: 'float32 [N, 1]', CLASSES: 'string [N]'},
+      },
+      'model_features': list(feature_names),
+  }
+  metadata.update(extra_metadata or {})
+  with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), 'w') as f:
+    f.write(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+  tf.io.gfile.rename(staging, final)
+  return final
+
+
+# ------------------------------------------------------------------- loading
+
+
+def export_versions(model_dir: str) -> List[int]:
+  root = os.path.join(model_dir, EXPORT_DIR)
+  if not tf.io.gfile.isdir(root):
+    return []
+  return sorted(int(n.rstrip('/')) for n in tf.io.gfile.listdir(root)
+                if n.rstrip('/').isdigit())
+
+
+def resolve_export_dir(path: str) -> str:
+  """A SavedModel directory from MDIR (latest version) or a version dir."""
+  if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+    return path
+  versions = export_versions(path)
+  if not versions:
+    raise InputError(f'no exported model in {path}: expected '
+                     f'{os.path.join(path, EXPORT_DIR, "<version>")}/'
+                     'saved_model.pb (run python -m trainer.task first)')
+  return os.path.join(path, EXPORT_DIR, str(versions[-1]))
+
+
+def load_export_config(export_dir: str) -> DatasetConfig:
+  path = os.path.join(export_dir, EXTRA_DIR, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    raise InputError(f'{export_dir} has no {EXTRA_DIR}/{CONFIG_FILE}; it was '
+                     'not written by trainer.export')
+  with tf.io.gfile.GFile(path) as f:
+    return parse_config(f.read(), where=path)
+
+
+def load_export_metadata(export_dir: str) -> Dict[str, Any]:
+  with tf.io.gfile.GFile(os.path.join(export_dir, EXTRA_DIR,
+                                      METADATA_FILE)) as f:
+    return json.load(f)

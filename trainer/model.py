@@ -1,0 +1,262 @@
+"""The wide & deep model, built from the dataset config and transformed metadata.
+
+Nothing here knows a dataset: which transformed features exist and what role
+each plays (wide, deep, embedding size) comes from
+`DatasetConfig.transformed_features()`, and the number of ids of every
+categorical feature comes from the int_domain that tf.Transform recorded in the
+transformed schema. A new dataset is a new YAML, never new code here.
+
+Architecture (Cheng et al. 2016, "Wide & Deep Learning for Recommender
+Systems"):
+  * wide: a linear model over the one-hot encoding of every wide categorical
+    id (vocabulary ids, numeric buckets, hashed crosses). A weight per id is
+    an embedding of dimension 1, which is how it is implemented: a lookup
+    instead of a huge sparse one-hot matmul.
+  * deep: embeddings of the categorical ids plus the scaled numerics,
+    concatenated into a ReLU MLP ending in one logit.
+  * the two logits are summed and squashed by a sigmoid, and both parts are
+    trained jointly, each with its own optimizer (FTRL suits the sparse,
+    memorising wide part; Adam the dense deep part), as in the paper.
+"""
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from pipeline.config import DatasetConfig
+from pipeline.errors import InputError
+from trainer.hparams import HParams
+
+WIDE_PREFIX = 'wide_'
+DEEP_PREFIX = 'deep_'
+OUTPUT_NAME = 'probabilities'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFeature:
+  """One model input: a transformed feature with its dtype and role."""
+  name: str
+  dtype: tf.dtypes.DType
+  categorical: bool
+  wide: bool
+  deep: bool
+  num_ids: int = 0  # categorical only: ids are 0 .. num_ids - 1
+  embedding_dim: int = 0  # categorical and deep only
+
+
+def embedding_dim(num_ids: int, configured: Optional[int],
+                  hp: HParams) -> int:
+  """The config's embedding_dim, else the rule of thumb scale * n^(1/4).
+
+  The fourth-root rule (as in TensorFlow's feature column guide) grows the
+  embedding slowly with the vocabulary, capped so a huge hashed feature does
+  not dominate the MLP's input.
+  """
+  if configured:
+    return configured
+  return int(max(2, min(hp.embedding_max_dim,
+                        round(hp.embedding_scale * num_ids ** 0.25))))
+
+
+def model_features(config: DatasetConfig, tft_output: tft.TFTransformOutput,
+                   hp: HParams) -> List[ModelFeature]:
+  """Joins the config's feature roles with the transformed schema.
+
+  A mismatch (a feature the config promises but the transform did not write,
+  or a categorical without an id range) means the preprocess output and the
+  config disagree; that is reported instead of training a wrong model.
+  """
+  spec = tft_output.transformed_feature_spec()
+  crosses = {c.name for c in config.crosses}
+  out = []
+  for f in config.transformed_features():
+    if f.kind == 'categorical' and not f.deep:
+      f = dataclasses.replace(
+          f, deep=hp.deep_crosses if f.name in crosses else hp.deep_buckets)
+    if f.name not in spec:
+      raise InputError(
+          f'transformed feature {f.name!r} from the config is not in the '
+          'transformed metadata; was the preprocess output written with a '
+          'different config?')
+    dtype = spec[f.name].dtype
+    if f.kind == 'categorical':
+      if dtype != tf.int64:
+        raise InputError(f'transformed feature {f.name!r} should hold int64 '
+                         f'ids, but its dtype is {dtype.name}')
+      try:
+        n = tft_output.num_buckets_for_transformed_feature(f.name)
+      except ValueError as e:
+        raise InputError(f'transformed feature {f.name!r}: {e}') from None
+      dim = embedding_dim(n, f.embedding_dim, hp) if f.deep else 0
+      out.append(ModelFeature(f.name, dtype, True, f.wide, f.deep, n, dim))
+    else:
+      out.append(ModelFeature(f.name, tf.float32, False, f.wide, f.deep))
+  return out
+
+
+class Bias(keras.layers.Layer):
+  """A single trainable scalar added to its input.
+
+  Only used when the model has no deep part (whose last Dense layer otherwise
+  carries the bias).
+  """
+
+  def build(self, input_shape):
+    self.bias = self.add_weight(name='bias', shape=(1,), initializer='zeros')
+    super().build(input_shape)
+
+  def call(self, inputs):
+    return inputs + self.bias
+
+
+class WideDeepModel(keras.Model):
+  """A functional model whose wide and deep variables have their own optimizer.
+
+  Built with the functional API (`WideDeepModel(inputs, outputs)`); only
+  `train_step` differs from keras.Model: the gradient of the one loss is split
+  by variable owner (layer name prefix) and applied by two optimizers. Loss
+  scaling and cross-replica gradient aggregation are Keras' own (compute_loss,
+  apply_gradients), so distribution strategies work unchanged.
+  """
+
+  def compile(self, wide_optimizer=None, **kwargs):  # pylint: disable=arguments-differ
+    super().compile(**kwargs)
+    self.wide_optimizer = wide_optimizer
+
+  def _split_variables(self) -> Tuple[List[tf.Variable], List[tf.Variable]]:
+    wide, deep = [], []
+    for layer in self.layers:
+      if layer.name.startswith(WIDE_PREFIX):
+        wide.extend(layer.trainable_weights)
+      else:
+        deep.extend(layer.trainable_weights)
+    if self.wide_optimizer is None:
+      return [], wide + deep
+    return wide, deep
+
+  def train_step(self, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    wide_vars, deep_vars = self._split_variables()
+    with tf.GradientTape() as tape:
+      y_pred = self(x, training=True)
+      loss = self.compute_loss(x, y, y_pred, sample_weight)
+    grads = tape.gradient(loss, wide_vars + deep_vars)
+    if wide_vars:
+      self.wide_optimizer.apply_gradients(
+          zip(grads[:len(wide_vars)], wide_vars))
+    if deep_vars:
+      self.optimizer.apply_gradients(zip(grads[len(wide_vars):], deep_vars))
+    return self.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _inputs(features: Sequence[ModelFeature]) -> Dict[str, keras.Input]:
+  # Transformed features are dense scalars per example: shape [batch].
+  return {f.name: keras.Input(shape=(), dtype=f.dtype, name=f.name)
+          for f in features}
+
+
+def _wide_logit(features, inputs, hp: HParams):
+  terms = []
+  for f in features:
+    if not (f.wide and f.categorical):
+      continue
+    w = keras.layers.Embedding(
+        f.num_ids, 1, embeddings_initializer='zeros',
+        name=f'{WIDE_PREFIX}{f.name}')(inputs[f.name])
+    terms.append(w)
+  for f in features:
+    if f.wide and not f.categorical:
+      terms.append(keras.layers.Dense(
+          1, use_bias=False, kernel_initializer='zeros',
+          name=f'{WIDE_PREFIX}{f.name}')(keras.layers.Reshape(
+              (1,), name=f'{WIDE_PREFIX}{f.name}_column')(inputs[f.name])))
+  if not terms:
+    return None
+  return terms[0] if len(terms) == 1 else keras.layers.Add(
+      name=f'{WIDE_PREFIX}logit_sum')(terms)
+
+
+def _deep_logit(features, inputs, hp: HParams):
+  parts = []
+  for f in features:
+    if not f.deep:
+      continue
+    if f.categorical:
+      parts.append(keras.layers.Embedding(
+          f.num_ids, f.embedding_dim,
+          name=f'{DEEP_PREFIX}embedding_{f.name}')(inputs[f.name]))
+    else:
+      parts.append(keras.layers.Reshape(
+          (1,), name=f'{DEEP_PREFIX}numeric_{f.name}')(inputs[f.name]))
+  if not parts:
+    return None
+  x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
+      name=f'{DEEP_PREFIX}input')(parts)
+  for i, units in enumerate(hp.hidden_units):
+    x = keras.layers.Dense(units, activation='relu',
+                           name=f'{DEEP_PREFIX}hidden_{i}')(x)
+    if hp.dropout:
+      x = keras.layers.Dropout(hp.dropout, seed=hp.seed + i,
+                               name=f'{DEEP_PREFIX}dropout_{i}')(x)
+  return keras.layers.Dense(1, name=f'{DEEP_PREFIX}logit')(x)
+
+
+def build_model(features: Sequence[ModelFeature], hp: HParams) -> WideDeepModel:
+  """The uncompiled wide & deep model: transformed features -> P(positive)."""
+  inputs = _inputs(features)
+  wide = _wide_logit(features, inputs, hp)
+  deep = _deep_logit(features, inputs, hp)
+  if wide is None and deep is None:
+    raise InputError('the config defines no model features')
+  if deep is None:
+    logit = Bias(name=f'{WIDE_PREFIX}bias')(wide)
+  elif wide is None:
+    logit = deep
+  else:
+    logit = keras.layers.Add(name='logit')([wide, deep])
+  probabilities = keras.layers.Activation('sigmoid', name=OUTPUT_NAME)(logit)
+  return WideDeepModel(inputs=inputs, outputs=probabilities,
+                       name='wide_and_deep')
+
+
+def make_optimizer(name: str, learning_rate: float, hp: HParams,
+                   wide: bool) -> keras.optimizers.Optimizer:
+  """One of the supported optimizers, without XLA.
+
+  Keras optimizers XLA-compile their update step by default; for a model this
+  small that compilation costs about 30 s per run on a CPU and buys nothing.
+  """
+  kwargs = {'jit_compile': False}
+  if name == 'ftrl':
+    return keras.optimizers.Ftrl(
+        learning_rate,
+        l1_regularization_strength=hp.wide_l1 if wide else 0.0,
+        l2_regularization_strength=hp.wide_l2 if wide else 0.0, **kwargs)
+  if name == 'adam':
+    return keras.optimizers.Adam(learning_rate, **kwargs)
+  if name == 'adagrad':
+    return keras.optimizers.Adagrad(learning_rate, **kwargs)
+  if name == 'rmsprop':
+    return keras.optimizers.RMSprop(learning_rate, **kwargs)
+  return keras.optimizers.SGD(learning_rate, **kwargs)
+
+
+def compile_model(model: WideDeepModel, hp: HParams) -> WideDeepModel:
+  """Loss, the two optimizers, and the metrics early stopping watches."""
+  has_wide = any(l.name.startswith(WIDE_PREFIX) and l.trainable_weights
+                 for l in model.layers)
+  model.compile(
+      wide_optimizer=(make_optimizer(hp.wide_optimizer, hp.wide_learning_rate,
+                                     hp, wide=True) if has_wide else None),
+      optimizer=make_optimizer(hp.deep_optimizer, hp.deep_learning_rate, hp,
+                               wide=False),
+      loss=keras.losses.BinaryCrossentropy(),
+      metrics=[
+          keras.metrics.AUC(name='auc', num_thresholds=1000),
+          keras.metrics.BinaryAccuracy(name='accuracy',
+                                       threshold=hp.threshold),
+      ])
+  return model

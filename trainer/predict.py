@@ -1,0 +1,281 @@
+"""python -m trainer.predict: score raw CSV rows with an exported model alone.
+
+    python -m trainer.predict --model-dir MDIR --input raw.csv --output preds.jsonl
+
+MDIR is a model directory (its latest export/<version>/ is used) or one
+version directory. Nothing else is read: the dataset config that says how the
+raw files look (delimiter, header, missing tokens, column order) travels inside
+the export (assets.extra/config.yaml), and all feature processing happens in
+the exported graph. That is the point of this command: it proves the export is
+self-contained.
+
+Rows are in the dataset's own dialect, with or without the label column (a
+label, when present, is echoed in the output so predictions can be compared).
+Each data row gives one JSON line, in input order:
+  {"source": ..., "line": 12, "probability": 0.83, "class": ">50K", "label": ...}
+and a row that cannot be read (wrong number of fields, a non-number in a
+numeric column, bad encoding) gives {"source", "line", "error", "raw"} instead
+of stopping the run. A missing value ('?', empty, any configured token) is not
+an error: the feature is left out of the tf.Example and the graph imputes it.
+Blank and comment lines are skipped.
+"""
+
+import argparse
+import csv
+import json
+import math
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from pipeline.config import DatasetConfig
+from pipeline.errors import UserError
+from trainer import export
+
+DEFAULT_BATCH_SIZE = 1024
+
+
+class RowError(ValueError):
+  """A row that cannot be turned into a tf.Example."""
+
+
+class RowEncoder:
+  """CSV fields of one row -> serialized raw tf.Example (without the label)."""
+
+  def __init__(self, config: DatasetConfig):
+    self._config = config
+    self._missing = frozenset(config.missing_values)
+    self._label = config.label.column
+    self._features = {c.name: c for c in config.feature_columns}
+    all_names = config.column_names
+    self._layouts = {len(all_names): all_names}
+    without_label = [n for n in all_names if n != self._label]
+    self._layouts.setdefault(len(without_label), without_label)
+    self._header = None
+
+  def set_header(self, fields: Sequence[str]) -> None:
+    names = [f.strip() for f in fields]
+    unknown = [n for n in names if n not in self._config.column_names]
+    if unknown:
+      raise UserError(f'header names unknown column(s) {unknown}; the config '
+                      f'columns are {", ".join(self._config.column_names)}')
+    self._header = names
+
+  def split(self, text: str) -> List[str]:
+    opts = self._config.csv
+    try:
+      return next(csv.reader([text], delimiter=opts.delimiter,
+                             quotechar=opts.quote_char,
+                             skipinitialspace=opts.skip_initial_space,
+                             strict=True))
+    except csv.Error as e:
+      raise RowError(f'cannot split the line: {e}') from None
+
+  def _names_for(self, fields: Sequence[str]) -> Sequence[str]:
+    if self._header is not None:
+      if len(fields) != len(self._header):
+        raise RowError(f'expected {len(self._header)} fields (as in the '
+                       f'header), got {len(fields)}')
+      return self._header
+    if len(fields) not in self._layouts:
+      expected = ' or '.join(str(n) for n in sorted(self._layouts))
+      raise RowError(f'expected {expected} fields (with or without the label '
+                     f'column {self._label!r}), got {len(fields)}')
+    return self._layouts[len(fields)]
+
+  def encode(self, fields: Sequence[str]) -> Tuple[bytes, Optional[str]]:
+    """(serialized tf.Example, the row's label or None)."""
+    names = self._names_for(fields)
+    example = tf.train.Example()
+    label = None
+    for name, value in zip(names, fields):
+      if name == self._label:
+        text = value.strip()
+        if text and text not in self._missing:
+          label = self._config.label.aliases.get(text, text)
+        continue
+      column = self._features.get(name)
+      if column is None or value.strip() in self._missing:
+        continue  # not a model input, or missing: the graph imputes it
+      feature = example.features.feature[name]
+      if column.type == 'int':
+        feature.int64_list.value.append(_to_int(name, value))
+      elif column.type == 'float':
+        feature.float_list.value.append(_to_float(name, value))
+      else:
+        # Sent as written: trimming and missing tokens are the graph's job.
+        feature.bytes_list.value.append(value.encode('utf-8'))
+    return example.SerializeToString(), label
+
+
+def _to_float(name: str, value: str) -> float:
+  try:
+    number = float(value.strip())
+  except ValueError:
+    raise RowError(f'{name}: {value.strip()[:80]!r} is not a number') from None
+  if not math.isfinite(number):
+    raise RowError(f'{name}: {value.strip()!r} is not a finite number')
+  return number
+
+
+def _to_int(name: str, value: str) -> int:
+  text = value.strip()
+  try:
+    return int(text)
+  except ValueError:
+    pass
+  number = _to_float(name, text)
+  if not number.is_integer():
+    raise RowError(f'{name}: {text!r} is not an integer')
+  if abs(number) >= 2**63:
+    raise RowError(f'{name}: {text!r} does not fit in int64')
+  return int(number)
+
+
+def _lines(path: str, encoding: str) -> Iterator[Tuple[int, Any]]:
+  """(1-based line number, text or a UnicodeDecodeError) per line."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    for n, raw in enumerate(f, start=1):
+      raw = raw.rstrip(b'\r\n')
+      try:
+        yield n, raw.decode(encoding)
+      except UnicodeDecodeError as e:
+        yield n, e
+
+
+class Predictor:
+  """The exported model's serving_default signature plus its config."""
+
+  def __init__(self, model_dir: str):
+    self.export_dir = export.resolve_export_dir(model_dir)
+    self.config = export.load_export_config(self.export_dir)
+    self._loaded = tf.saved_model.load(self.export_dir)
+    self._fn = self._loaded.signatures[export.DEFAULT_SIGNATURE]
+
+  def predict(self, serialized: Sequence[bytes]
+             ) -> Tuple[List[float], List[str]]:
+    out = self._fn(**{export.EXAMPLES_INPUT: tf.constant(list(serialized),
+                                                         tf.string)})
+    probs = out[export.PROBABILITIES].numpy().reshape(-1).tolist()
+    classes = [c.decode('utf-8') for c in out[export.CLASSES].numpy()]
+    return probs, classes
+
+
+def predict_file(predictor: Predictor, path: str, write,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> Dict[str, int]:
+  """Scores every data row of `path`, calling write(dict) per row in order."""
+  config = predictor.config
+  encoder = RowEncoder(config)
+  opts = config.csv
+  counts = {'rows': 0, 'scored': 0, 'errors': 0}
+  pending: List[Dict[str, Any]] = []  # results in input order
+  batch: List[Tuple[int, bytes]] = []  # (index into pending, example)
+  header_seen = False
+
+  def flush():
+    if batch:
+      probs, classes = predictor.predict([ex for _, ex in batch])
+      for (i, _), p, c in zip(batch, probs, classes):
+        pending[i]['probability'] = p
+        pending[i]['class'] = c
+    for result in pending:
+      write(result)
+    counts['scored'] += len(batch)
+    pending.clear()
+    batch.clear()
+
+  for line_no, text in _lines(path, opts.encoding):
+    if isinstance(text, UnicodeDecodeError):
+      counts['rows'] += 1
+      counts['errors'] += 1
+      pending.append({'source': path, 'line': line_no,
+                      'error': f'not valid {opts.encoding} at byte '
+                               f'{text.start}', 'raw': None})
+      continue
+    stripped = text.strip()
+    if not stripped or (opts.comment_prefix and
+                        stripped.startswith(opts.comment_prefix)):
+      continue
+    if opts.header and not header_seen:
+      header_seen = True
+      encoder.set_header(encoder.split(text))
+      continue
+    counts['rows'] += 1
+    result: Dict[str, Any] = {'source': path, 'line': line_no}
+    try:
+      serialized, label = encoder.encode(encoder.split(text))
+    except RowError as e:
+      counts['errors'] += 1
+      result.update({'error': str(e), 'raw': text})
+      pending.append(result)
+      continue
+    if label is not None:
+      result['label'] = label
+    pending.append(result)
+    batch.append((len(pending) - 1, serialized))
+    if len(batch) >= batch_size:
+      flush()
+  flush()
+  return counts
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m trainer.predict',
+      description='Score raw rows (the dataset\'s CSV dialect) with an '
+      'exported model; one JSON line per row.')
+  parser.add_argument('--model-dir', required=True,
+                      help='model directory (latest export used) or one '
+                      'export/<version> directory')
+  parser.add_argument('--input', required=True,
+                      help='raw CSV file(s): a path or glob pattern')
+  parser.add_argument('--output', default='-',
+                      help='JSON lines output file (default: stdout)')
+  parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE)
+  args = parser.parse_args(argv)
+  if args.batch_size < 1:
+    parser.error('--batch-size must be at least 1')
+  return args
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
+  args = parse_args(argv)
+  files = sorted(tf.io.gfile.glob(args.input))
+  if not files:
+    raise UserError(f'--input {args.input}: no file matches')
+  predictor = Predictor(args.model_dir)
+  if predictor.config.format != 'csv':
+    raise UserError(f'the model\'s dataset config reads {predictor.config.format}'
+                    ' files; trainer.predict reads CSV rows only')
+  totals = {'rows': 0, 'scored': 0, 'errors': 0}
+  out = (sys.stdout if args.output == '-' else
+         tf.io.gfile.GFile(args.output, 'w'))
+  try:
+    for path in files:
+      counts = predict_file(
+          predictor, path, lambda r: out.write(json.dumps(r) + '\n'),
+          args.batch_size)
+      for k, v in counts.items():
+        totals[k] += v
+  finally:
+    if out is not sys.stdout:
+      out.close()
+  totals['export_dir'] = predictor.export_dir
+  return totals
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  try:
+    totals = run(argv)
+  except UserError as e:
+    print(f'predict: error: {e}', file=sys.stderr)
+    return 2
+  print(f'predict: {totals["rows"]} rows, {totals["scored"]} scored, '
+        f'{totals["errors"]} with errors (model {totals["export_dir"]})',
+        file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
