@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs the preprocess job on Apache Flink.
+#
+#   scripts/submit_flink.sh --flink-master HOST:8081 --input ... --output-dir ...
+#   scripts/submit_flink.sh --job-endpoint HOST:8099 ...   (a running Beam
+#       Flink job server, e.g. the apache/beam_flink*_job_server image)
+#
+# --flink-master uses Beam's FlinkRunner, which starts a Flink job server
+# itself (it needs Java and fetches the job server jar once); --job-endpoint
+# submits through the PortableRunner to a job server that is already up.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+usage() {
+  cat <<USAGE
+Usage: $SCRIPT (--flink-master HOST:PORT | --job-endpoint HOST:PORT) [flags]
+       [-- extra Beam options]
+
+Runs python -m pipeline.preprocess on Flink (FlinkRunner or PortableRunner).
+
+$COMMON_FLAGS_HELP
+
+Flink (exactly one of the first two):
+  --flink-master HOST:PORT  Flink REST address, or [local] for an embedded
+                            cluster (FLINK_MASTER) -> FlinkRunner
+  --job-endpoint HOST:PORT  a running Beam job server (JOB_ENDPOINT)
+                            -> PortableRunner
+  --flink-version X.Y       Flink version of the cluster, FlinkRunner only
+                            (FLINK_VERSION; default: Beam's newest)
+  --parallelism N           Flink parallelism (PARALLELISM; optional)
+
+$PORTABLE_FLAGS_HELP
+USAGE
+}
+
+init_common
+init_portable
+FLINK_MASTER="${FLINK_MASTER:-}"
+FLINK_VERSION="${FLINK_VERSION:-}"
+PARALLELISM="${PARALLELISM:-}"
+
+normalize_args "$@"
+set -- "${ARGS[@]+"${ARGS[@]}"}"
+while (($#)); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --flink-master) need_value "$@"; FLINK_MASTER="$2"; shift 2 ;;
+    --flink-version) need_value "$@"; FLINK_VERSION="$2"; shift 2 ;;
+    --parallelism) need_value "$@"; PARALLELISM="$2"; shift 2 ;;
+    *)
+      if parse_portable "$@" || parse_common "$@"; then
+        shift "$SHIFT"
+      else
+        die "unknown flag '$1'"
+      fi ;;
+  esac
+done
+
+if [[ -z "$FLINK_MASTER" && -z "$JOB_ENDPOINT" ]]; then
+  die "where to run is required: pass --flink-master HOST:PORT (or set \
+FLINK_MASTER; '[local]' for an embedded Flink) or --job-endpoint HOST:PORT \
+(or set JOB_ENDPOINT)"
+fi
+if [[ -n "$FLINK_MASTER" && -n "$JOB_ENDPOINT" ]]; then
+  die "--flink-master and --job-endpoint exclude each other (FLINK_MASTER=\
+'$FLINK_MASTER', JOB_ENDPOINT='$JOB_ENDPOINT'); give one"
+fi
+build_common
+if [[ -n "$FLINK_MASTER" ]]; then
+  CMD+=(--runner=FlinkRunner "--flink_master=$FLINK_MASTER")
+  [[ -n "$FLINK_VERSION" ]] && CMD+=("--flink_version=$FLINK_VERSION")
+else
+  [[ -n "$FLINK_VERSION" ]] &&
+    die '--flink-version applies to --flink-master only; the job server at \
+--job-endpoint has its own'
+  CMD+=(--runner=PortableRunner "--job_endpoint=$JOB_ENDPOINT")
+fi
+if [[ -n "$PARALLELISM" ]]; then
+  require_int "$PARALLELISM" --parallelism 1
+  CMD+=("--parallelism=$PARALLELISM")
+fi
+add_portable_options
+finish
