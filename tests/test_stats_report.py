@@ -1,53 +1,21 @@
 """The standalone HTML statistics report, as a file and in a real browser.
 
-The browser test drives headless Chromium from the command line (`--dump-dom`
-prints the DOM after the page's scripts ran); it needs no Python package, only
-the Debian packages chromium and chromium-driver, and is skipped without them.
+The browser tests render each report in headless Chromium (tests/browser.py).
 """
 
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline import skew, stats_report, validation
+from tests.browser import dump_dom
 
 FEATURES = ['age', 'workclass', 'fnlwgt', 'education', 'education_num',
             'marital_status', 'occupation', 'relationship', 'race', 'sex',
             'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
             'income_bracket']
-
-
-def _chromium():
-  for name in (os.environ.get('CHROMIUM', ''), 'chromium', 'chromium-browser',
-               'google-chrome'):
-    if name and shutil.which(name):
-      return shutil.which(name)
-  return None
-
-
-requires_chromium = pytest.mark.skipif(
-    _chromium() is None,
-    reason='headless Chromium not found (Debian: apt-get install -y chromium '
-    'chromium-driver, or set CHROMIUM=/path/to/chrome)')
-
-
-def dump_dom(path, tmp_path):
-  """The page's DOM after its scripts ran, from a fresh headless Chromium."""
-  profile = tmp_path / 'chromium-profile'
-  profile.mkdir(exist_ok=True)
-  cmd = [_chromium(), '--headless', '--no-sandbox', '--disable-gpu',
-         '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync',
-         f'--user-data-dir={profile}', '--dump-dom',
-         'file://' + os.path.abspath(path)]
-  result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          check=False)
-  assert result.returncode == 0, result.stderr[-2000:]
-  return result.stdout
 
 
 def _index_links(dom):
@@ -94,7 +62,6 @@ def test_render_escapes_names_and_values():
   assert '<title>a &amp; b</title>' in page
 
 
-@requires_chromium
 def test_preprocess_report_renders_in_chromium(adult_preprocessed, tmp_path):
   out, _ = adult_preprocessed
   path, _ = _report(out)
@@ -107,7 +74,6 @@ def test_preprocess_report_renders_in_chromium(adult_preprocessed, tmp_path):
   assert 'id="filter"' in dom
 
 
-@requires_chromium
 def test_skew_report_renders_in_chromium(adult_preprocessed, adult_dir,
                                          tmp_path):
   out, _ = adult_preprocessed
