@@ -12,9 +12,8 @@ a TensorFlow error half-way through a Beam job.
 
 import dataclasses
 import hashlib
-import json
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
@@ -22,17 +21,26 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.errors import ConfigError
 
 INPUT_FORMATS = ('csv', 'parquet', 'tfrecord')
-COLUMN_TYPES = ('int', 'float', 'string')
+# bool: true/false (and 1/0, yes/no); timestamp: ISO-8601 date-time or epoch
+# seconds, carried as int64 epoch seconds (UTC); text: free text, tokenized.
+COLUMN_TYPES = ('int', 'float', 'string', 'bool', 'timestamp', 'text')
 NUMERIC_TYPES = ('int', 'float')
 SCALINGS = ('zscore', 'minmax', 'none')
 IMPUTATIONS = ('mean', 'zero')
 SPLIT_NAMES = ('train', 'eval', 'test')
-TASKS = ('binary',)
+BINARY, MULTICLASS, REGRESSION = 'binary', 'multiclass', 'regression'
+TASKS = (BINARY, MULTICLASS, REGRESSION)
+# Calendar parts a timestamp feature can be split into, and how many values
+# each takes (ids 0 .. n-1; one more id means "missing").
+TIMESTAMP_PARTS = {'hour': 24, 'day_of_week': 7, 'month': 12}
+DEFAULT_TEXT_HASH_BUCKETS = 1000
+DEFAULT_LIST_SEPARATOR = '|'
 
 # Transformed-feature name suffixes; the trainer derives roles from these via
 # `transformed_features()` rather than parsing names itself.
 BUCKET_SUFFIX = '_bucket'
 CROSS_SEPARATOR = '_x_'
+SIN_SUFFIX, COS_SUFFIX = '_sin', '_cos'
 
 _NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
@@ -54,15 +62,40 @@ class Column:
   name: str
   type: str
   allowed_values: Optional[Tuple[str, ...]] = None
+  # A list-valued (string) column: several values per row; in CSV one field
+  # holding them joined by `separator`.
+  is_list: bool = False
+  separator: str = DEFAULT_LIST_SEPARATOR
+
+  @property
+  def raw_type(self) -> str:
+    """How the value is carried: 'int', 'float' or 'string'."""
+    if self.type in ('bool', 'timestamp'):
+      return 'int'
+    if self.type == 'text':
+      return 'string'
+    return self.type
 
 
 @dataclasses.dataclass(frozen=True)
 class Label:
+  """The target. Classification labels are strings with known classes.
+
+  binary: `classes` has two entries and `positive` is one of them.
+  multiclass: `classes` in the order of the model's probabilities.
+  regression: a numeric column; `classes` is empty, `log_target` fits
+  log1p(y) and serves expm1 of the prediction.
+  """
   column: str
   classes: Tuple[str, ...]
-  positive: str
+  positive: Optional[str]
   aliases: Mapping[str, str]
-  task: str = 'binary'
+  task: str = BINARY
+  log_target: bool = False
+
+  @property
+  def is_classification(self) -> bool:
+    return self.task != REGRESSION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +115,39 @@ class CategoricalFeature:
   frequency_threshold: int = 0
   oov_buckets: int = 1
   hash_buckets: int = 0
+  embedding_dim: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BoolFeature:
+  """A boolean: id 0 false, 1 true, 2 missing."""
+  name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TimestampFeature:
+  """Calendar parts of a timestamp (UTC): each an id (wide and embedded)
+  and, when `cyclical`, its sine and cosine (deep), so that 23h and 0h are
+  neighbours."""
+  name: str
+  parts: Tuple[str, ...] = tuple(TIMESTAMP_PARTS)
+  cyclical: bool = True
+
+  def part_name(self, part: str) -> str:
+    return f'{self.name}_{part}'
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFeature:
+  """Free text: lower-cased, split into word tokens, each token hashed (or
+  looked up in a vocabulary); a bag of ids, multi-hot in the wide part and
+  a mean embedding in the deep part."""
+  name: str
+  hash_buckets: int = DEFAULT_TEXT_HASH_BUCKETS
+  vocabulary: bool = False
+  top_k: Optional[int] = None
+  frequency_threshold: int = 0
+  oov_buckets: int = 1
   embedding_dim: Optional[int] = None
 
 
@@ -110,6 +176,8 @@ class TransformedFeature:
   wide: bool
   deep: bool
   embedding_dim: Optional[int] = None
+  # Categorical with any number of ids per row (a list or a bag of tokens).
+  multivalent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +194,9 @@ class DatasetConfig:
   crosses: Tuple[Cross, ...]
   split: SplitConfig
   model: Mapping[str, Any]
+  booleans: Tuple[BoolFeature, ...] = ()
+  timestamps: Tuple[TimestampFeature, ...] = ()
+  texts: Tuple[TextFeature, ...] = ()
   # The curated TFDV schema of the raw data, as written in the YAML: a path
   # relative to the YAML's directory (or absolute, or gs://...). None when the
   # dataset has none yet; see pipeline/validation.py.
@@ -145,7 +216,9 @@ class DatasetConfig:
   @property
   def feature_columns(self) -> List[Column]:
     """Raw columns the model consumes (label excluded), in file order."""
-    used = {f.name for f in self.numeric} | {f.name for f in self.categorical}
+    used = {f.name for group in (self.numeric, self.categorical,
+                                 self.booleans, self.timestamps, self.texts)
+            for f in group}
     return [c for c in self.columns if c.name in used]
 
   @property
@@ -172,9 +245,26 @@ class DatasetConfig:
       if f.buckets:
         out.append(TransformedFeature(f.name + BUCKET_SUFFIX, 'categorical',
                                       wide=True, deep=False))
+    lists = {c.name for c in self.columns if c.is_list}
     for f in self.categorical:
       out.append(TransformedFeature(f.name, 'categorical', wide=True, deep=True,
-                                    embedding_dim=f.embedding_dim))
+                                    embedding_dim=f.embedding_dim,
+                                    multivalent=f.name in lists))
+    for f in self.booleans:
+      out.append(TransformedFeature(f.name, 'categorical', wide=True,
+                                    deep=True))
+    for f in self.timestamps:
+      for part in f.parts:
+        out.append(TransformedFeature(f.part_name(part), 'categorical',
+                                      wide=True, deep=True))
+        if f.cyclical:
+          for suffix in (SIN_SUFFIX, COS_SUFFIX):
+            out.append(TransformedFeature(f.part_name(part) + suffix,
+                                          'numeric', wide=False, deep=True))
+    for f in self.texts:
+      out.append(TransformedFeature(f.name, 'categorical', wide=True, deep=True,
+                                    embedding_dim=f.embedding_dim,
+                                    multivalent=True))
     for c in self.crosses:
       out.append(TransformedFeature(c.name, 'categorical', wide=True,
                                     deep=False))
@@ -255,7 +345,7 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
   columns, seen = [], set()
   for i, item in enumerate(items):
     where = f'columns[{i}]'
-    _check_keys(item, ('name', 'type', 'values'), where)
+    _check_keys(item, ('name', 'type', 'values', 'list', 'separator'), where)
     name = _str(_require(item, 'name', where), where + '.name')
     if not _NAME_RE.match(name):
       raise ConfigError(
@@ -269,8 +359,21 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
     if values is not None:
       if not isinstance(values, list) or not values:
         raise ConfigError(f'{where}.values: expected a non-empty list')
+      if ctype != 'string':
+        raise ConfigError(f'{where}.values: allowed values apply to string '
+                          f'columns, and {name!r} has type {ctype}')
       values = tuple(str(v) for v in values)
-    columns.append(Column(name, ctype, values))
+    is_list = _bool(item.get('list', False), where + '.list')
+    if is_list and ctype != 'string':
+      raise ConfigError(f'{where}.list: list-valued columns must have type '
+                        f'string, and {name!r} has type {ctype}')
+    separator = item.get('separator', DEFAULT_LIST_SEPARATOR)
+    if 'separator' in item and not is_list:
+      raise ConfigError(f'{where}.separator: only for list: true columns')
+    if not isinstance(separator, str) or len(separator) != 1:
+      raise ConfigError(f'{where}.separator: expected one character, got '
+                        f'{separator!r}')
+    columns.append(Column(name, ctype, values, is_list, separator))
   return tuple(columns)
 
 
@@ -283,23 +386,50 @@ def _column_ref(name: Any, columns: Mapping[str, Column], where: str) -> Column:
 
 
 def _parse_label(section: Any, columns: Mapping[str, Column]) -> Label:
-  _check_keys(section, ('column', 'classes', 'positive', 'aliases', 'task'),
-              'label')
+  _check_keys(section, ('column', 'classes', 'positive', 'aliases', 'task',
+                        'log_target'), 'label')
   column = _column_ref(_require(section, 'column', 'label'), columns,
                        'label.column')
+  task = _choice(section.get('task', BINARY), TASKS, 'label.task')
+  if column.is_list:
+    raise ConfigError(f'label.column: {column.name!r} is list-valued; a label '
+                      'has one value per row')
+  if task == REGRESSION:
+    if column.type not in NUMERIC_TYPES:
+      raise ConfigError(f'label.column: {column.name!r} has type '
+                        f'{column.type}; a regression label must be int or '
+                        'float')
+    for key in ('classes', 'positive', 'aliases'):
+      if key in section:
+        raise ConfigError(f'label.{key}: not used by a regression task')
+    return Label(column.name, (), None, {}, task,
+                 _bool(section.get('log_target', False), 'label.log_target'))
+  if 'log_target' in section:
+    raise ConfigError('label.log_target: only for task: regression')
   if column.type != 'string':
     raise ConfigError(f'label.column: {column.name!r} must have type string '
-                      'for a classification task')
-  task = _choice(section.get('task', 'binary'), TASKS, 'label.task')
+                      f'for a {task} task')
   classes = _require(section, 'classes', 'label')
-  if not isinstance(classes, list) or len(classes) != 2:
+  if not isinstance(classes, list):
+    raise ConfigError(f'label.classes: expected a list, got {classes!r}')
+  if task == BINARY and len(classes) != 2:
     raise ConfigError('label.classes: a binary task needs exactly two classes, '
                       f'got {classes!r}')
+  if task == MULTICLASS and len(classes) < 3:
+    raise ConfigError('label.classes: a multiclass task needs at least three '
+                      f'classes (use task: binary for two), got {classes!r}')
   classes = tuple(str(c) for c in classes)
-  positive = str(_require(section, 'positive', 'label'))
-  if positive not in classes:
-    raise ConfigError(
-        f'label.positive: {positive!r} is not one of label.classes {list(classes)}')
+  if len(set(classes)) != len(classes):
+    raise ConfigError(f'label.classes: duplicate class in {list(classes)}')
+  if task == BINARY:
+    positive = str(_require(section, 'positive', 'label'))
+    if positive not in classes:
+      raise ConfigError(f'label.positive: {positive!r} is not one of '
+                        f'label.classes {list(classes)}')
+  else:
+    if 'positive' in section:
+      raise ConfigError('label.positive: only for task: binary')
+    positive = None
   aliases = section.get('aliases') or {}
   if not isinstance(aliases, Mapping):
     raise ConfigError('label.aliases: expected a mapping of raw value to class')
@@ -312,12 +442,46 @@ def _parse_label(section: Any, columns: Mapping[str, Column]) -> Label:
                {str(k): str(v) for k, v in aliases.items()}, task)
 
 
-def _parse_features(section: Any, columns: Mapping[str, Column], label: Label
-                   ) -> Tuple[Tuple[NumericFeature, ...],
-                              Tuple[CategoricalFeature, ...]]:
+def _categorical_options(opts: Mapping[str, Any], where: str) -> Dict[str, Any]:
+  """Vocabulary or hashing options shared by string, list and text features."""
+  hash_buckets = _int(opts.get('hash_buckets', 0), where + '.hash_buckets')
+  top_k = opts.get('top_k')
+  if top_k is not None:
+    _int(top_k, where + '.top_k', 1)
+  emb = opts.get('embedding_dim')
+  if emb is not None:
+    _int(emb, where + '.embedding_dim', 1)
+  if hash_buckets and ('top_k' in opts or 'frequency_threshold' in opts):
+    raise ConfigError(f'{where}: hash_buckets excludes top_k and '
+                      'frequency_threshold (those apply to a vocabulary)')
+  return dict(
+      top_k=top_k,
+      frequency_threshold=_int(opts.get('frequency_threshold', 0),
+                               where + '.frequency_threshold'),
+      oov_buckets=_int(opts.get('oov_buckets', 1), where + '.oov_buckets', 1),
+      hash_buckets=hash_buckets,
+      embedding_dim=emb)
+
+
+_CATEGORICAL_KEYS = ('top_k', 'frequency_threshold', 'oov_buckets',
+                     'hash_buckets', 'embedding_dim')
+
+
+@dataclasses.dataclass
+class _Features:
+  numeric: List[NumericFeature] = dataclasses.field(default_factory=list)
+  categorical: List[CategoricalFeature] = dataclasses.field(
+      default_factory=list)
+  booleans: List[BoolFeature] = dataclasses.field(default_factory=list)
+  timestamps: List[TimestampFeature] = dataclasses.field(default_factory=list)
+  texts: List[TextFeature] = dataclasses.field(default_factory=list)
+
+
+def _parse_features(section: Any, columns: Mapping[str, Column],
+                    label: Label) -> _Features:
   if not isinstance(section, Mapping) or not section:
     raise ConfigError('features: expected a mapping of column name to options')
-  numeric, categorical = [], []
+  out = _Features()
   for name, opts in section.items():
     where = f'features.{name}'
     column = _column_ref(name, columns, where)
@@ -335,43 +499,45 @@ def _parse_features(section: Any, columns: Mapping[str, Column], label: Label
           buckets=_int(opts.get('buckets', 0), where + '.buckets'))
       if f.buckets == 1:
         raise ConfigError(f'{where}.buckets: use 0 (no buckets) or at least 2')
-      numeric.append(f)
+      out.numeric.append(f)
+    elif column.type == 'bool':
+      _check_keys(opts, (), where)
+      out.booleans.append(BoolFeature(name))
+    elif column.type == 'timestamp':
+      _check_keys(opts, ('parts', 'cyclical'), where)
+      parts = opts.get('parts', list(TIMESTAMP_PARTS))
+      if not isinstance(parts, list) or not parts:
+        raise ConfigError(f'{where}.parts: expected a non-empty list of '
+                          f'{", ".join(TIMESTAMP_PARTS)}')
+      for part in parts:
+        _choice(part, tuple(TIMESTAMP_PARTS), where + '.parts')
+      out.timestamps.append(TimestampFeature(
+          name, tuple(parts),
+          _bool(opts.get('cyclical', True), where + '.cyclical')))
+    elif column.type == 'text':
+      _check_keys(opts, _CATEGORICAL_KEYS + ('vocabulary',), where)
+      vocabulary = _bool(opts.get('vocabulary', False), where + '.vocabulary')
+      options = _categorical_options(opts, where)
+      if vocabulary and options['hash_buckets']:
+        raise ConfigError(f'{where}: vocabulary: true excludes hash_buckets')
+      if not vocabulary and not options['hash_buckets']:
+        options['hash_buckets'] = DEFAULT_TEXT_HASH_BUCKETS
+      out.texts.append(TextFeature(name, vocabulary=vocabulary, **options))
     else:
-      _check_keys(opts, ('top_k', 'frequency_threshold', 'oov_buckets',
-                         'hash_buckets', 'embedding_dim'), where)
-      hash_buckets = _int(opts.get('hash_buckets', 0), where + '.hash_buckets')
-      top_k = opts.get('top_k')
-      if top_k is not None:
-        _int(top_k, where + '.top_k', 1)
-      emb = opts.get('embedding_dim')
-      if emb is not None:
-        _int(emb, where + '.embedding_dim', 1)
-      f = CategoricalFeature(
-          name,
-          vocabulary=hash_buckets == 0,
-          top_k=top_k,
-          frequency_threshold=_int(opts.get('frequency_threshold', 0),
-                                   where + '.frequency_threshold'),
-          oov_buckets=_int(opts.get('oov_buckets', 1), where + '.oov_buckets',
-                           1),
-          hash_buckets=hash_buckets,
-          embedding_dim=emb)
-      if hash_buckets and ('top_k' in opts or 'frequency_threshold' in opts):
-        raise ConfigError(f'{where}: hash_buckets excludes top_k and '
-                          'frequency_threshold (those apply to a vocabulary)')
-      categorical.append(f)
-  return tuple(numeric), tuple(categorical)
+      _check_keys(opts, _CATEGORICAL_KEYS, where)
+      options = _categorical_options(opts, where)
+      out.categorical.append(CategoricalFeature(
+          name, vocabulary=options['hash_buckets'] == 0, **options))
+  return out
 
 
-def _parse_crosses(items: Any, numeric: Sequence[NumericFeature],
-                   categorical: Sequence[CategoricalFeature]
-                  ) -> Tuple[Cross, ...]:
+def _parse_crosses(items: Any, crossable: Set[str]) -> Tuple[Cross, ...]:
+  """Crosses of single-valued categorical outputs (ids of strings, numeric
+  buckets, booleans, timestamp parts)."""
   if items is None:
     return ()
   if not isinstance(items, list):
     raise ConfigError('crosses: expected a list of {features, hash_buckets}')
-  crossable = {f.name for f in categorical} | {
-      f.name + BUCKET_SUFFIX for f in numeric if f.buckets}
   crosses, seen = [], set()
   for i, item in enumerate(items):
     where = f'crosses[{i}]'
@@ -383,7 +549,8 @@ def _parse_crosses(items: Any, numeric: Sequence[NumericFeature],
       if f not in crossable:
         raise ConfigError(
             f'{where}.features: {f!r} cannot be crossed; crossable features '
-            f'are categorical features and numeric buckets: '
+            'are single-valued categorical features, numeric buckets, '
+            'booleans and timestamp parts: '
             f'{", ".join(sorted(crossable))}')
     cross = Cross(tuple(feats),
                   _int(_require(item, 'hash_buckets', where),
@@ -448,23 +615,30 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   columns = _parse_columns(_require(raw, 'columns', 'config'))
   by_name = {c.name: c for c in columns}
   label = _parse_label(_require(raw, 'label', 'config'), by_name)
-  numeric, categorical = _parse_features(
-      _require(raw, 'features', 'config'), by_name, label)
-  crosses = _parse_crosses(raw.get('crosses'), numeric, categorical)
-  outputs = set()
-  for f in numeric:
-    outputs.add(f.name)
-    if f.buckets:
-      outputs.add(f.name + BUCKET_SUFFIX)
-  for n in [f.name for f in categorical] + [c.name for c in crosses]:
-    if n in outputs or n == label.column:
+  feats = _parse_features(_require(raw, 'features', 'config'), by_name, label)
+  # Outputs before crosses: what a cross may use, and what names are taken.
+  partial = DatasetConfig(
+      name=name, format=fmt, csv=csv_opts, missing_values=(),
+      missing_category='', columns=columns, label=label,
+      numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
+      crosses=(), split=SplitConfig({}), model={},
+      booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
+      texts=tuple(feats.texts))
+  outputs = partial.transformed_features()
+  crosses = _parse_crosses(raw.get('crosses'), {
+      f.name for f in outputs if f.kind == 'categorical' and not f.multivalent})
+  names = set()
+  for n in [f.name for f in outputs] + [c.name for c in crosses]:
+    if n in names or n == label.column:
       raise ConfigError(f'features: transformed feature name {n!r} collides '
-                        'with another output')
-    outputs.add(n)
-  if label.column in outputs:
-    raise ConfigError(f'label.column: {label.column!r} collides with a '
-                      'transformed feature name')
+                        'with another output or the label; rename a column')
+    names.add(n)
   split = _parse_split(_require(raw, 'split', 'config'))
+  if not label.is_classification:
+    if raw['split'].get('stratify') is True:
+      raise ConfigError('split.stratify: stratification needs a classification '
+                        'label; a regression split is by hash alone')
+    split = dataclasses.replace(split, stratify=False)
   model = raw.get('model') or {}
   if not isinstance(model, Mapping):
     raise ConfigError('model: expected a mapping')
@@ -476,8 +650,10 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   return DatasetConfig(
       name=name, format=fmt, csv=csv_opts, missing_values=missing,
       missing_category=missing_category, columns=columns, label=label,
-      numeric=numeric, categorical=categorical, crosses=crosses, split=split,
-      model=dict(model), tfdv_schema=tfdv_schema, source_text=text)
+      numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
+      crosses=crosses, split=split, model=dict(model), tfdv_schema=tfdv_schema,
+      booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
+      texts=tuple(feats.texts), source_text=text)
 
 
 def load_config(path: str) -> DatasetConfig:
@@ -488,17 +664,3 @@ def load_config(path: str) -> DatasetConfig:
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f'cannot read config {path}: {e}') from None
   return parse_config(text, where=path)
-
-
-def config_summary(config: DatasetConfig) -> Dict[str, Any]:
-  """A JSON-friendly digest, used in the manifest."""
-  return json.loads(json.dumps({
-      'name': config.name,
-      'format': config.format,
-      'label': config.label.column,
-      'numeric': [f.name for f in config.numeric],
-      'categorical': [f.name for f in config.categorical],
-      'crosses': [c.name for c in config.crosses],
-      'split': dict(config.split.ratios),
-      'hash': config.config_hash,
-  }))

@@ -27,11 +27,11 @@ _ARROW_VALUE_TYPES = {
 
 
 def arrow_type(column: Column) -> pa.DataType:
-  return pa.large_list(_ARROW_VALUE_TYPES[column.type])
+  return pa.large_list(_ARROW_VALUE_TYPES[column.raw_type])
 
 
 def tf_dtype(column: Column) -> tf.dtypes.DType:
-  return _TF_DTYPES[column.type]
+  return _TF_DTYPES[column.raw_type]
 
 
 def arrow_schema(config: DatasetConfig) -> pa.Schema:

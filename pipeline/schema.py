@@ -1,8 +1,14 @@
-"""python -m pipeline.schema: draft and inspect curated TFDV schemas.
+"""python -m pipeline.schema: start a dataset, draft and inspect TFDV schemas.
 
+    python -m pipeline.schema init --input data/new.csv --label COL \\
+        --output schemas/new.yaml
     python -m pipeline.schema infer --config schemas/new.yaml \\
         --input 'data/new-*.csv' --output schemas/new_schema.pbtxt
     python -m pipeline.schema show schemas/census_schema.pbtxt
+
+`init` drafts a dataset config from a CSV sample (pipeline/config_draft.py:
+dialect, column types, transforms, the task from the label) and then a TFDV
+schema for it with `infer`, and points the config's `tfdv_schema:` at it.
 
 `infer` reads and cleanses the input exactly as preprocess does (same Beam
 read and cleanse transforms, same TFDV statistics), then drafts a schema with
@@ -28,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import cleanse, sinks, sources, validation
+from pipeline import cleanse, config_draft, sinks, sources, validation
 from pipeline.config import load_config
 from pipeline.errors import UserError
 
@@ -73,6 +79,52 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
   print(f'schema: drafted {output} from {kept:,} rows of {len(files)} file(s) '
         f'({counts.get(cleanse.ROWS_QUARANTINED, 0):,} quarantined)')
   return schema
+
+
+# --------------------------------------------------------------------- init
+
+
+def init(pattern: str, label: str, output: str, *,
+         schema_output: Optional[str] = None, name: Optional[str] = None,
+         task: str = 'auto', delimiter: Optional[str] = None,
+         header: Optional[bool] = None, encoding: str = 'utf-8',
+         sample_rows: int = config_draft.DEFAULT_SAMPLE_ROWS,
+         overwrite: bool = False, beam_args: Sequence[str] = ()) -> str:
+  """Drafts `output` (a config YAML) and its TFDV schema; returns the YAML.
+
+  The config is drafted from a sample of the first file; the schema from
+  every file, read and cleansed with that config exactly as preprocess will.
+  """
+  files = sources.resolve_files(pattern, '--input')
+  schema_output = schema_output or (
+      output[:-5] if output.endswith('.yaml') else output) + '_schema.pbtxt'
+  for path, flag in ((output, '--output'), (schema_output, '--schema-output')):
+    if FileSystems.exists(path) and not overwrite:
+      raise UserError(f'{flag} {path}: already exists; pass --overwrite to '
+                      'replace it')
+  stem = os.path.basename(output)
+  name = name or (stem[:-5] if stem.endswith('.yaml') else stem)
+  # Relative to the YAML's directory, as tfdv_schema: paths are resolved.
+  relative = (os.path.relpath(schema_output, os.path.dirname(output) or '.')
+              if FileSystems.get_scheme(schema_output) in (None, 'file')
+              else schema_output)
+  text, config = config_draft.draft_config(
+      files[0], label, name=name, task=task, delimiter=delimiter,
+      header=header, encoding=encoding, max_rows=sample_rows,
+      tfdv_schema=relative)
+  if FileSystems.get_scheme(output) in (None, 'file'):
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  sinks.write_text(output, text)
+  try:
+    infer(output, pattern, schema_output, overwrite=True, beam_args=beam_args)
+  except BaseException:
+    FileSystems.delete([output])
+    raise
+  print(f'schema: drafted {output} ({config.label.task} task on '
+        f'{config.label.column!r}, {len(config.feature_columns)} features) '
+        f'and {schema_output}; review both, then run python -m '
+        f'pipeline.preprocess --config {output} --input \'{pattern}\' ...')
+  return text
 
 
 # --------------------------------------------------------------------- show
@@ -156,8 +208,35 @@ def show(path: str) -> None:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m pipeline.schema',
-      description='Draft (infer) and inspect (show) curated TFDV schemas.')
+      description='Start a dataset (init: draft a config and its TFDV '
+      'schema from a CSV), draft (infer) and inspect (show) TFDV schemas.')
   sub = parser.add_subparsers(dest='command', required=True)
+  p = sub.add_parser('init', help='draft a dataset config and its TFDV schema '
+                     'from a CSV file; unknown flags are Beam pipeline options')
+  p.add_argument('--input', required=True,
+                 help='CSV file pattern; the first file is sampled')
+  p.add_argument('--label', required=True, help='the label column')
+  p.add_argument('--output', required=True, help='config to write (.yaml)')
+  p.add_argument('--schema-output', default=None,
+                 help='TFDV schema to write (default: OUTPUT without .yaml '
+                 '+ _schema.pbtxt)')
+  p.add_argument('--name', default=None,
+                 help='dataset name (default: the output file name)')
+  p.add_argument('--task', default='auto',
+                 choices=('auto', 'binary', 'multiclass', 'regression'),
+                 help='default: from the label column (%(default)s)')
+  p.add_argument('--delimiter', default=None,
+                 help='field delimiter (default: detected)')
+  p.add_argument('--header', default=None,
+                 action=argparse.BooleanOptionalAction,
+                 help='whether the first line names the columns (default: '
+                 'detected)')
+  p.add_argument('--encoding', default='utf-8')
+  p.add_argument('--sample-rows', type=int,
+                 default=config_draft.DEFAULT_SAMPLE_ROWS,
+                 help='rows sampled to draft the config (default %(default)s)')
+  p.add_argument('--overwrite', action='store_true',
+                 help='replace existing output files')
   p = sub.add_parser('infer', help='draft a TFDV schema from data; unknown '
                      'flags are Beam pipeline options')
   p.add_argument('--config', required=True, help='dataset config YAML')
@@ -174,7 +253,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   args, extra = _parser().parse_known_args(argv)
   try:
-    if args.command == 'infer':
+    if args.command == 'init':
+      init(args.input, args.label, args.output,
+           schema_output=args.schema_output, name=args.name, task=args.task,
+           delimiter=args.delimiter, header=args.header,
+           encoding=args.encoding, sample_rows=args.sample_rows,
+           overwrite=args.overwrite, beam_args=extra)
+    elif args.command == 'infer':
       schema = infer(args.config, args.input, args.output, args.overwrite,
                      extra)
       print(table(schema))
