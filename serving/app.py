@@ -1,0 +1,299 @@
+"""The HTTP routes: TF Serving's REST URLs and JSON shapes, on aiohttp.
+
+    GET  /v1/models/NAME[/versions/V]                 model status
+    GET  /v1/models/NAME[/versions/V]/metadata        signature defs
+    POST /v1/models/NAME[/versions/V]:predict         "instances" or "inputs"
+    POST /v1/models/NAME[/versions/V]:classify        "examples" (+ "context")
+    GET  /healthz
+
+The shapes are TF Serving's, so its clients work unchanged. Every output of
+the signature is returned: row requests get
+{"predictions": [{"probabilities": [p], "classes": c}, ...]}, columnar ones
+{"outputs": {"probabilities": [[p], ...], "classes": [...]}}; classify gets
+{"results": [[[label, score], ...], ...]} with one pair per class of the
+label; every error is {"error": "..."}. One addition: predict and classify
+responses carry "model_version" (and an X-Model-Version header) naming the
+version that answered, which is what a client needs to see across a hot
+swap.
+
+TF Serving's default signature for :predict is serving_default; here the
+default for :predict is serving_raw, since JSON instances are raw feature
+objects (the project's contract). "signature_name": "serving_default" is
+accepted too: the rows are then sent as tf.Examples. :classify uses
+serving_default unless told otherwise.
+
+Error policy: anything wrong with a request is a 4xx with a message; the
+middleware turns any unexpected exception into a 500 JSON answer without
+taking the server down.
+"""
+
+import json
+import logging
+import re
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from aiohttp import web
+
+from serving import validation
+from serving.batcher import MicroBatcher
+from serving.model_store import EXAMPLES, RAW, LoadedModel, ModelStore
+from serving.request_log import RequestLog
+from trainer import export
+
+log = logging.getLogger('serving')
+
+_PATH = re.compile(
+    r'^/v1/models/(?P<name>[^/:]+)'
+    r'(?:/versions/(?P<version>[^/:]+))?'
+    r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$')
+VERBS = ('predict', 'classify', 'regress')
+
+STORE = web.AppKey('store', ModelStore)
+BATCHER = web.AppKey('batcher', MicroBatcher)
+REQUEST_LOG = web.AppKey('request_log', object)
+SETTINGS = web.AppKey('settings', dict)
+
+
+def _dumps(obj: Any) -> str:
+  return json.dumps(obj, ensure_ascii=False)
+
+
+def error_response(status: int, message: str) -> web.Response:
+  return web.json_response({'error': message}, status=status, dumps=_dumps)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+  """Every error as {"error": ...}; nothing a client sends escapes as a
+  traceback or stops the server."""
+  try:
+    return await handler(request)
+  except validation.RequestError as e:
+    return error_response(e.status, e.message)
+  except web.HTTPException as e:
+    if e.status < 400:
+      raise
+    message = e.text if e.text and not e.text.startswith(str(e.status)) \
+        else e.reason
+    return error_response(e.status, message)
+  except Exception as e:  # pylint: disable=broad-except
+    log.exception('error serving %s %s', request.method, request.path)
+    return error_response(500, f'internal error: {type(e).__name__}')
+
+
+# ------------------------------------------------------------------ handlers
+
+
+async def healthz(request: web.Request) -> web.Response:
+  model = request.app[STORE].current
+  if model is None:
+    return error_response(503, 'no model loaded')
+  return web.json_response({'status': 'ok',
+                            'model': request.app[SETTINGS]['model_name'],
+                            'version': str(model.version)})
+
+
+def _route(request: web.Request) -> Dict[str, Optional[str]]:
+  match = _PATH.match(request.path)
+  if not match:
+    raise validation.RequestError(f'no such resource: {request.path}', 404)
+  parts = match.groupdict()
+  name = request.app[SETTINGS]['model_name']
+  if parts['name'] != name:
+    raise validation.RequestError(
+        f'Servable not found for request: Latest({parts["name"]}); this '
+        f'server serves model {name!r}', 404)
+  if parts['version'] is not None and not parts['version'].isdigit():
+    raise validation.RequestError(
+        f'version must be an integer, got {parts["version"]!r}', 404)
+  return parts
+
+
+def _model_for(request: web.Request, version: Optional[str]) -> LoadedModel:
+  """The model to answer with, taken once: a swap later does not affect it."""
+  model = request.app[STORE].current
+  if model is None:
+    raise validation.RequestError('no model loaded', 503)
+  if version is not None and int(version) != model.version:
+    name = request.app[SETTINGS]['model_name']
+    raise validation.RequestError(
+        f'Servable not found for request: Specific({name}, {int(version)}); '
+        f'version {model.version} is served', 404)
+  return model
+
+
+async def get_model(request: web.Request) -> web.Response:
+  parts = _route(request)
+  if parts['verb'] is not None:
+    raise validation.RequestError(
+        f':{parts["verb"]} needs POST', 405)
+  name = request.app[SETTINGS]['model_name']
+  if parts['metadata']:
+    model = _model_for(request, parts['version'])
+    return web.json_response({
+        'model_spec': {'name': name, 'signature_name': '',
+                       'version': str(model.version)},
+        'metadata': {'signature_def': {
+            'signature_def': model.signature_defs}},
+    }, dumps=_dumps)
+  version = int(parts['version']) if parts['version'] is not None else None
+  entries = request.app[STORE].status(version)
+  if not entries:
+    what = f'version {version} of ' if version is not None else ''
+    raise validation.RequestError(
+        f'Could not find any versions of model {name}' if version is None
+        else f'Could not find {what}model {name}', 404)
+  return web.json_response({'model_version_status': entries})
+
+
+async def _read_body(request: web.Request) -> Any:
+  limit = request.app[SETTINGS]['max_body_bytes']
+  if request.content_length is not None and request.content_length > limit:
+    raise validation.RequestError(
+        f'request body is {request.content_length} bytes; the limit is '
+        f'{limit} (--max-body-bytes)')
+  try:
+    body = await request.read()
+  except web.HTTPRequestEntityTooLarge:
+    raise validation.RequestError(
+        f'request body is over the limit of {limit} bytes '
+        '(--max-body-bytes)') from None
+  return validation.parse_json(body)
+
+
+async def post_model(request: web.Request) -> web.Response:
+  parts = _route(request)
+  verb = parts['verb']
+  if verb is None:
+    raise validation.RequestError(
+        f'POST {request.path}: expected :predict or :classify at the end of '
+        'the URL', 404)
+  if verb not in VERBS:
+    raise validation.RequestError(
+        f'unknown method :{verb}; expected :predict or :classify', 404)
+  model = _model_for(request, parts['version'])
+  obj = await _read_body(request)
+  settings = request.app[SETTINGS]
+  if verb == 'regress':
+    raise validation.RequestError(
+        'this model has no regression signature (TF Serving\'s :regress); '
+        'use :predict')
+  if verb == 'predict':
+    rows = validation.parse_predict(obj, model.schema,
+                                    settings['max_instances'])
+    signature = validation.check_signature(rows.signature_name, RAW,
+                                           model.signature_names)
+  else:
+    check_classifier(model)
+    rows = validation.parse_classify(obj, model.schema,
+                                     settings['max_instances'])
+    signature = validation.check_signature(rows.signature_name, EXAMPLES,
+                                           model.signature_names)
+  outputs = await request.app[BATCHER].predict(model, signature, rows.rows)
+  columns = {name: _json_column(value) for name, value in outputs.items()}
+  n = len(rows)
+  if verb == 'classify':
+    body = {'results': classify_results(model, outputs)}
+  elif rows.columnar:
+    body = {'outputs': columns}
+  else:
+    body = {'predictions': [{name: column[i]
+                             for name, column in columns.items()}
+                            for i in range(n)]}
+  request_log = request.app[REQUEST_LOG]
+  if request_log is not None:
+    request_log.write(model.version, rows.received,
+                      [log_prediction(columns, i) for i in range(n)])
+  version = str(model.version)
+  body['model_version'] = version
+  return web.json_response(body, headers={'X-Model-Version': version},
+                           dumps=_dumps)
+
+
+def _json_column(value: np.ndarray) -> List[Any]:
+  """An output array as JSON values; strings (bytes) decoded as UTF-8, as
+  TF Serving does for outputs whose name does not end in _bytes."""
+  values = value.tolist()
+  if value.dtype == object:
+    values = _decode(values)
+  return values
+
+
+def _decode(values: Any) -> Any:
+  if isinstance(values, bytes):
+    return values.decode('utf-8', errors='replace')
+  if isinstance(values, list):
+    return [_decode(v) for v in values]
+  return values
+
+
+def log_prediction(columns: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
+  """The request log's "prediction": {"probability": p, "class": c} for a
+  binary classifier (one probability per row); any other output under its
+  own name."""
+  prediction: Dict[str, Any] = {}
+  for name, column in columns.items():
+    value = column[i]
+    if name == export.PROBABILITIES:
+      if isinstance(value, list) and len(value) == 1:
+        prediction['probability'] = value[0]
+      else:
+        prediction['probabilities'] = value
+    elif name == export.CLASSES:
+      prediction['class'] = value
+    else:
+      prediction[name] = value
+  return prediction
+
+
+def check_classifier(model: LoadedModel) -> None:
+  if not model.classes:
+    raise validation.RequestError(
+        'this model is not a classifier (its label has no classes); use '
+        ':predict')
+
+
+def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray]
+                    ) -> List[List[List[Any]]]:
+  """TF Serving's classify result: [[label, score], ...] per example, one
+  pair per class. A single probability column is P(positive) of a binary
+  label; otherwise one column per class, in the config's class order."""
+  if export.PROBABILITIES not in outputs:
+    raise validation.RequestError(
+        f'the signature has no {export.PROBABILITIES!r} output to classify '
+        'with; use :predict')
+  probs = outputs[export.PROBABILITIES]
+  probs = probs.reshape(len(probs), -1).astype(np.float64)
+  classes = model.classes
+  if probs.shape[1] == 1 and len(classes) == 2:
+    positive = model.positive if model.positive in classes else classes[1]
+    negative = [c for c in classes if c != positive][0]
+    return [[[negative, 1.0 - p], [positive, p]]
+            for p in probs[:, 0].tolist()]
+  if probs.shape[1] == len(classes):
+    return [[[c, p] for c, p in zip(classes, row)] for row in probs.tolist()]
+  raise validation.RequestError(
+      f'the model gives {probs.shape[1]} probabilities per row for '
+      f'{len(classes)} classes; :classify cannot pair them, use :predict')
+
+
+# ----------------------------------------------------------------------- app
+
+
+def make_app(store: ModelStore, batcher: MicroBatcher,
+             request_log: Optional[RequestLog], model_name: str,
+             max_body_bytes: int, max_instances: int) -> web.Application:
+  # aiohttp's own body limit sits just above ours, so that our check (and its
+  # 400 message) answers first.
+  app = web.Application(middlewares=[json_errors],
+                        client_max_size=max_body_bytes + 1)
+  app[STORE] = store
+  app[BATCHER] = batcher
+  app[REQUEST_LOG] = request_log
+  app[SETTINGS] = {'model_name': model_name, 'max_body_bytes': max_body_bytes,
+                   'max_instances': max_instances}
+  app.router.add_get('/healthz', healthz)
+  app.router.add_get('/v1/models/{rest:.+}', get_model)
+  app.router.add_post('/v1/models/{rest:.+}', post_model)
+  return app

@@ -1,0 +1,194 @@
+"""Start-up, signals and shutdown of the REST server (python -m trainer.serve).
+
+Order of events: the newest version is loaded and warmed up before the port
+is opened, so the first request never waits for a model; then the server
+listens, prints one line with its address on stdout (with --port 0 the
+system picks a free port and this line says which), and polls MDIR/export for
+newer versions.
+
+On SIGTERM or SIGINT: stop accepting connections, let the requests in flight
+finish (up to --shutdown-timeout seconds), stop the poller, wait for the
+model threads, drain and close the request log, exit 0.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Optional, Sequence
+
+from aiohttp import web
+
+from pipeline.errors import UserError
+from serving import app as app_lib
+from serving.batcher import MicroBatcher
+from serving.model_store import ModelStore
+from serving.request_log import RequestLog
+
+log = logging.getLogger('serving')
+
+DEFAULT_PORT = 8501  # TF Serving's REST port
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
+DEFAULT_MAX_INSTANCES = 1000
+DEFAULT_LOG_MAX_BYTES = 64 * 2**20
+DEFAULT_LOG_BACKUPS = 5
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m trainer.serve',
+      description='Serve the newest exported model version over a REST API '
+      'compatible with TF Serving\'s (predict, classify, model status and '
+      'metadata), logging every served instance for the skew check.')
+  parser.add_argument('--model-dir', required=True,
+                      help='model directory; versions are read from '
+                      'MODEL_DIR/export/<version>/')
+  parser.add_argument('--port', type=int, default=DEFAULT_PORT,
+                      help='TCP port (default %(default)s; 0 picks a free '
+                      'port, printed at start-up)')
+  parser.add_argument('--host', default='127.0.0.1',
+                      help='address to bind (default %(default)s; 0.0.0.0 '
+                      'for every interface)')
+  parser.add_argument('--model-name', default=None,
+                      help='NAME in /v1/models/NAME (default: the dataset '
+                      'name in the export\'s config)')
+  parser.add_argument('--request-log', default=None, metavar='FILE',
+                      help='append each served instance to FILE as a JSON '
+                      'line (input for python -m pipeline.skew)')
+  parser.add_argument('--request-log-max-bytes', type=int,
+                      default=DEFAULT_LOG_MAX_BYTES,
+                      help='rotate the request log at this size (default '
+                      '%(default)s; 0: never rotate)')
+  parser.add_argument('--request-log-backups', type=int,
+                      default=DEFAULT_LOG_BACKUPS,
+                      help='rotated files kept: FILE.1 ... FILE.N (default '
+                      '%(default)s)')
+  parser.add_argument('--poll-seconds', type=float, default=2.0,
+                      help='how often to look for a new version (default '
+                      '%(default)s; 0: never)')
+  parser.add_argument('--max-instances', type=int,
+                      default=DEFAULT_MAX_INSTANCES,
+                      help='instances per request (default %(default)s)')
+  parser.add_argument('--max-body-bytes', type=int,
+                      default=DEFAULT_MAX_BODY_BYTES,
+                      help='request body size limit (default %(default)s)')
+  parser.add_argument('--model-threads', type=int, default=2,
+                      help='signature calls running at once (default '
+                      '%(default)s)')
+  parser.add_argument('--max-batch-rows', type=int, default=256,
+                      help='rows merged into one signature call from '
+                      'concurrent requests (default %(default)s; 1: no '
+                      'merging)')
+  parser.add_argument('--shutdown-timeout', type=float, default=30.0,
+                      help='seconds requests in flight get to finish on '
+                      'SIGTERM (default %(default)s)')
+  parser.add_argument('--verbose', action='store_true',
+                      help='log every request (aiohttp access log)')
+  args = parser.parse_args(argv)
+  for flag in ('max_instances', 'max_body_bytes', 'model_threads',
+               'max_batch_rows'):
+    if getattr(args, flag) < 1:
+      parser.error(f'--{flag.replace("_", "-")} must be at least 1')
+  if not 0 <= args.port <= 65535:
+    parser.error('--port must be between 0 and 65535')
+  if args.poll_seconds < 0 or args.shutdown_timeout < 0:
+    parser.error('--poll-seconds and --shutdown-timeout must not be negative')
+  if args.request_log_max_bytes < 0:
+    parser.error('--request-log-max-bytes must not be negative')
+  if args.request_log_max_bytes > 0 and args.request_log_backups < 1:
+    parser.error('--request-log-backups must be at least 1 when the log '
+                 'rotates (--request-log-max-bytes > 0)')
+  return args
+
+
+async def serve(args: argparse.Namespace, store: ModelStore,
+                request_log: Optional[RequestLog]) -> None:
+  """Runs until SIGTERM/SIGINT, then shuts down gracefully."""
+  loop = asyncio.get_running_loop()
+  stop = asyncio.Event()
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    loop.add_signal_handler(sig, stop.set)
+  batcher = MicroBatcher(workers=args.model_threads,
+                         max_batch_rows=args.max_batch_rows)
+  name = args.model_name or store.current.config.name
+  application = app_lib.make_app(store, batcher, request_log, name,
+                                 args.max_body_bytes, args.max_instances)
+  runner = web.AppRunner(application, handle_signals=False,
+                         shutdown_timeout=args.shutdown_timeout,
+                         access_log=log if args.verbose else None)
+  await runner.setup()
+  try:
+    site = web.TCPSite(runner, args.host, args.port)
+    try:
+      await site.start()
+    except OSError as e:  # the port is taken, the address is not ours
+      raise UserError(f'cannot listen on {args.host}:{args.port}: {e}') \
+          from None
+    port = runner.addresses[0][1]
+    host = args.host if ':' not in args.host else f'[{args.host}]'
+    print(f'serving model {name!r} version {store.current.version} at '
+          f'http://{host}:{port}/v1/models/{name}', flush=True)
+    store.start_polling()
+    await stop.wait()
+    log.warning('shutting down: finishing requests in flight')
+  finally:
+    await runner.cleanup()  # stops listening, waits for handlers in flight
+    await store.stop()
+    batcher.close()
+
+
+class _Terminated(BaseException):
+  """SIGTERM/SIGINT before the server was listening: nothing to drain."""
+
+
+def _terminate(signum, frame):  # pylint: disable=unused-argument
+  raise _Terminated()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                      format='%(asctime)s %(levelname)s %(message)s')
+  # Until serve() installs the event loop's handlers, a stop request during
+  # the (slow) model load still ends the process cleanly with status 0.
+  signal.signal(signal.SIGTERM, _terminate)
+  signal.signal(signal.SIGINT, _terminate)
+  try:
+    return _run(args)
+  except _Terminated:
+    log.warning('stopped before serving')
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+  store = ModelStore(args.model_dir, poll_seconds=args.poll_seconds)
+  try:
+    store.load_initial()
+  except UserError as e:
+    print(f'serve: error: {e}', file=sys.stderr)
+    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'serve: error: cannot load the model in {args.model_dir}: '
+          f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
+          file=sys.stderr)
+    return 2
+  request_log = None
+  if args.request_log:
+    try:
+      request_log = RequestLog(args.request_log, args.request_log_max_bytes,
+                               args.request_log_backups)
+    except OSError as e:
+      print(f'serve: error: --request-log {args.request_log}: {e}',
+            file=sys.stderr)
+      return 2
+  try:
+    asyncio.run(serve(args, store, request_log))
+  except UserError as e:
+    print(f'serve: error: {e}', file=sys.stderr)
+    return 2
+  finally:
+    if request_log is not None:
+      request_log.close()
+  log.warning('stopped')
+  return 0

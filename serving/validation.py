@@ -1,0 +1,416 @@
+"""Request checking: every body is validated before it reaches the model.
+
+Why in Python and not left to the graph: a bad value that reaches TensorFlow
+either fails deep inside an op (a 500 that names a tensor, not the field the
+client got wrong) or, worse, does not fail at all: a string "12" for an int
+feature, an extra key silently ignored, or a NaN the transform graph would
+quietly impute. So each value is checked against the raw feature types of the
+model's own dataset config (the export carries it), and a problem becomes a
+400 whose message names the instance and the feature.
+
+What a valid request holds, per instance: every raw feature of the model
+(the label excluded) and nothing else; an int feature takes a JSON integer
+(or a number with no fraction), a float feature any finite number, a string
+feature a string. Columns with several spellings go through pipeline.values,
+the module that normalises them for training too: a bool as true/false, 1/0
+or yes/no, a timestamp as epoch seconds or an ISO-8601 date-time, a list
+column as a JSON list of strings or one string joined by its separator. JSON
+null is a missing value, which the transform graph imputes exactly as it does
+for training rows. NaN and Infinity (which Python's
+json module, like TF Serving's, would otherwise accept) are refused: a client
+that means "missing" says null.
+
+The output is a list of rows, {feature: value or None} with Python values of
+the feature's type, plus the instances as they were received, for the request
+log.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from pipeline import features as raw_features
+from pipeline import values as raw_values
+from pipeline.config import DatasetConfig
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_CLIP = 60
+_KINDS = {'int64': 'int', 'float32': 'float', 'string': 'string'}
+
+
+class RequestError(Exception):
+  """A client error, answered with `status` and {"error": message}."""
+
+  def __init__(self, message: str, status: int = 400):
+    super().__init__(message)
+    self.message = message
+    self.status = status
+
+
+class NonFinite:
+  """What json.loads makes of the NaN / Infinity / -Infinity tokens.
+
+  A marker instead of a float so that the error can name the feature that
+  carried it, which a parse-time error could not.
+  """
+  __slots__ = ('token',)
+
+  def __init__(self, token: str):
+    self.token = token
+
+
+def parse_json(body: bytes) -> Any:
+  """The request body as JSON; RequestError if it is not JSON."""
+  try:
+    return json.loads(body, parse_constant=NonFinite)
+  except RecursionError:
+    raise RequestError('request body is not usable JSON: nested too '
+                       'deeply') from None
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int limits
+    raise RequestError(f'request body is not valid JSON: {e}') from None
+
+
+def _clip(text: str) -> str:
+  return text if len(text) <= _CLIP else text[:_CLIP] + '...'
+
+
+def describe(value: Any) -> str:
+  """A JSON value as a client would recognise it in an error message."""
+  if isinstance(value, NonFinite):
+    return value.token
+  if value is None:
+    return 'null'
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, str):
+    return f'the string {_clip(value)!r}'
+  if isinstance(value, int):
+    return f'the integer {_clip(str(value))}'
+  if isinstance(value, float):
+    return f'the number {value!r}'
+  if isinstance(value, list):
+    return f'a list of {len(value)} values'
+  if isinstance(value, dict):
+    if 'b64' in value:
+      return 'a {"b64": ...} binary value'
+    return 'an object'
+  return type(value).__name__
+
+
+def _type_name(value: Any) -> str:
+  if isinstance(value, list):
+    return 'a list'
+  if isinstance(value, dict):
+    return 'an object'
+  return describe(value)
+
+
+@dataclasses.dataclass
+class Rows:
+  """Checked instances: typed rows for the model, received ones for the log."""
+  rows: List[Dict[str, Any]]
+  received: List[Dict[str, Any]]
+  signature_name: Optional[str]
+  columnar: bool = False
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+
+class RowSchema:
+  """The raw features one model takes, and the checks on their values.
+
+  Built from the export's dataset config, so it always matches the model it
+  belongs to; a hot-swapped version with other features brings its own.
+  """
+
+  def __init__(self, config: DatasetConfig):
+    spec = raw_features.raw_feature_spec(config, include_label=False)
+    # What the signatures take, from the spec's dtypes: int64, float32 and
+    # string, whatever the config calls the column's type.
+    self.kinds: Dict[str, str] = {name: _KINDS[s.dtype.name]
+                                  for name, s in spec.items()}
+    self.names: List[str] = list(spec)
+    columns = {c.name: c for c in config.columns}
+    # Columns with several spellings (bool, timestamp) are normalised by
+    # pipeline.values, as the Beam job's cleanse stage does; list columns
+    # carry a list of strings per row.
+    self.types: Dict[str, str] = {n: columns[n].type for n in self.names}
+    self.lists: Dict[str, str] = {
+        n: getattr(columns[n], 'separator', '|') for n in self.names
+        if getattr(columns[n], 'is_list', False)}
+    self.label: str = config.label.column
+    self._name_set = frozenset(self.names)
+
+  # ------------------------------------------------------------ one value
+
+  def value(self, name: str, value: Any, where: str) -> Any:
+    """The typed value of feature `name`, None when missing."""
+    if value is None:
+      return None
+    kind = self.kinds[name]
+    if isinstance(value, NonFinite):
+      raise RequestError(f'{where}: feature {name!r}: {value.token} is not '
+                         'allowed; send null for a missing value')
+    if name in self.lists:
+      return self._list(name, value, where)
+    if isinstance(value, (list, dict)):
+      hint = (' (binary values are not supported: every raw feature is a '
+              'number or text)' if isinstance(value, dict) and 'b64' in value
+              else '')
+      raise RequestError(f'{where}: feature {name!r}: expected one {kind} '
+                         f'value, got {describe(value)}{hint}')
+    kind_of_column = self.types[name]
+    if kind_of_column == 'bool':
+      return self._spelled(name, value, where, raw_values.parse_bool)
+    if kind_of_column == 'timestamp':
+      return self._spelled(name, value, where, raw_values.parse_timestamp)
+    if kind == 'int':
+      return self._int(name, value, where)
+    if kind == 'float':
+      return self._float(name, value, where)
+    return self._string(name, value, where)
+
+  def _spelled(self, name: str, value: Any, where: str, parse) -> int:
+    """A bool or timestamp in any spelling the training data may have."""
+    if isinstance(value, str):
+      self._string(name, value, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise RequestError(f'{where}: feature {name!r}: {value!r} is not a '
+                         'finite number')
+    elif isinstance(value, int) and not isinstance(value, bool) and not (
+        INT64_MIN <= value <= INT64_MAX):
+      raise RequestError(f'{where}: feature {name!r}: {_clip(str(value))} '
+                         'does not fit in int64')
+    try:
+      return parse(value)
+    except (ValueError, OverflowError) as e:
+      raise RequestError(f'{where}: feature {name!r}: {e}') from None
+
+  def _list(self, name: str, value: Any, where: str) -> List[str]:
+    """A list column: a JSON list of strings, or one string joined by the
+    column's separator (as in the CSV); [] means no values."""
+    if isinstance(value, str):
+      return raw_values.split_list(self._string(name, value, where),
+                                   self.lists[name])
+    if not isinstance(value, list):
+      raise self._wrong_type(name, value, where, 'a list of strings')
+    items = []
+    for item in value:
+      if not isinstance(item, str):
+        raise RequestError(f'{where}: feature {name!r}: expected a list of '
+                           f'strings, got an item that is {describe(item)}')
+      item = self._string(name, item, where).strip()
+      if item:
+        items.append(item)
+    return items
+
+  def _wrong_type(self, name: str, value: Any, where: str,
+                  expected: str) -> RequestError:
+    return RequestError(f'{where}: feature {name!r}: expected {expected}, got '
+                        f'{describe(value)}')
+
+  def _int(self, name: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise self._wrong_type(name, value, where, 'an integer')
+    if isinstance(value, float):
+      if not math.isfinite(value):
+        raise RequestError(f'{where}: feature {name!r}: {value!r} is not a '
+                           'finite number')
+      if not value.is_integer():
+        raise RequestError(f'{where}: feature {name!r}: expected an integer, '
+                           f'got {value!r}, which has a fraction')
+      value = int(value)
+    if not INT64_MIN <= value <= INT64_MAX:
+      raise RequestError(f'{where}: feature {name!r}: {_clip(str(value))} '
+                         'does not fit in int64')
+    return value
+
+  def _float(self, name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise self._wrong_type(name, value, where, 'a number')
+    try:
+      number = float(value)
+    except OverflowError:
+      number = math.inf
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+      raise RequestError(f'{where}: feature {name!r}: {_clip(str(value))} is '
+                         'not a finite float32 number')
+    return number
+
+  def _string(self, name: str, value: Any, where: str) -> str:
+    if not isinstance(value, str):
+      raise self._wrong_type(name, value, where, 'a string')
+    try:
+      value.encode('utf-8')
+    except UnicodeEncodeError:
+      raise RequestError(f'{where}: feature {name!r}: the string is not valid '
+                         'Unicode (unpaired surrogate)') from None
+    return value
+
+  # -------------------------------------------------------------- one row
+
+  def check_keys(self, keys, where: str) -> None:
+    """Every feature present, nothing else; the message names the key."""
+    for key in keys:
+      if key not in self._name_set:
+        raise RequestError(f'{where}: {self.unknown(key)}')
+    for name in self.names:
+      if name not in keys:
+        raise RequestError(f'{where}: missing feature {name!r} (send null '
+                           'for a missing value)')
+
+  def unknown(self, key: Any) -> str:
+    if key == self.label:
+      return (f'{key!r} is the label, which the model predicts; leave it '
+              'out')
+    return (f'unknown feature {_clip(str(key))!r}; the model\'s features are '
+            f'{", ".join(self.names)}')
+
+  def row(self, obj: Any, where: str, lists: bool = False) -> Dict[str, Any]:
+    """An instance object -> typed row.
+
+    With lists=True (tf.Example-style classify requests) a feature may also
+    be a list of at most one value; [] is missing, as in a tf.Example.
+    """
+    if not isinstance(obj, dict):
+      raise RequestError(f'{where}: expected an object of raw features '
+                         f'{{"feature": value, ...}}, got {_type_name(obj)}')
+    self.check_keys(obj, where)
+    row = {}
+    for name in self.names:
+      value = obj[name]
+      if lists and isinstance(value, list) and name not in self.lists:
+        if len(value) > 1:
+          raise RequestError(f'{where}: feature {name!r}: expected at most '
+                             f'one value, got a list of {len(value)}')
+        value = value[0] if value else None
+      row[name] = self.value(name, value, where)
+    return row
+
+
+# ------------------------------------------------------------------ requests
+
+
+def _check_top_keys(obj: Any, allowed: Sequence[str], verb: str) -> None:
+  if not isinstance(obj, dict):
+    raise RequestError(f'{verb} request: expected a JSON object, got '
+                       f'{_type_name(obj)}')
+  for key in obj:
+    if key not in allowed:
+      raise RequestError(f'{verb} request: unknown key {_clip(str(key))!r}; '
+                         f'expected {", ".join(allowed)}')
+  name = obj.get('signature_name')
+  if name is not None and not isinstance(name, str):
+    raise RequestError(f'{verb} request: signature_name must be a string, '
+                       f'got {_type_name(name)}')
+
+
+def _check_count(n: int, what: str, max_instances: int) -> None:
+  if n == 0:
+    raise RequestError(f'{what} is empty: send at least one instance')
+  if n > max_instances:
+    raise RequestError(f'{what} has {n} instances; the limit is '
+                       f'{max_instances} per request (--max-instances)')
+
+
+def parse_predict(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
+  """A :predict body, row ("instances") or columnar ("inputs") format."""
+  _check_top_keys(obj, ('signature_name', 'instances', 'inputs'), 'predict')
+  has_rows, has_columns = 'instances' in obj, 'inputs' in obj
+  if has_rows == has_columns:
+    raise RequestError('predict request: send exactly one of "instances" '
+                       '(row format) and "inputs" (columnar format)')
+  signature = obj.get('signature_name')
+  if has_rows:
+    instances = obj['instances']
+    if not isinstance(instances, list):
+      raise RequestError('instances: expected a list of objects '
+                         f'{{"feature": value, ...}}, got '
+                         f'{_type_name(instances)}')
+    _check_count(len(instances), 'instances', max_instances)
+    rows = [schema.row(inst, f'instances[{i}]')
+            for i, inst in enumerate(instances)]
+    return Rows(rows, instances, signature)
+  return _parse_columns(obj['inputs'], schema, max_instances, signature)
+
+
+def _parse_columns(inputs: Any, schema: RowSchema, max_instances: int,
+                   signature: Optional[str]) -> Rows:
+  if not isinstance(inputs, dict):
+    raise RequestError('inputs: expected an object {"feature": [values...], '
+                       f'...}}, got {_type_name(inputs)}')
+  schema.check_keys(inputs, 'inputs')
+  n = None
+  for name in schema.names:
+    column = inputs[name]
+    if not isinstance(column, list):
+      raise RequestError(f'inputs: feature {name!r}: expected a list with one '
+                         f'value per instance, got {_type_name(column)}')
+    if n is None:
+      n = len(column)
+      _check_count(n, f'inputs[{name!r}]', max_instances)
+    elif len(column) != n:
+      raise RequestError(f'inputs: feature {name!r} has {len(column)} values '
+                         f'but {schema.names[0]!r} has {n}; every feature '
+                         'needs one value per instance')
+  rows = [{} for _ in range(n)]
+  for name in schema.names:
+    for i, value in enumerate(inputs[name]):
+      rows[i][name] = schema.value(name, value, f'inputs (instance {i})')
+  received = [{name: inputs[name][i] for name in schema.names}
+              for i in range(n)]
+  return Rows(rows, received, signature, columnar=True)
+
+
+def parse_classify(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
+  """A :classify body: tf.Example-style "examples" plus optional "context".
+
+  As in TF Serving, "context" holds features common to every example and a
+  feature may not be in both.
+  """
+  _check_top_keys(obj, ('signature_name', 'context', 'examples'), 'classify')
+  if 'examples' not in obj:
+    raise RequestError('classify request: "examples" is required')
+  examples = obj['examples']
+  if not isinstance(examples, list):
+    raise RequestError('examples: expected a list of objects '
+                       f'{{"feature": value, ...}}, got '
+                       f'{_type_name(examples)}')
+  context = obj.get('context') or {}
+  if not isinstance(context, dict):
+    raise RequestError('context: expected an object {"feature": value, ...}, '
+                       f'got {_type_name(context)}')
+  for key in context:
+    if key not in schema.kinds:
+      raise RequestError(f'context: {schema.unknown(key)}')
+  _check_count(len(examples), 'examples', max_instances)
+  rows, received = [], []
+  for i, example in enumerate(examples):
+    where = f'examples[{i}]'
+    if isinstance(example, dict):
+      both = [k for k in example if k in context]
+      if both:
+        raise RequestError(f'{where}: feature {both[0]!r} is also in '
+                           '"context"; a feature goes in one of the two')
+      merged = dict(context)
+      merged.update(example)
+    else:
+      merged = example
+    rows.append(schema.row(merged, where, lists=True))
+    received.append(merged)
+  return Rows(rows, received, obj.get('signature_name'))
+
+
+def check_signature(name: Optional[str], default: str,
+                    available: Mapping[str, Any]) -> str:
+  if name is None or name == '':
+    return default
+  if name not in available:
+    raise RequestError(f'signature_name {_clip(name)!r} is not a signature of '
+                       f'this model; it has {", ".join(sorted(available))}')
+  return name
