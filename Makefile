@@ -42,7 +42,7 @@ data: install
 preprocess: install
 	$(BIN)/python -m pipeline.preprocess --config $(CONFIG) \
 	    --input '$(INPUT)' $(if $(TEST_INPUT),--test-input '$(TEST_INPUT)') \
-	    --output-dir $(PREPROCESS_DIR) --overwrite $(BEAM_ARGS)
+	    --output-dir $(PREPROCESS_DIR) --overwrite --write-raw $(BEAM_ARGS)
 
 # Trains, evaluates (eval and test) and exports MODEL_DIR/export/<version>/.
 train: install

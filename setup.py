@@ -1,4 +1,5 @@
-"""Packages pipeline/, trainer/ and schemas/ so that Beam workers get them.
+"""Packages pipeline/, trainer/, serving/ and schemas/ so that Beam workers get
+them.
 
 Dataflow, Flink and Spark workers install this package from --setup_file, so
 everything a worker imports (and the dataset configs it reads) must be here.
@@ -16,6 +17,8 @@ REQUIRED = [
     'tf-keras==2.16.0',
     'pyarrow==10.0.1',
     'PyYAML>=6.0',
+    'matplotlib==3.11.2',  # trainer/report.py (Agg backend, PNGs)
+    'aiohttp==3.14.5',
 ]
 
 setuptools.setup(
@@ -23,7 +26,7 @@ setuptools.setup(
     version='0.1.0',
     description='Apache Beam + tf.Transform preprocessing, wide & deep '
     'training and serving for tabular data',
-    packages=['pipeline', 'trainer', 'schemas'],
+    packages=['pipeline', 'trainer', 'serving', 'schemas'],
     package_data={'schemas': ['*.yaml', '*.pbtxt']},
     include_package_data=True,
     python_requires='>=3.9,<3.12',

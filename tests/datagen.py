@@ -1,5 +1,7 @@
 """Small generated datasets for tests: deterministic, with known properties."""
 
+import datetime
+import math
 import random
 from typing import List, Optional
 
@@ -39,3 +41,51 @@ def write_lines(path: str, lines: List[str], header: Optional[str] = None,
     if trailing_blank:
       f.write('\n')
   return path
+
+
+MIXED_HEADER = 'amount,visits,member,signup,shop,tags,review,target'
+_WORDS = ['great', 'slow', 'friendly', 'cheap', 'broken', 'fast', 'late',
+          'perfect', 'rude', 'clean']
+_TAGS = ['sale', 'new', 'gift', 'bulk', 'promo']
+
+
+def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
+               missing_rate: float = 0.05,
+               iso_timestamps_only: bool = False) -> List[str]:
+  """CSV lines (no header) for tests/data/mixed.yaml: one column of every
+  type, each sometimes missing; the target depends on several of them.
+
+  task: 'binary' (low/high), 'multiclass' (low/mid/high) or 'regression'
+  (a positive number). Timestamps are ISO-8601 or epoch seconds at random,
+  or all ISO-8601 with iso_timestamps_only.
+  """
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(n):
+    amount = round(rng.lognormvariate(3, 1), 2)
+    visits = rng.randint(0, 40)
+    member = rng.random() < 0.4
+    signup = 1_700_000_000 + rng.randint(0, 3 * 365 * 86400)
+    shop = f'shop{rng.randint(0, 300)}'
+    tags = rng.sample(_TAGS, rng.randint(0, 3))
+    words = rng.sample(_WORDS, rng.randint(2, 6))
+    score = (0.8 * member + 0.02 * visits + 0.5 * ('great' in words) -
+             0.5 * ('rude' in words) + 0.3 * ('sale' in tags) +
+             0.2 * math.log(amount) + rng.gauss(0, 0.3))
+    if task == 'regression':
+      target = f'{math.exp(score):.4f}'
+    elif task == 'multiclass':
+      target = 'low' if score < 1.0 else ('mid' if score < 1.6 else 'high')
+    else:
+      target = 'high' if score > 1.3 else 'low'
+    stamp = datetime.datetime.fromtimestamp(signup, datetime.timezone.utc)
+    fields = [str(amount), str(visits), rng.choice(['true', 'yes', '1'])
+              if member else rng.choice(['false', 'no', '0']),
+              stamp.strftime('%Y-%m-%dT%H:%M:%SZ')
+              if iso_timestamps_only or rng.random() < 0.5 else str(signup), shop, '|'.join(tags),
+              '"' + ' '.join(words).capitalize() + ', the service!"', target]
+    for j in range(7):
+      if rng.random() < missing_rate:
+        fields[j] = rng.choice(['?', '', 'NA'])
+    rows.append(','.join(fields))
+  return rows

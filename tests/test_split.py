@@ -8,6 +8,7 @@ import tempfile
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -150,3 +151,37 @@ def test_summarize_split_counts_rows_and_positives(toy):
   with TestPipeline() as p:
     summary = p | beam.Create(batches) | split.SummarizeSplit(toy)
     assert_that(summary, equal_to([{'rows': 600, 'positive': expected_pos}]))
+
+
+def test_every_value_moves_the_position_and_layout_does_not(toy):
+  batch = _batches(toy, datagen.toy_rows(300, seed=8), chunk=300)[0]
+  base = split.row_positions(batch, seed=7)
+  # The same rows in other buffers (a slice of a larger batch) hash the same.
+  sliced = pa.concat_tables([pa.Table.from_batches([batch])] * 2).combine_chunks(
+  ).to_batches()[0].slice(300)
+  assert np.array_equal(split.row_positions(sliced, seed=7), base)
+  # Changing one value of one column moves that row, and only that row.
+  for name in batch.schema.names:
+    column = batch.column(name).to_pylist()
+    value = column[0]
+    for other in ([b'zz'], [12345], [0.5], None, []):
+      if other == value:
+        continue
+      try:
+        changed = pa.array([other] + column[1:], batch.schema.field(name).type)
+      except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        continue
+      moved = split.row_positions(pa.RecordBatch.from_arrays(
+          [changed if n == name else batch.column(n)
+           for n in batch.schema.names], schema=batch.schema), seed=7)
+      assert moved[0] != base[0], (name, value, other)
+      assert np.array_equal(moved[1:], base[1:])
+
+
+def test_positions_spread_evenly(toy):
+  positions = np.concatenate([
+      split.row_positions(b, seed=7)
+      for b in _batches(toy, datagen.toy_rows(20000, seed=9))])
+  counts = np.histogram(positions, bins=20, range=(0, 1))[0]
+  # 1000 expected per bin; a good hash stays well within +-15 %.
+  assert counts.min() > 850 and counts.max() < 1150, counts

@@ -134,15 +134,21 @@ def test_classes_threshold_and_extra_files(toy_export, trainer_toy_model):
   _, doc = trainer_toy_model
   config = load_config(TOY_CONFIG)
   p, classes = _serve_default(loaded, [_example(r) for r in TRICKY_ROWS])
-  assert float(loaded.threshold.numpy()) == 0.5
-  expected = np.where(p[:, 0] >= 0.5, config.label.positive.encode(),
+  # The threshold chosen on eval (max F1 by default) is the export's.
+  threshold = doc['threshold_selection']['threshold']
+  assert doc['threshold'] == threshold
+  assert float(loaded.threshold.numpy()) == pytest.approx(threshold,
+                                                          abs=1e-7)
+  expected = np.where(p[:, 0] >= loaded.threshold.numpy(),
+                      config.label.positive.encode(),
                       [c for c in config.label.classes
                        if c != config.label.positive][0].encode())
   np.testing.assert_array_equal(classes, expected)
   stored = export.load_export_config(export_dir)
   assert stored.config_hash == config.config_hash
   meta = export.load_export_metadata(export_dir)
-  assert meta['threshold'] == 0.5
+  assert meta['threshold'] == threshold
+  assert meta['threshold_selection'] == doc['threshold_selection']
   assert meta['label']['positive'] == config.label.positive
   assert meta['signatures']['serving_raw']['inputs'] == TOY_RAW_DTYPES
   assert os.path.basename(export_dir).isdigit()

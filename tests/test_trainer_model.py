@@ -125,7 +125,18 @@ def test_short_training_beats_chance(trainer_toy_model):
       assert isinstance(m[key], float), key
     cm = m['confusion_matrix']
     assert cm['tn'] + cm['fp'] + cm['fn'] + cm['tp'] == m['rows']
-  assert saved['threshold'] == 0.5
+  # The threshold is the eval split's max-F1 threshold (the default
+  # objective), and every split's metrics are computed at it.
+  selection = saved['threshold_selection']
+  assert selection['objective'] == 'max_f1' and selection['split'] == 'eval'
+  assert saved['threshold'] == selection['threshold']
+  for split in ('eval', 'test'):
+    assert saved[split]['threshold'] == saved['threshold']
+    assert saved['at_threshold_0.5'][split]['threshold'] == 0.5
+    assert saved['at_threshold_0.5'][split]['roc_auc'] == saved[split][
+        'roc_auc']
+  assert saved['eval']['f1'] == pytest.approx(selection['f1'])
+  assert saved['eval']['f1'] >= saved['at_threshold_0.5']['eval']['f1']
   assert saved['training']['best_epoch'] >= 1
   assert tf.io.gfile.glob(os.path.join(model_dir, 'logs', '*', 'events.*'))
   assert os.path.isdir(saved['export_dir'])
@@ -171,3 +182,176 @@ def test_task_reports_a_bad_preprocess_dir(tmp_path, capsys):
                   '--model-dir', str(tmp_path / 'm')])
   assert rc == 2
   assert 'config.yaml' in capsys.readouterr().err
+
+
+# ------------------------------------------- ablations, schedules, imbalance
+
+
+def test_model_type_keeps_one_part(trainer_toy_preprocessed):
+  preprocess_dir, _ = trainer_toy_preprocessed
+  config = load_config(TOY_CONFIG)
+  tft_output = tft.TFTransformOutput(preprocess_dir)
+  parts = {}
+  for model_type in ('wide_deep', 'wide', 'deep'):
+    hp = hparams.HParams(model_type=model_type)
+    feats = model.model_features(config, tft_output, hp)
+    m = model.build_model(feats, hp)
+    names = {l.name for l in m.layers if l.trainable_weights}
+    parts[model_type] = (
+        {f.name for f in feats},
+        any(n.startswith(model.WIDE_PREFIX) for n in names),
+        any(n.startswith(model.DEEP_PREFIX) for n in names))
+  assert parts['wide_deep'][1:] == (True, True)
+  # Wide: the linear model over ids, buckets and crosses; no scaled numerics.
+  assert parts['wide'] == ({'height_bucket', 'city', 'color',
+                            'city_x_height_bucket'}, True, False)
+  # Deep: embeddings and numerics; buckets and crosses are wide-only here.
+  assert parts['deep'] == ({'height', 'visits', 'city', 'color'}, False, True)
+  m = model.compile_model(model.build_model(
+      model.model_features(config, tft_output,
+                           hparams.HParams(model_type='deep')),
+      hparams.HParams()), hparams.HParams())
+  assert m.wide_optimizer is None  # one optimizer for an MLP alone
+
+
+def test_cosine_schedule_and_plateau_callback():
+  hp = hparams.HParams(lr_schedule='cosine', epochs=4, lr_min_fraction=0.1)
+  lr = model.learning_rate(0.01, hp, steps_per_epoch=25)
+  assert float(lr(0)) == pytest.approx(0.01)
+  assert float(lr(50)) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5))
+  assert float(lr(100)) == pytest.approx(0.001)
+  assert model.learning_rate(0.01, hparams.HParams(), None) == 0.01
+
+  feats = [model.ModelFeature('num', tf.float32, False, wide=False, deep=True),
+           model.ModelFeature('cat', tf.int64, True, wide=True, deep=False,
+                              num_ids=5)]
+  hp = hparams.HParams(hidden_units=(4,), wide_learning_rate=0.2,
+                       deep_learning_rate=0.01)
+  m = model.compile_model(model.build_model(feats, hp), hp)
+  cb = model.ReduceOnPlateau('val_auc', factor=0.5, patience=2,
+                             min_fraction=0.3)
+  cb.set_model(m)
+  cb.on_train_begin()
+  for epoch, auc in enumerate([0.7, 0.8, 0.79, 0.78, 0.77, 0.76, 0.75, 0.74]):
+    cb.on_epoch_end(epoch, {'val_auc': auc})
+  # Patience 2: halved after the 2nd epoch in a row without improvement
+  # (epoch 4), again at 6 and 8, floored at 30% of the start (0.25 -> 0.3).
+  assert cb.reductions == [4, 6, 8]
+  assert float(m.optimizer.learning_rate.numpy()) == pytest.approx(0.003)
+  assert float(m.wide_optimizer.learning_rate.numpy()) == pytest.approx(0.06)
+
+
+def _labels_of(ds, n_batches):
+  return np.concatenate([y.numpy().reshape(-1) for _, y in ds.take(n_batches)])
+
+
+def test_oversampling_changes_train_stream_only(trainer_toy_preprocessed):
+  preprocess_dir, manifest = trainer_toy_preprocessed
+  config = load_config(TOY_CONFIG)
+  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
+  label = config.label.column
+  train_files = data.require_files(preprocess_dir, 'train')
+  neg, pos = data.label_counts(train_files, spec, label)
+  assert neg + pos == manifest['rows']['train']
+  natural = pos / (neg + pos)
+  assert natural < 0.4
+  ds = data.make_dataset(train_files, spec, label, 100, training=True,
+                         seed=4, cache=True, oversample=0.5)
+  y = _labels_of(ds, 60)  # infinite: more rows than the split has
+  assert y.size == 6000
+  # Binomial(6000, 0.5): the standard deviation of the share is 0.0065.
+  assert abs(y.mean() - 0.5) < 0.03
+  again = _labels_of(data.make_dataset(train_files, spec, label, 100,
+                                       training=True, seed=4, cache=True,
+                                       oversample=0.5), 60)
+  np.testing.assert_array_equal(y, again)  # same seed, same stream
+  plain = _labels_of(data.make_dataset(train_files, spec, label, 100,
+                                       training=True, seed=4), 10 ** 6)
+  assert plain.size == neg + pos and plain.sum() == pos
+  # Eval is read as it is, whatever the training stream does.
+  eval_y = _labels_of(data.make_dataset(
+      data.require_files(preprocess_dir, 'eval'), spec, label, 100,
+      training=False), 10 ** 6)
+  assert eval_y.size == manifest['rows']['eval']
+
+
+def test_hash_folds_partition_the_records(trainer_toy_preprocessed):
+  preprocess_dir, manifest = trainer_toy_preprocessed
+  files = (data.require_files(preprocess_dir, 'train') +
+           data.require_files(preprocess_dir, 'eval'))
+  raw = tf.data.TFRecordDataset(files, compression_type='GZIP')
+  everything = sorted(r.numpy() for r in raw)
+  held_out = []
+  for fold in range(3):
+    inside = [r.numpy() for r in raw.filter(data.fold_filter(3, fold, True))]
+    outside = [r.numpy() for r in raw.filter(data.fold_filter(3, fold, False))]
+    assert sorted(inside + outside) == everything
+    assert 0.2 < len(inside) / len(everything) < 0.46
+    held_out.extend(inside)
+    # A record's fold depends on its bytes only: the same in any order.
+    shuffled = raw.shuffle(5000, seed=fold).filter(
+        data.fold_filter(3, fold, True))
+    assert sorted(r.numpy() for r in shuffled) == sorted(inside)
+  assert sorted(held_out) == everything  # each record held out exactly once
+  assert len(everything) == manifest['rows']['train'] + manifest['rows'][
+      'eval']
+
+
+def test_class_weights_from_label_counts():
+  assert task._class_weight(hparams.HParams(), 30, 10) is None
+  balanced = task._class_weight(hparams.HParams(class_weight='balanced'),
+                                30, 10)
+  assert balanced == {0: pytest.approx(40 / 60), 1: pytest.approx(2.0)}
+  assert task._class_weight(hparams.HParams(class_weight='2.5'), 30, 10) == {
+      0: 1.0, 1: 2.5}
+
+
+def test_kfold_cross_validation(trainer_toy_preprocessed, tmp_path, capsys):
+  """--folds 3: three models on hash folds of train + eval, mean and std
+  of their held-out metrics; oversampling applies to each fold's training
+  part only."""
+  preprocess_dir, manifest = trainer_toy_preprocessed
+  model_dir = str(tmp_path / 'cv')
+  rc = task.main(['--preprocess-dir', preprocess_dir, '--model-dir', model_dir,
+                  '--folds', '3', '--epochs', '2', '--batch-size', '64',
+                  '--oversample', '0.5', '--verbose', '0', '--seed', '3'])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert '3-fold cross-validation' in out and ' ± ' in out
+  with open(os.path.join(model_dir, 'metrics.json')) as f:
+    doc = json.load(f)
+  assert doc['mode'] == 'kfold' and doc['folds'] == 3
+  folds = doc['per_fold']
+  assert [f['fold'] for f in folds] == [0, 1, 2]
+  total = manifest['rows']['train'] + manifest['rows']['eval']
+  assert sum(f['cv']['rows'] for f in folds) == total
+  for f in folds:
+    assert f['train_rows'] + f['cv']['rows'] == total
+    assert f['test']['rows'] == manifest['rows']['test']
+    assert f['cv']['threshold'] == f['threshold']
+    assert f['epochs_run'] == 2
+    # Trained on a 50/50 stream, the model predicts the positive class far
+    # more often than its ~30% base rate at threshold 0.5.
+    at_half = f['cv_at_threshold_0.5']
+    assert at_half['predicted_positive_rate'] > at_half['base_rate']
+  for name in ('cv', 'test', 'cv_at_threshold_0.5', 'test_at_threshold_0.5'):
+    for metric in ('accuracy', 'roc_auc', 'f1', 'recall'):
+      values = [f[name][metric] for f in folds]
+      stat = doc['summary'][name][metric]
+      assert stat['mean'] == pytest.approx(np.mean(values))
+      assert stat['std'] == pytest.approx(np.std(values, ddof=1))
+      assert f'{stat["mean"]:.4f} ± {stat["std"]:.4f}' in out or (
+          metric == 'roc_auc' and 'ROC AUC' in out)
+  assert doc['summary']['cv']['roc_auc']['mean'] > 0.6
+  assert not os.path.exists(os.path.join(model_dir, 'export'))
+
+
+def test_task_rejects_an_unknown_slice_column(trainer_toy_preprocessed,
+                                              tmp_path, capsys):
+  preprocess_dir, _ = trainer_toy_preprocessed
+  rc = task.main(['--preprocess-dir', preprocess_dir, '--model-dir',
+                  str(tmp_path / 'm'), '--slices', 'city,shoe_size'])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert "'shoe_size'" in err and 'height' in err
+  assert not os.path.exists(str(tmp_path / 'm' / 'metrics.json'))

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from trainer import predict
+from trainer import export, predict
 from tests import datagen
 from tests.conftest import CENSUS_CONFIG, ROOT, TOY_CONFIG
 
@@ -106,9 +106,12 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
                                         '1, 2, 3']
   assert 'height' in errors[0]['error'] and 'fields' in errors[1]['error']
   scored = [r for r in results if 'error' not in r]
+  # Classes follow the threshold stored in the export.
+  threshold = export.load_export_metadata(
+      export.resolve_export_dir(model_dir))['threshold']
   for r in scored:
     assert 0.0 <= r['probability'] <= 1.0
-    assert r['class'] == ('yes' if r['probability'] >= 0.5 else 'no')
+    assert r['class'] == ('yes' if r['probability'] >= threshold else 'no')
     assert r['label'] in ('yes', 'no')
   clean, spaced = scored[10], scored[11]
   assert clean['probability'] == spaced['probability']

@@ -9,7 +9,7 @@ cached after the first pass.
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -40,16 +40,26 @@ def feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenF
   return tft_output.transformed_feature_spec()
 
 
-def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
-                 label_key: str, batch_size: int, *, training: bool,
-                 shuffle_buffer: int = 10000, seed: Optional[int] = None,
-                 cache: bool = False, repeat: bool = False) -> tf.data.Dataset:
-  """Batches of (features dict, label [N, 1] float32) from gzip TFRecords.
+def fold_of(records: tf.Tensor, folds: int) -> tf.Tensor:
+  """The K-fold fold (0 .. folds - 1) of serialized records.
 
-  Training data is shuffled (file order and records) with a fixed seed, so a
-  rerun with the same seed sees the same batches. Evaluation data keeps a
-  deterministic order and no shuffling, so predictions line up with labels.
+  A fingerprint of the record's bytes: the same record lands in the same fold
+  on every run, machine and shard layout, and no seed is involved.
   """
+  return tf.strings.to_hash_bucket_fast(records, folds)
+
+
+def fold_filter(folds: int, fold: int, keep: bool) -> Callable[[tf.Tensor],
+                                                                 tf.Tensor]:
+  """A record predicate: in fold `fold` (keep=True) or in any other fold."""
+  def predicate(record):
+    inside = tf.equal(fold_of(record, folds), fold)
+    return inside if keep else tf.logical_not(inside)
+  return predicate
+
+
+def _records(files: List[str], training: bool, seed: Optional[int],
+             record_filter: Optional[Callable]) -> tf.data.Dataset:
   files_ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
     files_ds = files_ds.shuffle(len(files), seed=seed,
@@ -58,13 +68,73 @@ def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
       lambda f: tf.data.TFRecordDataset(f, compression_type='GZIP'),
       cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
       deterministic=True)
+  if record_filter is not None:
+    ds = ds.filter(record_filter)
+  return ds
+
+
+def _label_of(label_key: str, spec):
+  label_spec = {label_key: spec[label_key]}
+
+  def label(record):
+    return tf.io.parse_single_example(record, label_spec)[label_key]
+  return label
+
+
+def label_counts(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
+                 label_key: str, record_filter: Optional[Callable] = None
+                ) -> Tuple[int, int]:
+  """(negatives, positives) among the records (after `record_filter`)."""
+  ds = _records(files, False, None, record_filter).batch(4096)
+  label_spec = {label_key: spec[label_key]}
+  pos = total = 0
+  for batch in ds:
+    y = tf.io.parse_example(batch, label_spec)[label_key].numpy()
+    pos += int((y == 1).sum())
+    total += int(y.size)
+  return total - pos, pos
+
+
+def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
+                 label_key: str, batch_size: int, *, training: bool,
+                 shuffle_buffer: int = 10000, seed: Optional[int] = None,
+                 cache: bool = False, repeat: bool = False,
+                 record_filter: Optional[Callable] = None,
+                 oversample: float = 0.0, minority_label: int = 1
+                ) -> tf.data.Dataset:
+  """Batches of (features dict, label [N, 1] float32) from gzip TFRecords.
+
+  Training data is shuffled (file order and records) with a fixed seed, so a
+  rerun with the same seed sees the same batches. Evaluation data keeps a
+  deterministic order and no shuffling, so predictions line up with labels.
+
+  record_filter: keep only the serialized records it accepts (K-fold).
+  oversample (training only): the share of `minority_label` records in the
+  stream. The records are split by label into two shuffled, endlessly
+  repeated streams and `sample_from_datasets` draws from them with weights
+  (1 - oversample, oversample), so minority rows recur more often than
+  majority rows; the result is infinite (use steps_per_epoch).
+  """
+  ds = _records(files, training, seed, record_filter)
   if cache:
     # Serialized records are small; caching them skips gzip + file reads from
     # the second epoch on while keeping the shuffle below effective.
     ds = ds.cache()
-  if training:
+  if training and oversample:
+    label = _label_of(label_key, spec)
+    by_class = []
+    for keep_minority in (False, True):
+      def wanted(record, keep_minority=keep_minority):
+        is_minority = tf.equal(label(record), minority_label)
+        return is_minority if keep_minority else tf.logical_not(is_minority)
+      part = ds.filter(wanted).repeat()
+      by_class.append(part.shuffle(shuffle_buffer, seed=seed,
+                                   reshuffle_each_iteration=True))
+    ds = tf.data.Dataset.sample_from_datasets(
+        by_class, weights=[1.0 - oversample, oversample], seed=seed)
+  elif training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
+  if repeat and not (training and oversample):
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=False)
   ds = ds.map(lambda records: _parse(records, spec, label_key),

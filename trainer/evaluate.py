@@ -9,7 +9,7 @@ the predictions.
 
 import json
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -68,6 +68,119 @@ def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
   return float(np.sum(recall_step * precision))
 
 
+def _operating_points(labels: np.ndarray, scores: np.ndarray):
+  """(thresholds, tp, fp) for "positive when score >= t", t from high to low.
+
+  One point per distinct score: a threshold admits every tied score at once.
+  """
+  labels = np.asarray(labels).reshape(-1).astype(bool)
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  order = np.argsort(-scores, kind='mergesort')
+  s, y = scores[order], labels[order]
+  last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1].astype(int)
+  tp = np.cumsum(y)[last] if s.size else np.zeros(0)
+  fp = np.cumsum(~y)[last] if s.size else np.zeros(0)
+  return s[last], tp.astype(np.int64), fp.astype(np.int64)
+
+
+def roc_curve(labels, scores) -> Dict[str, np.ndarray]:
+  """False and true positive rates at every distinct threshold, from (0, 0)."""
+  t, tp, fp = _operating_points(labels, scores)
+  y = np.asarray(labels).reshape(-1).astype(bool)
+  n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+  return {'fpr': np.r_[0.0, fp / n_neg], 'tpr': np.r_[0.0, tp / n_pos],
+          'thresholds': np.r_[np.inf, t]}
+
+
+def pr_curve(labels, scores) -> Dict[str, np.ndarray]:
+  """Precision and recall at every distinct threshold, highest first."""
+  t, tp, fp = _operating_points(labels, scores)
+  n_pos = max(int(np.sum(np.asarray(labels).astype(bool))), 1)
+  return {'precision': tp / np.maximum(tp + fp, 1), 'recall': tp / n_pos,
+          'thresholds': t}
+
+
+def calibration(labels, probabilities, bins: int = 10) -> Dict[str, List]:
+  """Reliability diagram data: equal-width probability bins with their
+  mean prediction, observed positive rate and row count (empty bins left out).
+  """
+  y = np.asarray(labels, dtype=np.float64).reshape(-1)
+  p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+  idx = np.minimum((p * bins).astype(int), bins - 1)
+  out = {'mean_predicted': [], 'observed_rate': [], 'rows': [], 'bin': []}
+  for b in range(bins):
+    mask = idx == b
+    if mask.any():
+      out['bin'].append(b)
+      out['mean_predicted'].append(float(p[mask].mean()))
+      out['observed_rate'].append(float(y[mask].mean()))
+      out['rows'].append(int(mask.sum()))
+  return out
+
+
+def expected_calibration_error(labels, probabilities, bins: int = 10) -> float:
+  c = calibration(labels, probabilities, bins)
+  n = sum(c['rows'])
+  if not n:
+    return float('nan')
+  return float(sum(r * abs(m - o) for r, m, o in zip(
+      c['rows'], c['mean_predicted'], c['observed_rate'])) / n)
+
+
+THRESHOLD_OBJECTIVES = ('max_f1', 'precision', 'recall', 'fixed')
+
+
+def choose_threshold(labels, scores, objective: str, target: float = 0.8,
+                     fixed: float = 0.5) -> Dict[str, Any]:
+  """The decision threshold for `objective`, from one split's predictions.
+
+    max_f1     the score at which F1 peaks (ties: the higher threshold)
+    precision  the lowest threshold whose precision is >= target, i.e. the
+               most recall that keeps that precision
+    recall     the highest threshold whose recall is >= target, i.e. the most
+               precision that keeps that recall
+    fixed      `fixed`, unchanged
+
+  Positive means score >= threshold, so each candidate is one of the scores.
+  When no threshold reaches a precision target, the one with the highest
+  precision is used and `reached` is False. Returns the threshold with the
+  precision, recall and F1 it gives on these predictions.
+  """
+  if objective not in THRESHOLD_OBJECTIVES:
+    raise ValueError(f'unknown threshold objective {objective!r}')
+  labels = np.asarray(labels).reshape(-1).astype(bool)
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  result = {'objective': objective,
+            'target': None if objective in ('max_f1', 'fixed') else target,
+            'reached': True}
+  t, tp, fp = _operating_points(labels, scores)
+  n_pos = int(labels.sum())
+  if objective == 'fixed' or not t.size or n_pos == 0:
+    threshold = fixed
+  else:
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / n_pos
+    f1 = np.where(precision + recall > 0, 2 * precision * recall /
+                  np.maximum(precision + recall, 1e-12), 0.0)
+    if objective == 'max_f1':
+      i = int(np.argmax(f1))  # first maximum: the highest such threshold
+    elif objective == 'precision':
+      ok = np.flatnonzero(precision >= target)
+      if ok.size:
+        i = int(ok[-1])
+      else:
+        i, result['reached'] = int(np.argmax(precision)), False
+    else:
+      i = int(np.flatnonzero(recall >= target)[0])  # recall 1 at the end
+    threshold = float(t[i])
+  # Keep it a usable probability threshold for the export's (0, 1) check.
+  threshold = float(min(max(threshold, 1e-6), 1.0 - 1e-6))
+  m = binary_metrics(labels, scores, threshold)
+  result.update({'threshold': threshold, 'precision': m['precision'],
+                 'recall': m['recall'], 'f1': m['f1']})
+  return result
+
+
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
   y = np.asarray(labels, dtype=np.float64)
   p = np.clip(np.asarray(probabilities, dtype=np.float64), _EPS, 1 - _EPS)
@@ -103,6 +216,8 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
       'recall': recall,
       'f1': f1,
       'log_loss': log_loss(y, p),
+      # Threshold-free: mean |predicted - observed| over ten probability bins.
+      'calibration_error': expected_calibration_error(y, p),
       'base_rate': _ratio(int(y.sum()), y.size),
       'predicted_positive_rate': _ratio(int(pred.sum()), y.size),
       'threshold': float(threshold),
@@ -144,7 +259,7 @@ _TABLE_ROWS = [
     ('f1', 'F1', '{:.4f}'),
     ('log_loss', 'log loss', '{:.4f}'),
     ('base_rate', 'base rate', '{:.4f}'),
-    ('threshold', 'threshold', '{:.2f}'),
+    ('threshold', 'threshold', '{:.4f}'),
 ]
 
 
@@ -167,6 +282,23 @@ def format_table(by_split: Mapping[str, Mapping[str, Any]]) -> str:
     lines.append(f'confusion matrix [{s}] (rows: true 0/1, columns: '
                  f'predicted 0/1): [[{cm["tn"]}, {cm["fp"]}], '
                  f'[{cm["fn"]}, {cm["tp"]}]]')
+  return '\n'.join(lines)
+
+
+def format_fold_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+  """K-fold results: mean +- std per metric, one column per evaluated set."""
+  sets = list(summary)
+  width = max(22, max((len(s) for s in sets), default=0) + 2)
+  lines = ['metric'.ljust(12) + ''.join(s.rjust(width) for s in sets)]
+  for key, title, fmt in _TABLE_ROWS:
+    if key == 'rows':
+      fmt = '{:,.0f}'
+    cells = []
+    for s in sets:
+      stat = summary[s].get(key)
+      cells.append('' if stat is None else
+                   f'{_fmt(fmt, stat["mean"])} ± {_fmt(fmt, stat["std"])}')
+    lines.append(title.ljust(12) + ''.join(c.rjust(width) for c in cells))
   return '\n'.join(lines)
 
 
@@ -197,6 +329,28 @@ def evaluate_splits(model, datasets: Mapping[str, tf.data.Dataset],
   for name, ds in datasets.items():
     labels, probs = predict_dataset(model, ds)
     out[name] = binary_metrics(labels, probs, threshold)
+  return out
+
+
+def predict_splits(model, datasets: Mapping[str, tf.data.Dataset]
+                  ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+  """split -> (labels, probabilities)."""
+  return {name: predict_dataset(model, ds) for name, ds in datasets.items()}
+
+
+def summarize_folds(per_fold: Sequence[Mapping[str, Any]]
+                   ) -> Dict[str, Dict[str, float]]:
+  """mean and sample std (ddof=1; 0 for one fold) of every numeric metric."""
+  keys = [k for k, v in per_fold[0].items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  out = {}
+  for k in keys:
+    values = np.array([float(m[k]) for m in per_fold], dtype=np.float64)
+    out[k] = {
+        'mean': float(np.mean(values)),
+        'std': float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
+        'min': float(np.min(values)), 'max': float(np.max(values)),
+    }
   return out
 
 

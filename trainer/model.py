@@ -17,6 +17,9 @@ Systems"):
   * the two logits are summed and squashed by a sigmoid, and both parts are
     trained jointly, each with its own optimizer (FTRL suits the sparse,
     memorising wide part; Adam the dense deep part), as in the paper.
+  * `model_type` builds one part alone (wide: a linear model; deep: an MLP)
+    for ablations; `deep_buckets` / `deep_crosses` also embed the wide-only
+    ids in the deep part.
 """
 
 import dataclasses
@@ -76,6 +79,13 @@ def model_features(config: DatasetConfig, tft_output: tft.TFTransformOutput,
     if f.kind == 'categorical' and not f.deep:
       f = dataclasses.replace(
           f, deep=hp.deep_crosses if f.name in crosses else hp.deep_buckets)
+    # Ablations: one part alone keeps only the features that part uses.
+    if hp.model_type == 'wide':
+      f = dataclasses.replace(f, deep=False)
+    elif hp.model_type == 'deep':
+      f = dataclasses.replace(f, wide=False)
+    if not (f.wide or f.deep):
+      continue
     if f.name not in spec:
       raise InputError(
           f'transformed feature {f.name!r} from the config is not in the '
@@ -179,6 +189,10 @@ def _wide_logit(features, inputs, hp: HParams):
       name=f'{WIDE_PREFIX}logit_sum')(terms)
 
 
+def _regularizer(hp: HParams):
+  return keras.regularizers.L2(hp.deep_l2) if hp.deep_l2 else None
+
+
 def _deep_logit(features, inputs, hp: HParams):
   parts = []
   for f in features:
@@ -187,6 +201,7 @@ def _deep_logit(features, inputs, hp: HParams):
     if f.categorical:
       parts.append(keras.layers.Embedding(
           f.num_ids, f.embedding_dim,
+          embeddings_regularizer=_regularizer(hp),
           name=f'{DEEP_PREFIX}embedding_{f.name}')(inputs[f.name]))
     else:
       parts.append(keras.layers.Reshape(
@@ -197,6 +212,7 @@ def _deep_logit(features, inputs, hp: HParams):
       name=f'{DEEP_PREFIX}input')(parts)
   for i, units in enumerate(hp.hidden_units):
     x = keras.layers.Dense(units, activation='relu',
+                           kernel_regularizer=_regularizer(hp),
                            name=f'{DEEP_PREFIX}hidden_{i}')(x)
     if hp.dropout:
       x = keras.layers.Dropout(hp.dropout, seed=hp.seed + i,
@@ -222,12 +238,27 @@ def build_model(features: Sequence[ModelFeature], hp: HParams) -> WideDeepModel:
                        name='wide_and_deep')
 
 
-def make_optimizer(name: str, learning_rate: float, hp: HParams,
+def learning_rate(base: float, hp: HParams, steps_per_epoch: Optional[int]):
+  """A constant rate, or a cosine decay over all of training's steps.
+
+  ('plateau' is a callback, `ReduceOnPlateau`, acting on constant rates.)
+  """
+  if hp.lr_schedule == 'cosine':
+    if not steps_per_epoch:
+      raise ValueError('a cosine schedule needs the number of steps per epoch')
+    return keras.optimizers.schedules.CosineDecay(
+        base, decay_steps=hp.epochs * steps_per_epoch,
+        alpha=hp.lr_min_fraction)
+  return base
+
+
+def make_optimizer(name: str, learning_rate, hp: HParams,
                    wide: bool) -> keras.optimizers.Optimizer:
   """One of the supported optimizers, without XLA.
 
   Keras optimizers XLA-compile their update step by default; for a model this
   small that compilation costs about 30 s per run on a CPU and buys nothing.
+  `learning_rate` is a float or a LearningRateSchedule.
   """
   kwargs = {'jit_compile': False}
   if name == 'ftrl':
@@ -244,15 +275,20 @@ def make_optimizer(name: str, learning_rate: float, hp: HParams,
   return keras.optimizers.SGD(learning_rate, **kwargs)
 
 
-def compile_model(model: WideDeepModel, hp: HParams) -> WideDeepModel:
+def compile_model(model: WideDeepModel, hp: HParams,
+                  steps_per_epoch: Optional[int] = None) -> WideDeepModel:
   """Loss, the two optimizers, and the metrics early stopping watches."""
   has_wide = any(l.name.startswith(WIDE_PREFIX) and l.trainable_weights
                  for l in model.layers)
   model.compile(
-      wide_optimizer=(make_optimizer(hp.wide_optimizer, hp.wide_learning_rate,
-                                     hp, wide=True) if has_wide else None),
-      optimizer=make_optimizer(hp.deep_optimizer, hp.deep_learning_rate, hp,
-                               wide=False),
+      wide_optimizer=(make_optimizer(
+          hp.wide_optimizer,
+          learning_rate(hp.wide_learning_rate, hp, steps_per_epoch), hp,
+          wide=True) if has_wide else None),
+      optimizer=make_optimizer(
+          hp.deep_optimizer,
+          learning_rate(hp.deep_learning_rate, hp, steps_per_epoch), hp,
+          wide=False),
       loss=keras.losses.BinaryCrossentropy(),
       metrics=[
           keras.metrics.AUC(name='auc', num_thresholds=1000),
@@ -260,3 +296,43 @@ def compile_model(model: WideDeepModel, hp: HParams) -> WideDeepModel:
                                        threshold=hp.threshold),
       ])
   return model
+
+
+class ReduceOnPlateau(keras.callbacks.Callback):
+  """Multiplies both optimizers' learning rates by `factor` (down to
+  `min_fraction` of their first rate) once the watched metric has not
+  improved for `patience` epochs in a row, then waits `patience` epochs
+  again (Keras' ReduceLROnPlateau only knows the model's one optimizer)."""
+
+  def __init__(self, monitor: str = 'val_auc', factor: float = 0.5,
+               patience: int = 2, min_fraction: float = 0.05):
+    super().__init__()
+    self.monitor, self.factor, self.patience = monitor, factor, patience
+    self.min_fraction = min_fraction
+    self._best, self._wait, self._base = -float('inf'), 0, {}
+    self.reductions = []
+
+  def _optimizers(self):
+    return [o for o in (getattr(self.model, 'wide_optimizer', None),
+                        self.model.optimizer) if o is not None]
+
+  def on_train_begin(self, logs=None):
+    self._base = {id(o): float(keras.backend.get_value(o.learning_rate))
+                  for o in self._optimizers()}
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None:
+      return
+    if value > self._best:
+      self._best, self._wait = value, 0
+      return
+    self._wait += 1
+    if self._wait < self.patience:
+      return
+    self._wait = 0
+    for o in self._optimizers():
+      lr = float(keras.backend.get_value(o.learning_rate))
+      floor = self._base[id(o)] * self.min_fraction
+      o.learning_rate.assign(max(floor, lr * self.factor))
+    self.reductions.append(epoch + 1)

@@ -2,7 +2,10 @@
 
     python -m trainer.task --preprocess-dir DIR --model-dir MDIR [--epochs N]
         [--batch-size B] [--steps-per-epoch S] [--hidden-units 100,50]
-        [--wide-learning-rate LR] [--deep-learning-rate LR]
+        [--model-type {wide_deep,wide,deep}] [--wide-learning-rate LR]
+        [--deep-learning-rate LR] [--class-weight {none,balanced,W}]
+        [--oversample SHARE] [--threshold-objective {max_f1,precision,recall,
+        fixed}] [--folds K]
         [--distribution-strategy {default,mirrored,multi_worker_mirrored}]
         [--seed N] [...]
 
@@ -12,30 +15,43 @@ transform graph. Hyperparameters come from the config's `model:` section,
 overridden by flags of the same name.
 
 Writes MDIR/logs/ (TensorBoard), MDIR/metrics.json (eval and, when DIR has a
-test split, test metrics) and MDIR/export/<version>/ (the serving SavedModel).
-Early stopping watches the eval split's AUC and restores the best epoch's
-weights; the test split is never looked at before the final evaluation.
+test split, test metrics), MDIR/export/<version>/ (the serving SavedModel) and
+MDIR/report.html with its PNGs. Early stopping watches the eval split's AUC and
+restores the best epoch's weights; the decision threshold is chosen on the
+eval split's predictions; the test split is never looked at before the final
+evaluation.
+
+With --folds K it instead trains K models on hash folds of train + eval (a
+record's fold is a fingerprint of its bytes), each validated, early-stopped and
+thresholded on its held-out fold, and writes the per-fold metrics and their
+mean and standard deviation (held-out fold, and test when DIR has one) to
+MDIR/metrics.json; nothing is exported.
 """
 
 import argparse
+import dataclasses
 import datetime
 import logging
+import math
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from pipeline.config import DatasetConfig, load_config
-from pipeline.errors import UserError
-from trainer import data, distribute, evaluate, export, hparams, model
+from pipeline.errors import ConfigError, UserError
+from trainer import data, distribute, evaluate, export, hparams, model, report
 
 CONFIG_COPY = 'config.yaml'
 LOGS_DIR = 'logs'
 EVAL_BATCH_SIZE = 2048
+# Metrics are also reported at this threshold, whatever the chosen one.
+REFERENCE_THRESHOLD = 0.5
+REFERENCE_KEY = 'at_threshold_0.5'
 
 
 def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +87,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--verbose', type=int, default=2, choices=(0, 1, 2),
                       help='Keras progress: 0 silent, 1 progress bar, 2 one '
                       'line per epoch (default: %(default)s)')
+  parser.add_argument('--folds', type=int, default=0, metavar='K',
+                      help='K-fold cross-validation on train + eval instead '
+                      'of one run: K models, mean and std of every metric '
+                      '(default: one run)')
   _add_hparam_flags(parser)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.folds == 1 or args.folds < 0:
+    parser.error('--folds must be at least 2 (or 0 for one run)')
+  return args
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -105,39 +128,94 @@ class _EpochTimer(keras.callbacks.Callback):
     self.epochs = epoch + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """Some TFRecord files, optionally narrowed by a record predicate."""
+  files: List[str]
+  record_filter: Optional[Callable] = None
+
+
+def _class_weight(hp: hparams.HParams, negatives: int,
+                  positives: int) -> Optional[Dict[int, float]]:
+  if hp.class_weight == 'none':
+    return None
+  if hp.class_weight == 'balanced':
+    n = negatives + positives
+    return {0: n / (2.0 * max(negatives, 1)), 1: n / (2.0 * max(positives, 1))}
+  return {0: 1.0, 1: float(hp.class_weight)}
+
+
 def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
           hp: hparams.HParams, preprocess_dir: str, model_dir: str,
           strategy: tf.distribute.Strategy, chief: bool = True,
-          verbose: int = 2):
-  """Builds and fits the model; returns (model, features, training summary)."""
+          verbose: int = 2, train_records: Optional[Records] = None,
+          val_records: Optional[Records] = None,
+          log_dir: Optional[str] = None):
+  """Builds and fits the model; returns (model, features, training summary).
+
+  By default it trains on the train split and validates (early stopping, the
+  plateau schedule) on the eval split; K-fold passes other records.
+  """
   spec = data.feature_spec(tft_output)
   label = config.label.column
-  train_files = data.require_files(preprocess_dir, 'train')
-  eval_files = data.require_files(preprocess_dir, 'eval')
+  train_records = train_records or Records(
+      data.require_files(preprocess_dir, 'train'))
+  val_records = val_records or Records(
+      data.require_files(preprocess_dir, 'eval'))
+  negatives, positives = data.label_counts(
+      train_records.files, spec, label, train_records.record_filter)
+  if not negatives + positives:
+    raise UserError(f'no training records in {preprocess_dir}')
+  minority = 1 if positives <= negatives else 0
+  majority_rows = max(negatives, positives)
+  natural_share = min(negatives, positives) / (negatives + positives)
+  steps_per_epoch = hp.steps_per_epoch
+  if hp.oversample:
+    if hp.oversample <= natural_share:
+      raise ConfigError(
+          f'oversample: {hp.oversample} is not above the minority class\' '
+          f'share of the training records ({natural_share:.4f}); use a '
+          'larger share or 0 (off)')
+    # One epoch passes over the majority class about once.
+    steps_per_epoch = steps_per_epoch or math.ceil(
+        majority_rows / (1.0 - hp.oversample) / hp.batch_size)
+  schedule_steps = steps_per_epoch or math.ceil(
+      (negatives + positives) / hp.batch_size)
+  class_weight = _class_weight(hp, negatives, positives)
+
   train_ds = data.make_dataset(
-      train_files, spec, label, hp.batch_size, training=True,
+      train_records.files, spec, label, hp.batch_size, training=True,
       shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, cache=hp.cache,
-      repeat=hp.steps_per_epoch is not None)
-  eval_ds = data.make_dataset(eval_files, spec, label, EVAL_BATCH_SIZE,
-                              training=False, cache=hp.cache)
+      repeat=hp.steps_per_epoch is not None,
+      record_filter=train_records.record_filter, oversample=hp.oversample,
+      minority_label=minority)
+  eval_ds = data.make_dataset(val_records.files, spec, label, EVAL_BATCH_SIZE,
+                              training=False, cache=hp.cache,
+                              record_filter=val_records.record_filter)
 
   features = model.model_features(config, tft_output, hp)
   with strategy.scope():
-    m = model.compile_model(model.build_model(features, hp), hp)
+    m = model.compile_model(model.build_model(features, hp), hp,
+                            steps_per_epoch=schedule_steps)
 
   early = keras.callbacks.EarlyStopping(
       monitor='val_auc', mode='max', patience=hp.early_stopping_patience,
       restore_best_weights=True, verbose=1 if verbose else 0)
   timer = _EpochTimer()
   callbacks = [early, timer]
+  plateau = None
+  if hp.lr_schedule == 'plateau':
+    plateau = model.ReduceOnPlateau('val_auc', hp.lr_decay_factor,
+                                    hp.lr_patience, hp.lr_min_fraction)
+    callbacks.append(plateau)
   if chief:
     callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=os.path.join(model_dir, LOGS_DIR), update_freq='epoch',
-        profile_batch=0))
+        log_dir=log_dir or os.path.join(model_dir, LOGS_DIR),
+        update_freq='epoch', profile_batch=0))
   start = time.monotonic()
   history = m.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs,
-                  steps_per_epoch=hp.steps_per_epoch, callbacks=callbacks,
-                  verbose=verbose)
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                  class_weight=class_weight, verbose=verbose)
   seconds = time.monotonic() - start
   val_auc = history.history.get('val_auc', [])
   summary = {
@@ -146,40 +224,78 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
       'best_epoch': early.best_epoch + 1 if val_auc else None,
       'best_val_auc_streaming': (float(max(val_auc)) if val_auc else None),
       'replicas': strategy.num_replicas_in_sync,
+      'train_label_counts': {'negative': negatives, 'positive': positives},
+      'class_weight': ({str(k): v for k, v in class_weight.items()}
+                       if class_weight else None),
+      'oversample': hp.oversample or None,
+      'steps_per_epoch': steps_per_epoch,
+      'lr_reduced_after_epochs': plateau.reductions if plateau else None,
       'history': {k: [float(v) for v in vals]
                   for k, vals in history.history.items()},
   }
   return m, features, summary
 
 
+def _eval_datasets(config: DatasetConfig, tft_output, preprocess_dir: str,
+                   splits: Sequence[str]) -> Dict[str, tf.data.Dataset]:
+  spec = data.feature_spec(tft_output)
+  datasets = {}
+  for split in splits:
+    files = data.split_files(preprocess_dir, split)
+    if files:
+      datasets[split] = data.make_dataset(
+          files, spec, config.label.column, EVAL_BATCH_SIZE, training=False)
+  return datasets
+
+
+def _check_slices(config: DatasetConfig, hp: hparams.HParams) -> None:
+  allowed = [c.name for c in config.feature_columns]
+  for name in hp.slices:
+    if name not in allowed:
+      raise ConfigError(f'model.slices: {name!r} is not a raw feature column; '
+                        f'slice by one of {", ".join(allowed)}')
+
+
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  """Trains, evaluates and exports; returns the metrics document."""
+  """Trains, evaluates and exports (or cross-validates); returns the metrics
+  document."""
   args = parse_args(argv)
   total_start = time.monotonic()
   config, tft_output = _load_inputs(args.preprocess_dir)
   hp = hparams.resolve(config.model, _overrides(args))
+  _check_slices(config, hp)
   keras.utils.set_random_seed(hp.seed)
   strategy = distribute.make_strategy(args.distribution_strategy)
   chief = distribute.is_chief()
   if chief:
     tf.io.gfile.makedirs(args.model_dir)
+  if args.folds:
+    return run_folds(args, config, tft_output, hp, strategy, chief,
+                     total_start)
 
   m, features, summary = train(config, tft_output, hp, args.preprocess_dir,
                                args.model_dir, strategy, chief, args.verbose)
   summary['distribution_strategy'] = args.distribution_strategy
 
-  spec = data.feature_spec(tft_output)
-  datasets = {}
-  for split in ('eval', 'test'):
-    files = data.split_files(args.preprocess_dir, split)
-    if files:
-      datasets[split] = data.make_dataset(
-          files, spec, config.label.column, EVAL_BATCH_SIZE, training=False)
-  results = evaluate.evaluate_splits(m, datasets, hp.threshold)
+  predictions = evaluate.predict_splits(
+      m, _eval_datasets(config, tft_output, args.preprocess_dir,
+                        ('eval', 'test')))
+  labels, probs = predictions['eval']
+  selection = evaluate.choose_threshold(
+      labels, probs, hp.threshold_objective, hp.threshold_target,
+      hp.threshold)
+  selection['split'] = 'eval'
+  threshold = selection['threshold']
+  results = {split: evaluate.binary_metrics(y, p, threshold)
+             for split, (y, p) in predictions.items()}
+  at_half = {split: evaluate.binary_metrics(y, p, REFERENCE_THRESHOLD)
+             for split, (y, p) in predictions.items()}
 
   export_dir = export.export_model(
       m, tft_output, config, [f.name for f in features], args.model_dir,
-      hp.threshold, extra_metadata={'hparams': hp.to_json()}, write=chief)
+      threshold, extra_metadata={'hparams': hp.to_json(),
+                                 'threshold_selection': selection},
+      write=chief)
 
   doc = dict(results)
   doc.update({
@@ -187,13 +303,98 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           timespec='seconds'),
       'dataset': config.name,
       'positive_class': config.label.positive,
-      'threshold': hp.threshold,
+      'threshold': threshold,
+      'threshold_selection': selection,
+      REFERENCE_KEY: at_half,
       'preprocess_dir': args.preprocess_dir,
       'export_dir': export_dir,
       'training': summary,
       'hparams': hp.to_json(),
-      'seconds_total': round(time.monotonic() - total_start, 2),
   })
+  if chief:
+    # Per-slice metrics score the raw rows through the export just written.
+    doc['slices'] = report.slice_metrics(
+        export_dir, args.preprocess_dir, config, hp.slices, hp.slice_buckets,
+        threshold, splits=list(predictions))
+    doc['report'] = os.path.join(args.model_dir, report.REPORT_FILE)
+  doc['seconds_total'] = round(time.monotonic() - total_start, 2)
+  if chief:
+    evaluate.write_metrics(os.path.join(args.model_dir, evaluate.METRICS_FILE),
+                           doc)
+    negative = [c for c in config.label.classes
+                if c != config.label.positive][0]
+    report.write_report(args.model_dir, doc, predictions,
+                        classes=(negative, config.label.positive))
+  return doc
+
+
+def run_folds(args: argparse.Namespace, config: DatasetConfig,
+              tft_output: tft.TFTransformOutput, hp: hparams.HParams,
+              strategy: tf.distribute.Strategy, chief: bool,
+              total_start: float) -> Dict[str, Any]:
+  """K-fold cross-validation over train + eval; returns the metrics doc."""
+  k = args.folds
+  files = (data.require_files(args.preprocess_dir, 'train') +
+           data.require_files(args.preprocess_dir, 'eval'))
+  test = _eval_datasets(config, tft_output, args.preprocess_dir, ('test',))
+  spec = data.feature_spec(tft_output)
+  per_fold = []
+  for fold in range(k):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(hp.seed)
+    held_out = Records(files, data.fold_filter(k, fold, keep=True))
+    m, _, summary = train(
+        config, tft_output, hp, args.preprocess_dir, args.model_dir, strategy,
+        chief, args.verbose,
+        train_records=Records(files, data.fold_filter(k, fold, keep=False)),
+        val_records=held_out,
+        log_dir=os.path.join(args.model_dir, LOGS_DIR, f'fold_{fold}'))
+    datasets = dict(test)
+    datasets['cv'] = data.make_dataset(
+        files, spec, config.label.column, EVAL_BATCH_SIZE, training=False,
+        record_filter=held_out.record_filter)
+    predictions = evaluate.predict_splits(m, datasets)
+    selection = evaluate.choose_threshold(
+        *predictions['cv'], hp.threshold_objective, hp.threshold_target,
+        hp.threshold)
+    entry = {'fold': fold, 'threshold': selection['threshold'],
+             'epochs_run': summary['epochs_run'],
+             'best_epoch': summary['best_epoch'],
+             'seconds': summary['seconds'],
+             'train_rows': sum(summary['train_label_counts'].values())}
+    for split, (y, p) in predictions.items():
+      entry[split] = evaluate.binary_metrics(y, p, selection['threshold'])
+      entry[f'{split}_{REFERENCE_KEY}'] = evaluate.binary_metrics(
+          y, p, REFERENCE_THRESHOLD)
+    per_fold.append(entry)
+    if args.verbose:
+      print(f'trainer: fold {fold + 1}/{k}: held-out ROC AUC '
+            f'{entry["cv"]["roc_auc"]:.4f}, accuracy '
+            f'{entry["cv"]["accuracy"]:.4f} ({summary["epochs_run"]} epochs, '
+            f'{summary["seconds"]:.1f}s)', flush=True)
+  sets = ['cv', f'cv_{REFERENCE_KEY}']
+  if test:
+    sets += ['test', f'test_{REFERENCE_KEY}']
+  doc = {
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'mode': 'kfold',
+      'folds': k,
+      'fold_assignment': 'fingerprint of the serialized record modulo K '
+                         '(tf.strings.to_hash_bucket_fast), over train + eval',
+      'dataset': config.name,
+      'positive_class': config.label.positive,
+      'preprocess_dir': args.preprocess_dir,
+      'hparams': hp.to_json(),
+      'per_fold': per_fold,
+      'summary': {name: evaluate.summarize_folds([f[name] for f in per_fold])
+                  for name in sets},
+      'summary_other': evaluate.summarize_folds(
+          [{key: f[key] for key in ('threshold', 'epochs_run', 'best_epoch',
+                                    'seconds', 'train_rows')}
+           for f in per_fold]),
+      'seconds_total': round(time.monotonic() - total_start, 2),
+  }
   if chief:
     evaluate.write_metrics(os.path.join(args.model_dir, evaluate.METRICS_FILE),
                            doc)
@@ -207,13 +408,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except UserError as e:
     print(f'trainer: error: {e}', file=sys.stderr)
     return 2
+  if doc.get('mode') == 'kfold':
+    print(f'\ntrainer: {doc["folds"]}-fold cross-validation on train + eval '
+          f'in {doc["seconds_total"]:.1f}s')
+    print(evaluate.format_fold_table(doc['summary']))
+    return 0
   t = doc['training']
+  sel = doc['threshold_selection']
   print(f'\ntrainer: {t["epochs_run"]} epochs in {t["seconds"]:.1f}s '
         f'(best epoch {t["best_epoch"]}, {t["replicas"]} replica(s))')
-  print(evaluate.format_table({
-      s: doc[s] for s in evaluate.splits_in_order(
-          k for k in ('eval', 'test') if k in doc)}))
+  target = f' {sel["target"]}' if sel.get('target') is not None else ''
+  print(f'trainer: threshold {doc["threshold"]:.4f} ({sel["objective"]}'
+        f'{target}, chosen on {sel["split"]})')
+  order = evaluate.splits_in_order(k for k in ('eval', 'test') if k in doc)
+  print(evaluate.format_table({s: doc[s] for s in order}))
+  print(f'at threshold {REFERENCE_THRESHOLD} (reference):')
+  print(evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in order}))
   print(f'trainer: exported {doc["export_dir"]}')
+  if 'report' in doc:
+    print(f'trainer: report {doc["report"]}')
   return 0
 
 
