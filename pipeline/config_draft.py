@@ -93,9 +93,10 @@ def _is_int(text: str) -> bool:
 
 
 def _is_bool(text: str) -> bool:
+  # All-0/1 columns were already taken as int (types are tried in order).
   try:
     raw_values.parse_bool(text)
-    return not _is_number(text)
+    return True
   except ValueError:
     return False
 

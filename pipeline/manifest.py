@@ -77,7 +77,9 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
     rows = c.get('rows', 0)
     splits[name] = {
         'rows': rows,
-        'label_positive_rate': (c.get('positive', 0) / rows) if rows else None,
+        'label_positive_rate': (c.get('positive', 0) / rows
+                                if rows and config.label.positive is not None
+                                else None),
         'files': f'data/{name}-*-of-{num_shards:05d}.tfrecord.gz',
     }
   for name, summary in summaries.items():

@@ -11,17 +11,22 @@ the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
 """
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
+import os
 import sys
 import time
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 import tensorflow_data_validation as tfdv
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import (DirectOptions,
                                                   PipelineOptions,
                                                   StandardOptions)
+from tfx_bsl.public import tfxio
 
 from pipeline import (cleanse, features, manifest, sinks, sources, split,
                       validation)
@@ -31,6 +36,7 @@ from pipeline.outputs import MANIFEST, StagedOutputDir
 from pipeline.preprocessing import make_preprocessing_fn
 
 DEFAULT_NUM_SHARDS = 4
+TRANSFORM_BATCH_ROWS = 4096
 COUNTS_FILE = '_counts.json'
 CONFIG_COPY = 'config.yaml'
 
@@ -76,33 +82,56 @@ class AnalyzeAndTransform(beam.PTransform):
     self._config = config
 
   def expand(self, splits):
+    names = list(splits)
     adapter = features.tensor_adapter_config(self._config)
-    transform_fn = ((splits['train'], adapter)
+    # The same tensors; the split column is in the Arrow schema only, so the
+    # analyzers and the transform graph never see it.
+    tagged_adapter = tfxio.TensorAdapterConfig(
+        adapter.arrow_schema.append(
+            pa.field(split.SPLIT_COLUMN, pa.large_list(pa.int64()))),
+        adapter.tensor_representations)
+    tagged = [
+        splits[name] | f'Tag[{name}]' >> beam.Map(
+            split.with_split_column, index).with_output_types(pa.RecordBatch)
+        for index, name in enumerate(names)
+    ]
+    transform_fn = ((tagged[names.index('train')], tagged_adapter)
                     | 'AnalyzeTrain' >> tft_beam.AnalyzeDataset(
                         make_preprocessing_fn(self._config)))
-    transformed = {}
-    for name, batches in splits.items():
-      transformed[name], _ = (
-          ((batches, adapter), transform_fn)
-          | f'Transform[{name}]' >> tft_beam.TransformDataset(
+    # Transformed values do not depend on how rows are batched (analyzer
+    # results do, so analysis keeps the read chunks); smaller batches here
+    # keep the transform's working memory small.
+    merged = (tagged
+              | 'MergeSplits' >> beam.Flatten()
+              | 'Slice' >> beam.FlatMap(
+                  lambda b, n: [b.slice(i, n) for i in range(0, b.num_rows, n)],
+                  TRANSFORM_BATCH_ROWS).with_output_types(pa.RecordBatch))
+    with tft_beam.Context(passthrough_keys={split.SPLIT_COLUMN}):
+      transformed, _ = (
+          ((merged, tagged_adapter), transform_fn)
+          | 'Transform' >> tft_beam.TransformDataset(
               output_record_batches=True))
-    return transformed, transform_fn
+    routed = transformed | 'RouteBySplit' >> beam.ParDo(
+        split.RouteBySplitFn(names)).with_outputs(*names)
+    return {name: routed[name] for name in names}, transform_fn
 
 
 class WriteExamples(beam.PTransform):
   """Record batches -> gzip tf.Example shards `{prefix}-*.tfrecord.gz`."""
 
-  def __init__(self, prefix: str, num_shards: int, schema=None):
+  def __init__(self, prefix: str, num_shards: int, temp_dir: str,
+               schema=None):
     super().__init__()
     self._prefix = prefix
     self._num_shards = num_shards
+    self._temp_dir = temp_dir
     self._schema = schema
 
   def expand(self, batches):
     return (batches
             | 'Encode' >> sinks.EncodeExamples(self._schema)
             | 'WriteShards' >> sinks.WriteShardedTFRecords(
-                self._prefix, self._num_shards))
+                self._prefix, self._num_shards, self._temp_dir))
 
 
 def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
@@ -110,6 +139,7 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
                    out: StagedOutputDir, num_shards: int,
                    write_raw: bool) -> None:
   """Adds the whole job to `p`, writing under `out.staging`."""
+  cleanse.use_record_batch_coder()
   names = split.split_names(config, has_test_input=bool(test_files))
   ingested = {'input': p | 'IngestInput' >> Ingest(input_files, config)}
   if test_files:
@@ -130,7 +160,8 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
         out.path('stats', f'{name}.pb'))
     if write_raw:
       _ = splits[name] | f'WriteRaw[{name}]' >> WriteExamples(
-          out.path('raw', name), num_shards, features.raw_schema(config))
+          out.path('raw', name), num_shards,
+          out.path('tmp', 'runs', 'raw', name), features.raw_schema(config))
 
   with tft_beam.Context(temp_dir=out.path('tmp')):
     transformed, transform_fn = (splits
@@ -138,7 +169,8 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
                                      config))
     for name in all_splits:
       _ = transformed[name] | f'Write[{name}]' >> WriteExamples(
-          out.path('data', name), num_shards)
+          out.path('data', name), num_shards,
+          out.path('tmp', 'runs', 'data', name))
     _ = transform_fn | 'WriteTransformFn' >> tft_beam.WriteTransformFn(
         out.staging)
 
@@ -233,6 +265,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     result = p.run()
     result.wait_until_finish()
     seconds['run_pipeline'] = time.monotonic() - t
+    seconds.update(_stage_seconds(result))
 
     t = time.monotonic()
     counts = sinks.read_json(out.path(COUNTS_FILE))
@@ -270,6 +303,42 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 
+# Top-level transforms of the job -> the stage their time is reported under.
+_STAGES = (('IngestInput', 'ingest'), ('IngestTestInput', 'ingest'),
+           ('Split/', 'split'), ('Statistics[', 'statistics'),
+           ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
+           ('AnalyzeAndTransform/', 'transform'), ('Write[', 'write'),
+           ('WriteRaw[', 'write'), ('WriteQuarantine', 'write'),
+           ('WriteTransformFn', 'write'))
+_EXECUTION_TIME = 'beam:metric:ptransform_execution_time:total_msecs:v1'
+
+
+def _stage_seconds(result) -> dict:
+  """Worker seconds per stage, from Beam's execution-time metrics.
+
+  Summed over all workers (so on several workers it exceeds wall time) and
+  sampled by the SDK harness, so approximate. Empty where the runner does not
+  report them.
+  """
+  try:
+    from apache_beam.metrics import monitoring_infos  # pylint: disable=g-import-not-at-top
+    infos = list(result.monitoring_infos())
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  totals = {}
+  for info in infos:
+    if info.urn != _EXECUTION_TIME:
+      continue
+    name = info.labels.get('PTRANSFORM', '')
+    stage = next((s for prefix, s in _STAGES if name.startswith(prefix)),
+                 'other')
+    totals[stage] = totals.get(stage, 0) + (
+        monitoring_infos.extract_counter_value(info) / 1000)
+  order = [s for _, s in _STAGES] + ['other']
+  return {f'stage_{s}': totals[s] for s in dict.fromkeys(order)
+          if s in totals}
+
+
 def _options_summary(options: PipelineOptions) -> dict:
   """The pipeline options that shaped this run, minus anything secret-like."""
   summary = {}
@@ -281,8 +350,40 @@ def _options_summary(options: PipelineOptions) -> dict:
   return summary
 
 
+# glibc serves allocations above this size with mmap, so they go back to the
+# system as soon as they are freed (see _limit_heap_growth).
+_MMAP_THRESHOLD_BYTES = 128 << 10
+_M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
+
+
+def _limit_heap_growth() -> None:
+  """Keeps glibc from holding on to memory the job has freed.
+
+  By default glibc raises its mmap threshold to the largest block freed so
+  far (up to 32 MB). The in-process runner keeps a stage's output as blocks
+  of a few hundred KB until the next stage has read them; once the threshold
+  has moved above that size they come from the heap, which cannot shrink
+  around the long-lived allocations between them, and resident memory grows
+  with the data. A fixed threshold keeps those blocks in mmap: about 10 %
+  lower peak memory on 1M rows, at no measurable cost in time. Applies to
+  this process (mallopt) and to worker processes it starts (environment);
+  an explicit MALLOC_MMAP_THRESHOLD_ in the environment wins.
+  """
+  if not sys.platform.startswith('linux'):
+    return
+  if 'MALLOC_MMAP_THRESHOLD_' in os.environ:
+    return
+  os.environ['MALLOC_MMAP_THRESHOLD_'] = str(_MMAP_THRESHOLD_BYTES)
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+  except (OSError, AttributeError):
+    pass  # not glibc
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  _limit_heap_growth()
   try:
     doc = run(argv)
   except UserError as e:

@@ -5,19 +5,39 @@ start, so two runs over the same input write different bytes. Here a record's
 shard is a fingerprint of its bytes and each shard is written in sorted order:
 the same input gives byte-identical shards on any runner, and every shard file
 exists even when it receives no record.
+
+Sorting is external, so memory does not grow with the data: each worker keeps
+at most SPILL_BYTES of records, writes them out as sorted runs (one per shard)
+under a temporary directory, and only the run paths are grouped by shard; a
+shard is then the merge of its runs.
 """
 
+import heapq
 import json
+import struct
+import uuid
 import zlib
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from tensorflow.core.example import example_pb2
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
+from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder
+
+
+# Records a worker holds before writing them out as sorted runs.
+SPILL_BYTES = 16 << 20
+_RUN_READ_BYTES = 1 << 20
+_LENGTH = struct.Struct('<I')
 
 
 def shard_paths(prefix: str, num_shards: int, suffix: str) -> List[str]:
@@ -25,12 +45,193 @@ def shard_paths(prefix: str, num_shards: int, suffix: str) -> List[str]:
           for i in range(num_shards)]
 
 
-class _EncodeExamplesFn(beam.DoFn):
-  """Record batches -> serialized tf.Examples (tfx_bsl's C++ encoder).
+def _varint_bytes(values) -> Tuple[np.ndarray, np.ndarray]:
+  """Protobuf varints of uint64 values: an (n, k) byte matrix (k the longest
+  varint among them) and each value's varint length."""
+  values = np.asarray(values).astype(np.uint64, copy=False)
+  lengths = np.ones(len(values), dtype=np.int64)
+  largest = int(values.max()) if len(values) else 0
+  width = 1
+  while width < 10 and largest >= 1 << (7 * width):
+    lengths += values >= np.uint64(1 << (7 * width))
+    width += 1
+  out = np.empty((len(values), width), dtype=np.uint8)
+  for k in range(width):
+    byte = ((values >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+    out[:, k] = byte | ((lengths > k + 1).astype(np.uint8) << 7)
+  return out, lengths
 
-  The C++ encoder writes the feature map in hash order, which changes from one
-  process to the next; re-serializing deterministically (features sorted by
-  name) is what makes the output bytes reproducible.
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if not value:
+      out.append(byte)
+      return bytes(out)
+    out.append(byte | 0x80)
+
+
+def _read_varint(data: bytes, offset: int) -> Tuple[int, int]:
+  value = shift = 0
+  while True:
+    byte = data[offset]
+    offset += 1
+    value |= (byte & 0x7F) << shift
+    shift += 7
+    if byte < 0x80:
+      return value, offset
+
+
+_key_orders = {}
+
+
+def _map_key_order(names: Sequence[str]) -> List[str]:
+  """The order in which deterministic serialization writes these feature keys.
+
+  Read back from the protobuf runtime itself (upb, for one, does not write
+  plain lexicographic order), so that the array encoder below writes exactly
+  the bytes `SerializeToString(deterministic=True)` writes.
+  """
+  cache_key = tuple(sorted(names))
+  if cache_key not in _key_orders:
+    features = feature_pb2.Features()
+    for name in names:
+      features.feature[name].float_list.value.append(0.0)
+    data = features.SerializeToString(deterministic=True)
+    order, offset = [], 0
+    while offset < len(data):  # map entries: 0a <len> 0a <key len> <key> ...
+      length, start = _read_varint(data, offset + 1)
+      key_length, key_start = _read_varint(data, start + 1)
+      order.append(data[key_start:key_start + key_length].decode('utf-8'))
+      offset = start + length
+    if sorted(order) != sorted(names):
+      raise AssertionError(f'cannot read the map order back: {order}')
+    _key_orders[cache_key] = order
+  return _key_orders[cache_key]
+
+
+def _single_values(column: pa.Array) -> Optional[np.ndarray]:
+  """The values of a list column with exactly one value in every row, as
+  float32 or int64; None for any other layout or type."""
+  kind = column.type
+  if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or
+          pa.types.is_fixed_size_list(kind)):
+    return None
+  if column.null_count:
+    return None
+  if pa.types.is_fixed_size_list(kind):
+    if kind.list_size != 1:
+      return None
+  elif not (pc.list_value_length(column).to_numpy() == 1).all():
+    return None
+  values = column.flatten()
+  if len(values) != len(column) or values.null_count:
+    return None
+  if pa.types.is_float32(values.type):
+    return values.to_numpy().astype('<f4', copy=False)
+  if pa.types.is_int64(values.type):
+    return values.to_numpy()
+  return None
+
+
+def encode_dense_examples(batch: pa.RecordBatch) -> Optional[List[bytes]]:
+  """Serialized tf.Examples of a batch whose every column holds exactly one
+  float32 or int64 value per row (what the transform outputs); None for any
+  other batch.
+
+  Writes the protobuf wire format with array operations: byte for byte what
+  `tf.train.Example.SerializeToString(deterministic=True)` writes for the same
+  features (tests check this against the protobuf runtime), without a Python
+  object per record.
+  """
+  n = batch.num_rows
+  if n == 0 or batch.num_columns == 0:
+    return None
+  columns = {}
+  for name, column in zip(batch.schema.names, batch.columns):
+    values = _single_values(column)
+    if values is None:
+      return None
+    columns[name] = values
+  # Each block is an (n, width) byte matrix whose rows are left-aligned;
+  # `used` is None where every row uses the whole width, else per-row widths.
+  # A record is the used bytes of its row in every block, in order.
+  blocks, used = [], []
+  features_size = np.zeros(n, dtype=np.int64)
+
+  def add_varint(prefix: int, value: np.ndarray) -> np.ndarray:
+    digits, lengths = _varint_bytes(value)
+    block = np.empty((n, 1 + digits.shape[1]), dtype=np.uint8)
+    block[:, 0] = prefix
+    block[:, 1:] = digits
+    blocks.append(block)
+    used.append(None if (lengths == digits.shape[1]).all() else 1 + lengths)
+    return 1 + lengths
+
+  for name in _map_key_order(list(columns)):
+    values = columns[name]
+    key = name.encode('utf-8')
+    # Map entry: 0a <key len> <key> 12 <feature len> <feature>.
+    head = b'\x0a' + _varint(len(key)) + key + b'\x12'
+    if values.dtype.kind == 'f':
+      # Feature{float_list{value: v}}: 12 06 0a 04 <4 bytes little-endian>.
+      body = np.empty((n, 9), dtype=np.uint8)
+      body[:, :5] = np.frombuffer(b'\x08\x12\x06\x0a\x04', dtype=np.uint8)
+      body[:, 5:] = values.view(np.uint8).reshape(n, 4)
+      body_size = np.full(n, 9, dtype=np.int64)
+      body_used = None
+    else:
+      # Feature{int64_list{value: v}}: 1a <m+2> 0a <m> <m-byte varint of v>.
+      digits, m = _varint_bytes(values.view(np.uint64))
+      body = np.empty((n, 5 + digits.shape[1]), dtype=np.uint8)
+      body[:, 0] = m + 4
+      body[:, 1] = 0x1A
+      body[:, 2] = m + 2
+      body[:, 3] = 0x0A
+      body[:, 4] = m
+      body[:, 5:] = digits
+      body_size = 5 + m
+      body_used = None if (m == digits.shape[1]).all() else body_size
+    entry_size = len(head) + body_size
+    # Features.feature entry: 0a <entry len> <entry>.
+    tag_size = add_varint(0x0A, entry_size)
+    blocks.append(np.broadcast_to(np.frombuffer(head, dtype=np.uint8),
+                                  (n, len(head))))
+    used.append(None)
+    blocks.append(body)
+    used.append(body_used)
+    features_size += tag_size + entry_size
+  # Example: 0a <features len> <features>.
+  add_varint(0x0A, features_size)
+  blocks.insert(0, blocks.pop())
+  used.insert(0, used.pop())
+  matrix = np.concatenate(blocks, axis=1)
+  mask = np.ones(matrix.shape, dtype=bool)
+  column = 0
+  for block, width in zip(blocks, used):
+    if width is not None:
+      mask[:, column:column + block.shape[1]] = (
+          np.arange(block.shape[1])[None, :] < width[:, None])
+    column += block.shape[1]
+  offsets = np.zeros(n + 1, dtype=np.int64)
+  np.cumsum(mask.sum(axis=1), out=offsets[1:])
+  data = matrix[mask]
+  return pa.LargeBinaryArray.from_buffers(
+      pa.large_binary(), n,
+      [None, pa.py_buffer(offsets), pa.py_buffer(data)]).to_pylist()
+
+
+class _EncodeExamplesFn(beam.DoFn):
+  """Record batches -> serialized tf.Examples, deterministically.
+
+  Batches whose every column holds one float32 or int64 value per row (the
+  transformed data) are encoded with array operations. Anything else goes
+  through tfx_bsl's C++ encoder; that writes the feature map in hash order,
+  which changes from one process to the next, so each record is re-serialized
+  deterministically (features in the protobuf runtime's map order). Both give
+  the same bytes for the same features.
   """
 
   def __init__(self, schema: Optional[schema_pb2.Schema]):
@@ -42,13 +243,19 @@ class _EncodeExamplesFn(beam.DoFn):
 
   def process(self, element):
     batch = element[0] if isinstance(element, tuple) else element
-    for record in self._encoder.encode(batch):
-      yield example_pb2.Example.FromString(record).SerializeToString(
-          deterministic=True)
+    fast = encode_dense_examples(batch) if self._schema is None else None
+    if fast is not None:
+      yield fast
+      return
+    yield [
+        example_pb2.Example.FromString(record).SerializeToString(
+            deterministic=True) for record in self._encoder.encode(batch)
+    ]
 
 
 class EncodeExamples(beam.PTransform):
-  """Record batches (or TFT's (batch, passthrough) pairs) -> tf.Example bytes."""
+  """Record batches (or TFT's (batch, passthrough) pairs) -> one list of
+  serialized tf.Examples per batch."""
 
   def __init__(self, schema: Optional[schema_pb2.Schema] = None):
     super().__init__()
@@ -58,46 +265,137 @@ class EncodeExamples(beam.PTransform):
     return batches | 'Encode' >> beam.ParDo(_EncodeExamplesFn(self._schema))
 
 
-class _WriteShardFn(beam.DoFn):
+def _write_run(path: str, records: List[bytes]) -> None:
+  """Length-prefixed records, in the given order."""
+  with FileSystems.create(
+      path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    pack = _LENGTH.pack
+    f.write(b''.join([part for record in records
+                      for part in (pack(len(record)), record)]))
+
+
+def _read_run(path: str) -> Iterable[bytes]:
+  with FileSystems.open(
+      path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    data, offset = b'', 0
+    while True:
+      block = f.read(_RUN_READ_BYTES)
+      if not block:
+        if offset != len(data):
+          raise IOError(f'{path}: truncated run')
+        return
+      data = data[offset:] + block
+      offset, end = 0, len(data)
+      while offset + 4 <= end:
+        (length,) = _LENGTH.unpack_from(data, offset)
+        if offset + 4 + length > end:
+          break
+        yield data[offset + 4:offset + 4 + length]
+        offset += 4 + length
+
+
+class _SpillSortedRunsFn(beam.DoFn):
+  """Lists of records -> (shard, path of a sorted run of that shard's records).
+
+  Holds up to `spill_bytes` of records, then writes each shard's share sorted
+  to its own run file.
+  """
+
+  def __init__(self, temp_dir: str, num_shards: int, spill_bytes: int):
+    self._temp_dir = temp_dir
+    self._num_shards = num_shards
+    self._spill_bytes = spill_bytes
+    self._buffers = None
+    self._size = 0
+
+  def start_bundle(self):
+    self._buffers = [[] for _ in range(self._num_shards)]
+    self._size = 0
+
+  def process(self, records):
+    if isinstance(records, bytes):
+      records = [records]
+    n, buffers = self._num_shards, self._buffers
+    crc32 = zlib.crc32
+    for record in records:
+      buffers[crc32(record) % n].append(record)
+      self._size += len(record) + 64  # bytes object and list overhead
+    if self._size >= self._spill_bytes:
+      yield from self._spill()
+
+  def finish_bundle(self):
+    for keyed in self._spill():
+      yield WindowedValue(keyed, window.GlobalWindow().max_timestamp(),
+                          [window.GlobalWindow()])
+
+  def _spill(self) -> List[Tuple[int, str]]:
+    runs = []
+    for shard, records in enumerate(self._buffers):
+      if records:
+        records.sort()
+        path = FileSystems.join(self._temp_dir,
+                                f'{shard:05d}-{uuid.uuid4().hex}.run')
+        _write_run(path, records)
+        runs.append((shard, path))
+    self._buffers = [[] for _ in range(self._num_shards)]
+    self._size = 0
+    return runs
+
+
+class _MergeRunsFn(beam.DoFn):
+  """(shard, run paths) -> the shard's gzip TFRecord file, records sorted."""
 
   def __init__(self, paths: List[str]):
     self._paths = paths
     self._records = Metrics.counter('write', 'records_written')
 
-  def process(self, keyed: Tuple[int, Iterable[bytes]]):
-    shard, records = keyed
+  def process(self, keyed: Tuple[int, Iterable[Optional[str]]]):
+    shard, runs = keyed
+    runs = sorted(r for r in runs if r is not None)
     path = self._paths[shard]
     tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
+    n = 0
     with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-      n = 0
-      for record in sorted(records):
-        writer.write(record)
+      write = writer.write
+      readers = [_read_run(r) for r in runs]
+      for record in (readers[0] if len(readers) == 1 else
+                     heapq.merge(*readers)):
+        write(record)
         n += 1
+    if runs:
+      FileSystems.delete(runs)
     self._records.inc(n)
     yield path
 
 
 class WriteShardedTFRecords(beam.PTransform):
-  """Serialized records -> `{prefix}-SSSSS-of-NNNNN.tfrecord.gz`, deterministically."""
+  """Serialized records (or lists of them) ->
+  `{prefix}-SSSSS-of-NNNNN.tfrecord.gz`, deterministically.
 
-  def __init__(self, prefix: str, num_shards: int):
+  `temp_dir` holds the sorted runs while the job runs (default: a directory
+  beside the shards).
+  """
+
+  def __init__(self, prefix: str, num_shards: int,
+               temp_dir: Optional[str] = None,
+               spill_bytes: int = SPILL_BYTES):
     super().__init__()
     self._num_shards = num_shards
     self._paths = shard_paths(prefix, num_shards, '.tfrecord.gz')
+    self._temp_dir = temp_dir or f'{prefix}.runs'
+    self._spill_bytes = spill_bytes
 
   def expand(self, records):
     n = self._num_shards
-    keyed = records | 'KeyByFingerprint' >> beam.Map(
-        lambda r: (zlib.crc32(r) % n, r))
+    runs = records | 'SpillSortedRuns' >> beam.ParDo(
+        _SpillSortedRunsFn(self._temp_dir, n, self._spill_bytes))
     # Every shard gets a (possibly empty) group, so every shard file exists.
     empty = (records.pipeline
              | 'ShardIds' >> beam.Create([(i, None) for i in range(n)]))
-    return ((keyed, empty)
+    return ((runs, empty)
             | 'Merge' >> beam.Flatten()
             | 'GroupByShard' >> beam.GroupByKey()
-            | 'DropPlaceholders' >> beam.MapTuple(
-                lambda k, rs: (k, [r for r in rs if r is not None]))
-            | 'WriteShards' >> beam.ParDo(_WriteShardFn(self._paths)))
+            | 'WriteShards' >> beam.ParDo(_MergeRunsFn(self._paths)))
 
 
 def write_json(path: str, value: Any) -> None:

@@ -98,9 +98,9 @@ def detect_format(path: str) -> str:
   return 'tfrecord'
 
 
-def _read_jsonl(path: str) -> Iterator[Any]:
+def _read_jsonl(whole: sources.FileRange) -> Iterator[Any]:
   """Request-log lines -> raw feature dicts (or a marker for a bad line)."""
-  for line in sources._read_lines(path):  # pylint: disable=protected-access
+  for line in sources._read_lines(whole):  # pylint: disable=protected-access
     if not line.strip():
       yield None
       continue
@@ -200,7 +200,8 @@ def _error_text(e: Exception) -> str:
 def _read_file(path: str, kind: str, parser: cleanse.RowParser,
                known: set, data: ServingData) -> None:
   records, first = [], 1
-  for line, record in enumerate(_READERS[kind](path), start=1):
+  whole = sources.FileRange(path, 0, None, 1)
+  for line, record in enumerate(_READERS[kind](whole), start=1):
     if kind != 'csv':
       if record is None:  # blank line in a JSON-lines file
         data.counts[cleanse.LINES] += 1

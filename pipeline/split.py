@@ -13,18 +13,18 @@ the hash happens to give a small minority class.
 """
 
 import hashlib
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from pipeline.cleanse import SumCounts
 from pipeline.config import DatasetConfig
 
 HISTOGRAM_BINS = 1 << 14
-_VALUE_SEPARATOR = '\x1f'
 
 
 def split_names(config: DatasetConfig, has_test_input: bool) -> List[str]:
@@ -36,21 +36,147 @@ def split_names(config: DatasetConfig, has_test_input: bool) -> List[str]:
   return names
 
 
-def row_positions(batch: pa.RecordBatch, seed: int) -> np.ndarray:
-  """Hash position in [0, 1) of each row, from its values and the seed."""
-  columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-  key = seed.to_bytes(8, 'little', signed=False)
-  out = np.empty(batch.num_rows, dtype=np.float64)
-  for i, row in enumerate(zip(*columns)):
-    text = _VALUE_SEPARATOR.join(repr(v) for v in row)
-    digest = hashlib.blake2b(text.encode('utf-8'), digest_size=8,
-                             key=key).digest()
-    out[i] = int.from_bytes(digest, 'little') / 2.0**64
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+# Odd multiplier of the polynomial byte-string hash, and its inverse mod 2**64.
+_POLY = 0x100000001B3 * 2 + 1
+_POLY_INVERSE = pow(_POLY, -1, 1 << 64)
+_powers_cache = {}
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+  """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+  z = z ^ (z >> np.uint64(30))
+  z = z * np.uint64(0xBF58476D1CE4E5B9)
+  z = z ^ (z >> np.uint64(27))
+  z = z * np.uint64(0x94D049BB133111EB)
+  return z ^ (z >> np.uint64(31))
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+  """base**0 .. base**(n-1) mod 2**64, cached and grown as needed."""
+  cached = _powers_cache.get(base)
+  if cached is None or len(cached) < n:
+    size = max(n, 1 << 16, 0 if cached is None else 2 * len(cached))
+    cached = np.empty(size, dtype=np.uint64)
+    cached[0] = 1
+    cached[1:] = base
+    np.cumprod(cached, out=cached)
+    _powers_cache[base] = cached
+  return cached[:n]
+
+
+def _binary_hashes(values: pa.Array) -> np.ndarray:
+  """Polynomial hash of each byte string, independent of its buffer offset."""
+  n = len(values)
+  offset_type = np.int64 if pa.types.is_large_binary(
+      values.type) or pa.types.is_large_string(values.type) else np.int32
+  buffers = values.buffers()
+  offsets = np.frombuffer(buffers[1], dtype=offset_type)[
+      values.offset:values.offset + n + 1].astype(np.int64)
+  lengths = np.diff(offsets)
+  if n == 0:
+    return np.zeros(0, dtype=np.uint64)
+  lo, hi = int(offsets[0]), int(offsets[-1])
+  data = (np.frombuffer(buffers[2], dtype=np.uint8)[lo:hi]
+          if buffers[2] is not None and hi > lo else np.zeros(0, np.uint8))
+  starts = offsets[:-1] - lo
+  prefix = np.zeros(len(data) + 1, dtype=np.uint64)
+  np.cumsum(data.astype(np.uint64) * _powers(_POLY, len(data)),
+            out=prefix[1:])
+  # sum of b[p] * K**p over the string, shifted down to start at K**0.
+  spans = (prefix[starts + lengths] - prefix[starts]) * _powers(
+      _POLY_INVERSE, len(data) + 1)[starts]
+  return _mix(spans ^ (lengths.astype(np.uint64) * np.uint64(_GOLDEN)))
+
+
+def _value_hashes(values: pa.Array) -> np.ndarray:
+  """A uint64 hash of each value of a flat (non-list) array."""
+  kind = values.type
+  if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
+      pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    out = _binary_hashes(values)
+  elif pa.types.is_integer(kind):
+    out = values.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
+  elif pa.types.is_float32(kind):
+    out = values.fill_null(0).to_numpy().view(np.uint32).astype(np.uint64)
+  elif pa.types.is_float64(kind):
+    out = values.fill_null(0).to_numpy().view(np.uint64)
+  elif pa.types.is_boolean(kind):
+    out = values.fill_null(False).to_numpy(
+        zero_copy_only=False).astype(np.uint64)
+  else:
+    out = np.array([int.from_bytes(hashlib.blake2b(
+        repr(v).encode('utf-8'), digest_size=8).digest(), 'little')
+                    for v in values.to_pylist()], dtype=np.uint64)
+  out = _mix(out + np.uint64(_GOLDEN))
+  if values.null_count:
+    valid = np.asarray(values.is_valid())
+    out = np.where(valid, out, np.uint64(_GOLDEN))
   return out
 
 
-def _labels(batch: pa.RecordBatch, label: str) -> List[bytes]:
-  return [v[0] for v in batch.column(label).to_pylist()]
+def _column_hashes(column: pa.Array) -> np.ndarray:
+  """A uint64 hash of each row's value list (null, empty and [v] all differ)."""
+  if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+    return _value_hashes(column)
+  n = len(column)
+  lengths = pc.list_value_length(column).fill_null(-1).to_numpy().astype(
+      np.int64)
+  values = column.flatten()
+  element = _value_hashes(values)
+  sums = np.zeros(n, dtype=np.uint64)
+  if len(values):
+    if len(values) == int((lengths == 1).sum()):
+      # At most one value per row (what the cleanse stage produces).
+      sums[lengths == 1] = element
+    else:
+      parents = pc.list_parent_indices(column).to_numpy()
+      first = np.cumsum(np.maximum(lengths, 0)) - np.maximum(lengths, 0)
+      index = np.arange(len(values), dtype=np.int64) - first[parents]
+      np.add.at(sums, parents,
+                _mix(element + index.astype(np.uint64) * np.uint64(_GOLDEN)))
+  return _mix(sums ^ _mix(lengths.view(np.uint64)))
+
+
+def row_positions(batch: pa.RecordBatch, seed: int) -> np.ndarray:
+  """Hash position in [0, 1) of each row, from its values and the seed.
+
+  A keyed hash of every column's value list (the column's position in the
+  batch included), computed column by column with vectorised integer
+  arithmetic: the position of a row depends on its values and the seed only,
+  never on the batch it travels in.
+  """
+  digest = hashlib.blake2b(seed.to_bytes(8, 'little', signed=False),
+                           digest_size=16, person=b'row-position').digest()
+  state = np.full(batch.num_rows, int.from_bytes(digest[:8], 'little'),
+                  dtype=np.uint64)
+  column_key = int.from_bytes(digest[8:], 'little')
+  for i in range(batch.num_columns):
+    key = np.uint64((column_key + i * _GOLDEN) & _MASK64)
+    state = _mix((state ^ key) * np.uint64(_POLY) + _column_hashes(
+        batch.column(i)))
+  # The top 53 bits: exactly representable, so always < 1.
+  return (state >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _label_groups(batch: pa.RecordBatch,
+                  label: str) -> List[Tuple[Optional[bytes], np.ndarray]]:
+  """(label value, boolean row mask) for each label value in the batch.
+
+  The value is None for rows without a label (only ever in unlabeled data).
+  """
+  column = batch.column(label)
+  values = column.flatten()
+  if column.null_count == 0 and len(values) == len(column):
+    # Exactly one label per row: group with a dictionary encoding.
+    encoded = pc.dictionary_encode(values)
+    codes = encoded.indices.to_numpy()
+    return [(value, codes == code)
+            for code, value in enumerate(encoded.dictionary.to_pylist())]
+  labels = [v[0] if v else None for v in column.to_pylist()]
+  return [(value, np.array([v == value for v in labels], dtype=bool))
+          for value in dict.fromkeys(labels)]
 
 
 class _LabelHistograms(beam.CombineFn):
@@ -66,9 +192,8 @@ class _LabelHistograms(beam.CombineFn):
   def add_input(self, acc, batch: pa.RecordBatch):
     bins = np.minimum((row_positions(batch, self._seed) * HISTOGRAM_BINS
                       ).astype(np.int64), HISTOGRAM_BINS - 1)
-    labels = np.array(_labels(batch, self._label), dtype=object)
-    for value in set(labels.tolist()):
-      counts = np.bincount(bins[labels == value], minlength=HISTOGRAM_BINS)
+    for value, mask in _label_groups(batch, self._label):
+      counts = np.bincount(bins[mask], minlength=HISTOGRAM_BINS)
       if value in acc:
         acc[value] += counts
       else:
@@ -132,11 +257,9 @@ class _AssignSplitFn(beam.DoFn):
       split_index[:] = np.searchsorted(cut_points(self._ratios), positions,
                                        side='right')
     else:
-      labels = np.array(_labels(batch, self._label), dtype=object)
       bins = np.minimum((positions * HISTOGRAM_BINS).astype(np.int64),
                         HISTOGRAM_BINS - 1) / HISTOGRAM_BINS
-      for value in set(labels.tolist()):
-        mask = labels == value
+      for value, mask in _label_groups(batch, self._label):
         cuts = cut_points(self._ratios, histograms.get(value))
         split_index[mask] = np.searchsorted(cuts, bins[mask], side='right')
     for i, name in enumerate(self._names):
@@ -167,26 +290,71 @@ class SplitDataset(beam.PTransform):
     outputs = batches | 'AssignSplit' >> beam.ParDo(
         _AssignSplitFn(self._config, self._names), *side).with_outputs(
             *self._names)
-    return {name: outputs[name] for name in self._names}
+    splits = {name: outputs[name] for name in self._names}
+    for pcoll in splits.values():
+      # Tagged outputs are untyped; typed, they travel with the compact
+      # record batch coder (cleanse.RecordBatchCoder).
+      pcoll.element_type = pa.RecordBatch
+    return splits
 
 
 class SummarizeSplit(beam.PTransform):
-  """Record batches of one split -> {'rows': n, 'positive': k}."""
+  """Record batches of one split -> {'rows': n, 'positive': k}.
+
+  `positive` counts the positive class of a binary label; other tasks have
+  none, and count 0.
+  """
 
   def __init__(self, config: DatasetConfig):
     super().__init__()
     self._label = config.label.column
-    self._positive = config.label.positive.encode('utf-8')
+    self._positive = (config.label.positive.encode('utf-8')
+                      if config.label.positive is not None else None)
 
   def expand(self, batches):
     label, positive = self._label, self._positive
 
     def summarize(batch):
-      labels = _labels(batch, label)
-      return {'rows': batch.num_rows,
-              'positive': sum(1 for v in labels if v == positive)}
+      if positive is None:
+        return {'rows': batch.num_rows, 'positive': 0}
+      positives = sum(int(mask.sum())
+                      for value, mask in _label_groups(batch, label)
+                      if value == positive)
+      return {'rows': batch.num_rows, 'positive': positives}
 
     return (batches
             | 'RowsAndPositives' >> beam.Map(summarize)
             | 'Sum' >> beam.CombineGlobally(SumCounts()))
 
+
+# A column added to every batch for the transform only, so that all splits go
+# through one TransformDataset (one transform graph loaded, one set of stages)
+# and come out again by split. tf.Transform passes it through untouched.
+SPLIT_COLUMN = '__split__'
+
+
+def with_split_column(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
+  column = pa.LargeListArray.from_arrays(
+      pa.array(np.arange(batch.num_rows + 1, dtype=np.int64)),
+      pa.array(np.full(batch.num_rows, index, dtype=np.int64)))
+  return pa.RecordBatch.from_arrays(
+      batch.columns + [column],
+      schema=batch.schema.append(pa.field(SPLIT_COLUMN, column.type)))
+
+
+class RouteBySplitFn(beam.DoFn):
+  """Transformed (batch, passthrough) pairs -> batches tagged by split."""
+
+  def __init__(self, names: Sequence[str]):
+    self._names = list(names)
+
+  def process(self, element):
+    batch = element[0] if isinstance(element, tuple) else element
+    column = batch.schema.get_field_index(SPLIT_COLUMN)
+    index = batch.column(column).flatten()[0].as_py()
+    kept = [i for i in range(batch.num_columns) if i != column]
+    yield beam.pvalue.TaggedOutput(
+        self._names[index],
+        pa.RecordBatch.from_arrays([batch.column(i) for i in kept],
+                                   schema=pa.schema(
+                                       [batch.schema.field(i) for i in kept])))
