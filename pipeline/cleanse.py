@@ -406,7 +406,10 @@ class RowParser:
           lambda c, _: fields[unlabeled[c.name]].strip()
           if c.name in unlabeled else None)
     positions = self._positions
-    return self._typed_row(lambda c, _: fields[positions[c.name]].strip())
+    # A derived (window) column is not in the file: missing until the
+    # window stage computes it.
+    return self._typed_row(lambda c, _: fields[positions[c.name]].strip()
+                           if c.name in positions else None)
 
   # --------------------------------------------------------- Parquet / TFRecord
 
@@ -566,6 +569,9 @@ class RowParser:
     missing_set = pa.array(sorted(self._missing), type=pa.string())
     for i, (column, convert) in enumerate(zip(self._columns,
                                               self._converters)):
+      if column.derived:  # not in the file; the window stage computes it
+        out.append(pa.nulls(n, self._schema.field(i).type.value_type))
+        continue
       values = flat.take(pa.array(
           np.arange(self._positions[column.name], n * width, width)))
       missing = pc.is_in(values, value_set=missing_set).to_numpy(

@@ -33,6 +33,13 @@ TASKS = (BINARY, MULTICLASS, REGRESSION)
 # Calendar parts a timestamp feature can be split into, and how many values
 # each takes (ids 0 .. n-1; one more id means "missing").
 TIMESTAMP_PARTS = {'hour': 24, 'day_of_week': 7, 'month': 12}
+# Window aggregations (see pipeline/windows.py): what a window may compute,
+# what its entity may be, and the units of a duration like 7d.
+AGGREGATES = ('count', 'sum', 'mean', 'min', 'max')
+ENTITY_TYPES = ('string', 'int')
+DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
+# The field of a served instance that carries its entity's earlier events.
+HISTORY_FIELD = 'history'
 DEFAULT_TEXT_HASH_BUCKETS = 1000
 DEFAULT_LIST_SEPARATOR = '|'
 
@@ -66,6 +73,9 @@ class Column:
   # holding them joined by `separator`.
   is_list: bool = False
   separator: str = DEFAULT_LIST_SEPARATOR
+  # Not in the input files: computed by the pipeline (a window aggregation,
+  # see `windows:`), then carried like any other float column.
+  derived: bool = False
 
   @property
   def raw_type(self) -> str:
@@ -152,6 +162,24 @@ class TextFeature:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowFeature:
+  """An aggregation over an entity's trailing window of rows (`windows:`).
+
+  For a row with entity e and timestamp t: `aggregate` of `value` over the
+  rows of entity e whose `timestamp` is in (t - seconds, t], the row itself
+  included. Its result is the derived float column `name`, a numeric
+  feature like any other. Semantics in pipeline/windows.py.
+  """
+  name: str
+  entity: str
+  timestamp: str
+  seconds: int
+  aggregate: str
+  value: Optional[str] = None
+  window: str = ''  # as written in the config, e.g. '7d'
+
+
+@dataclasses.dataclass(frozen=True)
 class Cross:
   features: Tuple[str, ...]
   hash_buckets: int
@@ -197,6 +225,9 @@ class DatasetConfig:
   booleans: Tuple[BoolFeature, ...] = ()
   timestamps: Tuple[TimestampFeature, ...] = ()
   texts: Tuple[TextFeature, ...] = ()
+  # Window aggregations; each also has a derived float Column in `columns`
+  # and a NumericFeature in `numeric`.
+  windows: Tuple[WindowFeature, ...] = ()
   # The curated TFDV schema of the raw data, as written in the YAML: a path
   # relative to the YAML's directory (or absolute, or gs://...). None when the
   # dataset has none yet; see pipeline/validation.py.
@@ -205,7 +236,14 @@ class DatasetConfig:
 
   @property
   def column_names(self) -> List[str]:
-    return [c.name for c in self.columns]
+    """The columns of the input files, in file order: derived (window)
+    columns, which the files do not have, are left out."""
+    return [c.name for c in self.columns if not c.derived]
+
+  @property
+  def derived_columns(self) -> List[Column]:
+    """Columns the pipeline computes (one per window), in config order."""
+    return [c for c in self.columns if c.derived]
 
   def column(self, name: str) -> Column:
     for c in self.columns:
@@ -223,8 +261,11 @@ class DatasetConfig:
 
   @property
   def raw_columns(self) -> List[Column]:
-    """Raw columns the pipeline carries: features plus the label."""
+    """Raw columns the pipeline carries: features, the label, and the
+    columns that window aggregations read (entity, timestamp, value)."""
     used = {c.name for c in self.feature_columns} | {self.label.column}
+    for w in self.windows:
+      used.update(n for n in (w.entity, w.timestamp, w.value) if n)
     return [c for c in self.columns if c.name in used]
 
   @property
@@ -467,6 +508,23 @@ _CATEGORICAL_KEYS = ('top_k', 'frequency_threshold', 'oov_buckets',
                      'hash_buckets', 'embedding_dim')
 
 
+_NUMERIC_KEYS = ('impute', 'log1p', 'scale', 'buckets')
+
+
+def _numeric_feature(name: str, opts: Mapping[str, Any],
+                     where: str) -> NumericFeature:
+  f = NumericFeature(
+      name,
+      impute=_choice(opts.get('impute', 'mean'), IMPUTATIONS,
+                     where + '.impute'),
+      log1p=_bool(opts.get('log1p', False), where + '.log1p'),
+      scale=_choice(opts.get('scale', 'zscore'), SCALINGS, where + '.scale'),
+      buckets=_int(opts.get('buckets', 0), where + '.buckets'))
+  if f.buckets == 1:
+    raise ConfigError(f'{where}.buckets: use 0 (no buckets) or at least 2')
+  return f
+
+
 @dataclasses.dataclass
 class _Features:
   numeric: List[NumericFeature] = dataclasses.field(default_factory=list)
@@ -489,17 +547,8 @@ def _parse_features(section: Any, columns: Mapping[str, Column],
       raise ConfigError(f'{where}: the label column cannot also be a feature')
     opts = opts or {}
     if column.type in NUMERIC_TYPES:
-      _check_keys(opts, ('impute', 'log1p', 'scale', 'buckets'), where)
-      f = NumericFeature(
-          name,
-          impute=_choice(opts.get('impute', 'mean'), IMPUTATIONS,
-                         where + '.impute'),
-          log1p=_bool(opts.get('log1p', False), where + '.log1p'),
-          scale=_choice(opts.get('scale', 'zscore'), SCALINGS, where + '.scale'),
-          buckets=_int(opts.get('buckets', 0), where + '.buckets'))
-      if f.buckets == 1:
-        raise ConfigError(f'{where}.buckets: use 0 (no buckets) or at least 2')
-      out.numeric.append(f)
+      _check_keys(opts, _NUMERIC_KEYS, where)
+      out.numeric.append(_numeric_feature(name, opts, where))
     elif column.type == 'bool':
       _check_keys(opts, (), where)
       out.booleans.append(BoolFeature(name))
@@ -562,6 +611,96 @@ def _parse_crosses(items: Any, crossable: Set[str]) -> Tuple[Cross, ...]:
   return tuple(crosses)
 
 
+_DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw])\s*$')
+_WINDOW_KEYS = ('name', 'entity', 'timestamp', 'window', 'aggregate',
+                'value') + _NUMERIC_KEYS
+
+
+def parse_duration(value: Any, where: str) -> int:
+  """Seconds of a duration: an integer of seconds, or a number and a unit
+  (30m, 12h, 7d, 4w; s for seconds)."""
+  if isinstance(value, int) and not isinstance(value, bool):
+    seconds = value
+  else:
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if not match:
+      raise ConfigError(
+          f'{where}: {value!r} is not a duration; use a number of seconds or '
+          'a number followed by one of s, m, h, d, w (e.g. 30m, 12h, 7d, 4w)')
+    seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+  if seconds < 1:
+    raise ConfigError(f'{where}: {value!r} is not a duration of at least one '
+                      'second')
+  return seconds
+
+
+def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
+                  ) -> Tuple[Tuple[WindowFeature, ...], Tuple[Column, ...],
+                             Tuple[NumericFeature, ...]]:
+  """`windows:` -> (window specs, their derived columns, their numeric
+  features)."""
+  if items is None:
+    return (), (), ()
+  if not isinstance(items, list):
+    raise ConfigError('windows: expected a list of {name, entity, timestamp, '
+                      'window, aggregate, value}')
+  if items and HISTORY_FIELD in columns:
+    raise ConfigError(f'windows: a column is named {HISTORY_FIELD!r}, the '
+                      'field in which serving requests send window history; '
+                      'rename the column')
+  windows, derived, numeric, seen = [], [], [], set()
+  for i, item in enumerate(items):
+    where = f'windows[{i}]'
+    _check_keys(item, _WINDOW_KEYS, where)
+    name = _str(_require(item, 'name', where), where + '.name')
+    if not _NAME_RE.match(name):
+      raise ConfigError(
+          f'{where}.name: {name!r} is not a valid feature name (letters, '
+          'digits and _; not starting with a digit)')
+    if name in columns:
+      raise ConfigError(f'{where}.name: {name!r} is already a column of the '
+                        'data; a window needs a name of its own')
+    if name in seen:
+      raise ConfigError(f'{where}.name: duplicate window {name!r}')
+    seen.add(name)
+
+    def ref(key, types, what):
+      column = _column_ref(_require(item, key, where), columns,
+                           f'{where}.{key}')
+      if column.name == label.column:
+        raise ConfigError(f'{where}.{key}: {column.name!r} is the label, '
+                          'which serving does not have')
+      if column.type not in types or column.is_list:
+        raise ConfigError(
+            f'{where}.{key}: {column.name!r} has type {column.type}'
+            f'{" (list)" if column.is_list else ""}; {what} must be a '
+            f'single-valued column of type {" or ".join(types)}')
+      return column.name
+
+    entity = ref('entity', ENTITY_TYPES, 'an entity')
+    timestamp = ref('timestamp', ('timestamp',), 'the timestamp')
+    window = _require(item, 'window', where)
+    seconds = parse_duration(window, where + '.window')
+    aggregate = _choice(_require(item, 'aggregate', where), AGGREGATES,
+                        where + '.aggregate')
+    value = None
+    if aggregate == 'count':
+      if 'value' in item:
+        raise ConfigError(f'{where}.value: not used by aggregate count, which '
+                          'counts rows; leave it out')
+    else:
+      if 'value' not in item:
+        raise ConfigError(f'{where}: missing required key \'value\' (the '
+                          f'numeric column to {aggregate}); aggregate count '
+                          'is the only one without a value')
+      value = ref('value', NUMERIC_TYPES, 'a value')
+    windows.append(WindowFeature(name, entity, timestamp, seconds, aggregate,
+                                 value, str(window)))
+    derived.append(Column(name, 'float', derived=True))
+    numeric.append(_numeric_feature(name, item, where))
+  return tuple(windows), tuple(derived), tuple(numeric)
+
+
 def _parse_split(section: Any) -> SplitConfig:
   _check_keys(section, ('ratios', 'seed', 'stratify'), 'split')
   ratios = _require(section, 'ratios', 'split')
@@ -585,7 +724,7 @@ def _parse_split(section: Any) -> SplitConfig:
 
 
 _TOP_LEVEL = ('name', 'input', 'columns', 'label', 'features', 'crosses',
-              'split', 'model', 'tfdv_schema')
+              'split', 'model', 'tfdv_schema', 'windows')
 
 
 def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
@@ -616,6 +755,10 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   by_name = {c.name: c for c in columns}
   label = _parse_label(_require(raw, 'label', 'config'), by_name)
   feats = _parse_features(_require(raw, 'features', 'config'), by_name, label)
+  windows, derived, window_numeric = _parse_windows(raw.get('windows'),
+                                                    by_name, label)
+  columns = columns + derived
+  feats.numeric.extend(window_numeric)
   # Outputs before crosses: what a cross may use, and what names are taken.
   partial = DatasetConfig(
       name=name, format=fmt, csv=csv_opts, missing_values=(),
@@ -623,7 +766,7 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
       numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
       crosses=(), split=SplitConfig({}), model={},
       booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
-      texts=tuple(feats.texts))
+      texts=tuple(feats.texts), windows=windows)
   outputs = partial.transformed_features()
   crosses = _parse_crosses(raw.get('crosses'), {
       f.name for f in outputs if f.kind == 'categorical' and not f.multivalent})
@@ -653,7 +796,7 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
       numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
       crosses=crosses, split=split, model=dict(model), tfdv_schema=tfdv_schema,
       booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
-      texts=tuple(feats.texts), source_text=text)
+      texts=tuple(feats.texts), windows=windows, source_text=text)
 
 
 def load_config(path: str) -> DatasetConfig:

@@ -4,7 +4,8 @@
         --input 'data/adult.data' --test-input 'data/adult.test' \\
         --output-dir out/preprocess [--overwrite] [any Beam pipeline option]
 
-The job reads top to bottom: Ingest (read + cleanse) -> Split -> Statistics ->
+The job reads top to bottom: Ingest (read + cleanse) -> [Windows, only when the
+config has `windows:`] -> Split -> Statistics ->
 AnalyzeAndTransform (analyzers on train only) -> Write. Flags it does not know
 are Beam pipeline options (--runner, --direct_num_workers, --project, ...), so
 the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
@@ -29,7 +30,7 @@ from apache_beam.options.pipeline_options import (DirectOptions,
 from tfx_bsl.public import tfxio
 
 from pipeline import (cleanse, features, manifest, sinks, sources, split,
-                      validation)
+                      validation, windows)
 from pipeline.config import DatasetConfig, load_config
 from pipeline.errors import UserError
 from pipeline.outputs import MANIFEST, StagedOutputDir
@@ -146,9 +147,17 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
     ingested['test_input'] = (p | 'IngestTestInput' >> Ingest(test_files,
                                                                 config))
 
-  splits = ingested['input'].rows | 'Split' >> split.SplitDataset(config, names)
+  rows = {n: ingested[n].rows for n in ingested}
+  if config.windows:
+    # Window aggregations over each input's own rows, before the split (a
+    # row's history is its entity's rows in any split). Not in the graph at
+    # all for a config without windows.
+    for n in rows:
+      rows[n] = (rows[n]
+                 | f'Windows[{n}]' >> windows.AddWindowFeatures(config))
+  splits = rows['input'] | 'Split' >> split.SplitDataset(config, names)
   if test_files:
-    splits['test'] = ingested['test_input'].rows
+    splits['test'] = rows['test_input']
   all_splits = list(splits)
 
   _ = ([i.quarantine for i in ingested.values()]
@@ -305,7 +314,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 # Top-level transforms of the job -> the stage their time is reported under.
 _STAGES = (('IngestInput', 'ingest'), ('IngestTestInput', 'ingest'),
-           ('Split/', 'split'), ('Statistics[', 'statistics'),
+           ('Windows[', 'windows'), ('Split/', 'split'),
+           ('Statistics[', 'statistics'),
            ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
            ('AnalyzeAndTransform/', 'transform'), ('Write[', 'write'),
            ('WriteRaw[', 'write'), ('WriteQuarantine', 'write'),

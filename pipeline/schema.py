@@ -34,7 +34,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import cleanse, config_draft, sinks, sources, validation
+from pipeline import (cleanse, config_draft, sinks, sources, validation,
+                      windows)
 from pipeline.config import load_config
 from pipeline.errors import UserError
 
@@ -58,7 +59,10 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
       ingested = (p
                   | 'Read' >> sources.ReadRawChunks(files, config.format)
                   | 'Cleanse' >> cleanse.CleanseRows(config))
-      _ = (ingested.rows
+      rows = ingested.rows
+      if config.windows:  # as preprocess computes them, before statistics
+        rows = rows | 'Windows' >> windows.AddWindowFeatures(config)
+      _ = (rows
            | 'GenerateStatistics' >> tfdv.GenerateStatistics(
                tfdv.StatsOptions())
            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(stats_path))

@@ -38,7 +38,8 @@ import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import cleanse, sinks, sources, stats_report, validation
+from pipeline import (cleanse, sinks, sources, stats_report, validation,
+                      windows)
 from pipeline.config import DatasetConfig, load_config
 from pipeline.errors import UserError
 from pipeline.outputs import MANIFEST
@@ -173,7 +174,8 @@ def read_serving_data(files: Sequence[str], config: DatasetConfig,
   data, and reading here turns any unreadable file into one clear error.
   """
   parser = cleanse.RowParser(config, label_optional=True)
-  known = set(config.column_names)
+  # Window columns too: the request log records the values the model got.
+  known = {c.name for c in config.columns}
   data = ServingData([], {}, collections.Counter(), [], {},
                      collections.Counter())
   for path in files:
@@ -186,6 +188,14 @@ def read_serving_data(files: Sequence[str], config: DatasetConfig,
     except Exception as e:  # pylint: disable=broad-except
       raise UserError(f'--serving-data: cannot read {path} as {kind}: '
                       f'{_error_text(e)}') from None
+  if config.windows and data.batches:
+    # Window values a record lacks (any CSV, a log line without them) are
+    # computed over all the serving rows read, grouped by entity, as
+    # preprocess computes them over an input.
+    table = pa.Table.from_batches(data.batches).combine_chunks()
+    data.batches = [
+        windows.fill_windows(b, config.windows, only_missing=True)
+        for b in table.to_batches(max_chunksize=table.num_rows)]
   return data
 
 
@@ -356,7 +366,7 @@ def rejected_rows(data: ServingData, config: DatasetConfig
                  ) -> List[validation.AnomalyRow]:
   """Serving rows the parser refused: an anomaly too (the model never saw such
   values), one row per reason, naming the column when the detail does."""
-  columns = set(config.column_names)
+  columns = {c.name for c in config.columns}
   rows = []
   for reason, n in data.rejected_by_reason().items():
     sample = next((r for r in data.rejected if r['reason'] == reason), None)

@@ -139,8 +139,13 @@ def _column_hashes(column: pa.Array) -> np.ndarray:
   return _mix(sums ^ _mix(lengths.view(np.uint64)))
 
 
-def row_positions(batch: pa.RecordBatch, seed: int) -> np.ndarray:
+def row_positions(batch: pa.RecordBatch, seed: int,
+                  skip: Sequence[str] = ()) -> np.ndarray:
   """Hash position in [0, 1) of each row, from its values and the seed.
+
+  Columns named in `skip` (derived window columns: functions of other rows)
+  are left out, so adding a window to a config does not move any row to
+  another split.
 
   A keyed hash of every column's value list (the column's position in the
   batch included), computed column by column with vectorised integer
@@ -153,6 +158,8 @@ def row_positions(batch: pa.RecordBatch, seed: int) -> np.ndarray:
                   dtype=np.uint64)
   column_key = int.from_bytes(digest[8:], 'little')
   for i in range(batch.num_columns):
+    if skip and batch.schema.names[i] in skip:
+      continue
     key = np.uint64((column_key + i * _GOLDEN) & _MASK64)
     state = _mix((state ^ key) * np.uint64(_POLY) + _column_hashes(
         batch.column(i)))
@@ -182,15 +189,17 @@ def _label_groups(batch: pa.RecordBatch,
 class _LabelHistograms(beam.CombineFn):
   """Per-label histogram of hash positions, over HISTOGRAM_BINS bins."""
 
-  def __init__(self, label: str, seed: int):
+  def __init__(self, label: str, seed: int, skip: Sequence[str] = ()):
     self._label = label
     self._seed = seed
+    self._skip = tuple(skip)
 
   def create_accumulator(self):
     return {}
 
   def add_input(self, acc, batch: pa.RecordBatch):
-    bins = np.minimum((row_positions(batch, self._seed) * HISTOGRAM_BINS
+    bins = np.minimum((row_positions(batch, self._seed, self._skip) *
+                       HISTOGRAM_BINS
                       ).astype(np.int64), HISTOGRAM_BINS - 1)
     for value, mask in _label_groups(batch, self._label):
       counts = np.bincount(bins[mask], minlength=HISTOGRAM_BINS)
@@ -243,6 +252,7 @@ class _AssignSplitFn(beam.DoFn):
   def __init__(self, config: DatasetConfig, names: Sequence[str]):
     self._label = config.label.column
     self._seed = config.split.seed
+    self._skip = tuple(c.name for c in config.derived_columns)
     self._names = list(names)
     ratios = [config.split.ratios[n] for n in names]
     total = sum(ratios)
@@ -251,7 +261,7 @@ class _AssignSplitFn(beam.DoFn):
 
   def process(self, batch: pa.RecordBatch,
               histograms: Optional[Mapping[bytes, np.ndarray]] = None):
-    positions = row_positions(batch, self._seed)
+    positions = row_positions(batch, self._seed, self._skip)
     split_index = np.empty(batch.num_rows, dtype=np.int64)
     if histograms is None:
       split_index[:] = np.searchsorted(cut_points(self._ratios), positions,
@@ -285,7 +295,9 @@ class SplitDataset(beam.PTransform):
           batches
           | 'LabelHistograms' >> beam.CombineGlobally(
               _LabelHistograms(self._config.label.column,
-                               self._config.split.seed)))
+                               self._config.split.seed,
+                               [c.name for c in
+                                self._config.derived_columns])))
       side = [beam.pvalue.AsSingleton(histograms)]
     outputs = batches | 'AssignSplit' >> beam.ParDo(
         _AssignSplitFn(self._config, self._names), *side).with_outputs(

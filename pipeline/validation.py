@@ -190,7 +190,7 @@ def _canonical_order(schema: schema_pb2.Schema,
   how a runner bundled the data; a fixed order makes the same data draft the
   same bytes on every runner.
   """
-  position = {n: i for i, n in enumerate(config.column_names)}
+  position = {c.name: i for i, c in enumerate(config.columns)}
   features = sorted(schema.feature,
                     key=lambda f: (position.get(f.name, len(position)), f.name))
   domains = sorted(schema.string_domain, key=lambda d: d.name)

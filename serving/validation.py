@@ -20,9 +20,23 @@ for training rows. NaN and Infinity (which Python's
 json module, like TF Serving's, would otherwise accept) are refused: a client
 that means "missing" says null.
 
+Window features (the config's `windows:`, pipeline/windows.py) are the one
+exception to "every raw feature": a window's column may be left out, and is
+then computed, with the function the Beam job uses, from the instance and an
+optional "history" field: the earlier events of the instance's entity, in
+the instance's own raw format,
+    "history": [{"<timestamp column>": ..., "<value column>": ...}, ...]
+Each event carries the timestamp and value columns the windows read (null
+for a missing value) and may carry their entity columns (an event whose
+entity differs from the instance's is not in that window). Without history
+the window holds the instance alone, as for an entity's first row in
+training. A window's column sent explicitly is used as it is (null:
+missing, imputed). A malformed history is a 400 naming the event and field.
+
 The output is a list of rows, {feature: value or None} with Python values of
 the feature's type, plus the instances as they were received, for the request
-log.
+log; with windows, the logged instance holds the window values the model got
+instead of the history.
 """
 
 import dataclasses
@@ -34,7 +48,8 @@ import numpy as np
 
 from pipeline import features as raw_features
 from pipeline import values as raw_values
-from pipeline.config import DatasetConfig
+from pipeline import windows as window_lib
+from pipeline.config import HISTORY_FIELD, DatasetConfig
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -145,6 +160,18 @@ class RowSchema:
         if getattr(columns[n], 'is_list', False)}
     self.label: str = config.label.column
     self._name_set = frozenset(self.names)
+    # Window columns: optional in a request, computed when left out.
+    self.windows = tuple(config.windows)
+    self.derived = frozenset(w.name for w in self.windows)
+    self._history_keys = tuple(dict.fromkeys(
+        n for w in self.windows for n in (w.entity, w.timestamp, w.value)
+        if n))
+    self._history_required = tuple(dict.fromkeys(
+        n for w in self.windows for n in (w.timestamp, w.value) if n))
+
+  def is_extra(self, key: Any) -> bool:
+    """A key of an instance that is not a feature but is allowed."""
+    return bool(self.windows) and key == HISTORY_FIELD
 
   # ------------------------------------------------------------ one value
 
@@ -257,10 +284,10 @@ class RowSchema:
   def check_keys(self, keys, where: str) -> None:
     """Every feature present, nothing else; the message names the key."""
     for key in keys:
-      if key not in self._name_set:
+      if key not in self._name_set and not self.is_extra(key):
         raise RequestError(f'{where}: {self.unknown(key)}')
     for name in self.names:
-      if name not in keys:
+      if name not in keys and name not in self.derived:
         raise RequestError(f'{where}: missing feature {name!r} (send null '
                            'for a missing value)')
 
@@ -283,6 +310,8 @@ class RowSchema:
     self.check_keys(obj, where)
     row = {}
     for name in self.names:
+      if name not in obj:
+        continue  # a window column left out: computed below
       value = obj[name]
       if lists and isinstance(value, list) and name not in self.lists:
         if len(value) > 1:
@@ -290,7 +319,66 @@ class RowSchema:
                              f'one value, got a list of {len(value)}')
         value = value[0] if value else None
       row[name] = self.value(name, value, where)
+    if self.windows:
+      self.fill_windows(row, obj.get(HISTORY_FIELD), where)
     return row
+
+  # -------------------------------------------------------------- windows
+
+  def fill_windows(self, row: Dict[str, Any], history: Any,
+                   where: str) -> None:
+    """Computes each window column the row lacks from `history` (the
+    instance's "history" field) plus the row itself."""
+    todo = [w for w in self.windows if w.name not in row]
+    events = self._history(history, f'{where}: {HISTORY_FIELD}')
+    for w in todo:
+      entity = row.get(w.entity)
+      if entity is None:
+        row[w.name] = None  # no entity: no window, as in training
+        continue
+      mine = [e for e in events if e.get(w.entity, entity) == entity]
+      row[w.name] = window_lib.window_value(
+          w, [e[w.timestamp] for e in mine],
+          [e[w.value] for e in mine] if w.value else None,
+          row.get(w.timestamp), row.get(w.value) if w.value else None)
+
+  def _history(self, history: Any, where: str) -> List[Dict[str, Any]]:
+    if history is None:
+      return []
+    if not isinstance(history, list):
+      raise RequestError(f'{where}: expected a list of earlier events '
+                         f'{{{", ".join(repr(k) for k in self._history_keys)}'
+                         f': ...}}, got {_type_name(history)}')
+    events = []
+    for j, event in enumerate(history):
+      here = f'{where}[{j}]'
+      if not isinstance(event, dict):
+        raise RequestError(f'{here}: expected an object with '
+                           f'{", ".join(repr(k) for k in self._history_keys)}'
+                           f', got {_type_name(event)}')
+      for key in event:
+        if key not in self._history_keys:
+          raise RequestError(
+              f'{here}: unknown field {_clip(str(key))!r}; a history event '
+              f'has {", ".join(repr(k) for k in self._history_keys)}')
+      for key in self._history_required:
+        if key not in event:
+          raise RequestError(f'{here}: missing field {key!r} (send null for '
+                             'a missing value)')
+      events.append({k: self.value(k, v, here) for k, v in event.items()})
+    return events
+
+  def logged(self, instance: Any, row: Dict[str, Any]) -> Any:
+    """The instance as the request log keeps it: as received, except that
+    window values the server computed replace the history they came from
+    (so the skew check sees what the model got)."""
+    if not self.windows or not isinstance(instance, dict):
+      return instance
+    out = {k: v for k, v in instance.items() if k != HISTORY_FIELD}
+    for w in self.windows:
+      if w.name not in out:
+        out[w.name] = row.get(w.name)
+    return out
 
 
 # ------------------------------------------------------------------ requests
@@ -335,7 +423,9 @@ def parse_predict(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
     _check_count(len(instances), 'instances', max_instances)
     rows = [schema.row(inst, f'instances[{i}]')
             for i, inst in enumerate(instances)]
-    return Rows(rows, instances, signature)
+    received = ([schema.logged(inst, row) for inst, row in zip(instances, rows)]
+                if schema.windows else instances)
+    return Rows(rows, received, signature)
   return _parse_columns(obj['inputs'], schema, max_instances, signature)
 
 
@@ -346,7 +436,8 @@ def _parse_columns(inputs: Any, schema: RowSchema, max_instances: int,
                        f'...}}, got {_type_name(inputs)}')
   schema.check_keys(inputs, 'inputs')
   n = None
-  for name in schema.names:
+  names = [name for name in schema.names if name in inputs]
+  for name in names:
     column = inputs[name]
     if not isinstance(column, list):
       raise RequestError(f'inputs: feature {name!r}: expected a list with one '
@@ -356,26 +447,41 @@ def _parse_columns(inputs: Any, schema: RowSchema, max_instances: int,
       _check_count(n, f'inputs[{name!r}]', max_instances)
     elif len(column) != n:
       raise RequestError(f'inputs: feature {name!r} has {len(column)} values '
-                         f'but {schema.names[0]!r} has {n}; every feature '
+                         f'but {names[0]!r} has {n}; every feature '
                          'needs one value per instance')
   rows = [{} for _ in range(n)]
-  for name in schema.names:
+  for name in names:
     for i, value in enumerate(inputs[name]):
       rows[i][name] = schema.value(name, value, f'inputs (instance {i})')
-  received = [{name: inputs[name][i] for name in schema.names}
-              for i in range(n)]
+  received = [{name: inputs[name][i] for name in names} for i in range(n)]
+  if schema.windows:
+    # "history": one list of events (or null) per instance.
+    history = inputs.get(HISTORY_FIELD)
+    if history is not None and (not isinstance(history, list) or
+                                len(history) != n):
+      raise RequestError(f'inputs: {HISTORY_FIELD!r}: expected a list with '
+                         f'one list of events (or null) per instance, got '
+                         f'{_type_name(history)}' + (
+                             f' of {len(history)}'
+                             if isinstance(history, list) else ''))
+    for i in range(n):
+      schema.fill_windows(rows[i], history[i] if history else None,
+                          f'inputs (instance {i})')
+    received = [schema.logged(r, row) for r, row in zip(received, rows)]
   return Rows(rows, received, signature, columnar=True)
 
 
-def parse_classify(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
-  """A :classify body: tf.Example-style "examples" plus optional "context".
+def parse_classify(obj: Any, schema: RowSchema, max_instances: int,
+                   verb: str = 'classify') -> Rows:
+  """A :classify or :regress body: tf.Example-style "examples" plus optional
+  "context".
 
   As in TF Serving, "context" holds features common to every example and a
   feature may not be in both.
   """
-  _check_top_keys(obj, ('signature_name', 'context', 'examples'), 'classify')
+  _check_top_keys(obj, ('signature_name', 'context', 'examples'), verb)
   if 'examples' not in obj:
-    raise RequestError('classify request: "examples" is required')
+    raise RequestError(f'{verb} request: "examples" is required')
   examples = obj['examples']
   if not isinstance(examples, list):
     raise RequestError('examples: expected a list of objects '
@@ -386,7 +492,7 @@ def parse_classify(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
     raise RequestError('context: expected an object {"feature": value, ...}, '
                        f'got {_type_name(context)}')
   for key in context:
-    if key not in schema.kinds:
+    if key not in schema.kinds and not schema.is_extra(key):
       raise RequestError(f'context: {schema.unknown(key)}')
   _check_count(len(examples), 'examples', max_instances)
   rows, received = [], []
@@ -402,7 +508,7 @@ def parse_classify(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
     else:
       merged = example
     rows.append(schema.row(merged, where, lists=True))
-    received.append(merged)
+    received.append(schema.logged(merged, rows[-1]))
   return Rows(rows, received, obj.get('signature_name'))
 
 
