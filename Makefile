@@ -22,7 +22,8 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run test install data preprocess train predict clean
+.PHONY: run test install data preprocess train predict serve clean \
+        bench bench-preprocess bench-training-input bench-serving
 
 run: install data preprocess train predict
 
@@ -56,8 +57,33 @@ predict: install
 	    --input $(OUT)/predict_sample.csv --output $(OUT)/predictions.jsonl
 	@cat $(OUT)/predictions.jsonl
 
+# REST serving of MODEL_DIR's newest export (TF Serving's API, port 8501).
+SERVE_ARGS ?=
+serve: install
+	$(BIN)/python -m trainer.serve --model-dir $(MODEL_DIR) $(SERVE_ARGS)
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# Benchmarks: run by hand on an otherwise idle machine; they print figures
+# (see the README's tables) and are not part of the tests. The training-input
+# and serving ones use `make run`'s outputs.
+BENCH_SIZES ?= 50k,500k,1M,2M
+BENCH_MODES ?= in_process,multi_processing
+BENCH_ARGS  ?=
+bench: bench-preprocess bench-training-input bench-serving
+
+bench-preprocess: data
+	$(BIN)/python benchmarks/preprocess.py --sizes $(BENCH_SIZES) \
+	    --modes $(BENCH_MODES) --source $(DATA)/adult.data $(BENCH_ARGS)
+
+bench-training-input: install
+	$(BIN)/python benchmarks/training_input.py \
+	    --preprocess-dir $(PREPROCESS_DIR) $(BENCH_ARGS)
+
+bench-serving: install
+	$(BIN)/python benchmarks/serving.py --model-dir $(MODEL_DIR) \
+	    --input $(PREDICT_SOURCE) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

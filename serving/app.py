@@ -4,6 +4,7 @@
     GET  /v1/models/NAME[/versions/V]/metadata        signature defs
     POST /v1/models/NAME[/versions/V]:predict         "instances" or "inputs"
     POST /v1/models/NAME[/versions/V]:classify        "examples" (+ "context")
+    POST /v1/models/NAME[/versions/V]:regress         "examples" (+ "context")
     GET  /healthz
 
 The shapes are TF Serving's, so its clients work unchanged. Every output of
@@ -11,7 +12,8 @@ the signature is returned: row requests get
 {"predictions": [{"probabilities": [p], "classes": c}, ...]}, columnar ones
 {"outputs": {"probabilities": [[p], ...], "classes": [...]}}; classify gets
 {"results": [[[label, score], ...], ...]} with one pair per class of the
-label; every error is {"error": "..."}. One addition: predict and classify
+label (classifiers only); regress, of a regression model, gets
+{"results": [y, ...]}; every error is {"error": "..."}. One addition: predict and classify
 responses carry "model_version" (and an X-Model-Version header) naming the
 version that answered, which is what a client needs to see across a hot
 swap.
@@ -19,7 +21,7 @@ swap.
 TF Serving's default signature for :predict is serving_default; here the
 default for :predict is serving_raw, since JSON instances are raw feature
 objects (the project's contract). "signature_name": "serving_default" is
-accepted too: the rows are then sent as tf.Examples. :classify uses
+accepted too: the rows are then sent as tf.Examples. :classify and :regress use
 serving_default unless told otherwise.
 
 Error policy: anything wrong with a request is a 4xx with a message; the
@@ -167,27 +169,27 @@ async def post_model(request: web.Request) -> web.Response:
   verb = parts['verb']
   if verb is None:
     raise validation.RequestError(
-        f'POST {request.path}: expected :predict or :classify at the end of '
-        'the URL', 404)
+        f'POST {request.path}: expected :predict, :classify or :regress at '
+        'the end of the URL', 404)
   if verb not in VERBS:
     raise validation.RequestError(
-        f'unknown method :{verb}; expected :predict or :classify', 404)
+        f'unknown method :{verb}; expected :predict, :classify or :regress',
+        404)
   model = _model_for(request, parts['version'])
   obj = await _read_body(request)
   settings = request.app[SETTINGS]
-  if verb == 'regress':
-    raise validation.RequestError(
-        'this model has no regression signature (TF Serving\'s :regress); '
-        'use :predict')
   if verb == 'predict':
     rows = validation.parse_predict(obj, model.schema,
                                     settings['max_instances'])
     signature = validation.check_signature(rows.signature_name, RAW,
                                            model.signature_names)
   else:
-    check_classifier(model)
+    if verb == 'classify':
+      check_classifier(model)
+    else:
+      check_regressor(model)
     rows = validation.parse_classify(obj, model.schema,
-                                     settings['max_instances'])
+                                     settings['max_instances'], verb)
     signature = validation.check_signature(rows.signature_name, EXAMPLES,
                                            model.signature_names)
   outputs = await request.app[BATCHER].predict(model, signature, rows.rows)
@@ -195,6 +197,8 @@ async def post_model(request: web.Request) -> web.Response:
   n = len(rows)
   if verb == 'classify':
     body = {'results': classify_results(model, outputs)}
+  elif verb == 'regress':
+    body = {'results': regress_results(outputs)}
   elif rows.columnar:
     body = {'outputs': columns}
   else:
@@ -242,6 +246,9 @@ def log_prediction(columns: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
         prediction['probabilities'] = value
     elif name == export.CLASSES:
       prediction['class'] = value
+    elif name == export.PREDICTIONS and isinstance(value, list) and len(
+        value) == 1:
+      prediction['prediction'] = value[0]
     else:
       prediction[name] = value
   return prediction
@@ -252,6 +259,22 @@ def check_classifier(model: LoadedModel) -> None:
     raise validation.RequestError(
         'this model is not a classifier (its label has no classes); use '
         ':predict')
+
+
+def check_regressor(model: LoadedModel) -> None:
+  if model.classes:
+    raise validation.RequestError(
+        'this model is a classifier (its label has classes); use :classify '
+        'or :predict')
+
+
+def regress_results(outputs: Dict[str, np.ndarray]) -> List[float]:
+  """TF Serving's regress result: one number per example."""
+  if export.PREDICTIONS not in outputs:
+    raise validation.RequestError(
+        f'the signature has no {export.PREDICTIONS!r} output to regress '
+        'with; use :predict')
+  return outputs[export.PREDICTIONS].reshape(-1).astype(np.float64).tolist()
 
 
 def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray]

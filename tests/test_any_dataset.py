@@ -3,15 +3,20 @@
 Generated data with one column of every type (int, float, bool, timestamp,
 a high-cardinality string, a list, free text), missing values in each, goes
 through the real preprocess job for each head (binary, multiclass,
-regression); and a bare CSV goes through `schema init` to a config and
-schema that preprocess accepts as they are.
+regression), then trainer.task, the export, trainer.predict and the REST
+server, whose outputs must fit the head and agree with each other; and a
+bare CSV goes through `schema init` to a config and schema that preprocess
+accepts as they are.
 """
 
+import csv
 import datetime
 import glob
 import json
 import os
+import re
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -22,6 +27,10 @@ from pipeline import schema as schema_cli
 from pipeline.config import load_config
 from tests import datagen
 from tests.conftest import ROOT
+from tests.serving_client import Server
+from trainer import export, predict
+from trainer import heads as trainer_heads
+from trainer import task as trainer_task
 
 MIXED_CONFIG = ROOT / 'tests' / 'data' / 'mixed.yaml'
 ROWS = 600
@@ -168,3 +177,168 @@ def test_schema_init_from_a_bare_csv(tmp_path, capsys):
   assert schema_cli.main(['init', '--input', data, '--label', 'target',
                           '--output', out]) == 2
   assert 'already exists' in capsys.readouterr().err
+
+
+# ------------------------------------------- trained, exported and served
+
+
+@pytest.fixture(scope='module')
+def mixed_model(mixed_run):
+  """The head's model trained on the preprocessed mixed data: (task,
+  config, data CSV, model dir, metrics document, preprocess manifest)."""
+  task_name, config, out, manifest = mixed_run
+  model_dir = os.path.join(os.path.dirname(out), 'model')
+  doc = trainer_task.run([
+      '--preprocess-dir', out, '--model-dir', model_dir, '--epochs', '25',
+      '--batch-size', '32', '--early-stopping-patience', '5', '--verbose',
+      '0', '--seed', '2'])
+  return (task_name, config, os.path.join(os.path.dirname(out), 'data.csv'),
+          model_dir, doc, manifest)
+
+
+def _instances(config, data, n):
+  """The first n good data rows of the CSV as REST instances: typed JSON
+  values, null for a missing one, the label left out."""
+  missing = set(config.missing_values)
+  with open(data, encoding='utf-8', newline='') as f:
+    rows = list(csv.reader(f))[1:]
+  out = []
+  for fields in rows:
+    if len(fields) != len(config.column_names):
+      continue
+    instance = {}
+    for column, value in zip(config.columns, fields):
+      if column.name == config.label.column:
+        continue
+      if value.strip() in missing:
+        instance[column.name] = None
+      elif column.type == 'int':
+        instance[column.name] = int(value)
+      elif column.type == 'float':
+        instance[column.name] = float(value)
+      else:
+        instance[column.name] = value
+    if 'maybe' in fields or 'yesterday' in fields:
+      continue  # the bad rows
+    out.append(instance)
+    if len(out) == n:
+      break
+  return out
+
+
+def test_each_head_trains_to_useful_metrics(mixed_model):
+  task_name, config, _, model_dir, doc, manifest = mixed_model
+  assert doc['task'] == task_name
+  with open(os.path.join(model_dir, 'metrics.json'), encoding='utf-8') as f:
+    written = json.load(f)
+  assert written['eval'] == json.loads(json.dumps(doc['eval']))
+  m = doc['eval']
+  assert m['rows'] == manifest['rows']['eval']
+  if task_name == 'binary':
+    assert m['roc_auc'] > 0.8, m
+    assert 0.0 < doc['threshold'] < 1.0
+  elif task_name == 'multiclass':
+    # Better than always answering the most common class, by a margin.
+    assert m['accuracy'] > m['majority_rate'] + 0.1, m
+    assert m['macro_roc_auc'] > 0.8, m
+    cm = np.array(m['confusion_matrix'])
+    assert cm.shape == (3, 3) and cm.sum() == m['rows']
+    assert set(m['per_class']) == {'low', 'mid', 'high'}
+    assert doc['training']['monitor'] == 'val_cross_entropy'
+  else:
+    assert m['r2'] > 0.3, m
+    assert m['rmse'] > 0 and 'rmse_log' in m
+    assert doc['training']['train_label']['std'] > 0
+    assert doc['training']['monitor'] == 'val_rmse'
+  with open(os.path.join(model_dir, 'report.html'), encoding='utf-8') as f:
+    page = f.read()
+  images = re.findall(r'<img src="([^"]+)"', page)
+  assert images and all(os.path.getsize(os.path.join(model_dir, i)) > 1000
+                        for i in images)
+  assert f'data-key="eval.{trainer_heads.make_head(config).table_rows()[1][0]}"' in page
+
+
+def test_export_outputs_fit_the_head(mixed_model):
+  task_name, config, data, model_dir, _, _ = mixed_model
+  export_dir = export.resolve_export_dir(model_dir)
+  meta = export.load_export_metadata(export_dir)
+  assert meta['label']['task'] == task_name
+  loaded = tf.saved_model.load(export_dir)
+  assert {'serving_default', 'serving_raw'} <= set(loaded.signatures)
+  instances = _instances(config, data, 40)
+  predictor = predict.Predictor(model_dir)
+  out = predictor.predict([predict.RowEncoder(config).encode(
+      _fields(config, r))[0] for r in instances])
+  n = len(instances)
+  if task_name == 'regression':
+    assert set(out) == {'predictions'}
+    assert out['predictions'].shape == (n, 1)
+    assert (out['predictions'] > 0).all()  # expm1 of a log fit of y > 0
+  else:
+    k = 2 if task_name == 'binary' else 3
+    assert set(out) == {'probabilities', 'classes'}
+    probs = out['probabilities']
+    assert probs.shape == (n, 1 if k == 2 else k)
+    classes = [c.decode() for c in out['classes']]
+    assert set(classes) <= set(config.label.classes)
+    if k == 3:
+      assert probs.sum(axis=1) == pytest.approx(np.ones(n), abs=1e-5)
+      assert classes == [config.label.classes[i]
+                         for i in probs.argmax(axis=1)]
+
+
+def _fields(config, instance):
+  """A REST instance back as CSV fields (for the row encoder)."""
+  return ['' if instance.get(c.name) is None else str(instance[c.name])
+          for c in config.columns if c.name != config.label.column]
+
+
+def test_predict_cli_and_rest_agree_for_each_head(mixed_model, tmp_path):
+  task_name, config, data, model_dir, _, _ = mixed_model
+  scored = str(tmp_path / 'scored.jsonl')
+  assert predict.main(['--model-dir', model_dir, '--input', data,
+                       '--output', scored]) == 0
+  with open(scored, encoding='utf-8') as f:
+    lines = [json.loads(l) for l in f]
+  good = [l for l in lines if 'error' not in l]
+  assert len(lines) == ROWS + len(BAD_ROWS)
+  assert len(good) == ROWS  # every bad row is reported, with its reason
+  errors = [l['error'] for l in lines if 'error' in l]
+  assert any("member: 'maybe' is not a boolean" in e for e in errors), errors
+  assert any("signup: 'yesterday' is not a timestamp" in e for e in errors)
+  fields = {'binary': {'probability', 'class'},
+            'multiclass': {'class', 'probabilities'},
+            'regression': {'prediction'}}[task_name]
+  assert all(fields <= set(l) for l in good)
+  instances = _instances(config, data, 25)
+  server = Server(model_dir, str(tmp_path / 'server'))
+  try:
+    status, doc = server.post('predict', {'instances': instances})
+    assert status == 200, doc
+    rest = doc['predictions']
+    # The CSV's first data rows are the instances, in order.
+    first = good[:len(instances)]
+    if task_name == 'regression':
+      assert [r['predictions'][0] for r in rest] == pytest.approx(
+          [l['prediction'] for l in first], rel=1e-5)
+      status, doc = server.post('regress', {'examples': instances})
+      assert status == 200, doc
+      assert doc['results'] == pytest.approx(
+          [l['prediction'] for l in first], rel=1e-5)
+      status, doc = server.post('classify', {'examples': instances})
+      assert status == 400 and 'not a classifier' in doc['error']
+    elif task_name == 'multiclass':
+      assert [r['classes'] for r in rest] == [l['class'] for l in first]
+      assert [r['probabilities'] for r in rest] == [
+          pytest.approx([l['probabilities'][c] for c in config.label.classes],
+                        abs=1e-6) for l in first]
+      status, doc = server.post('classify', {'examples': instances})
+      assert status == 200, doc
+      assert [[c for c, _ in r] for r in doc['results']] == [
+          list(config.label.classes)] * len(instances)
+    else:
+      assert [r['probabilities'][0] for r in rest] == pytest.approx(
+          [l['probability'] for l in first], abs=1e-6)
+      assert [r['classes'] for r in rest] == [l['class'] for l in first]
+  finally:
+    assert server.stop() == 0

@@ -17,8 +17,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline.config import load_config
-from trainer import data, hparams, model, task
+from pipeline.errors import ConfigError
+from trainer import data, heads, hparams, model, task
 from tests.conftest import ROOT, TOY_CONFIG
+
+
+def _binary_head():
+  return heads.make_head(load_config(TOY_CONFIG))
 
 
 def _env():
@@ -70,7 +75,8 @@ def test_each_optimizer_updates_only_its_part():
                          num_ids=20),
   ]
   hp = hparams.HParams(hidden_units=(8,))
-  m = model.compile_model(model.build_model(feats, hp), hp)
+  m = model.compile_model(model.build_model(feats, hp, _binary_head()), hp,
+                          _binary_head())
   rng = np.random.default_rng(0)
   x = {'num': rng.normal(size=256).astype('float32'),
        'cat': rng.integers(0, 5, 256), 'cross': rng.integers(0, 20, 256)}
@@ -195,7 +201,7 @@ def test_model_type_keeps_one_part(trainer_toy_preprocessed):
   for model_type in ('wide_deep', 'wide', 'deep'):
     hp = hparams.HParams(model_type=model_type)
     feats = model.model_features(config, tft_output, hp)
-    m = model.build_model(feats, hp)
+    m = model.build_model(feats, hp, _binary_head())
     names = {l.name for l in m.layers if l.trainable_weights}
     parts[model_type] = (
         {f.name for f in feats},
@@ -210,7 +216,7 @@ def test_model_type_keeps_one_part(trainer_toy_preprocessed):
   m = model.compile_model(model.build_model(
       model.model_features(config, tft_output,
                            hparams.HParams(model_type='deep')),
-      hparams.HParams()), hparams.HParams())
+      hparams.HParams(), _binary_head()), hparams.HParams(), _binary_head())
   assert m.wide_optimizer is None  # one optimizer for an MLP alone
 
 
@@ -227,7 +233,8 @@ def test_cosine_schedule_and_plateau_callback():
                               num_ids=5)]
   hp = hparams.HParams(hidden_units=(4,), wide_learning_rate=0.2,
                        deep_learning_rate=0.01)
-  m = model.compile_model(model.build_model(feats, hp), hp)
+  m = model.compile_model(model.build_model(feats, hp, _binary_head()), hp,
+                          _binary_head())
   cb = model.ReduceOnPlateau('val_auc', factor=0.5, patience=2,
                              min_fraction=0.3)
   cb.set_model(m)
@@ -298,12 +305,25 @@ def test_hash_folds_partition_the_records(trainer_toy_preprocessed):
 
 
 def test_class_weights_from_label_counts():
-  assert task._class_weight(hparams.HParams(), 30, 10) is None
+  counts = {0: 30, 1: 10}
+  assert task._class_weight(hparams.HParams(), 'binary', counts) is None
   balanced = task._class_weight(hparams.HParams(class_weight='balanced'),
-                                30, 10)
+                                'binary', counts)
   assert balanced == {0: pytest.approx(40 / 60), 1: pytest.approx(2.0)}
-  assert task._class_weight(hparams.HParams(class_weight='2.5'), 30, 10) == {
-      0: 1.0, 1: 2.5}
+  assert task._class_weight(hparams.HParams(class_weight='2.5'), 'binary',
+                            counts) == {0: 1.0, 1: 2.5}
+  # Multiclass: balanced over K classes; a class absent from train counts 1.
+  three = task._class_weight(hparams.HParams(class_weight='balanced'),
+                             'multiclass', {0: 60, 1: 30, 2: 0})
+  assert three == {0: pytest.approx(0.5), 1: pytest.approx(1.0),
+                   2: pytest.approx(30.0)}
+  with pytest.raises(ConfigError, match=r"model.class_weight: '2.5'.*"
+                     r"multiclass label takes balanced or none"):
+    task._class_weight(hparams.HParams(class_weight='2.5'), 'multiclass',
+                       {0: 1, 1: 1, 2: 1})
+  with pytest.raises(ConfigError, match='label task is regression; use none'):
+    task._class_weight(hparams.HParams(class_weight='balanced'),
+                       'regression', {})
 
 
 def test_kfold_cross_validation(trainer_toy_preprocessed, tmp_path, capsys):

@@ -8,9 +8,12 @@ batches are prefetched while the current one trains, and small datasets are
 cached after the first pass.
 """
 
+import collections
+import math
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -81,18 +84,41 @@ def _label_of(label_key: str, spec):
   return label
 
 
+def label_summary(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
+                  label_key: str, record_filter: Optional[Callable] = None
+                 ) -> Dict[str, Any]:
+  """One streaming pass over the labels of the records (after
+  `record_filter`): {'rows', 'counts': {class index: rows}} for an int64
+  (class) label; {'rows', 'mean', 'std'} for a float label."""
+  ds = _records(files, False, None, record_filter).batch(4096)
+  label_spec = {label_key: spec[label_key]}
+  integer = spec[label_key].dtype.is_integer
+  counts = collections.Counter()
+  rows, total, total_sq = 0, 0.0, 0.0
+  for batch in ds:
+    y = tf.io.parse_example(batch, label_spec)[label_key].numpy().reshape(-1)
+    rows += int(y.size)
+    if integer:
+      values, n = np.unique(y, return_counts=True)
+      counts.update(dict(zip(values.tolist(), n.tolist())))
+    else:
+      y = y.astype(np.float64)
+      total += float(y.sum())
+      total_sq += float(np.square(y).sum())
+  if integer:
+    return {'rows': rows, 'counts': dict(sorted(counts.items()))}
+  mean = total / rows if rows else 0.0
+  var = max(total_sq / rows - mean * mean, 0.0) if rows else 0.0
+  return {'rows': rows, 'mean': mean, 'std': math.sqrt(var)}
+
+
 def label_counts(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
                  label_key: str, record_filter: Optional[Callable] = None
                 ) -> Tuple[int, int]:
-  """(negatives, positives) among the records (after `record_filter`)."""
-  ds = _records(files, False, None, record_filter).batch(4096)
-  label_spec = {label_key: spec[label_key]}
-  pos = total = 0
-  for batch in ds:
-    y = tf.io.parse_example(batch, label_spec)[label_key].numpy()
-    pos += int((y == 1).sum())
-    total += int(y.size)
-  return total - pos, pos
+  """(negatives, positives) of a binary label among the records."""
+  summary = label_summary(files, spec, label_key, record_filter)
+  positives = summary['counts'].get(1, 0)
+  return summary['rows'] - positives, positives
 
 
 def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
@@ -100,9 +126,13 @@ def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
                  shuffle_buffer: int = 10000, seed: Optional[int] = None,
                  cache: bool = False, repeat: bool = False,
                  record_filter: Optional[Callable] = None,
-                 oversample: float = 0.0, minority_label: int = 1
+                 oversample: float = 0.0, minority_label: int = 1,
+                 label_dtype: tf.dtypes.DType = tf.float32
                 ) -> tf.data.Dataset:
-  """Batches of (features dict, label [N, 1] float32) from gzip TFRecords.
+  """Batches of (features dict, label [N, 1]) from gzip TFRecords.
+
+  The label is `label_dtype`: float32 for binary labels (0/1) and regression
+  targets, int64 class indices for multiclass ones.
 
   Training data is shuffled (file order and records) with a fixed seed, so a
   rerun with the same seed sees the same batches. Evaluation data keeps a
@@ -137,13 +167,14 @@ def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
   if repeat and not (training and oversample):
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=False)
-  ds = ds.map(lambda records: _parse(records, spec, label_key),
+  ds = ds.map(lambda records: _parse(records, spec, label_key, label_dtype),
               num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.prefetch(AUTOTUNE)
 
 
-def _parse(records: tf.Tensor, spec, label_key: str
+def _parse(records: tf.Tensor, spec, label_key: str,
+           label_dtype: tf.dtypes.DType = tf.float32
           ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
   features = tf.io.parse_example(records, spec)
   label = features.pop(label_key)
-  return features, tf.reshape(tf.cast(label, tf.float32), [-1, 1])
+  return features, tf.reshape(tf.cast(label, label_dtype), [-1, 1])

@@ -227,10 +227,11 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
 
 def predict_dataset(model, dataset: tf.data.Dataset
                    ) -> Tuple[np.ndarray, np.ndarray]:
-  """(labels, probabilities) over a finite (features, label) dataset.
+  """(labels, outputs) over a finite (features, label) dataset.
 
   Labels are collected from the same batches the model scores, so they line
-  up whatever the dataset's order.
+  up whatever the dataset's order. One output per row gives a vector; K per
+  row (multiclass probabilities) an [N, K] array.
   """
 
   # One trace per call: the signature comes from the dataset's element spec
@@ -238,18 +239,21 @@ def predict_dataset(model, dataset: tf.data.Dataset
   step = tf.function(lambda x: model(x, training=False),
                      input_signature=[dataset.element_spec[0]])
 
-  labels, probs = [], []
+  labels, outputs = [], []
   for x, y in dataset:
-    probs.append(step(x).numpy().reshape(-1))
+    out = step(x).numpy()
+    outputs.append(out.reshape(out.shape[0], -1))
     labels.append(y.numpy().reshape(-1))
   if not labels:
     return np.zeros(0), np.zeros(0)
-  return np.concatenate(labels), np.concatenate(probs)
+  outputs = np.concatenate(outputs)
+  return np.concatenate(labels), (
+      outputs.reshape(-1) if outputs.shape[1] == 1 else outputs)
 
 
 # ----------------------------------------------------------------- reporting
 
-_TABLE_ROWS = [
+BINARY_TABLE_ROWS = [
     ('rows', 'rows', '{:,d}'),
     ('accuracy', 'accuracy', '{:.4f}'),
     ('roc_auc', 'ROC AUC', '{:.4f}'),
@@ -269,15 +273,19 @@ def _fmt(fmt: str, value: Any) -> str:
   return fmt.format(value)
 
 
-def format_table(by_split: Mapping[str, Mapping[str, Any]]) -> str:
-  """A fixed-width table, one column per split, confusion matrix below."""
+def format_table(by_split: Mapping[str, Mapping[str, Any]],
+                 rows: Sequence[Tuple[str, str, str]] = BINARY_TABLE_ROWS,
+                 confusion: bool = True) -> str:
+  """A fixed-width table, one column per split (binary: confusion matrix
+  below)."""
   splits = list(by_split)
   width = max(12, max((len(s) for s in splits), default=0) + 2)
   lines = ['metric'.ljust(12) + ''.join(s.rjust(width) for s in splits)]
-  for key, title, fmt in _TABLE_ROWS:
+  for key, title, fmt in rows:
     lines.append(title.ljust(12) + ''.join(
-        _fmt(fmt, by_split[s][key]).rjust(width) for s in splits))
-  for s in splits:
+        _fmt(fmt, by_split[s].get(key, float('nan'))).rjust(width)
+        for s in splits))
+  for s in (splits if confusion else ()):
     cm = by_split[s]['confusion_matrix']
     lines.append(f'confusion matrix [{s}] (rows: true 0/1, columns: '
                  f'predicted 0/1): [[{cm["tn"]}, {cm["fp"]}], '
@@ -285,12 +293,14 @@ def format_table(by_split: Mapping[str, Mapping[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def format_fold_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+def format_fold_table(summary: Mapping[str, Mapping[str, Any]],
+                      rows: Sequence[Tuple[str, str, str]] = BINARY_TABLE_ROWS
+                     ) -> str:
   """K-fold results: mean +- std per metric, one column per evaluated set."""
   sets = list(summary)
   width = max(22, max((len(s) for s in sets), default=0) + 2)
   lines = ['metric'.ljust(12) + ''.join(s.rjust(width) for s in sets)]
-  for key, title, fmt in _TABLE_ROWS:
+  for key, title, fmt in rows:
     if key == 'rows':
       fmt = '{:,.0f}'
     cells = []

@@ -16,12 +16,19 @@ Signatures:
                    in its raw dtype (int64, float32 or string); NaN marks a
                    missing float, '' or '?' (any configured missing token) a
                    missing string.
-Both return  probabilities: [N, 1] float32, P(positive class)
-             classes:       [N] string, the label's own class names.
+Both return the outputs of the label's head (trainer/heads.py):
+  binary      probabilities: [N, 1] float32, P(positive class)
+              classes:       [N] string, the label's own class names
+  multiclass  probabilities: [N, K] float32, in label.classes order
+              classes:       [N] string, the most probable class
+  regression  predictions:   [N, 1] float32, in the label's units
 
-The decision threshold is a variable of the export (and is recorded in
-assets.extra/metadata.json), so a tuned threshold can be exported later
-without retraining. assets.extra/config.yaml is the dataset config, which
+A list column (several strings per row) can only be sent through
+serving_default: serving_raw takes one value per row and feature.
+
+A binary model's decision threshold is a variable of the export (and is
+recorded in assets.extra/metadata.json), so a tuned threshold can be exported
+later without retraining. assets.extra/config.yaml is the dataset config, which
 `trainer.predict` uses to read raw files in the dataset's own dialect.
 """
 
@@ -37,6 +44,7 @@ import tensorflow_transform as tft
 from pipeline import features as raw_features
 from pipeline.config import DatasetConfig, parse_config
 from pipeline.errors import InputError
+from trainer import heads
 
 EXPORT_DIR = 'export'
 EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside the model
@@ -45,8 +53,9 @@ METADATA_FILE = 'metadata.json'
 DEFAULT_SIGNATURE = 'serving_default'
 RAW_SIGNATURE = 'serving_raw'
 EXAMPLES_INPUT = 'examples'
-PROBABILITIES = 'probabilities'
-CLASSES = 'classes'
+PROBABILITIES = heads.PROBABILITIES
+CLASSES = heads.CLASSES
+PREDICTIONS = heads.PREDICTIONS
 
 
 def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
@@ -66,7 +75,8 @@ class ServingModule(tf.Module):
   """What gets saved: model + transform layer + threshold + signatures."""
 
   def __init__(self, model, tft_layer, config: DatasetConfig,
-               feature_names: Sequence[str], threshold: float):
+               feature_names: Sequence[str], threshold: float,
+               head: Optional[heads.Head] = None):
     super().__init__(name='wide_deep_serving')
     self.model = model
     self.tft_layer = tft_layer
@@ -74,9 +84,7 @@ class ServingModule(tf.Module):
                                  name='threshold')
     self._feature_names = list(feature_names)
     self._raw_spec = raw_features.raw_feature_spec(config, include_label=False)
-    positive = config.label.positive
-    negative = [c for c in config.label.classes if c != positive][0]
-    self._positive, self._negative = positive, negative
+    self._head = head or heads.make_head(config)
     raw_inputs = {
         name: tf.TensorSpec([None], spec.dtype, name=name)
         for name, spec in self._raw_spec.items()
@@ -97,11 +105,8 @@ class ServingModule(tf.Module):
 
   def _predict(self, raw: Mapping[str, tf.SparseTensor]
               ) -> Dict[str, tf.Tensor]:
-    probabilities = self.model(self._transform(raw), training=False)
-    probabilities = tf.reshape(tf.cast(probabilities, tf.float32), [-1, 1])
-    classes = tf.where(probabilities[:, 0] >= self.threshold,
-                       tf.constant(self._positive), tf.constant(self._negative))
-    return {PROBABILITIES: probabilities, CLASSES: classes}
+    outputs = self.model(self._transform(raw), training=False)
+    return self._head.serving_outputs(outputs, self.threshold)
 
   def _parse(self, examples: tf.Tensor) -> Dict[str, tf.SparseTensor]:
     return tf.io.parse_example(examples, self._raw_spec)
@@ -128,7 +133,8 @@ def export_model(model, tft_output: tft.TFTransformOutput,
                  config: DatasetConfig, feature_names: Sequence[str],
                  model_dir: str, threshold: float,
                  extra_metadata: Optional[Mapping[str, Any]] = None,
-                 write: bool = True) -> str:
+                 write: bool = True,
+                 head: Optional[heads.Head] = None) -> str:
   """Saves the serving SavedModel; returns its version directory.
 
   Written under a temporary name and renamed into place, so TF Serving (which
@@ -140,8 +146,9 @@ def export_model(model, tft_output: tft.TFTransformOutput,
   tf.io.gfile.makedirs(export_root)
   version, final = _new_version_dir(export_root)
   staging = os.path.join(export_root, f'.staging-{version}-{os.getpid()}')
+  head = head or heads.make_head(config)
   module = ServingModule(model, tft_output.transform_features_layer(), config,
-                         feature_names, threshold)
+                         feature_names, threshold, head)
   signatures = {
       DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
       RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
@@ -160,11 +167,13 @@ def export_model(model, tft_output: tft.TFTransformOutput,
           timespec='seconds'),
       'dataset': config.name,
       'config_sha256': config.config_hash,
-      'threshold': float(threshold),
+      'threshold': float(threshold) if head.has_threshold else None,
       'label': {
           'column': config.label.column,
+          'task': config.label.task,
           'classes': list(config.label.classes),
           'positive': config.label.positive,
+          'log_target': config.label.log_target,
       },
       'signatures': {
           DEFAULT_SIGNATURE: {'inputs': {EXAMPLES_INPUT: 'string'}},
@@ -172,7 +181,7 @@ def export_model(model, tft_output: tft.TFTransformOutput,
               name: spec.dtype.name
               for name, spec in raw_features.raw_feature_spec(
                   config, include_label=False).items()}},
-          'outputs': {PROBABILITIES: 'float32 [N, 1]', CLASSES: 'string [N]'},
+          'outputs': head.output_metadata(),
       },
       'model_features': list(feature_names),
   }

@@ -13,10 +13,16 @@ Systems"):
     an embedding of dimension 1, which is how it is implemented: a lookup
     instead of a huge sparse one-hot matmul.
   * deep: embeddings of the categorical ids plus the scaled numerics,
-    concatenated into a ReLU MLP ending in one logit.
-  * the two logits are summed and squashed by a sigmoid, and both parts are
+    concatenated into a ReLU MLP ending in the logits.
+  * the two parts' logits are summed and turned into the output by the head
+    (trainer/heads.py: a sigmoid for binary labels, a softmax over K logits
+    for multiclass, an un-standardized value for regression); both parts are
     trained jointly, each with its own optimizer (FTRL suits the sparse,
     memorising wide part; Adam the dense deep part), as in the paper.
+  * a multivalent feature (a list column, the tokens of free text) has any
+    number of ids per row, a SparseTensor: the wide part sums its ids'
+    weights (a multi-hot linear term), the deep part averages their
+    embeddings (a bag of embeddings); a row without ids contributes zeros.
   * `model_type` builds one part alone (wide: a linear model; deep: an MLP)
     for ablations; `deep_buckets` / `deep_crosses` also embed the wide-only
     ids in the deep part.
@@ -31,11 +37,11 @@ import tf_keras as keras
 
 from pipeline.config import DatasetConfig
 from pipeline.errors import InputError
+from trainer.heads import Head
 from trainer.hparams import HParams
 
 WIDE_PREFIX = 'wide_'
 DEEP_PREFIX = 'deep_'
-OUTPUT_NAME = 'probabilities'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,7 @@ class ModelFeature:
   deep: bool
   num_ids: int = 0  # categorical only: ids are 0 .. num_ids - 1
   embedding_dim: int = 0  # categorical and deep only
+  multivalent: bool = False  # any number of ids per row (SparseTensor)
 
 
 def embedding_dim(num_ids: int, configured: Optional[int],
@@ -101,21 +108,23 @@ def model_features(config: DatasetConfig, tft_output: tft.TFTransformOutput,
       except ValueError as e:
         raise InputError(f'transformed feature {f.name!r}: {e}') from None
       dim = embedding_dim(n, f.embedding_dim, hp) if f.deep else 0
-      out.append(ModelFeature(f.name, dtype, True, f.wide, f.deep, n, dim))
+      out.append(ModelFeature(f.name, dtype, True, f.wide, f.deep, n, dim,
+                              multivalent=f.multivalent))
     else:
       out.append(ModelFeature(f.name, tf.float32, False, f.wide, f.deep))
   return out
 
 
 class Bias(keras.layers.Layer):
-  """A single trainable scalar added to its input.
+  """A trainable bias (one per logit) added to its input.
 
   Only used when the model has no deep part (whose last Dense layer otherwise
   carries the bias).
   """
 
   def build(self, input_shape):
-    self.bias = self.add_weight(name='bias', shape=(1,), initializer='zeros')
+    self.bias = self.add_weight(name='bias', shape=(input_shape[-1],),
+                                initializer='zeros')
     super().build(input_shape)
 
   def call(self, inputs):
@@ -162,25 +171,76 @@ class WideDeepModel(keras.Model):
     return self.compute_metrics(x, y, y_pred, sample_weight)
 
 
+class BagEmbedding(keras.layers.Layer):
+  """Embeddings of a variable number of ids per row, combined per row.
+
+  Input: an int64 SparseTensor [batch, None] of ids in 0 .. num_ids - 1;
+  output: [batch, dim], the sum or mean of the row's embeddings (zeros for a
+  row without ids; ids outside the range, e.g. -1, are dropped).
+  """
+
+  def __init__(self, num_ids: int, dim: int, combiner: str,
+               embeddings_initializer='uniform', embeddings_regularizer=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.num_ids, self.dim, self.combiner = num_ids, dim, combiner
+    self.embeddings_initializer = keras.initializers.get(
+        embeddings_initializer)
+    self.embeddings_regularizer = embeddings_regularizer
+
+  def build(self, input_shape):
+    self.embeddings = self.add_weight(
+        name='embeddings', shape=(self.num_ids, self.dim),
+        initializer=self.embeddings_initializer,
+        regularizer=self.embeddings_regularizer)
+    super().build(input_shape)
+
+  def call(self, ids):
+    ids = tf.sparse.retain(ids, tf.logical_and(ids.values >= 0,
+                                               ids.values < self.num_ids))
+    return tf.nn.safe_embedding_lookup_sparse(
+        self.embeddings, ids, combiner=self.combiner)
+
+  def get_config(self):
+    return dict(super().get_config(), num_ids=self.num_ids, dim=self.dim,
+                combiner=self.combiner)
+
+
 def _inputs(features: Sequence[ModelFeature]) -> Dict[str, keras.Input]:
-  # Transformed features are dense scalars per example: shape [batch].
-  return {f.name: keras.Input(shape=(), dtype=f.dtype, name=f.name)
+  # Transformed features are dense scalars per example, shape [batch], except
+  # multivalent ones: SparseTensors [batch, None] of ids.
+  return {f.name: (keras.Input(shape=(None,), dtype=f.dtype, sparse=True,
+                               name=f.name) if f.multivalent else
+                   keras.Input(shape=(), dtype=f.dtype, name=f.name))
           for f in features}
 
 
-def _wide_logit(features, inputs, hp: HParams):
+def _ids_embedding(f: ModelFeature, inputs, dim: int, name: str,
+                   initializer='uniform', regularizer=None, combiner='mean'):
+  """[batch, dim] embeddings of a categorical feature's id(s)."""
+  if f.multivalent:
+    return BagEmbedding(f.num_ids, dim, combiner,
+                        embeddings_initializer=initializer,
+                        embeddings_regularizer=regularizer,
+                        name=name)(inputs[f.name])
+  return keras.layers.Embedding(f.num_ids, dim,
+                                embeddings_initializer=initializer,
+                                embeddings_regularizer=regularizer,
+                                name=name)(inputs[f.name])
+
+
+def _wide_logit(features, inputs, hp: HParams, units: int):
   terms = []
   for f in features:
     if not (f.wide and f.categorical):
       continue
-    w = keras.layers.Embedding(
-        f.num_ids, 1, embeddings_initializer='zeros',
-        name=f'{WIDE_PREFIX}{f.name}')(inputs[f.name])
-    terms.append(w)
+    # A weight per id and logit; several ids in a row add up (multi-hot).
+    terms.append(_ids_embedding(f, inputs, units, f'{WIDE_PREFIX}{f.name}',
+                                initializer='zeros', combiner='sum'))
   for f in features:
     if f.wide and not f.categorical:
       terms.append(keras.layers.Dense(
-          1, use_bias=False, kernel_initializer='zeros',
+          units, use_bias=False, kernel_initializer='zeros',
           name=f'{WIDE_PREFIX}{f.name}')(keras.layers.Reshape(
               (1,), name=f'{WIDE_PREFIX}{f.name}_column')(inputs[f.name])))
   if not terms:
@@ -193,16 +253,15 @@ def _regularizer(hp: HParams):
   return keras.regularizers.L2(hp.deep_l2) if hp.deep_l2 else None
 
 
-def _deep_logit(features, inputs, hp: HParams):
+def _deep_logit(features, inputs, hp: HParams, units: int):
   parts = []
   for f in features:
     if not f.deep:
       continue
     if f.categorical:
-      parts.append(keras.layers.Embedding(
-          f.num_ids, f.embedding_dim,
-          embeddings_regularizer=_regularizer(hp),
-          name=f'{DEEP_PREFIX}embedding_{f.name}')(inputs[f.name]))
+      parts.append(_ids_embedding(
+          f, inputs, f.embedding_dim, f'{DEEP_PREFIX}embedding_{f.name}',
+          regularizer=_regularizer(hp)))
     else:
       parts.append(keras.layers.Reshape(
           (1,), name=f'{DEEP_PREFIX}numeric_{f.name}')(inputs[f.name]))
@@ -210,21 +269,23 @@ def _deep_logit(features, inputs, hp: HParams):
     return None
   x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
       name=f'{DEEP_PREFIX}input')(parts)
-  for i, units in enumerate(hp.hidden_units):
-    x = keras.layers.Dense(units, activation='relu',
+  for i, width in enumerate(hp.hidden_units):
+    x = keras.layers.Dense(width, activation='relu',
                            kernel_regularizer=_regularizer(hp),
                            name=f'{DEEP_PREFIX}hidden_{i}')(x)
     if hp.dropout:
       x = keras.layers.Dropout(hp.dropout, seed=hp.seed + i,
                                name=f'{DEEP_PREFIX}dropout_{i}')(x)
-  return keras.layers.Dense(1, name=f'{DEEP_PREFIX}logit')(x)
+  return keras.layers.Dense(units, name=f'{DEEP_PREFIX}logit')(x)
 
 
-def build_model(features: Sequence[ModelFeature], hp: HParams) -> WideDeepModel:
-  """The uncompiled wide & deep model: transformed features -> P(positive)."""
+def build_model(features: Sequence[ModelFeature], hp: HParams,
+                head: Head) -> WideDeepModel:
+  """The uncompiled wide & deep model: transformed features -> the head's
+  output (P(positive), class probabilities or the predicted value)."""
   inputs = _inputs(features)
-  wide = _wide_logit(features, inputs, hp)
-  deep = _deep_logit(features, inputs, hp)
+  wide = _wide_logit(features, inputs, hp, head.units)
+  deep = _deep_logit(features, inputs, hp, head.units)
   if wide is None and deep is None:
     raise InputError('the config defines no model features')
   if deep is None:
@@ -233,8 +294,7 @@ def build_model(features: Sequence[ModelFeature], hp: HParams) -> WideDeepModel:
     logit = deep
   else:
     logit = keras.layers.Add(name='logit')([wide, deep])
-  probabilities = keras.layers.Activation('sigmoid', name=OUTPUT_NAME)(logit)
-  return WideDeepModel(inputs=inputs, outputs=probabilities,
+  return WideDeepModel(inputs=inputs, outputs=head.output(logit),
                        name='wide_and_deep')
 
 
@@ -275,9 +335,10 @@ def make_optimizer(name: str, learning_rate, hp: HParams,
   return keras.optimizers.SGD(learning_rate, **kwargs)
 
 
-def compile_model(model: WideDeepModel, hp: HParams,
+def compile_model(model: WideDeepModel, hp: HParams, head: Head,
                   steps_per_epoch: Optional[int] = None) -> WideDeepModel:
-  """Loss, the two optimizers, and the metrics early stopping watches."""
+  """The head's loss and metrics (early stopping watches one), and the two
+  optimizers."""
   has_wide = any(l.name.startswith(WIDE_PREFIX) and l.trainable_weights
                  for l in model.layers)
   model.compile(
@@ -289,12 +350,8 @@ def compile_model(model: WideDeepModel, hp: HParams,
           hp.deep_optimizer,
           learning_rate(hp.deep_learning_rate, hp, steps_per_epoch), hp,
           wide=False),
-      loss=keras.losses.BinaryCrossentropy(),
-      metrics=[
-          keras.metrics.AUC(name='auc', num_thresholds=1000),
-          keras.metrics.BinaryAccuracy(name='accuracy',
-                                       threshold=hp.threshold),
-      ])
+      loss=head.loss(),
+      metrics=head.keras_metrics(hp.threshold))
   return model
 
 
@@ -305,10 +362,13 @@ class ReduceOnPlateau(keras.callbacks.Callback):
   again (Keras' ReduceLROnPlateau only knows the model's one optimizer)."""
 
   def __init__(self, monitor: str = 'val_auc', factor: float = 0.5,
-               patience: int = 2, min_fraction: float = 0.05):
+               patience: int = 2, min_fraction: float = 0.05,
+               mode: str = 'max'):
     super().__init__()
     self.monitor, self.factor, self.patience = monitor, factor, patience
     self.min_fraction = min_fraction
+    # Compared as "higher is better": a metric to minimise is negated.
+    self._sign = 1.0 if mode == 'max' else -1.0
     self._best, self._wait, self._base = -float('inf'), 0, {}
     self.reductions = []
 
@@ -324,6 +384,7 @@ class ReduceOnPlateau(keras.callbacks.Callback):
     value = (logs or {}).get(self.monitor)
     if value is None:
       return
+    value = self._sign * value
     if value > self._best:
       self._best, self._wait = value, 0
       return

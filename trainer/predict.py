@@ -13,6 +13,8 @@ Rows are in the dataset's own dialect, with or without the label column (a
 label, when present, is echoed in the output so predictions can be compared).
 Each data row gives one JSON line, in input order:
   {"source": ..., "line": 12, "probability": 0.83, "class": ">50K", "label": ...}
+(that is a binary model; a multiclass one writes "class" and "probabilities"
+{class: p, ...}, a regression one "prediction" in the label's units)
 and a row that cannot be read (wrong number of fields, a non-number in a
 numeric column, bad encoding) gives {"source", "line", "error", "raw"} instead
 of stopping the run. A missing value ('?', empty, any configured token) is not
@@ -29,9 +31,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from pipeline import values as raw_values
 from pipeline.config import DatasetConfig
 from pipeline.errors import UserError
-from trainer import export
+from trainer import export, heads
 
 DEFAULT_BATCH_SIZE = 1024
 
@@ -44,7 +47,7 @@ class RowEncoder:
   """CSV fields of one row -> serialized raw tf.Example (without the label)."""
 
   def __init__(self, config: DatasetConfig):
-    self._config = config
+    self.config = config
     self._missing = frozenset(config.missing_values)
     self._label = config.label.column
     self._features = {c.name: c for c in config.feature_columns}
@@ -56,14 +59,14 @@ class RowEncoder:
 
   def set_header(self, fields: Sequence[str]) -> None:
     names = [f.strip() for f in fields]
-    unknown = [n for n in names if n not in self._config.column_names]
+    unknown = [n for n in names if n not in self.config.column_names]
     if unknown:
       raise UserError(f'header names unknown column(s) {unknown}; the config '
-                      f'columns are {", ".join(self._config.column_names)}')
+                      f'columns are {", ".join(self.config.column_names)}')
     self._header = names
 
   def split(self, text: str) -> List[str]:
-    opts = self._config.csv
+    opts = self.config.csv
     try:
       return next(csv.reader([text], delimiter=opts.delimiter,
                              quotechar=opts.quote_char,
@@ -93,13 +96,20 @@ class RowEncoder:
       if name == self._label:
         text = value.strip()
         if text and text not in self._missing:
-          label = self._config.label.aliases.get(text, text)
+          label = self.config.label.aliases.get(text, text)
         continue
       column = self._features.get(name)
       if column is None or value.strip() in self._missing:
         continue  # not a model input, or missing: the graph imputes it
       feature = example.features.feature[name]
-      if column.type == 'int':
+      if column.is_list:
+        feature.bytes_list.value.extend(
+            item.encode('utf-8')
+            for item in raw_values.split_list(value, column.separator))
+      elif column.type in _SPELLED:
+        feature.int64_list.value.append(
+            _spelled(name, value, _SPELLED[column.type]))
+      elif column.type == 'int':
         feature.int64_list.value.append(_to_int(name, value))
       elif column.type == 'float':
         feature.float_list.value.append(_to_float(name, value))
@@ -107,6 +117,19 @@ class RowEncoder:
         # Sent as written: trimming and missing tokens are the graph's job.
         feature.bytes_list.value.append(value.encode('utf-8'))
     return example.SerializeToString(), label
+
+
+# Columns whose raw values have several spellings, carried as int64 (0/1,
+# epoch seconds) exactly as the preprocess job's cleanse stage carries them.
+_SPELLED = {'bool': raw_values.parse_bool,
+            'timestamp': raw_values.parse_timestamp}
+
+
+def _spelled(name: str, value: str, parse) -> int:
+  try:
+    return parse(value)
+  except ValueError as e:
+    raise RowError(f'{name}: {e}') from None
 
 
 def _to_float(name: str, value: str) -> float:
@@ -133,15 +156,95 @@ def _to_int(name: str, value: str) -> int:
   return int(number)
 
 
-def _lines(path: str, encoding: str) -> Iterator[Tuple[int, Any]]:
-  """(1-based line number, text or a UnicodeDecodeError) per line."""
+def _data_lines(path: str, encoder: 'RowEncoder'
+               ) -> Iterator[Tuple[int, Any]]:
+  """(1-based line number, text or a UnicodeDecodeError) per data line of a
+  file in the config's dialect: blank and comment lines skipped, the header
+  line (when the dialect has one) given to the encoder instead."""
+  opts = encoder.config.csv
+  header_seen = False
   with tf.io.gfile.GFile(path, 'rb') as f:
     for n, raw in enumerate(f, start=1):
       raw = raw.rstrip(b'\r\n')
       try:
-        yield n, raw.decode(encoding)
+        text = raw.decode(opts.encoding)
       except UnicodeDecodeError as e:
         yield n, e
+        continue
+      stripped = text.strip()
+      if not stripped or (opts.comment_prefix and
+                          stripped.startswith(opts.comment_prefix)):
+        continue
+      if opts.header and not header_seen:
+        header_seen = True
+        encoder.set_header(encoder.split(text))
+        continue
+      yield n, text
+
+
+# ------------------------------------------------- window features of a file
+
+
+def file_window_values(config: DatasetConfig, path: str
+                      ) -> Dict[int, Dict[str, float]]:
+  """{line number: {window column: value}} over the data rows of `path`.
+
+  The config's window aggregations (pipeline/windows.py) computed over the
+  rows of this one file, grouped by entity, as preprocess computes them over
+  an input. A row whose entity or timestamp cannot be read gets no value
+  (the graph imputes it), and is in no other row's window. A window column
+  the file itself carries is not read from it: the file's columns are the
+  config's input columns.
+  """
+  # Imported here: Beam and Arrow load only for a config with windows.
+  from pipeline import windows  # pylint: disable=g-import-not-at-top
+  encoder = RowEncoder(config)
+  missing = frozenset(config.missing_values)
+  used = {n for w in config.windows for n in (w.entity, w.timestamp, w.value)
+          if n}
+  columns = {n: config.column(n) for n in used}
+
+  def typed(name: str, text: str) -> Any:
+    text = text.strip()
+    if text in missing:
+      return None
+    column = columns[name]
+    try:
+      if column.type == 'timestamp':
+        return raw_values.parse_timestamp(text)
+      if column.type == 'int':
+        return _to_int(name, text)
+      if column.type == 'float':
+        return _to_float(name, text)
+    except ValueError:  # RowError too: unreadable is missing here
+      return None
+    return text
+
+  line_numbers, rows = [], []
+  for line_no, text in _data_lines(path, encoder):
+    if isinstance(text, UnicodeDecodeError):
+      continue
+    try:
+      fields = encoder.split(text)
+      names = encoder._names_for(fields)  # pylint: disable=protected-access
+    except RowError:
+      continue
+    line_numbers.append(line_no)
+    rows.append({n: typed(n, v) for n, v in zip(names, fields) if n in used})
+  values = windows.rows_window_values(config.windows, rows)
+  return {n: {k: v for k, v in row.items() if v is not None}
+          for n, row in zip(line_numbers, values)}
+
+
+def with_window_values(serialized: bytes, values: Optional[Dict[str, float]]
+                      ) -> bytes:
+  """A serialized raw tf.Example with window columns added."""
+  if not values:
+    return serialized
+  example = tf.train.Example.FromString(serialized)
+  for name, value in values.items():
+    example.features.feature[name].float_list.value[:] = [value]
+  return example.SerializeToString()
 
 
 class Predictor:
@@ -152,14 +255,20 @@ class Predictor:
     self.config = export.load_export_config(self.export_dir)
     self._loaded = tf.saved_model.load(self.export_dir)
     self._fn = self._loaded.signatures[export.DEFAULT_SIGNATURE]
+    self.head = heads.make_head(self.config)
 
-  def predict(self, serialized: Sequence[bytes]
-             ) -> Tuple[List[float], List[str]]:
+  def predict(self, serialized: Sequence[bytes]) -> Dict[str, Any]:
+    """The signature's outputs (numpy) for a batch of raw tf.Examples."""
     out = self._fn(**{export.EXAMPLES_INPUT: tf.constant(list(serialized),
                                                          tf.string)})
-    probs = out[export.PROBABILITIES].numpy().reshape(-1).tolist()
-    classes = [c.decode('utf-8') for c in out[export.CLASSES].numpy()]
-    return probs, classes
+    return {k: v.numpy() for k, v in out.items()}
+
+  def rows(self, serialized: Sequence[bytes]) -> List[Dict[str, Any]]:
+    """One dict per example with the head's fields: probability and class
+    (binary), class and probabilities per class (multiclass) or
+    prediction (regression)."""
+    out = self.predict(serialized)
+    return [self.head.row_fields(out, i) for i in range(len(serialized))]
 
 
 def predict_file(predictor: Predictor, path: str, write,
@@ -171,35 +280,27 @@ def predict_file(predictor: Predictor, path: str, write,
   counts = {'rows': 0, 'scored': 0, 'errors': 0}
   pending: List[Dict[str, Any]] = []  # results in input order
   batch: List[Tuple[int, bytes]] = []  # (index into pending, example)
-  header_seen = False
+  window_values = (file_window_values(config, path) if config.windows
+                   else None)
 
   def flush():
     if batch:
-      probs, classes = predictor.predict([ex for _, ex in batch])
-      for (i, _), p, c in zip(batch, probs, classes):
-        pending[i]['probability'] = p
-        pending[i]['class'] = c
+      fields = predictor.rows([ex for _, ex in batch])
+      for (i, _), row in zip(batch, fields):
+        pending[i].update(row)
     for result in pending:
       write(result)
     counts['scored'] += len(batch)
     pending.clear()
     batch.clear()
 
-  for line_no, text in _lines(path, opts.encoding):
+  for line_no, text in _data_lines(path, encoder):
     if isinstance(text, UnicodeDecodeError):
       counts['rows'] += 1
       counts['errors'] += 1
       pending.append({'source': path, 'line': line_no,
                       'error': f'not valid {opts.encoding} at byte '
                                f'{text.start}', 'raw': None})
-      continue
-    stripped = text.strip()
-    if not stripped or (opts.comment_prefix and
-                        stripped.startswith(opts.comment_prefix)):
-      continue
-    if opts.header and not header_seen:
-      header_seen = True
-      encoder.set_header(encoder.split(text))
       continue
     counts['rows'] += 1
     result: Dict[str, Any] = {'source': path, 'line': line_no}
@@ -210,6 +311,8 @@ def predict_file(predictor: Predictor, path: str, write,
       result.update({'error': str(e), 'raw': text})
       pending.append(result)
       continue
+    if window_values is not None:
+      serialized = with_window_values(serialized, window_values.get(line_no))
     if label is not None:
       result['label'] = label
     pending.append(result)

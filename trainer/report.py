@@ -11,6 +11,11 @@ drawn with matplotlib on its Agg canvas (no display needed):
   learning_curves.png        loss and AUC per epoch, train and eval
   calibration.png            reliability diagram and the score histogram
 
+That page is a binary classifier's. A multiclass model's page has per-class
+metrics and a K x K confusion_matrix.png; a regression model's has
+predicted_vs_actual.png and residuals.png (in the label's units); both have
+the learning curves of the metric early stopping watched.
+
 Per-slice metrics: the transformed TFRecords hold no raw column values, so the
 slices are computed from the raw rows the preprocess job writes with
 --write-raw (DIR/raw/{split}-*.tfrecord.gz), scored through the exported
@@ -35,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import features as raw_features
-from pipeline.config import DatasetConfig
+from pipeline.config import MULTICLASS, DatasetConfig
 from trainer import evaluate, export
 
 REPORT_FILE = 'report.html'
@@ -329,10 +334,11 @@ def _plot_confusion(doc, splits, classes, path):
   _save(fig, path)
 
 
-def _plot_learning(history: Mapping[str, Sequence[float]], best_epoch, path):
+def _plot_learning(history: Mapping[str, Sequence[float]], best_epoch, path,
+                   metric: str = 'auc', metric_title: str = 'ROC AUC (streaming)'):
   fig, axes = _subplots(1, 2, figsize=(10, 4))
-  for ax, key, title in ((axes[0], 'loss', 'loss (log loss)'),
-                         (axes[1], 'auc', 'ROC AUC (streaming)')):
+  for ax, key, title in ((axes[0], 'loss', 'loss'),
+                         (axes[1], metric, metric_title)):
     for prefix, split in (('', 'train'), ('val_', 'eval')):
       values = history.get(prefix + key)
       if values:
@@ -520,6 +526,21 @@ window.addEventListener('load', function () {
 '''
 
 
+def _page_header(doc: Mapping[str, Any], title: str) -> str:
+  return f'''<h1>{_e(title)}</h1>
+<p class="muted">Created {_e(doc.get("created", ""))}; model
+<code>{_e(doc.get("export_dir", ""))}</code>; numbers from
+<a href="metrics.json">metrics.json</a>.
+<span id="image-status">images not checked (scripts off?)</span></p>'''
+
+
+def _page(title: str, body: str) -> str:
+  return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+          f'<title>{_e(title)}</title><style>{_STYLE}</style></head>'
+          f'<body>{body}<script>{_IMAGE_CHECK_SCRIPT}</script></body>'
+          '</html>\n')
+
+
 def render(doc: Mapping[str, Any], model_dir: str,
            classes: Sequence[str]) -> str:
   splits = evaluate.splits_in_order(
@@ -542,11 +563,7 @@ def render(doc: Mapping[str, Any], model_dir: str,
     imbalance.append(f'minority class oversampled to {hp["oversample"]} of '
                      'the training stream')
   body = f'''
-<h1>{_e(title)}</h1>
-<p class="muted">Created {_e(doc.get("created", ""))}; model
-<code>{_e(doc.get("export_dir", ""))}</code>; numbers from
-<a href="metrics.json">metrics.json</a>.
-<span id="image-status">images not checked (scripts off?)</span></p>
+{_page_header(doc, title)}
 
 <h2>Metrics</h2>
 <p>Positive class <strong>{_e(doc.get("positive_class", classes[1]))}</strong>.
@@ -587,10 +604,7 @@ on the diagonal the probabilities mean what they say.</p>
 <h2>Data</h2>
 {_stats_link(model_dir, doc.get("preprocess_dir", ""))}
 '''
-  return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-          f'<title>{_e(title)}</title><style>{_STYLE}</style></head>'
-          f'<body>{body}<script>{_IMAGE_CHECK_SCRIPT}</script></body>'
-          '</html>\n')
+  return _page(title, body)
 
 
 def write_report(model_dir: str, doc: Mapping[str, Any],
@@ -619,4 +633,187 @@ def write_report(model_dir: str, doc: Mapping[str, Any],
   path = os.path.join(model_dir, REPORT_FILE)
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(render(doc, model_dir, classes))
+  return path
+
+
+# ------------------------------------------- multiclass and regression pages
+
+TASK_IMAGES = {
+    'confusion': 'confusion_matrix.png',
+    'learning': 'learning_curves.png',
+    'scatter': 'predicted_vs_actual.png',
+    'residuals': 'residuals.png',
+}
+_MONITOR_TITLES = {'cross_entropy': 'cross entropy (streaming)',
+                   'rmse': 'RMSE (streaming, fitted scale)'}
+_PER_CLASS_COLUMNS = [('support', 'rows', '{:,d}'),
+                      ('precision', 'precision', '{:.4f}'),
+                      ('recall', 'recall', '{:.4f}'), ('f1', 'F1', '{:.4f}'),
+                      ('roc_auc', 'ROC AUC (one vs rest)', '{:.4f}')]
+_SCATTER_POINTS = 5000
+
+
+def _rows_table(doc, splits, rows) -> str:
+  head = ''.join(f'<th>{_e(s)}</th>' for s in splits)
+  trs = []
+  for key, title, spec in rows:
+    cells = ''.join(_cell(doc[s][key], spec, f'{s}.{key}') if key in doc[s]
+                    else '<td></td>' for s in splits)
+    trs.append(f'<tr><th scope="row">{_e(title)}</th>{cells}</tr>')
+  return (f'<table class="metrics"><thead><tr><th>metric</th>{head}</tr>'
+          f'</thead><tbody>{"".join(trs)}</tbody></table>')
+
+
+def _per_class_tables(doc, splits) -> str:
+  out = []
+  for s in splits:
+    head = ''.join(f'<th>{_e(t)}</th>' for _, t, _ in _PER_CLASS_COLUMNS)
+    trs = []
+    for name, m in doc[s]['per_class'].items():
+      cells = ''.join(_cell(m[k], spec, f'{s}.per_class.{name}.{k}')
+                      for k, _, spec in _PER_CLASS_COLUMNS)
+      trs.append(f'<tr><th scope="row">{_e(name)}</th>{cells}</tr>')
+    out.append(f'<table class="per-class"><caption>{_e(s)}</caption><thead>'
+               f'<tr><th>class</th>{head}</tr></thead><tbody>{"".join(trs)}'
+               '</tbody></table>')
+  return ''.join(out)
+
+
+def _plot_class_confusion(doc, splits, path):
+  """K x K counts per split, each row shaded by its share of the true
+  class (so rare classes stay readable)."""
+  k = len(doc[splits[0]]['classes'])
+  size = max(4.2, 0.55 * k + 2)
+  fig, axes = _subplots(1, len(splits), figsize=(size * len(splits), size),
+                        squeeze=False)
+  for ax, split in zip(axes[0], splits):
+    classes = doc[split]['classes']
+    grid = np.array(doc[split]['confusion_matrix'], dtype=np.int64)
+    share = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
+    if k <= 20:
+      for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f'{v:,d}', ha='center', va='center', fontsize=9,
+                color='white' if share[i, j] > 0.5 else 'black')
+    ax.set_xticks(range(k), labels=classes, rotation=45, ha='right')
+    ax.set_yticks(range(k), labels=classes)
+    ax.set(xlabel='predicted', ylabel='true', title=split)
+  _save(fig, path)
+
+
+def _plot_predicted_vs_actual(predictions, head, path):
+  fig, ax = _subplots(figsize=(5.5, 5))
+  low, high = math.inf, -math.inf
+  rng = np.random.default_rng(0)
+  for split, (y, p) in predictions.items():
+    y, p = head.to_label_units(y), head.to_label_units(p)
+    if y.size > _SCATTER_POINTS:  # a fixed sample keeps the PNG light
+      keep = rng.choice(y.size, _SCATTER_POINTS, replace=False)
+      y, p = y[keep], p[keep]
+    if y.size:
+      low = min(low, float(y.min()), float(p.min()))
+      high = max(high, float(y.max()), float(p.max()))
+    ax.scatter(y, p, s=6, alpha=0.4, color=_SPLIT_COLORS.get(split),
+               label=split)
+  if math.isfinite(low):
+    ax.plot([low, high], [low, high], ':', color='grey', label='y = x')
+  if head.log_target:
+    ax.set(xscale='symlog', yscale='symlog')
+  ax.set(xlabel='actual', ylabel='predicted', title='Predicted vs actual')
+  ax.legend(loc='upper left')
+  _save(fig, path)
+
+
+def _plot_residuals(predictions, head, path):
+  fig, ax = _subplots(figsize=(5.5, 4.2))
+  for split, (y, p) in predictions.items():
+    err = head.to_label_units(p) - head.to_label_units(y)
+    if err.size:
+      ax.hist(err, bins=50, histtype='step', lw=1.5,
+              color=_SPLIT_COLORS.get(split), label=split)
+  ax.axvline(0, ls=':', color='grey')
+  ax.set(xlabel='predicted - actual', ylabel='rows',
+         title='Distribution of errors')
+  ax.legend()
+  _save(fig, path)
+
+
+def render_task(doc: Mapping[str, Any], model_dir: str, head) -> str:
+  """The page of a multiclass or regression model."""
+  splits = evaluate.splits_in_order(s for s in ('eval', 'test') if s in doc)
+  hp = doc.get('hparams', {})
+  training = doc.get('training', {})
+  title = f'{doc.get("dataset", "model")}: evaluation report'
+  img = lambda key, alt: (f'<img src="{TASK_IMAGES[key]}" alt="{_e(alt)}" '
+                          f'data-plot="{key}">')
+  if head.task == MULTICLASS:
+    about = (f'Multiclass label over {len(head.classes)} classes '
+             f'({_e(", ".join(head.classes))}); the predicted class is the '
+             'most probable one.')
+    if hp.get('class_weight', 'none') != 'none':
+      about += f' Class weights {_e(training.get("class_weight"))}.'
+    task_html = f'''
+<h2>Per class</h2>
+{_per_class_tables(doc, splits)}
+
+<h2>Confusion matrix</h2>
+<p>Rows: true class; columns: predicted. Shading: the share of the true
+class's rows.</p>
+<div>{img("confusion", "confusion matrices")}</div>
+'''
+  else:
+    about = ('Regression; metrics in the label\'s own units' +
+             (' (the model fits log1p of the label; predictions are '
+              'expm1 of its output)' if head.log_target else '') + '.')
+    task_html = f'''
+<h2>Predictions</h2>
+{img("scatter", "predicted against actual")} {img("residuals", "errors")}
+'''
+  body = f'''
+{_page_header(doc, title)}
+
+<h2>Metrics</h2>
+<p>{about} The test split played no part in training or early stopping.</p>
+{_rows_table(doc, splits, head.table_rows())}
+<p class="muted">Model: {_e(hp.get("model_type", ""))}, hidden units
+{_e(hp.get("hidden_units", ""))}; {_e(training.get("epochs_run", ""))}
+epochs in {_e(training.get("seconds", ""))} s (best epoch
+{_e(training.get("best_epoch", ""))} by {_e(training.get("monitor", ""))},
+weights restored from it).</p>
+{task_html}
+<h2>Learning curves</h2>
+<p>Per epoch, on train (as trained) and on eval.</p>
+{img("learning", "loss per epoch")}
+
+<h2>Data</h2>
+{_stats_link(model_dir, doc.get("preprocess_dir", ""))}
+'''
+  return _page(title, body)
+
+
+def write_task_report(model_dir: str, doc: Mapping[str, Any],
+                      predictions: Mapping[str, Tuple[np.ndarray, np.ndarray]],
+                      head) -> str:
+  """MDIR/report.html for a multiclass or regression model: the head's
+  metrics per split, per-class metrics and a K x K confusion matrix
+  (multiclass) or predicted-vs-actual and error plots (regression), and the
+  learning curves. `predictions`: split -> (labels, model outputs)."""
+  splits = evaluate.splits_in_order(s for s in predictions if s in doc)
+  predictions = {s: predictions[s] for s in splits}
+  training = doc.get('training', {})
+  metric = head.monitor[len('val_'):]
+  _plot_learning(training.get('history', {}), training.get('best_epoch'),
+                 os.path.join(model_dir, TASK_IMAGES['learning']), metric,
+                 _MONITOR_TITLES.get(metric, metric))
+  if head.task == MULTICLASS:
+    _plot_class_confusion(doc, splits,
+                          os.path.join(model_dir, TASK_IMAGES['confusion']))
+  else:
+    _plot_predicted_vs_actual(predictions, head,
+                              os.path.join(model_dir, TASK_IMAGES['scatter']))
+    _plot_residuals(predictions, head,
+                    os.path.join(model_dir, TASK_IMAGES['residuals']))
+  path = os.path.join(model_dir, REPORT_FILE)
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(render_task(doc, model_dir, head))
   return path

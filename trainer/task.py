@@ -16,10 +16,12 @@ overridden by flags of the same name.
 
 Writes MDIR/logs/ (TensorBoard), MDIR/metrics.json (eval and, when DIR has a
 test split, test metrics), MDIR/export/<version>/ (the serving SavedModel) and
-MDIR/report.html with its PNGs. Early stopping watches the eval split's AUC and
-restores the best epoch's weights; the decision threshold is chosen on the
-eval split's predictions; the test split is never looked at before the final
-evaluation.
+MDIR/report.html with its PNGs. The label's task (binary, multiclass,
+regression; see trainer/heads.py) decides the model's output, loss and
+metrics. Early stopping watches the eval split (AUC for binary labels, cross
+entropy for multiclass, RMSE for regression) and restores the best epoch's
+weights; a binary model's decision threshold is chosen on the eval split's
+predictions; the test split is never looked at before the final evaluation.
 
 With --folds K it instead trains K models on hash folds of train + eval (a
 record's fold is a fingerprint of its bytes), each validated, early-stopped and
@@ -36,15 +38,16 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from pipeline.config import DatasetConfig, load_config
+from pipeline.config import BINARY, MULTICLASS, DatasetConfig, load_config
 from pipeline.errors import ConfigError, UserError
-from trainer import data, distribute, evaluate, export, hparams, model, report
+from trainer import (data, distribute, evaluate, export, heads, hparams, model,
+                     report)
 
 CONFIG_COPY = 'config.yaml'
 LOGS_DIR = 'logs'
@@ -135,14 +138,30 @@ class Records:
   record_filter: Optional[Callable] = None
 
 
-def _class_weight(hp: hparams.HParams, negatives: int,
-                  positives: int) -> Optional[Dict[int, float]]:
+def _class_weight(hp: hparams.HParams, task: str,
+                  counts: Mapping[int, int]) -> Optional[Dict[int, float]]:
+  """Keras class weights; 'balanced' gives each class n / (K * n_class)."""
   if hp.class_weight == 'none':
     return None
+  if task not in (BINARY, MULTICLASS):
+    raise ConfigError(f'model.class_weight: {hp.class_weight!r} weighs '
+                      f'classes, but the label task is {task}; use none')
   if hp.class_weight == 'balanced':
-    n = negatives + positives
-    return {0: n / (2.0 * max(negatives, 1)), 1: n / (2.0 * max(positives, 1))}
+    n = sum(counts.values())
+    k = len(counts)
+    return {c: n / (k * max(counts.get(c, 0), 1)) for c in range(k)}
+  if task != BINARY:
+    raise ConfigError(f'model.class_weight: {hp.class_weight!r} weighs the '
+                      'positive class of a binary label; a multiclass label '
+                      'takes balanced or none')
   return {0: 1.0, 1: float(hp.class_weight)}
+
+
+def _class_counts(config: DatasetConfig,
+                  summary: Mapping[str, Any]) -> Dict[int, int]:
+  """Rows per class index (0 for classes absent from train)."""
+  counts = summary.get('counts', {})
+  return {i: int(counts.get(i, 0)) for i in range(len(config.label.classes))}
 
 
 def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
@@ -158,19 +177,30 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
   """
   spec = data.feature_spec(tft_output)
   label = config.label.column
+  task = config.label.task
   train_records = train_records or Records(
       data.require_files(preprocess_dir, 'train'))
   val_records = val_records or Records(
       data.require_files(preprocess_dir, 'eval'))
-  negatives, positives = data.label_counts(
-      train_records.files, spec, label, train_records.record_filter)
-  if not negatives + positives:
+  labels = data.label_summary(train_records.files, spec, label,
+                              train_records.record_filter)
+  if not labels['rows']:
     raise UserError(f'no training records in {preprocess_dir}')
-  minority = 1 if positives <= negatives else 0
-  majority_rows = max(negatives, positives)
-  natural_share = min(negatives, positives) / (negatives + positives)
+  head = heads.make_head(config, labels)
+  counts = (_class_counts(config, labels) if config.label.is_classification
+            else {})
   steps_per_epoch = hp.steps_per_epoch
+  minority = 1
+  if hp.oversample and task != BINARY:
+    raise ConfigError(f'model.oversample: {hp.oversample} oversamples the '
+                      f'minority class of a binary label, but the label task '
+                      f'is {task}; use 0 (or class_weight: balanced for '
+                      'multiclass)')
   if hp.oversample:
+    negatives, positives = counts[0], counts[1]
+    minority = 1 if positives <= negatives else 0
+    majority_rows = max(negatives, positives)
+    natural_share = min(negatives, positives) / (negatives + positives)
     if hp.oversample <= natural_share:
       raise ConfigError(
           f'oversample: {hp.oversample} is not above the minority class\' '
@@ -179,34 +209,37 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
     # One epoch passes over the majority class about once.
     steps_per_epoch = steps_per_epoch or math.ceil(
         majority_rows / (1.0 - hp.oversample) / hp.batch_size)
-  schedule_steps = steps_per_epoch or math.ceil(
-      (negatives + positives) / hp.batch_size)
-  class_weight = _class_weight(hp, negatives, positives)
+  schedule_steps = steps_per_epoch or math.ceil(labels['rows'] /
+                                                hp.batch_size)
+  class_weight = _class_weight(hp, task, counts)
 
   train_ds = data.make_dataset(
       train_records.files, spec, label, hp.batch_size, training=True,
       shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, cache=hp.cache,
       repeat=hp.steps_per_epoch is not None,
       record_filter=train_records.record_filter, oversample=hp.oversample,
-      minority_label=minority)
+      minority_label=minority, label_dtype=head.label_dtype)
   eval_ds = data.make_dataset(val_records.files, spec, label, EVAL_BATCH_SIZE,
                               training=False, cache=hp.cache,
-                              record_filter=val_records.record_filter)
+                              record_filter=val_records.record_filter,
+                              label_dtype=head.label_dtype)
 
   features = model.model_features(config, tft_output, hp)
   with strategy.scope():
-    m = model.compile_model(model.build_model(features, hp), hp,
+    m = model.compile_model(model.build_model(features, hp, head), hp, head,
                             steps_per_epoch=schedule_steps)
 
   early = keras.callbacks.EarlyStopping(
-      monitor='val_auc', mode='max', patience=hp.early_stopping_patience,
+      monitor=head.monitor, mode=head.monitor_mode,
+      patience=hp.early_stopping_patience,
       restore_best_weights=True, verbose=1 if verbose else 0)
   timer = _EpochTimer()
   callbacks = [early, timer]
   plateau = None
   if hp.lr_schedule == 'plateau':
-    plateau = model.ReduceOnPlateau('val_auc', hp.lr_decay_factor,
-                                    hp.lr_patience, hp.lr_min_fraction)
+    plateau = model.ReduceOnPlateau(head.monitor, hp.lr_decay_factor,
+                                    hp.lr_patience, hp.lr_min_fraction,
+                                    mode=head.monitor_mode)
     callbacks.append(plateau)
   if chief:
     callbacks.append(keras.callbacks.TensorBoard(
@@ -217,14 +250,16 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                   class_weight=class_weight, verbose=verbose)
   seconds = time.monotonic() - start
-  val_auc = history.history.get('val_auc', [])
+  watched = history.history.get(head.monitor, [])
+  best = (max if head.monitor_mode == 'max' else min)
   summary = {
       'seconds': round(seconds, 2),
       'epochs_run': timer.epochs,
-      'best_epoch': early.best_epoch + 1 if val_auc else None,
-      'best_val_auc_streaming': (float(max(val_auc)) if val_auc else None),
+      'best_epoch': early.best_epoch + 1 if watched else None,
+      'monitor': head.monitor,
+      'best_monitor_streaming': float(best(watched)) if watched else None,
       'replicas': strategy.num_replicas_in_sync,
-      'train_label_counts': {'negative': negatives, 'positive': positives},
+      'train_rows': labels['rows'],
       'class_weight': ({str(k): v for k, v in class_weight.items()}
                        if class_weight else None),
       'oversample': hp.oversample or None,
@@ -233,18 +268,28 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
       'history': {k: [float(v) for v in vals]
                   for k, vals in history.history.items()},
   }
-  return m, features, summary
+  if task == BINARY:
+    summary['train_label_counts'] = {'negative': counts[0],
+                                     'positive': counts[1]}
+  elif task == MULTICLASS:
+    summary['train_label_counts'] = {
+        c: counts[i] for i, c in enumerate(config.label.classes)}
+  else:
+    summary['train_label'] = {'mean': labels['mean'], 'std': labels['std']}
+  return m, features, head, summary
 
 
 def _eval_datasets(config: DatasetConfig, tft_output, preprocess_dir: str,
                    splits: Sequence[str]) -> Dict[str, tf.data.Dataset]:
   spec = data.feature_spec(tft_output)
+  dtype = heads.make_head(config).label_dtype
   datasets = {}
   for split in splits:
     files = data.split_files(preprocess_dir, split)
     if files:
       datasets[split] = data.make_dataset(
-          files, spec, config.label.column, EVAL_BATCH_SIZE, training=False)
+          files, spec, config.label.column, EVAL_BATCH_SIZE, training=False,
+          label_dtype=dtype)
   return datasets
 
 
@@ -273,58 +318,64 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run_folds(args, config, tft_output, hp, strategy, chief,
                      total_start)
 
-  m, features, summary = train(config, tft_output, hp, args.preprocess_dir,
-                               args.model_dir, strategy, chief, args.verbose)
+  m, features, head, summary = train(
+      config, tft_output, hp, args.preprocess_dir, args.model_dir, strategy,
+      chief, args.verbose)
   summary['distribution_strategy'] = args.distribution_strategy
 
   predictions = evaluate.predict_splits(
       m, _eval_datasets(config, tft_output, args.preprocess_dir,
                         ('eval', 'test')))
-  labels, probs = predictions['eval']
-  selection = evaluate.choose_threshold(
-      labels, probs, hp.threshold_objective, hp.threshold_target,
-      hp.threshold)
-  selection['split'] = 'eval'
-  threshold = selection['threshold']
-  results = {split: evaluate.binary_metrics(y, p, threshold)
-             for split, (y, p) in predictions.items()}
-  at_half = {split: evaluate.binary_metrics(y, p, REFERENCE_THRESHOLD)
-             for split, (y, p) in predictions.items()}
+  doc: Dict[str, Any] = {}
+  threshold = hp.threshold
+  extra = {'hparams': hp.to_json()}
+  if head.has_threshold:
+    selection = evaluate.choose_threshold(
+        *predictions['eval'], hp.threshold_objective, hp.threshold_target,
+        hp.threshold)
+    selection['split'] = 'eval'
+    threshold = selection['threshold']
+    extra['threshold_selection'] = selection
+    doc.update({
+        'positive_class': config.label.positive,
+        'threshold': threshold,
+        'threshold_selection': selection,
+        REFERENCE_KEY: {split: head.metrics(y, p, REFERENCE_THRESHOLD)
+                        for split, (y, p) in predictions.items()},
+    })
+  doc.update({split: head.metrics(y, p, threshold)
+              for split, (y, p) in predictions.items()})
 
   export_dir = export.export_model(
       m, tft_output, config, [f.name for f in features], args.model_dir,
-      threshold, extra_metadata={'hparams': hp.to_json(),
-                                 'threshold_selection': selection},
-      write=chief)
+      threshold, extra_metadata=extra, write=chief, head=head)
 
-  doc = dict(results)
   doc.update({
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'dataset': config.name,
-      'positive_class': config.label.positive,
-      'threshold': threshold,
-      'threshold_selection': selection,
-      REFERENCE_KEY: at_half,
+      'task': config.label.task,
       'preprocess_dir': args.preprocess_dir,
       'export_dir': export_dir,
       'training': summary,
       'hparams': hp.to_json(),
   })
-  if chief:
+  if chief and head.has_threshold:
     # Per-slice metrics score the raw rows through the export just written.
     doc['slices'] = report.slice_metrics(
         export_dir, args.preprocess_dir, config, hp.slices, hp.slice_buckets,
         threshold, splits=list(predictions))
+  if chief:
     doc['report'] = os.path.join(args.model_dir, report.REPORT_FILE)
   doc['seconds_total'] = round(time.monotonic() - total_start, 2)
   if chief:
     evaluate.write_metrics(os.path.join(args.model_dir, evaluate.METRICS_FILE),
                            doc)
-    negative = [c for c in config.label.classes
-                if c != config.label.positive][0]
-    report.write_report(args.model_dir, doc, predictions,
-                        classes=(negative, config.label.positive))
+    if head.has_threshold:
+      report.write_report(args.model_dir, doc, predictions,
+                          classes=(head.negative, head.positive))
+    else:
+      report.write_task_report(args.model_dir, doc, predictions, head)
   return doc
 
 
@@ -343,7 +394,7 @@ def run_folds(args: argparse.Namespace, config: DatasetConfig,
     keras.backend.clear_session()
     keras.utils.set_random_seed(hp.seed)
     held_out = Records(files, data.fold_filter(k, fold, keep=True))
-    m, _, summary = train(
+    m, _, head, summary = train(
         config, tft_output, hp, args.preprocess_dir, args.model_dir, strategy,
         chief, args.verbose,
         train_records=Records(files, data.fold_filter(k, fold, keep=False)),
@@ -352,29 +403,32 @@ def run_folds(args: argparse.Namespace, config: DatasetConfig,
     datasets = dict(test)
     datasets['cv'] = data.make_dataset(
         files, spec, config.label.column, EVAL_BATCH_SIZE, training=False,
-        record_filter=held_out.record_filter)
+        record_filter=held_out.record_filter, label_dtype=head.label_dtype)
     predictions = evaluate.predict_splits(m, datasets)
-    selection = evaluate.choose_threshold(
-        *predictions['cv'], hp.threshold_objective, hp.threshold_target,
-        hp.threshold)
-    entry = {'fold': fold, 'threshold': selection['threshold'],
+    threshold = hp.threshold
+    if head.has_threshold:
+      threshold = evaluate.choose_threshold(
+          *predictions['cv'], hp.threshold_objective, hp.threshold_target,
+          hp.threshold)['threshold']
+    entry = {'fold': fold, 'threshold': threshold,
              'epochs_run': summary['epochs_run'],
              'best_epoch': summary['best_epoch'],
              'seconds': summary['seconds'],
-             'train_rows': sum(summary['train_label_counts'].values())}
+             'train_rows': summary['train_rows']}
     for split, (y, p) in predictions.items():
-      entry[split] = evaluate.binary_metrics(y, p, selection['threshold'])
-      entry[f'{split}_{REFERENCE_KEY}'] = evaluate.binary_metrics(
-          y, p, REFERENCE_THRESHOLD)
+      entry[split] = head.metrics(y, p, threshold)
+      if head.has_threshold:
+        entry[f'{split}_{REFERENCE_KEY}'] = head.metrics(
+            y, p, REFERENCE_THRESHOLD)
     per_fold.append(entry)
     if args.verbose:
-      print(f'trainer: fold {fold + 1}/{k}: held-out ROC AUC '
-            f'{entry["cv"]["roc_auc"]:.4f}, accuracy '
-            f'{entry["cv"]["accuracy"]:.4f} ({summary["epochs_run"]} epochs, '
+      key, title, _ = head.table_rows()[1]
+      print(f'trainer: fold {fold + 1}/{k}: held-out {title} '
+            f'{entry["cv"][key]:.4f} ({summary["epochs_run"]} epochs, '
             f'{summary["seconds"]:.1f}s)', flush=True)
-  sets = ['cv', f'cv_{REFERENCE_KEY}']
-  if test:
-    sets += ['test', f'test_{REFERENCE_KEY}']
+  sets = ['cv'] + (['test'] if test else [])
+  if head.has_threshold:
+    sets += [f'{s}_{REFERENCE_KEY}' for s in list(sets)]
   doc = {
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
@@ -383,7 +437,7 @@ def run_folds(args: argparse.Namespace, config: DatasetConfig,
       'fold_assignment': 'fingerprint of the serialized record modulo K '
                          '(tf.strings.to_hash_bucket_fast), over train + eval',
       'dataset': config.name,
-      'positive_class': config.label.positive,
+      'task': config.label.task,
       'preprocess_dir': args.preprocess_dir,
       'hparams': hp.to_json(),
       'per_fold': per_fold,
@@ -393,8 +447,11 @@ def run_folds(args: argparse.Namespace, config: DatasetConfig,
           [{key: f[key] for key in ('threshold', 'epochs_run', 'best_epoch',
                                     'seconds', 'train_rows')}
            for f in per_fold]),
+      'table_rows': [list(r) for r in head.table_rows()],
       'seconds_total': round(time.monotonic() - total_start, 2),
   }
+  if head.has_threshold:
+    doc['positive_class'] = config.label.positive
   if chief:
     evaluate.write_metrics(os.path.join(args.model_dir, evaluate.METRICS_FILE),
                            doc)
@@ -411,19 +468,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if doc.get('mode') == 'kfold':
     print(f'\ntrainer: {doc["folds"]}-fold cross-validation on train + eval '
           f'in {doc["seconds_total"]:.1f}s')
-    print(evaluate.format_fold_table(doc['summary']))
+    print(evaluate.format_fold_table(
+        doc['summary'], rows=[tuple(r) for r in doc['table_rows']]))
     return 0
   t = doc['training']
-  sel = doc['threshold_selection']
   print(f'\ntrainer: {t["epochs_run"]} epochs in {t["seconds"]:.1f}s '
-        f'(best epoch {t["best_epoch"]}, {t["replicas"]} replica(s))')
-  target = f' {sel["target"]}' if sel.get('target') is not None else ''
-  print(f'trainer: threshold {doc["threshold"]:.4f} ({sel["objective"]}'
-        f'{target}, chosen on {sel["split"]})')
+        f'(best epoch {t["best_epoch"]} by {t["monitor"]}, '
+        f'{t["replicas"]} replica(s))')
   order = evaluate.splits_in_order(k for k in ('eval', 'test') if k in doc)
-  print(evaluate.format_table({s: doc[s] for s in order}))
-  print(f'at threshold {REFERENCE_THRESHOLD} (reference):')
-  print(evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in order}))
+  head = heads.make_head(load_config(os.path.join(doc['preprocess_dir'],
+                                                 CONFIG_COPY)))
+  if head.has_threshold:
+    sel = doc['threshold_selection']
+    target = f' {sel["target"]}' if sel.get('target') is not None else ''
+    print(f'trainer: threshold {doc["threshold"]:.4f} ({sel["objective"]}'
+          f'{target}, chosen on {sel["split"]})')
+  print(heads.format_table(head, {s: doc[s] for s in order}))
+  if head.has_threshold:
+    print(f'at threshold {REFERENCE_THRESHOLD} (reference):')
+    print(evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in order}))
   print(f'trainer: exported {doc["export_dir"]}')
   if 'report' in doc:
     print(f'trainer: report {doc["report"]}')

@@ -1,0 +1,77 @@
+"""A `python -m trainer.serve` child process on a free loopback port, and
+the few HTTP calls the tests make to it."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT
+
+_READY = re.compile(r'http://127\.0\.0\.1:(\d+)/v1/models/(\S+)')
+
+
+class Server:
+  """A `python -m trainer.serve` child process and a tiny HTTP client."""
+
+  def __init__(self, model_dir, workdir, *flags):
+    os.makedirs(workdir, exist_ok=True)
+    self.out_path = os.path.join(workdir, 'server.out')
+    self.err_path = os.path.join(workdir, 'server.err')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
+    with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
+      self.proc = subprocess.Popen(
+          [sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
+           '--port', '0', *flags], cwd=str(ROOT), stdout=out, stderr=err,
+          env=env)
+    deadline = time.time() + 180
+    while True:
+      with open(self.out_path) as f:
+        match = _READY.search(f.read())
+      if match:
+        self.port, self.name = int(match.group(1)), match.group(2)
+        break
+      if self.proc.poll() is not None or time.time() > deadline:
+        self.stop()
+        raise AssertionError(f'server did not start:\n{self.stderr()[-3000:]}')
+      time.sleep(0.2)
+
+  def stderr(self):
+    with open(self.err_path) as f:
+      return f.read()
+
+  def request(self, method, path, body=None, headers=None, timeout=60):
+    """(status, parsed JSON body, response headers)."""
+    if isinstance(body, (dict, list)):
+      body = json.dumps(body)
+    if isinstance(body, str):
+      body = body.encode('utf-8')
+    conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
+    try:
+      conn.request(method, path, body=body, headers=headers or {})
+      resp = conn.getresponse()
+      data = resp.read()
+      return resp.status, json.loads(data), dict(resp.getheaders())
+    finally:
+      conn.close()
+
+  def post(self, verb, body, version=None):
+    where = f'/versions/{version}' if version is not None else ''
+    status, doc, _ = self.request('POST',
+                                  f'/v1/models/{self.name}{where}:{verb}',
+                                  body)
+    return status, doc
+
+  def stop(self, sig=signal.SIGTERM, timeout=60):
+    if self.proc.poll() is None:
+      self.proc.send_signal(sig)
+      try:
+        self.proc.wait(timeout)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+        self.proc.wait()
+    return self.proc.returncode
