@@ -456,6 +456,7 @@ def test_predict_computes_windows_over_the_file(tmp_path):
       's2,1,1717203600,5,app,no',
       'bad line',
       's1,1,1717200000,?,web,no',
+      's1,1,1717203000,abc,web,no',  # unreadable: scored as an error, in no window
   ], header=EVENTS_HEADER)
   values = predict.file_window_values(config, path)
   assert sorted(values) == [2, 4, 5, 7]

@@ -191,8 +191,9 @@ def file_window_values(config: DatasetConfig, path: str
 
   The config's window aggregations (pipeline/windows.py) computed over the
   rows of this one file, grouped by entity, as preprocess computes them over
-  an input. A row whose entity or timestamp cannot be read gets no value
-  (the graph imputes it), and is in no other row's window. A window column
+  an input. A row that cannot be read at all (it gets an error line) is in
+  no window; a row whose entity or timestamp is missing gets no value (the
+  graph imputes it) and is in no other row's window. A window column
   the file itself carries is not read from it: the file's columns are the
   config's input columns.
   """
@@ -227,6 +228,9 @@ def file_window_values(config: DatasetConfig, path: str
     try:
       fields = encoder.split(text)
       names = encoder._names_for(fields)  # pylint: disable=protected-access
+      # A row that cannot be scored is in no other row's window, as a
+      # quarantined row is in the Beam job.
+      encoder.encode(fields)
     except RowError:
       continue
     line_numbers.append(line_no)
