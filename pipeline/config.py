@@ -357,6 +357,16 @@ def _str(value: Any, where: str) -> str:
   return value
 
 
+def _feature_name(item: Mapping[str, Any], where: str) -> str:
+  """The required `name` of a column or window, usable as a feature name."""
+  name = _str(_require(item, 'name', where), where + '.name')
+  if not _NAME_RE.match(name):
+    raise ConfigError(
+        f'{where}.name: {name!r} is not a valid feature name (letters, '
+        'digits and _; not starting with a digit)')
+  return name
+
+
 def _parse_csv(section: Mapping[str, Any]) -> CsvOptions:
   fields = {f.name for f in dataclasses.fields(CsvOptions)}
   _check_keys(section, fields, 'input.csv')
@@ -387,11 +397,7 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
   for i, item in enumerate(items):
     where = f'columns[{i}]'
     _check_keys(item, ('name', 'type', 'values', 'list', 'separator'), where)
-    name = _str(_require(item, 'name', where), where + '.name')
-    if not _NAME_RE.match(name):
-      raise ConfigError(
-          f'{where}.name: {name!r} is not a valid feature name (letters, '
-          'digits and _; not starting with a digit)')
+    name = _feature_name(item, where)
     if name in seen:
       raise ConfigError(f'{where}.name: duplicate column {name!r}')
     seen.add(name)
@@ -652,11 +658,7 @@ def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
   for i, item in enumerate(items):
     where = f'windows[{i}]'
     _check_keys(item, _WINDOW_KEYS, where)
-    name = _str(_require(item, 'name', where), where + '.name')
-    if not _NAME_RE.match(name):
-      raise ConfigError(
-          f'{where}.name: {name!r} is not a valid feature name (letters, '
-          'digits and _; not starting with a digit)')
+    name = _feature_name(item, where)
     if name in columns:
       raise ConfigError(f'{where}.name: {name!r} is already a column of the '
                         'data; a window needs a name of its own')

@@ -13,10 +13,10 @@ the signature is returned: row requests get
 {"outputs": {"probabilities": [[p], ...], "classes": [...]}}; classify gets
 {"results": [[[label, score], ...], ...]} with one pair per class of the
 label (classifiers only); regress, of a regression model, gets
-{"results": [y, ...]}; every error is {"error": "..."}. One addition: predict and classify
-responses carry "model_version" (and an X-Model-Version header) naming the
-version that answered, which is what a client needs to see across a hot
-swap.
+{"results": [y, ...]}; every error is {"error": "..."}. One addition: predict,
+classify and regress responses carry "model_version" (and an X-Model-Version
+header) naming the version that answered, which is what a client needs to
+see across a hot swap.
 
 TF Serving's default signature for :predict is serving_default; here the
 default for :predict is serving_raw, since JSON instances are raw feature

@@ -112,15 +112,6 @@ def label_summary(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
   return {'rows': rows, 'mean': mean, 'std': math.sqrt(var)}
 
 
-def label_counts(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
-                 label_key: str, record_filter: Optional[Callable] = None
-                ) -> Tuple[int, int]:
-  """(negatives, positives) of a binary label among the records."""
-  summary = label_summary(files, spec, label_key, record_filter)
-  positives = summary['counts'].get(1, 0)
-  return summary['rows'] - positives, positives
-
-
 def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
                  label_key: str, batch_size: int, *, training: bool,
                  shuffle_buffer: int = 10000, seed: Optional[int] = None,

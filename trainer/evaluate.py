@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 METRICS_FILE = 'metrics.json'
-_EPS = 1e-7  # clip for log loss, as Keras does
+LOG_LOSS_EPS = 1e-7  # clip for log loss, as Keras does
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -183,7 +183,8 @@ def choose_threshold(labels, scores, objective: str, target: float = 0.8,
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
   y = np.asarray(labels, dtype=np.float64)
-  p = np.clip(np.asarray(probabilities, dtype=np.float64), _EPS, 1 - _EPS)
+  p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS,
+              1 - LOG_LOSS_EPS)
   return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 

@@ -33,7 +33,6 @@ from trainer import evaluate
 PROBABILITIES = 'probabilities'
 CLASSES = 'classes'
 PREDICTIONS = 'predictions'
-_EPS = 1e-7
 
 # (metric key, title, format) rows of the console table, per task.
 _MULTICLASS_ROWS = [
@@ -333,15 +332,15 @@ def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray,
     supports.append(support)
     if not math.isnan(auc):
       aucs.append(auc)
-  picked = p[np.arange(n), y] if n else np.zeros(0)
+  picked = np.clip(p[np.arange(n), y] if n else np.zeros(0),
+                   evaluate.LOG_LOSS_EPS, 1.0)
   return {
       'rows': n,
       'accuracy': float(np.mean(pred == y)) if n else 0.0,
       'macro_f1': float(np.mean(f1s)),
       'weighted_f1': (float(np.dot(f1s, supports) / n) if n else 0.0),
       'macro_roc_auc': float(np.mean(aucs)) if aucs else float('nan'),
-      'log_loss': (float(-np.mean(np.log(np.clip(picked, _EPS, 1.0))))
-                   if n else float('nan')),
+      'log_loss': float(-np.mean(np.log(picked))) if n else float('nan'),
       'majority_rate': float(max(supports) / n) if n else 0.0,
       'per_class': per_class,
       'classes': list(classes),
@@ -375,10 +374,8 @@ def regression_metrics(labels: np.ndarray,
 
 def format_table(head: Head, by_split: Mapping[str, Mapping[str, Any]]) -> str:
   """The console table of the head's metrics, one column per split."""
-  if head.task == BINARY:
-    return evaluate.format_table(by_split)
   text = evaluate.format_table(by_split, rows=head.table_rows(),
-                               confusion=False)
+                               confusion=head.task == BINARY)
   if head.task == MULTICLASS:
     for split, m in by_split.items():
       text += (f'\nconfusion matrix [{split}] (rows: true, columns: '

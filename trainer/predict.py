@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from pipeline import values as raw_values
-from pipeline.config import DatasetConfig
+from pipeline.config import Column, DatasetConfig
 from pipeline.errors import UserError
 from trainer import export, heads
 
@@ -101,18 +101,14 @@ class RowEncoder:
       column = self._features.get(name)
       if column is None or value.strip() in self._missing:
         continue  # not a model input, or missing: the graph imputes it
+      value = _value(column, value)
       feature = example.features.feature[name]
       if column.is_list:
-        feature.bytes_list.value.extend(
-            item.encode('utf-8')
-            for item in raw_values.split_list(value, column.separator))
-      elif column.type in _SPELLED:
-        feature.int64_list.value.append(
-            _spelled(name, value, _SPELLED[column.type]))
-      elif column.type == 'int':
-        feature.int64_list.value.append(_to_int(name, value))
-      elif column.type == 'float':
-        feature.float_list.value.append(_to_float(name, value))
+        feature.bytes_list.value.extend(item.encode('utf-8') for item in value)
+      elif column.raw_type == 'int':
+        feature.int64_list.value.append(value)
+      elif column.raw_type == 'float':
+        feature.float_list.value.append(value)
       else:
         # Sent as written: trimming and missing tokens are the graph's job.
         feature.bytes_list.value.append(value.encode('utf-8'))
@@ -123,6 +119,21 @@ class RowEncoder:
 # epoch seconds) exactly as the preprocess job's cleanse stage carries them.
 _SPELLED = {'bool': raw_values.parse_bool,
             'timestamp': raw_values.parse_timestamp}
+
+
+def _value(column: Column, text: str) -> Any:
+  """A CSV field as the cleanse stage carries it: a list of strings, an int
+  (also a bool's 0/1 and a timestamp's epoch seconds), a float, or the text
+  as written. RowError when it cannot be read."""
+  if column.is_list:
+    return raw_values.split_list(text, column.separator)
+  if column.type in _SPELLED:
+    return _spelled(column.name, text, _SPELLED[column.type])
+  if column.type == 'int':
+    return _to_int(column.name, text)
+  if column.type == 'float':
+    return _to_float(column.name, text)
+  return text
 
 
 def _spelled(name: str, value: str, parse) -> int:
@@ -209,17 +220,10 @@ def file_window_values(config: DatasetConfig, path: str
     text = text.strip()
     if text in missing:
       return None
-    column = columns[name]
     try:
-      if column.type == 'timestamp':
-        return raw_values.parse_timestamp(text)
-      if column.type == 'int':
-        return _to_int(name, text)
-      if column.type == 'float':
-        return _to_float(name, text)
-    except ValueError:  # RowError too: unreadable is missing here
+      return _value(columns[name], text)
+    except RowError:  # unreadable is missing here
       return None
-    return text
 
   line_numbers, rows = [], []
   for line_no, text in _data_lines(path, encoder):

@@ -414,10 +414,11 @@ def _cell(value, spec, key):
   return f'<td class="num" data-key="{_e(key)}">{_e(fmt(value, spec))}</td>'
 
 
-def _metrics_table(doc, splits, source_key=None, key_prefix=''):
+def _metrics_table(doc, splits, source_key=None, key_prefix='',
+                   metric_rows=_METRIC_ROWS):
   head = ''.join(f'<th>{_e(s)}</th>' for s in splits)
   rows = []
-  for key, title, spec in _METRIC_ROWS:
+  for key, title, spec in metric_rows:
     cells = []
     for s in splits:
       m = doc[source_key][s] if source_key else doc[s]
@@ -653,17 +654,6 @@ _PER_CLASS_COLUMNS = [('support', 'rows', '{:,d}'),
 _SCATTER_POINTS = 5000
 
 
-def _rows_table(doc, splits, rows) -> str:
-  head = ''.join(f'<th>{_e(s)}</th>' for s in splits)
-  trs = []
-  for key, title, spec in rows:
-    cells = ''.join(_cell(doc[s][key], spec, f'{s}.{key}') if key in doc[s]
-                    else '<td></td>' for s in splits)
-    trs.append(f'<tr><th scope="row">{_e(title)}</th>{cells}</tr>')
-  return (f'<table class="metrics"><thead><tr><th>metric</th>{head}</tr>'
-          f'</thead><tbody>{"".join(trs)}</tbody></table>')
-
-
 def _per_class_tables(doc, splits) -> str:
   out = []
   for s in splits:
@@ -774,7 +764,7 @@ class's rows.</p>
 
 <h2>Metrics</h2>
 <p>{about} The test split played no part in training or early stopping.</p>
-{_rows_table(doc, splits, head.table_rows())}
+{_metrics_table(doc, splits, metric_rows=head.table_rows())}
 <p class="muted">Model: {_e(hp.get("model_type", ""))}, hidden units
 {_e(hp.get("hidden_units", ""))}; {_e(training.get("epochs_run", ""))}
 epochs in {_e(training.get("seconds", ""))} s (best epoch
