@@ -18,6 +18,10 @@ from pipeline.errors import UserError
 MANIFEST = 'manifest.json'
 
 
+class PublishConflict(UserError):
+  """The output directory appeared during the run; the result is kept."""
+
+
 def _is_local(path: str) -> bool:
   return FileSystems.get_scheme(path) in (None, 'file')
 
@@ -65,8 +69,10 @@ class StagedOutputDir:
       old = None
       if os.path.exists(self.final):
         if not self._overwrite:
-          raise UserError(f'--output-dir {self.final}: appeared while the job '
-                          'ran; the result is left in ' + self.staging)
+          raise PublishConflict(
+              f'--output-dir {self.final}: appeared while the job ran; not '
+              f'replaced. The finished result is kept in {self.staging}: '
+              'move it into place yourself, or rerun with --overwrite')
         old = f'{self.final}.old'
         if os.path.exists(old):
           shutil.rmtree(old)

@@ -14,10 +14,13 @@ the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
+import signal
 import sys
 import time
+import traceback
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
@@ -29,13 +32,16 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions)
 from tfx_bsl.public import tfxio
 
-from pipeline import (cleanse, features, manifest, sinks, sources, split,
-                      validation, windows)
+from pipeline import (cleanse, features, interrupts, manifest, process_exit,
+                      sinks, sources, split, validation, windows)
 from pipeline.config import DatasetConfig, load_config
 from pipeline.errors import UserError
-from pipeline.outputs import MANIFEST, StagedOutputDir
+from pipeline.outputs import MANIFEST, PublishConflict, StagedOutputDir
 from pipeline.preprocessing import make_preprocessing_fn
 
+# Exit codes (0: published): 1 data anomalies, 2 unusable flags, config or
+# input, 3 the job failed; 128 + N stopped by signal N.
+JOB_FAILED = 3
 DEFAULT_NUM_SHARDS = 4
 TRANSFORM_BATCH_ROWS = 4096
 COUNTS_FILE = '_counts.json'
@@ -263,52 +269,86 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   seconds['validate_inputs'] = time.monotonic() - start
 
   out.create()
-  try:
-    t = time.monotonic()
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, config=config, input_files=input_files,
-                   test_files=test_files, out=out, num_shards=args.num_shards,
-                   write_raw=args.write_raw)
-    seconds['build_graph'] = time.monotonic() - t
-    t = time.monotonic()
-    result = p.run()
-    result.wait_until_finish()
-    seconds['run_pipeline'] = time.monotonic() - t
-    seconds.update(_stage_seconds(result))
+  with interrupts.StopOnSignals(
+      abandon=functools.partial(_abandon, out)) as stop:
+    try:
+      t = time.monotonic()
+      p = beam.Pipeline(options=options)
+      build_pipeline(p, config=config, input_files=input_files,
+                     test_files=test_files, out=out,
+                     num_shards=args.num_shards, write_raw=args.write_raw)
+      seconds['build_graph'] = time.monotonic() - t
+      t = time.monotonic()
+      result = p.run()
+      result.wait_until_finish()
+      seconds['run_pipeline'] = time.monotonic() - t
+      seconds.update(_stage_seconds(result))
+      stop.check()
 
-    t = time.monotonic()
-    counts = sinks.read_json(out.path(COUNTS_FILE))
-    out.discard(COUNTS_FILE)
-    out.discard('tmp')
-    inputs = {'input': {'pattern': args.input, 'files': input_files}}
-    if test_files:
-      inputs['test_input'] = {'pattern': args.test_input, 'files': test_files}
-    names = split.split_names(config, bool(test_files)) + (
-        ['test'] if test_files else [])
-    if not counts.get('train', {}).get('rows'):
-      raise UserError(f'--input {args.input}: no usable rows (all '
-                      f'{counts.get("input", {}).get("rows_quarantined", 0)} '
-                      'rows quarantined); see the quarantine in ' + out.staging)
-    sinks.write_text(out.path(CONFIG_COPY), config.source_text)
-    seconds['collect_counts'] = time.monotonic() - t
-    t = time.monotonic()
-    validation.validate_output(
-        out, config=config, split_names=names, schema=schema,
-        schema_source=(args.schema or validation.configured_schema_path(
-            config, args.config)), on_anomalies=args.anomalies)
-    seconds['validate'] = time.monotonic() - t
-    seconds['total'] = time.monotonic() - start
-    doc = manifest.build_manifest(
-        config=config, config_path=args.config, inputs=inputs, counts=counts,
-        split_names=names, seconds=seconds, num_shards=args.num_shards,
-        pipeline_options=_options_summary(options), output_dir=out.final)
-    sinks.write_json(out.path(MANIFEST), doc)
-    out.publish()
-  except BaseException:
-    logging.error('preprocess failed; removing %s', out.staging)
-    out.discard()
-    raise
+      t = time.monotonic()
+      counts = sinks.read_json(out.path(COUNTS_FILE))
+      out.discard(COUNTS_FILE)
+      out.discard('tmp')
+      inputs = {'input': {'pattern': args.input, 'files': input_files}}
+      if test_files:
+        inputs['test_input'] = {'pattern': args.test_input,
+                                'files': test_files}
+      names = split.split_names(config, bool(test_files)) + (
+          ['test'] if test_files else [])
+      sinks.write_text(out.path(CONFIG_COPY), config.source_text)
+      if not counts.get('train', {}).get('rows'):
+        kept = validation.keep_evidence(out)
+        raise UserError(
+            f'--input {args.input}: no usable rows (all '
+            f'{counts.get("input", {}).get("rows_quarantined", 0)} rows '
+            f'quarantined); nothing published; see the quarantine in '
+            f'{kept}/quarantine')
+      seconds['collect_counts'] = time.monotonic() - t
+      t = time.monotonic()
+      validation.validate_output(
+          out, config=config, split_names=names, schema=schema,
+          schema_source=(args.schema or validation.configured_schema_path(
+              config, args.config)), on_anomalies=args.anomalies)
+      seconds['validate'] = time.monotonic() - t
+      seconds['total'] = time.monotonic() - start
+      doc = manifest.build_manifest(
+          config=config, config_path=args.config, inputs=inputs,
+          counts=counts, split_names=names, seconds=seconds,
+          num_shards=args.num_shards,
+          pipeline_options=_options_summary(options), output_dir=out.final)
+      sinks.write_json(out.path(MANIFEST), doc)
+      stop.check()
+      with stop.deferred():
+        out.publish()
+    except PublishConflict:
+      raise  # the finished result is kept in the staging directory
+    except (UserError, validation.AnomaliesFound):
+      out.discard()  # main() reports these in a line or a table
+      raise
+    except BaseException as e:
+      out.discard()
+      if stop.signum is None:
+        logging.error('preprocess failed; removed %s', out.staging)
+        raise
+      # Stopped by a signal, whatever a library made of the interrupt.
+      stopped = (e if isinstance(e, interrupts.Interrupted) else
+                 interrupts.Interrupted(stop.signum))
+      stopped.output_dir = out.final
+      raise stopped from None
   return doc
+
+
+def _abandon(out: StagedOutputDir, signal_name: str) -> None:
+  """Last words of a job that a signal had to end without unwinding."""
+  try:
+    out.discard()
+  finally:
+    print(_stopped_message(signal_name, out.final), file=sys.stderr)
+
+
+def _stopped_message(signal_name: str, output_dir: Optional[str]) -> str:
+  return (f'preprocess: stopped by {signal_name}; nothing published' +
+          (f' to {output_dir}' if output_dir else ''))
 
 
 
@@ -391,6 +431,11 @@ def _limit_heap_growth() -> None:
     pass  # not glibc
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  line = (str(e).strip().splitlines() or [''])[0]
+  return line if len(line) <= limit else line[:limit] + '...'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   _limit_heap_growth()
@@ -402,10 +447,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except validation.AnomaliesFound as e:
     print(e.report(), file=sys.stderr)
     return 1
+  except interrupts.Interrupted as e:
+    print(_stopped_message(e.signal_name, e.output_dir), file=sys.stderr)
+    return e.exit_code
+  except KeyboardInterrupt:  # before the job's signal handlers were set
+    print(_stopped_message('SIGINT', None), file=sys.stderr)
+    return 128 + signal.SIGINT
+  except Exception as e:  # pylint: disable=broad-except
+    # A failed Beam job (a worker error, a lost cluster node): the traceback
+    # for whoever debugs it, then one line that says what happened.
+    traceback.print_exc()
+    print(f'preprocess: error: the job failed ({type(e).__name__}: '
+          f'{_first_line(e)}); nothing published', file=sys.stderr)
+    return JOB_FAILED
   print(f'preprocess: wrote {doc["output_dir"]}')
   print(manifest.format_summary(doc))
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _code = main()
+  if _code > 128:  # stopped by a signal: nothing left worth waiting for
+    process_exit.exit_now(_code)
+  process_exit.exit_after_workers(_code)

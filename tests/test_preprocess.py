@@ -8,8 +8,10 @@ input fails with one clear line and no output directory that looks finished.
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +24,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline import cleanse, preprocess, split
 from pipeline.config import load_config
+from pipeline.outputs import PublishConflict, StagedOutputDir
 from pipeline.sources import RawChunk
 from tests import datagen
 from tests.conftest import CENSUS_CONFIG, ROOT, TOY_CONFIG
@@ -385,10 +388,16 @@ def test_no_usable_rows_leaves_no_output(capsys, tmp_path):
                              ['a, b', 'c, d, e'], header=datagen.TOY_HEADER)
   code, err = _main(capsys, '--config', TOY_CONFIG, '--input', path,
                     '--output-dir', str(tmp_path / 'out'))
-  assert code != 0
-  assert any('no usable rows' in line for line in err), err
+  assert code == 2 and len(err) == 1, err
+  assert 'no usable rows' in err[0] and 'nothing published' in err[0]
   assert not os.path.exists(tmp_path / 'out')
   assert not os.path.exists(str(tmp_path / 'out') + '.tmp')
+  # The message points at the quarantine where it really is.
+  kept = str(tmp_path / 'out') + '.rejected'
+  assert err[0].endswith(f'see the quarantine in {kept}/quarantine')
+  reasons = [json.loads(line)['reason'] for path in glob.glob(
+      os.path.join(kept, 'quarantine', '*')) for line in open(path)]
+  assert sorted(reasons) == [cleanse.WRONG_ARITY, cleanse.WRONG_ARITY]
 
 
 def test_cli_exit_code_and_message(tmp_path):
@@ -402,3 +411,55 @@ def test_cli_exit_code_and_message(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       f'preprocess: error: --input {tmp_path}/missing.csv: no file matches '
       'this pattern')
+
+
+def _start_cli(args, tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore')
+  return subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.preprocess', *args], cwd=ROOT, env=env,
+      stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'stderr.txt', 'w'),
+      text=True)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
+  """Ctrl-C (or a scheduler's SIGTERM) in the middle of the Beam job."""
+  path = datagen.write_lines(str(tmp_path / 'in.csv'),
+                             datagen.toy_rows(60000, seed=5),
+                             header=datagen.TOY_HEADER)
+  out = tmp_path / 'out'
+  proc = _start_cli(['--config', TOY_CONFIG, '--input', path,
+                     '--output-dir', str(out)], tmp_path)
+  try:
+    # Beam's temporary files appear once the job itself is running.
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(out) + '.tmp/tmp/*'):
+      assert proc.poll() is None, open(tmp_path / 'stderr.txt').read()[-3000:]
+      assert time.monotonic() < deadline, 'the job never started'
+      time.sleep(0.1)
+    proc.send_signal(signum)
+    code = proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  err = open(tmp_path / 'stderr.txt').read().strip().splitlines()
+  name = signal.Signals(signum).name
+  assert code == 128 + signum, err[-20:]
+  assert err[-1] == (f'preprocess: stopped by {name}; nothing published to '
+                     f'{out}')
+  assert not os.path.exists(out)
+  assert not os.path.exists(str(out) + '.tmp')
+
+
+def test_output_dir_that_appears_during_the_run_is_not_replaced(tmp_path):
+  out = StagedOutputDir(str(tmp_path / 'out'))
+  out.create()
+  with open(out.path('manifest.json'), 'w') as f:
+    f.write('{}')
+  (tmp_path / 'out').mkdir()  # someone else published meanwhile
+  with pytest.raises(PublishConflict) as e:
+    out.publish()
+  assert f'kept in {out.staging}' in str(e.value)
+  assert os.path.exists(out.path('manifest.json'))
+  assert os.listdir(tmp_path / 'out') == []
