@@ -6,21 +6,33 @@ column's type (int, float, bool, timestamp, list, text or string), a
 transform for each feature (log1p for skewed non-negative numbers, quantile
 buckets for many-valued ones, a vocabulary for low-cardinality strings and
 hashing for high-cardinality ones) and the task from the label column
-(binary, multiclass or regression). The result is a YAML a person edits, not
-a finished config: every choice is written out explicitly so it can be read
-and changed, and the draft is parsed with the real config loader before it
-is written, so it always loads.
+(binary, multiclass or regression).
+
+Before that, the column checks (pipeline/column_checks.py) decide what a
+model should not see: an empty or constant column, one unique per row (an
+id), and one that alone predicts the label almost perfectly (likely
+leakage) stay under `columns:` so that rows still parse, but are left out of
+`features:`, with the reason in a comment; an integer column that names
+things (area, zip or type codes) is read as text and gets a vocabulary
+instead of being scaled as a quantity.
+
+The result is a YAML a person edits, not a finished config: every choice is
+written out explicitly so it can be read and changed, and the draft is
+parsed with the real config loader before it is written, so it always loads.
 """
 
 import collections
 import csv
+import dataclasses
 import io
 import math
+import textwrap
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import column_checks
 from pipeline import values as raw_values
 from pipeline.config import (BINARY, MULTICLASS, REGRESSION, TASKS,
                              DatasetConfig, parse_config)
@@ -128,7 +140,9 @@ class _Column:
 
   def __init__(self, name: str, values: List[str], missing: frozenset):
     self.name = name
-    self.present = [v for v in values if v not in missing]
+    # One entry per sampled row, None where the value is missing.
+    self.values = [None if v in missing else v for v in values]
+    self.present = [v for v in self.values if v is not None]
     self.missing = len(values) - len(self.present)
     self.distinct = collections.Counter(self.present)
 
@@ -161,15 +175,27 @@ class _Column:
       return 'text'
     return 'string'
 
+  def int_counts(self) -> collections.Counter:
+    """Rows per integer value ('07' and '7' are one value)."""
+    counts = collections.Counter()
+    for v, n in self.distinct.items():
+      counts[int(v)] += n
+    return counts
 
-def _numeric_feature(col: _Column) -> Dict[str, Any]:
+
+def _numeric_feature(col: _Column) -> Tuple[Dict[str, Any], List[str]]:
+  """(feature options, why) for a number."""
   numbers = [float(v) for v in col.present]
   opts: Dict[str, Any] = {'scale': 'zscore'}
-  if numbers and min(numbers) >= 0 and _skewness(numbers) > SKEWNESS_FOR_LOG:
+  why = []
+  skew = _skewness(numbers)
+  if numbers and min(numbers) >= 0 and skew > SKEWNESS_FOR_LOG:
     opts['log1p'] = True
+    why.append(f'skewed (skewness {skew:.1f}): log1p')
   if len(col.distinct) > MIN_DISTINCT_FOR_BUCKETS:
     opts['buckets'] = DEFAULT_BUCKETS
-  return opts
+    why.append(f'{len(col.distinct):,} values: quantile buckets')
+  return opts, why
 
 
 def _string_feature(col: _Column, rows: int) -> Dict[str, Any]:
@@ -217,12 +243,222 @@ def _label(col: _Column, task: str) -> Tuple[str, Dict[str, Any], str]:
                     'classes': sorted(by_count)}, task
 
 
+def _label_targets(col: _Column, section: Dict[str, Any]) -> List[float]:
+  """The label of each sampled row as leakage scoring wants it: 1/0 for
+  the positive class, a class index, or the number; NaN where missing."""
+  nan = float('nan')
+  if section['task'] == REGRESSION:
+    return [nan if v is None else float(v) for v in col.values]
+  if section['task'] == BINARY:
+    return [nan if v is None else float(v == section['positive'])
+            for v in col.values]
+  index = {c: float(i) for i, c in enumerate(section['classes'])}
+  return [nan if v is None else index[v] for v in col.values]
+
+
+@dataclasses.dataclass
+class ColumnSummary:
+  """One row of the summary `schema init` prints: what was drafted, why."""
+  column: str
+  type: str
+  treatment: str
+  missing: float  # share of sampled rows
+  distinct: int
+  why: str
+
+
+@dataclasses.dataclass
+class _Drafted:
+  """The decision for one column: its `columns:` item, its feature options
+  (None: left out of the features), the summary row, what the checks found,
+  and a comment for the draft."""
+  item: Dict[str, Any]
+  feature: Optional[Dict[str, Any]]
+  summary: ColumnSummary
+  finding: Optional[column_checks.Finding] = None
+  comment: str = ''
+
+
+@dataclasses.dataclass
+class Draft:
+  """A drafted config: the YAML, the parsed config, the summary rows, and
+  what the column checks found (left-out columns, codes)."""
+  text: str
+  config: DatasetConfig
+  rows: int
+  columns: List[ColumnSummary]
+  findings: List[column_checks.Finding]
+
+  @property
+  def warnings(self) -> List[column_checks.Finding]:
+    """Findings a person must see even without reading the draft."""
+    return [f for f in self.findings if f.check == column_checks.LEAKAGE]
+
+
+def _treatment(ctype: str, opts: Dict[str, Any], is_list: bool) -> str:
+  if ctype in ('int', 'float'):
+    parts = [opts.get('scale', 'zscore')]
+    if opts.get('log1p'):
+      parts.append('log1p')
+    if opts.get('buckets'):
+      parts.append(f'{opts["buckets"]} buckets')
+    return ', '.join(parts)
+  if ctype == 'bool':
+    return 'false/true ids'
+  if ctype == 'timestamp':
+    return 'hour, weekday, month'
+  if ctype == 'text':
+    return f'word hashing ({opts["hash_buckets"]:,})'
+  kind = (f'hashing ({opts["hash_buckets"]:,})' if opts.get('hash_buckets')
+          else 'vocabulary')
+  return kind + (' of items' if is_list else '')
+
+
+def _draft_column(col: _Column, rows: int, targets: List[float],
+                  task: str) -> _Drafted:
+  """Type, treatment and checks of one feature column, in the order an
+  expert works: nothing to learn (empty, constant, an id), then what the
+  values mean (an integer code is a category), then whether it gives the
+  label away, and only then how to scale it."""
+  name = col.name
+  missing = col.missing / rows
+  distinct = len(col.distinct)
+
+  def left_out(item, finding, shown_type):
+    return _Drafted(item, None, ColumnSummary(
+        name, shown_type, 'left out', missing, distinct, finding.reason),
+                    finding, finding.detail)
+
+  if not col.present:
+    return left_out({'name': name, 'type': 'string'},
+                    column_checks.empty(name, rows), 'string')
+  ctype = col.type()
+  if distinct == 1 and not col.missing:
+    return left_out({'name': name, 'type': ctype}, column_checks.constant(
+        name, col.present[0]), ctype)
+  item: Dict[str, Any] = {'name': name, 'type': ctype}
+  separator = col.list_separator() if ctype == 'string' else None
+  why, comment, finding = [], '', None
+  categorical = ctype in ('string', 'bool')
+  if separator:
+    item.update({'list': True, 'separator': separator})
+    # Vocabulary or hashing is decided by the items, not the joined lists.
+    items = _Column(name, [i for v in col.present
+                           for i in raw_values.split_list(v, separator)],
+                    frozenset())
+    distinct = len(items.distinct)
+  elif ctype in ('string', 'int'):
+    counts = col.int_counts() if ctype == 'int' else col.distinct
+    found = column_checks.identifier(name, ctype, len(col.present),
+                                     len(counts), counts)
+    if found:
+      return left_out(item, found, ctype)
+    if ctype == 'int':
+      if distinct == 1:
+        why.append('one value, else missing: only its presence tells')
+        categorical = True
+      else:
+        finding = column_checks.integer_code(name, counts)
+        if finding:
+          why.append(finding.reason)
+          comment = finding.detail + '; read as text, one id per value'
+          categorical = True
+      if categorical:
+        item['type'] = 'string'
+  if ctype == 'float' and distinct == 1:
+    why.append('one value, else missing: only its presence tells')
+    item['type'] = 'string'
+    categorical = True
+
+  if ctype != 'text' and not separator:
+    if ctype == 'bool':  # true, yes and 1 are one value
+      values = [None if v is None else raw_values.parse_bool(v)
+                for v in col.values]
+    elif categorical:
+      values = col.values
+    elif ctype == 'timestamp':
+      values = [None if v is None else raw_values.parse_timestamp(v)
+                for v in col.values]
+    else:
+      values = [None if v is None else float(v) for v in col.values]
+    score = column_checks.leakage_score(values, targets, task,
+                                        numeric=not categorical)
+    if score is not None and score.leaks:
+      return left_out(item, column_checks.leakage(
+          name, score, column_checks.DRAFT_ADVICE), item['type'])
+
+  if ctype == 'text':
+    opts = {'hash_buckets': 1000}
+    why.append('free text: word tokens')
+  elif ctype in ('bool', 'timestamp'):
+    opts = {}
+  elif categorical:
+    opts = _string_feature(items if separator else col, rows)
+    if 'hash_buckets' in opts:
+      why.append(f'{distinct:,} values: hashed')
+  else:
+    opts, numeric_why = _numeric_feature(col)
+    why.extend(numeric_why)
+  summary = ColumnSummary(
+      name, item['type'] + (' list' if separator else ''),
+      _treatment(item['type'], opts, bool(separator)), missing, distinct,
+      '; '.join(why))
+  return _Drafted(item, opts, summary, finding, comment or '; '.join(why))
+
+
+def _comment(text: str, indent: str = '') -> str:
+  """`text` as YAML comment lines within 80 columns."""
+  lines = textwrap.wrap(text, width=78 - len(indent),
+                        subsequent_indent='  ')
+  return ''.join(f'{indent}# {line}\n' for line in lines)
+
+
+def _yaml(value: Any) -> str:
+  return yaml.safe_dump(value, sort_keys=False, default_flow_style=None,
+                        allow_unicode=True, width=80)
+
+
+def _render(doc_head: Dict[str, Any], drafted: List[_Drafted],
+            label_item: Dict[str, Any], names: List[str], label: str,
+            label_section: Dict[str, Any], tail: Dict[str, Any]) -> str:
+  """The YAML with a comment on every column left out or recast."""
+  by_name = {d.item['name']: d for d in drafted}
+  out = [_yaml(doc_head), 'columns:\n']
+  for n in names:
+    if n == label:
+      out.append(_yaml([label_item]))
+      continue
+    d = by_name[n]
+    if d.feature is None:
+      out.append(_comment(f'{n}: not a feature ({d.summary.why}); kept so '
+                          'that rows parse'))
+    elif d.item['type'] == 'string' and d.finding is not None:
+      out.append(_comment(f'{n}: integer code, read as text'))
+    out.append(_yaml([d.item]))
+  out.append(_yaml({'label': label_section}))
+  left = [d for d in drafted if d.feature is None]
+  if left:
+    out.append('# Left out of the features (add back any you disagree '
+               'with):\n')
+    for d in left:
+      out.append(_comment(d.comment, indent='  ').replace('  # ', '#   '))
+  out.append('features:\n')
+  for d in drafted:
+    if d.feature is None:
+      continue
+    if d.comment:
+      out.append(_comment(d.comment, indent='  '))
+    out.append('  ' + _yaml({d.item['name']: d.feature}))
+  out.append(_yaml(tail))
+  return ''.join(out)
+
+
 def draft_config(path: str, label: str, *, name: str,
                  task: str = 'auto', delimiter: Optional[str] = None,
                  header: Optional[bool] = None, encoding: str = 'utf-8',
                  max_rows: int = DEFAULT_SAMPLE_ROWS,
-                 tfdv_schema: Optional[str] = None) -> Tuple[str, DatasetConfig]:
-  """(YAML text, parsed config) drafted from the file at `path`."""
+                 tfdv_schema: Optional[str] = None) -> Draft:
+  """The config drafted from the file at `path`, with its summary."""
   if task != 'auto' and task not in TASKS:
     raise UserError(f'--task {task}: choose auto or one of {", ".join(TASKS)}')
   head, lines = _read_sample(path, max_rows, encoding)
@@ -264,57 +500,43 @@ def draft_config(path: str, label: str, *, name: str,
   missing = frozenset(occurring | {''})
   columns = {n: _Column(n, cells[i], missing) for i, n in enumerate(names)}
 
-  column_items, features = [], {}
-  label_type, label_section, task = _label(columns[label], task)
-  for n in names:
-    col = columns[n]
-    if n == label:
-      column_items.append({'name': n, 'type': label_type})
-      continue
-    if not col.present:
-      # Nothing to learn from; kept as a column so the file still parses.
-      column_items.append({'name': n, 'type': 'string'})
-      continue
-    ctype = col.type()
-    separator = col.list_separator() if ctype == 'string' else None
-    item: Dict[str, Any] = {'name': n, 'type': ctype}
-    if separator:
-      item.update({'list': True, 'separator': separator})
-      # Vocabulary or hashing is decided by the items, not the joined lists.
-      col = _Column(n, [i for v in col.present
-                        for i in raw_values.split_list(v, separator)], missing)
-    column_items.append(item)
-    if ctype in ('int', 'float'):
-      features[n] = _numeric_feature(col)
-    elif ctype in ('bool', 'timestamp'):
-      features[n] = {}
-    elif ctype == 'text':
-      features[n] = {'hash_buckets': 1000}
-    else:
-      features[n] = _string_feature(col, len(rows))
-  if not features:
-    raise UserError(f'--input {path}: no column besides the label has values')
+  label_col = columns[label]
+  label_type, label_section, task = _label(label_col, task)
+  targets = _label_targets(label_col, label_section)
+  drafted = [_draft_column(columns[n], len(rows), targets, task)
+             for n in names if n != label]
+  if not any(d.feature is not None for d in drafted):
+    reasons = '; '.join(f'{d.item["name"]}: {d.summary.why}'
+                        for d in drafted) or 'no other column'
+    raise UserError(f'--input {path}: no column besides the label is usable '
+                    f'as a feature ({reasons})')
+  label_summary = ColumnSummary(
+      label, label_type, f'label ({task})', label_col.missing / len(rows),
+      len(label_col.distinct),
+      f'positive class {label_section["positive"]!r}' if task == BINARY
+      else '')
+  summaries = {d.item['name']: d.summary for d in drafted}
+  summaries[label] = label_summary
 
-  doc: Dict[str, Any] = {'name': name}
+  head_doc: Dict[str, Any] = {'name': name}
   if tfdv_schema:
-    doc['tfdv_schema'] = tfdv_schema
-  doc['input'] = {
+    head_doc['tfdv_schema'] = tfdv_schema
+  head_doc['input'] = {
       'format': 'csv',
       'csv': {'header': bool(header), 'delimiter': dialect.delimiter,
               'skip_initial_space': True,
               'quote_char': dialect.quotechar or '"', 'encoding': encoding},
       'missing_values': sorted(missing),
   }
-  doc['columns'] = column_items
-  doc['label'] = label_section
-  doc['features'] = features
-  doc['split'] = {'ratios': {'train': 0.8, 'eval': 0.2}, 'seed': 42,
-                  'stratify': task != REGRESSION}
-  doc['model'] = {}
+  tail = {'split': {'ratios': {'train': 0.8, 'eval': 0.2}, 'seed': 42,
+                    'stratify': task != REGRESSION},
+          'model': {}}
   text = (f'# Drafted by python -m pipeline.schema init from {path}\n'
           f'# ({len(rows):,} sampled rows). Review every choice below: types, '
           'transforms,\n# the label and its classes; see README "Adding a '
           'dataset".\n' +
-          yaml.safe_dump(doc, sort_keys=False, default_flow_style=None,
-                         allow_unicode=True, width=80))
-  return text, parse_config(text, where='drafted config')
+          _render(head_doc, drafted, {'name': label, 'type': label_type},
+                  names, label, label_section, tail))
+  return Draft(text, parse_config(text, where='drafted config'), len(rows),
+               [summaries[n] for n in names],
+               [d.finding for d in drafted if d.finding is not None])

@@ -7,7 +7,7 @@ quarantine); a run whose counts do not add up fails instead of publishing.
 import datetime
 import importlib.metadata
 import platform
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 from pipeline import cleanse
 from pipeline.config import DatasetConfig
@@ -59,12 +59,14 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
                    counts: Mapping[str, Any], split_names: List[str],
                    seconds: Mapping[str, float], num_shards: int,
                    pipeline_options: Mapping[str, Any],
-                   output_dir: str) -> Dict[str, Any]:
+                   output_dir: str,
+                   feature_warnings: Sequence[Any] = ()) -> Dict[str, Any]:
   """Assembles the manifest and checks that its counts reconcile.
 
   `inputs` maps an input name ('input', 'test_input') to {'pattern', 'files'};
   `counts` maps the same names to cleanse counts and each split name to
-  {'rows', 'positive'}.
+  {'rows', 'positive'}. `feature_warnings`: column_checks.Finding objects
+  for the config's features (pipeline/feature_warnings.py).
   """
   summaries = {
       name: _input_summary(spec['pattern'], spec['files'],
@@ -112,6 +114,7 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
           'quarantined': quarantined,
       },
       'quarantined_by_reason': dict(sorted(by_reason.items())),
+      'feature_warnings': [f.to_json() for f in feature_warnings],
       'splits': splits,
       'seconds': {k: round(v, 3) for k, v in seconds.items()},
       'versions': library_versions(),
@@ -131,6 +134,9 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
                  f'{rate_text}')
   for reason, n in manifest['quarantined_by_reason'].items():
     lines.append(f'  quarantined {reason}: {n:,}')
+  for warning in manifest.get('feature_warnings', ()):
+    lines.append(f'  feature warning {warning["column"]}: '
+                 f'{warning["reason"]}')
   seconds = manifest['seconds']
   lines.append('seconds: ' + ', '.join(f'{k} {v:.1f}'
                                        for k, v in seconds.items()))

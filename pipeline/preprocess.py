@@ -32,8 +32,9 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions)
 from tfx_bsl.public import tfxio
 
-from pipeline import (cleanse, features, interrupts, manifest, process_exit,
-                      sinks, sources, split, validation, windows)
+from pipeline import (cleanse, feature_warnings, features, interrupts,
+                      manifest, process_exit, sinks, sources, split,
+                      validation, windows)
 from pipeline.config import DatasetConfig, load_config
 from pipeline.errors import UserError
 from pipeline.outputs import MANIFEST, PublishConflict, StagedOutputDir
@@ -305,17 +306,24 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
             f'{kept}/quarantine')
       seconds['collect_counts'] = time.monotonic() - t
       t = time.monotonic()
+      checked = feature_warnings.check_preprocessed(
+          config, stats_path=out.path(validation.STATS_DIR, 'train.pb'),
+          input_files=input_files)
+      seconds['feature_checks'] = time.monotonic() - t
+      t = time.monotonic()
       validation.validate_output(
           out, config=config, split_names=names, schema=schema,
           schema_source=(args.schema or validation.configured_schema_path(
-              config, args.config)), on_anomalies=args.anomalies)
+              config, args.config)), on_anomalies=args.anomalies,
+          feature_warnings=checked)
       seconds['validate'] = time.monotonic() - t
       seconds['total'] = time.monotonic() - start
       doc = manifest.build_manifest(
           config=config, config_path=args.config, inputs=inputs,
           counts=counts, split_names=names, seconds=seconds,
           num_shards=args.num_shards,
-          pipeline_options=_options_summary(options), output_dir=out.final)
+          pipeline_options=_options_summary(options), output_dir=out.final,
+          feature_warnings=checked)
       sinks.write_json(out.path(MANIFEST), doc)
       stop.check()
       with stop.deferred():

@@ -7,8 +7,11 @@
     python -m pipeline.schema show schemas/census_schema.pbtxt
 
 `init` drafts a dataset config from a CSV sample (pipeline/config_draft.py:
-dialect, column types, transforms, the task from the label) and then a TFDV
-schema for it with `infer`, and points the config's `tfdv_schema:` at it.
+dialect, column types, transforms, the task from the label; empty, constant,
+id and leaking columns left out, integer codes made categorical) and then a
+TFDV schema for it with `infer`, and points the config's `tfdv_schema:` at
+it. It prints a summary table (column, type, treatment, missing share,
+distinct values, why) and a warning for each likely leak.
 
 `infer` reads and cleanses the input exactly as preprocess does (same Beam
 read and cleanse transforms, same TFDV statistics), then drafts a schema with
@@ -112,23 +115,37 @@ def init(pattern: str, label: str, output: str, *,
   relative = (os.path.relpath(schema_output, os.path.dirname(output) or '.')
               if FileSystems.get_scheme(schema_output) in (None, 'file')
               else schema_output)
-  text, config = config_draft.draft_config(
+  draft = config_draft.draft_config(
       files[0], label, name=name, task=task, delimiter=delimiter,
       header=header, encoding=encoding, max_rows=sample_rows,
       tfdv_schema=relative)
+  config = draft.config
   if FileSystems.get_scheme(output) in (None, 'file'):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  sinks.write_text(output, text)
+  sinks.write_text(output, draft.text)
   try:
     infer(output, pattern, schema_output, overwrite=True, beam_args=beam_args)
   except BaseException:
     FileSystems.delete([output])
     raise
+  print(f'\n{summary_table(draft)}\n')
+  for finding in draft.warnings:
+    print(f'schema: warning: {finding.detail}', file=sys.stderr)
+  left_out = len(config.columns) - len(config.feature_columns) - 1
   print(f'schema: drafted {output} ({config.label.task} task on '
-        f'{config.label.column!r}, {len(config.feature_columns)} features) '
-        f'and {schema_output}; review both, then run python -m '
-        f'pipeline.preprocess --config {output} --input \'{pattern}\' ...')
-  return text
+        f'{config.label.column!r}, {len(config.feature_columns)} features, '
+        f'{left_out} column(s) left out) and {schema_output}; review both, '
+        f'then run python -m pipeline.preprocess --config {output} --input '
+        f'\'{pattern}\' ...')
+  return draft.text
+
+
+def summary_table(draft: config_draft.Draft) -> str:
+  """What was drafted for each column, and why: read before training."""
+  return validation.format_table(
+      ('column', 'type', 'treatment', 'missing', 'distinct', 'why'),
+      [(c.column, c.type, c.treatment, f'{c.missing:.1%}', f'{c.distinct:,}',
+        c.why) for c in draft.columns])
 
 
 # --------------------------------------------------------------------- show

@@ -47,6 +47,8 @@ section.feature{background:#fff;border:1px solid #e0e0e0;border-radius:4px;
 section.feature h2{font-size:16px;margin:6px 0}
 section.feature h2 small{color:#777;font-weight:normal}
 section.feature.anomalous{border-left:4px solid #c62828}
+section.feature.warned{border-left:4px solid #ef6c00}
+tr.warned td{background:#fff3e0}
 .row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
@@ -339,12 +341,15 @@ def _legend(names: Sequence[str]) -> str:
 
 def render(title: str, datasets: Sequence[Dataset], anomalies=(),
            measurements: Optional[Dict[str, Sequence]] = None,
-           notes: Sequence[str] = ()) -> str:
+           notes: Sequence[str] = (),
+           feature_warnings: Optional[Sequence] = None) -> str:
   """The whole report as one HTML string.
 
   `datasets`: (name, DatasetFeatureStatistics) in display order, the baseline
   first. `anomalies`: validation.AnomalyRow-like objects (feature, anomaly,
   description, dataset). `measurements`: {heading: [validation.Measurement]}.
+  `feature_warnings`: column_checks.Finding objects (column, reason, detail)
+  from preprocess's feature checks; None leaves that section out.
   """
   names = [n for n, _ in datasets]
   by_name = [_features(ds) for _, ds in datasets]
@@ -355,6 +360,7 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
       if f not in order:
         order.append(f)
   flagged = {a.feature for a in anomalies}
+  warned = {w.column for w in feature_warnings or ()}
   for items in (measurements or {}).values():
     flagged.update(m.feature for m in items if m.flagged)
 
@@ -381,6 +387,20 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
   else:
     body.append('<p class="ok">None: the data meets the schema.</p>')
 
+  if feature_warnings is not None:
+    body.append('<h2>Feature checks <small class="'
+                f'{"bad" if feature_warnings else "ok"}">'
+                f'{len(feature_warnings)}</small></h2>')
+    if feature_warnings:
+      rows = [['feature', 'check', 'warning']] + [
+          [w.column, w.reason, w.detail] for w in feature_warnings]
+      body.append(_html_table(rows, classes=['warned'] * len(feature_warnings),
+                              text_cols=[2]))
+    else:
+      body.append('<p class="ok">None: no feature is empty, constant, an '
+                  'identifier, an integer code scaled as a quantity, or a '
+                  'likely leak.</p>')
+
   for heading, items in (measurements or {}).items():
     body.append(f'<h2>{_e(heading)}</h2>')
     if not items:
@@ -399,7 +419,8 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
     known = [f for _, f in items if f is not None]
     numeric = any(_is_numeric(f) for f in known)
     kind = 'numeric' if numeric else 'categorical'
-    cls = 'feature anomalous' if fname in flagged else 'feature'
+    cls = ('feature anomalous' if fname in flagged else
+           'feature warned' if fname in warned else 'feature')
     body.append(f'<section class="{cls}" id="f-{_e(fname)}" '
                 f'data-feature="{_e(fname)}"><h2>{_e(fname)} '
                 f'<small>{kind}</small></h2><div class="row">')

@@ -359,7 +359,8 @@ class AnomaliesFound(Exception):
 def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
                     schema: Optional[schema_pb2.Schema],
                     schema_source: Optional[str],
-                    on_anomalies: str = FAIL) -> Dict[str, Any]:
+                    on_anomalies: str = FAIL,
+                    feature_warnings=None) -> Dict[str, Any]:
   """The validation stage of preprocess, on the staged output directory `out`.
 
   Writes schema.pbtxt, anomalies.json, anomalies/<split>.pbtxt and
@@ -415,7 +416,8 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
           datasets=[(n, dataset(stats[n])) for n in split_names],
           anomalies=rows,
           measurements={f'drift {n} vs train': ms for n, ms in drift.items()},
-          notes=[f'Schema: {schema_source}', f'Validation: {status}']))
+          notes=[f'Schema: {schema_source}', f'Validation: {status}'],
+          feature_warnings=feature_warnings))
 
   if not rows:
     print(f'preprocess: validation ok: {", ".join(split_names)} against '

@@ -5,6 +5,8 @@ import math
 import random
 from typing import List, Optional
 
+import yaml
+
 TOY_HEADER = 'height,visits,city,color,note,outcome'
 TOY_CITIES = ['paris', 'oslo', 'lima', 'kyiv', 'rome']
 
@@ -89,3 +91,56 @@ def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
         fields[j] = rng.choice(['?', '', 'NA'])
     rows.append(','.join(fields))
   return rows
+
+
+TRIP_HEADER = ('trip_id,pickup_area,distance,passengers,payment,notes,vendor,'
+               'tip,tipped')
+# Community-area-like codes: 20 integers scattered over 1..999.
+TRIP_AREAS = [3, 8, 24, 32, 41, 76, 77, 105, 118, 230, 256, 317, 422, 508,
+              590, 611, 707, 812, 903, 950]
+
+
+def trip_rows(n: int, seed: int = 0, missing_rate: float = 0.03
+             ) -> List[str]:
+  """CSV lines (no header) of a trip table with one column of each kind a
+  drafted config must handle: a per-row id (trip_id), an integer code with
+  20 values (pickup_area), a skewed genuine number (distance), a small
+  genuine count (passengers), a genuine category (payment), a column empty
+  in every row (notes), a constant one (vendor), and one computed from the
+  label with noise (tip: only known once the label is). The label, tipped,
+  depends on payment, distance and the area."""
+  rng = random.Random(seed)
+  area_effect = {a: rng.gauss(0, 0.6) for a in TRIP_AREAS}
+  weights = [1 + (i % 5) for i in range(len(TRIP_AREAS))]
+  rows = []
+  for i in range(n):
+    area = rng.choices(TRIP_AREAS, weights)[0]
+    distance = round(rng.lognormvariate(1.0, 0.8), 2)
+    passengers = rng.choice([1, 1, 1, 2, 2, 3, 4, 5, 6])
+    payment = rng.choice(['card', 'card', 'cash', 'app'])
+    score = (1.2 * (payment == 'card') + 0.5 * math.log(distance) +
+             area_effect[area] + rng.gauss(0, 0.8))
+    tipped = score > 1.5
+    tip = round(max(0.0, rng.gauss(3.5 if tipped else 0.0, 0.8)), 2)
+    fields = [str(50_000 + i), str(area), str(distance), str(passengers),
+              payment, '', 'acme', str(tip), 'yes' if tipped else 'no']
+    for j in (1, 2, 4):
+      if rng.random() < missing_rate:
+        fields[j] = ''
+    rows.append(','.join(fields))
+  return rows
+
+
+def trip_config_with_every_column(draft_text: str) -> str:
+  """A drafted trips config (YAML) curated back to every column a feature,
+  the area scaled as a number, and no TFDV schema: the pitfalls that
+  `schema init` leaves out, added back by hand."""
+  doc = yaml.safe_load(draft_text)
+  doc.pop('tfdv_schema', None)
+  for column in doc['columns']:
+    if column['name'] == 'pickup_area':
+      column['type'] = 'int'
+  doc['features'] = {
+      'trip_id': {}, 'pickup_area': {'buckets': 10}, 'distance': {},
+      'passengers': {}, 'payment': {}, 'notes': {}, 'vendor': {}, 'tip': {}}
+  return yaml.safe_dump(doc, sort_keys=False)

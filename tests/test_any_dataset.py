@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import yaml
 
-from pipeline import preprocess
+from pipeline import feature_warnings, preprocess
 from pipeline import schema as schema_cli
 from pipeline.config import load_config
 from tests import datagen
@@ -342,3 +342,77 @@ def test_predict_cli_and_rest_agree_for_each_head(mixed_model, tmp_path):
       assert [r['classes'] for r in rest] == [l['class'] for l in first]
   finally:
     assert server.stop() == 0
+
+
+# ------------------------------- a table with the pitfalls of a real one
+
+
+def test_schema_init_to_a_trained_model_on_a_table_with_pitfalls(tmp_path,
+                                                                 capsys):
+  """Empty, constant, id, integer-code and leaking columns: `schema init`
+  drafts around them and says so, preprocess and the trainer run on the
+  draft, and preprocess's feature checks name each pitfall when a curated
+  config adds them back."""
+  data = datagen.write_lines(str(tmp_path / 'trips.csv'),
+                             datagen.trip_rows(1500, seed=13),
+                             header=datagen.TRIP_HEADER)
+  out = str(tmp_path / 'schemas' / 'trips.yaml')
+  assert schema_cli.main(['init', '--input', data, '--label', 'tipped',
+                          '--output', out]) == 0
+  printed = capsys.readouterr()
+  lines = printed.out.splitlines()
+  header = next(i for i, l in enumerate(lines) if l.startswith('column '))
+  assert lines[header].split() == ['column', 'type', 'treatment', 'missing',
+                                   'distinct', 'why']
+  table = {l.split()[0]: l for l in lines[header + 2:header + 11]}
+  assert list(table) == datagen.TRIP_HEADER.split(',')
+  for column, why in (('trip_id', 'identifier: 100% unique'),
+                      ('pickup_area', 'integer code: 20 values'),
+                      ('notes', 'empty'), ('vendor', "constant: 'acme'")):
+    assert table[column].endswith(why), table[column]
+  assert re.search(r'left out .* leakage: AUC 0\.99\d alone$', table['tip'])
+  assert ('schema: warning: `tip` alone predicts the label with AUC 0.99'
+          in printed.err)
+  assert '4 features, 4 column(s) left out' in printed.out
+  config = load_config(out)
+  assert [c.name for c in config.feature_columns] == [
+      'pickup_area', 'distance', 'passengers', 'payment']
+
+  pp = str(tmp_path / 'pp')
+  # Drafted drift thresholds are sized for thousands of rows: report them.
+  manifest = preprocess.run(['--config', out, '--input', data,
+                             '--output-dir', pp, '--anomalies', 'warn'])
+  assert manifest['rows']['train'] + manifest['rows']['eval'] == 1500
+  with open(os.path.join(pp, 'anomalies.json'), encoding='utf-8') as f:
+    found = json.load(f)['anomalies']
+  assert all(a['type'].startswith('COMPARATOR_') for a in found), found
+  # The same checks on the drafted features: nothing to warn about.
+  assert feature_warnings.check_preprocessed(
+      config, stats_path=os.path.join(pp, 'stats', 'train.pb'),
+      input_files=[data]) == []
+  doc = trainer_task.run([
+      '--preprocess-dir', pp, '--model-dir', str(tmp_path / 'model'),
+      '--epochs', '15', '--batch-size', '64', '--early-stopping-patience',
+      '4', '--verbose', '0', '--seed', '2'])
+  # It learns from the genuine columns, and is not handed the answer.
+  assert 0.75 < doc['eval']['roc_auc'] < 0.98, doc['eval']
+
+  curated = tmp_path / 'schemas' / 'trips_curated.yaml'
+  with open(out, encoding='utf-8') as f:
+    curated.write_text(datagen.trip_config_with_every_column(f.read()),
+                       encoding='utf-8')
+  pp_curated = str(tmp_path / 'pp_curated')
+  preprocess.run(['--config', str(curated), '--input', data, '--output-dir',
+                  pp_curated])
+  capsys.readouterr()
+  findings = feature_warnings.check_preprocessed(
+      load_config(str(curated)),
+      stats_path=os.path.join(pp_curated, 'stats', 'train.pb'),
+      input_files=[data])
+  assert {f.column: f.check for f in findings} == {
+      'trip_id': 'identifier', 'pickup_area': 'integer_code',
+      'notes': 'empty', 'vendor': 'constant', 'tip': 'leakage'}
+  err = capsys.readouterr().err
+  assert ('preprocess: warning: `tip` alone predicts the label with AUC 0.99'
+          in err)
+  assert 'preprocess: warning: notes has no value in the' in err

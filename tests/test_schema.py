@@ -1,11 +1,14 @@
-"""python -m pipeline.schema: infer (draft) and show."""
+"""python -m pipeline.schema: infer (draft), show, and drafting a config."""
 
 import os
+import random
+import re
 
 import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from pipeline import config_draft
 from pipeline import schema as schema_cli
 from tests import datagen
 from tests.conftest import ROOT, TOY_CONFIG
@@ -97,3 +100,124 @@ def test_show_errors(tmp_path, capsys):
   with pytest.raises(SystemExit):
     schema_cli.main(['guess'])
   assert os.path.exists(CURATED)
+
+
+# ------------------------------------------------- init: drafting a config
+
+
+@pytest.fixture(scope='module')
+def trips_draft(tmp_path_factory):
+  path = datagen.write_lines(
+      str(tmp_path_factory.mktemp('trips') / 'trips.csv'),
+      datagen.trip_rows(3000, seed=3), header=datagen.TRIP_HEADER)
+  return config_draft.draft_config(path, 'tipped', name='trips')
+
+
+def test_init_leaves_out_what_a_model_must_not_see(trips_draft):
+  config = trips_draft.config
+  # Every column still parses; only these are features.
+  assert config.column_names == datagen.TRIP_HEADER.split(',')
+  assert [c.name for c in config.feature_columns] == [
+      'pickup_area', 'distance', 'passengers', 'payment']
+  found = {f.column: f.check for f in trips_draft.findings}
+  assert found == {'trip_id': 'identifier', 'pickup_area': 'integer_code',
+                   'notes': 'empty', 'vendor': 'constant', 'tip': 'leakage'}
+  [leak] = trips_draft.warnings
+  assert re.fullmatch(
+      r'`tip` alone predicts the label with AUC 0\.99\d: likely leakage; add '
+      r'it back under `features:` if it is really known at serving time',
+      leak.detail), leak.detail
+  # Each is named with its reason in a comment of the draft.
+  comments = ' '.join(l.strip('# ') for l in trips_draft.text.splitlines()
+                      if l.lstrip().startswith('#'))
+  for text in ('notes has no value in the 3,000 sampled rows',
+               "vendor has the one value 'acme' in every row",
+               'trip_id is unique per row (3,000 values in 3,000 rows; "id" '
+               'in the name)', '`tip` alone predicts the label with AUC',
+               'pickup_area looks like an integer code, not a quantity (20 '
+               'distinct values'):
+    assert text in ' '.join(comments.split()), text
+
+
+def test_init_keeps_genuine_columns_and_makes_codes_categorical(trips_draft):
+  config = trips_draft.config
+  types = {c.name: c.type for c in config.columns}
+  assert types == {'trip_id': 'int', 'pickup_area': 'string',
+                   'distance': 'float', 'passengers': 'int',
+                   'payment': 'string', 'notes': 'string',
+                   'vendor': 'string', 'tip': 'float', 'tipped': 'string'}
+  numeric = {f.name: f for f in config.numeric}
+  categorical = {f.name: f for f in config.categorical}
+  assert set(numeric) == {'distance', 'passengers'}
+  assert set(categorical) == {'pickup_area', 'payment'}
+  # The code gets one id per value (a vocabulary), not a scale.
+  assert categorical['pickup_area'].vocabulary
+  assert numeric['distance'].log1p and numeric['distance'].buckets == 10
+  # Few consecutive small integers stay a plain number.
+  assert (numeric['passengers'].scale, numeric['passengers'].log1p,
+          numeric['passengers'].buckets) == ('zscore', False, 0)
+  assert config.label.positive == 'yes'
+
+
+def test_init_summary_table(trips_draft):
+  lines = schema_cli.summary_table(trips_draft).splitlines()
+  assert lines[0].split() == ['column', 'type', 'treatment', 'missing',
+                              'distinct', 'why']
+  rows = {l.split()[0]: l for l in lines[2:]}
+  assert list(rows) == datagen.TRIP_HEADER.split(',')
+  assert re.search(r'trip_id +int +left out +0\.0% +3,000 +identifier: 100% '
+                   'unique$', rows['trip_id'])
+  assert re.search(r'notes +string +left out +100\.0% +0 +empty$',
+                   rows['notes'])
+  assert rows['vendor'].endswith("constant: 'acme'")
+  assert re.search(r'tip +float +left out .* leakage: AUC 0\.99\d alone$',
+                   rows['tip'])
+  assert re.search(r'pickup_area +string +vocabulary +\d\.\d% +20 +integer '
+                   'code: 20 values$', rows['pickup_area'])
+  assert re.search(r'distance +float +zscore, log1p, 10 buckets .* skewed '
+                   r'\(skewness \d+\.\d\): log1p; [\d,]+ values: quantile '
+                   'buckets$', rows['distance'])
+  assert re.search(r'passengers +int +zscore +0\.0% +6$', rows['passengers'])
+  assert re.search(r'tipped +string +label \(binary\) .* positive class '
+                   "'yes'$", rows['tipped'])
+
+
+def _target_table(path, task, n=1500, seed=9):
+  """A CSV whose `total` is computed from the label, `rooms` a genuine
+  number, `level` a constant number where present, `flag` one value or
+  missing."""
+  rng = random.Random(seed)
+  lines = ['rooms,total,level,flag,city,y']
+  for _ in range(n):
+    rooms = rng.randint(1, 8)
+    city = rng.choice(['oslo', 'lima', 'rome'])
+    value = 50 * rooms + 40 * (city == 'oslo') + rng.gauss(0, 60)
+    if task == 'regression':
+      y = f'{value:.2f}'
+      total = f'{1.08 * value + rng.gauss(0, 2):.2f}'
+    else:
+      y = 'low' if value < 150 else ('mid' if value < 250 else 'high')
+      total = f'{value + rng.gauss(0, 3):.2f}'
+    flag = '1' if rng.random() < 0.4 else ''
+    lines.append(f'{rooms},{total},7,{flag},{city},{y}')
+  return datagen.write_lines(path, lines)
+
+
+@pytest.mark.parametrize('task,metric', [('regression', 'R²'),
+                                         ('multiclass', 'AUC')])
+def test_init_finds_leaks_for_every_task(tmp_path, task, metric):
+  draft = config_draft.draft_config(
+      _target_table(str(tmp_path / 't.csv'), task), 'y', name='t')
+  assert draft.config.label.task == task
+  [leak] = draft.warnings
+  assert leak.column == 'total'
+  assert re.match(f'`total` alone predicts the label with {metric} '
+                  r'(0\.9[5-9]\d|1\.000): likely leakage', leak.detail)
+  assert {f.column: f.check for f in draft.findings} == {
+      'total': 'leakage', 'level': 'constant'}
+  features = {c.name for c in draft.config.feature_columns}
+  assert features == {'rooms', 'flag', 'city'}
+  # One value, else missing: only whether it is there can tell, so an id
+  # per value (the missing one included), not a number imputed to itself.
+  assert draft.config.column('flag').type == 'string'
+  assert 'flag' in {f.name for f in draft.config.categorical}
