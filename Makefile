@@ -65,6 +65,14 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
+# The property-based tests of hostile input (hypothesis: CSV lines for the
+# cleanse stage, JSON bodies, URLs and connections for the server), with
+# FUZZ_SCALE times the examples `make test` runs.
+FUZZ_SCALE ?= 50
+fuzz: install
+	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest $(PYTEST_ARGS) \
+	    tests/test_hostile_cleanse.py tests/test_hostile_serving.py
+
 # Benchmarks: run by hand on an otherwise idle machine; they print figures
 # (see the README's tables) and are not part of the tests. The training-input
 # and serving ones use `make run`'s outputs.

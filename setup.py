@@ -31,5 +31,5 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=3.9,<3.12',
     install_requires=REQUIRED,
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'hypothesis==6.170.15']},
 )

@@ -9,6 +9,11 @@ A missing value (`?`, empty, or whatever the config lists) is not an error: it
 becomes a null list entry and the transform graph imputes it. The same graph
 runs at serving time, so the cleanse stage only decides what is *usable*; how
 values are normalised for the model lives in the transform.
+
+A value that does not fit its column's type (an integer beyond int64, a
+number beyond float32 or that overflows to infinity, a timestamp beyond year
+9999) is `out_of_range`: quarantined like any other unusable value, never an
+overflow that stops the job.
 """
 
 import collections
@@ -26,7 +31,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import features, values as raw_values
 from pipeline.config import Column, DatasetConfig
-from pipeline.sources import RawChunk
+from pipeline.sources import LONG_LINE_PREFIX_BYTES, RawChunk, line_length
 
 QUARANTINE_TAG = 'quarantine'
 COUNTS_TAG = 'counts'
@@ -40,6 +45,7 @@ HEADER_MISMATCH = 'header_mismatch'
 NOT_A_NUMBER = 'not_a_number'
 NOT_AN_INTEGER = 'not_an_integer'
 NON_FINITE = 'non_finite_number'
+OUT_OF_RANGE = 'out_of_range'
 NOT_ALLOWED = 'value_not_allowed'
 WRONG_TYPE = 'wrong_type'
 MULTIPLE_VALUES = 'multiple_values'
@@ -57,6 +63,13 @@ HEADER_LINES = 'header_lines'
 ROWS_KEPT = 'rows_kept'
 ROWS_QUARANTINED = 'rows_quarantined'
 QUARANTINED_PREFIX = 'quarantined.'
+
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What float() reads as infinity or NaN when it is spelled so, as opposed to a
+# number too large for a double.
+_NON_FINITE_WORDS = frozenset(('inf', 'infinity', 'nan'))
 
 
 class RowError(Exception):
@@ -81,45 +94,77 @@ def _as_text(value: Any, column: str) -> str:
                  f'{type(value).__name__} {value!r}')
 
 
+def _spelled_non_finite(text: str) -> bool:
+  """Whether float() reads `text` as inf or nan because it says so, rather
+  than because the number is too large."""
+  return text.strip().lstrip('+-').lower() in _NON_FINITE_WORDS
+
+
+def _shown(value: Any) -> str:
+  """A value for a message, clipped; also an int too long to print."""
+  try:
+    return _clip(str(value))
+  except ValueError:  # more digits than str() writes
+    return f'an integer of {value.bit_length()} bits'
+
+
+def _in_int64(number: int, name: str, text: Any) -> int:
+  if not INT64_MIN <= number <= INT64_MAX:
+    raise RowError(OUT_OF_RANGE, f'{name}: {_shown(text)} does not fit in '
+                   'a 64-bit integer')
+  return number
+
+
 def _int_converter(name: str) -> Callable[[Any], int]:
 
   def convert(value: Any) -> int:
     if isinstance(value, bool):
       raise RowError(WRONG_TYPE, f'{name}: expected an integer, got {value!r}')
     if isinstance(value, int):
-      return value
+      return _in_int64(value, name, value)
     if isinstance(value, float):
       if not math.isfinite(value):
         raise RowError(NON_FINITE, f'{name}: {value!r} is not finite')
       if not value.is_integer():
         raise RowError(NOT_AN_INTEGER, f'{name}: {value!r} is not an integer')
-      return int(value)
+      return _in_int64(int(value), name, value)
     text = _as_text(value, name).strip()
     try:
-      return int(text)
+      return _in_int64(int(text), name, text)
     except ValueError:
-      pass
+      pass  # not in integer syntax, or more digits than int() reads
     try:
       number = float(text)
     except ValueError:
       raise RowError(NOT_A_NUMBER,
                      f'{name}: {_clip(text)!r} is not a number') from None
     if not math.isfinite(number):
-      raise RowError(NON_FINITE, f'{name}: {text!r} is not finite')
+      if _spelled_non_finite(text):
+        raise RowError(NON_FINITE, f'{name}: {_clip(text)!r} is not finite')
+      raise RowError(OUT_OF_RANGE, f'{name}: {_clip(text)} does not fit in a '
+                     '64-bit integer')
     if not number.is_integer():
-      raise RowError(NOT_AN_INTEGER, f'{name}: {text!r} is not an integer')
-    return int(number)
+      raise RowError(NOT_AN_INTEGER, f'{name}: {_clip(text)!r} is not an '
+                     'integer')
+    return _in_int64(int(number), name, text)
 
   return convert
 
 
 def _float_converter(name: str) -> Callable[[Any], float]:
+  """A float32 column: finite numbers up to float32's largest, whatever the
+  spelling; larger ones are out of range, not rounded to infinity."""
 
   def convert(value: Any) -> float:
     if isinstance(value, bool):
       raise RowError(WRONG_TYPE, f'{name}: expected a number, got {value!r}')
     if isinstance(value, (int, float)):
-      number = float(value)
+      text = value
+      try:
+        number = float(value)
+      except OverflowError:  # an int beyond a double
+        number = math.inf
+      spelled = isinstance(value, float)
     else:
       text = _as_text(value, name).strip()
       try:
@@ -127,8 +172,12 @@ def _float_converter(name: str) -> Callable[[Any], float]:
       except ValueError:
         raise RowError(NOT_A_NUMBER,
                        f'{name}: {_clip(text)!r} is not a number') from None
-    if not math.isfinite(number):
-      raise RowError(NON_FINITE, f'{name}: {value!r} is not finite')
+      spelled = _spelled_non_finite(text)
+    if math.isnan(number) or (math.isinf(number) and spelled):
+      raise RowError(NON_FINITE, f'{name}: {_shown(text)!r} is not finite')
+    if not abs(number) <= _FLOAT32_MAX:
+      raise RowError(OUT_OF_RANGE, f'{name}: {_shown(text)} does not fit in a '
+                     f'32-bit float (largest {_FLOAT32_MAX:.7g})')
     return number
 
   return convert
@@ -153,11 +202,14 @@ def _string_converter(column: Column) -> Callable[[Any], str]:
 
 def _parsed_converter(name: str, parse: Callable[[Any], Any],
                       reason: str) -> Callable[[Any], Any]:
-  """A pipeline.values parser, its ValueError turned into a quarantine."""
+  """A pipeline.values parser, its ValueError turned into a quarantine
+  (out_of_range when the value is well-formed but beyond the type)."""
 
   def convert(value: Any) -> Any:
     try:
       return parse(value)
+    except raw_values.OutOfRange as e:
+      raise RowError(OUT_OF_RANGE, f'{name}: {e}') from None
     except ValueError as e:
       raise RowError(reason, f'{name}: {e}') from None
 
@@ -227,7 +279,6 @@ _ASCII_WHITESPACE = ' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f'
 # int() and float() do; anything else is converted value by value in Python.
 _PLAIN_INT = r'^-?[0-9]{1,18}$'
 _PLAIN_FLOAT = r'^-?(?:[0-9]{1,300}(?:\.[0-9]*)?|\.[0-9]+)$'
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _ascii_compatible(encoding: str) -> bool:
@@ -368,8 +419,9 @@ class RowParser:
               ) -> Optional[List[Any]]:
     """A typed row, or None for a line that is not a data row."""
     opts = self._csv
-    if len(line) > opts.max_line_bytes:
-      raise RowError(LINE_TOO_LONG, f'line is {len(line)} bytes; the limit '
+    length = line_length(line)
+    if length > opts.max_line_bytes:
+      raise RowError(LINE_TOO_LONG, f'line is {length} bytes; the limit '
                      f'(input.csv.max_line_bytes) is {opts.max_line_bytes}')
     try:
       text = line.decode(opts.encoding)
@@ -428,12 +480,27 @@ class RowParser:
 
     return self._typed_row(get)
 
-  @staticmethod
-  def _raw_text(record: Any, fmt: str, encoding: str) -> str:
+  def _raw_text(self, record: Any, fmt: str) -> Tuple[str, str]:
+    """The record as the quarantine keeps it, and a note when that is only
+    the start of it: a record beyond max_line_bytes is kept as its first
+    LONG_LINE_PREFIX_BYTES bytes (with its length in the note), so one huge
+    line cannot swell the quarantine."""
+    limit = self._csv.max_line_bytes
     if fmt == 'csv':
-      return record.decode(encoding, errors='backslashreplace')
-    return json.dumps(record, default=lambda v: v.decode(
+      length = line_length(record)
+      if length <= limit:
+        return record.decode(self._csv.encoding,
+                             errors='backslashreplace'), ''
+      prefix = bytes(record[:LONG_LINE_PREFIX_BYTES])
+      return (prefix.decode(self._csv.encoding, errors='backslashreplace'),
+              f'; raw holds its first {len(prefix)} of {length} bytes')
+    text = json.dumps(record, default=lambda v: v.decode(
         'utf-8', errors='backslashreplace') if isinstance(v, bytes) else repr(v))
+    if len(text) <= limit:
+      return text, ''
+    return (text[:LONG_LINE_PREFIX_BYTES],
+            f'; raw holds the first {LONG_LINE_PREFIX_BYTES} of the '
+            f'{len(text)} characters of the record as JSON')
 
   # ------------------------------------------------------------------ chunks
 
@@ -468,7 +535,7 @@ class RowParser:
     is_csv = chunk.format == 'csv'
     for offset in indices:
       record = chunk.records[offset]
-      line_no = chunk.first_line + offset
+      line_no = chunk.line(offset)
       counts[LINES] += 1
       try:
         row = (self._csv_row(record, line_no, counts) if is_csv
@@ -476,12 +543,13 @@ class RowParser:
       except RowError as e:
         counts[ROWS_QUARANTINED] += 1
         counts[QUARANTINED_PREFIX + e.reason] += 1
+        raw, note = self._raw_text(record, chunk.format)
         quarantine.append({
             'source': chunk.source,
             'line': line_no,
             'reason': e.reason,
-            'detail': e.detail,
-            'raw': self._raw_text(record, chunk.format, self._csv.encoding),
+            'detail': e.detail + note,
+            'raw': raw,
         })
         continue
       if row is None:
@@ -511,6 +579,11 @@ class RowParser:
     lengths = pc.binary_length(lines).to_numpy(zero_copy_only=False)
     slow = _line_flags(lines, [ord(opts.quote_char)])
     slow |= lengths > opts.max_line_bytes
+    # Lines the reader cut short (a record spanning lines holds the quote
+    # character, so it is slow already).
+    for i, record in enumerate(records):
+      if type(record) is not bytes:  # pylint: disable=unidiomatic-typecheck
+        slow[i] = True
     if opts.header and chunk.first_line == 1:
       slow[0] = True
     fast_index = np.flatnonzero(~slow)

@@ -50,6 +50,12 @@ CROSS_SEPARATOR = '_x_'
 SIN_SUFFIX, COS_SUFFIX = '_sin', '_cos'
 
 _NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+# The largest integer a config setting may hold: the sizes, counts and seeds
+# it sets are int32 in the graphs and arrays that use them.
+MAX_SETTING = 2**31 - 1
+# The longest window: the span of the timestamps a row can carry (years 1 to
+# 9999, pipeline/values.py); a longer window holds exactly the same rows.
+MAX_WINDOW_SECONDS = 2 * 253402300799
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,11 @@ class Column:
   # Not in the input files: computed by the pipeline (a window aggregation,
   # see `windows:`), then carried like any other float column.
   derived: bool = False
+  # The largest share of rows (0 to 1) that may miss a value, or None when
+  # the config leaves it to the TFDV schema. Validated by TFDV as the
+  # feature's presence.min_fraction, 1 - max_missing (pipeline/validation.py
+  # checks that the curated schema says the same).
+  max_missing: Optional[float] = None
 
   @property
   def raw_type(self) -> str:
@@ -339,10 +350,27 @@ def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
   return value
 
 
-def _int(value: Any, where: str, minimum: int = 0) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ConfigError(f'{where}: expected an integer >= {minimum}, got {value!r}')
+def _int(value: Any, where: str, minimum: int = 0,
+         maximum: int = MAX_SETTING) -> int:
+  if (isinstance(value, bool) or not isinstance(value, int) or
+      not minimum <= value <= maximum):
+    raise ConfigError(f'{where}: expected an integer from {minimum} to '
+                      f'{maximum}, got {_clip_repr(value)}')
   return value
+
+
+def _clip_repr(value: Any, limit: int = 60) -> str:
+  text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit \
+      else f'an integer of {len(str(abs(value)))} digits'
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _fraction(value: Any, where: str) -> float:
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+      not 0 <= value <= 1):
+    raise ConfigError(f'{where}: expected a fraction from 0 to 1, got '
+                      f'{_clip_repr(value)}')
+  return float(value)
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -396,7 +424,8 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
   columns, seen = [], set()
   for i, item in enumerate(items):
     where = f'columns[{i}]'
-    _check_keys(item, ('name', 'type', 'values', 'list', 'separator'), where)
+    _check_keys(item, ('name', 'type', 'values', 'list', 'separator',
+                       'max_missing'), where)
     name = _feature_name(item, where)
     if name in seen:
       raise ConfigError(f'{where}.name: duplicate column {name!r}')
@@ -420,7 +449,10 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
     if not isinstance(separator, str) or len(separator) != 1:
       raise ConfigError(f'{where}.separator: expected one character, got '
                         f'{separator!r}')
-    columns.append(Column(name, ctype, values, is_list, separator))
+    max_missing = (_fraction(item['max_missing'], where + '.max_missing')
+                   if item.get('max_missing') is not None else None)
+    columns.append(Column(name, ctype, values, is_list, separator,
+                          max_missing=max_missing))
   return tuple(columns)
 
 
@@ -617,7 +649,7 @@ def _parse_crosses(items: Any, crossable: Set[str]) -> Tuple[Cross, ...]:
   return tuple(crosses)
 
 
-_DURATION_RE = re.compile(r'^\s*(\d+)\s*([smhdw])\s*$')
+_DURATION_RE = re.compile(r'^\s*([0-9]{1,15})\s*([smhdw])\s*$')
 _WINDOW_KEYS = ('name', 'entity', 'timestamp', 'window', 'aggregate',
                 'value') + _NUMERIC_KEYS
 
@@ -631,12 +663,17 @@ def parse_duration(value: Any, where: str) -> int:
     match = _DURATION_RE.match(value) if isinstance(value, str) else None
     if not match:
       raise ConfigError(
-          f'{where}: {value!r} is not a duration; use a number of seconds or '
-          'a number followed by one of s, m, h, d, w (e.g. 30m, 12h, 7d, 4w)')
+          f'{where}: {_clip_repr(value)} is not a duration; use a number of '
+          'seconds or a number followed by one of s, m, h, d, w (e.g. 30m, '
+          '12h, 7d, 4w)')
     seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
   if seconds < 1:
-    raise ConfigError(f'{where}: {value!r} is not a duration of at least one '
-                      'second')
+    raise ConfigError(f'{where}: {_clip_repr(value)} is not a duration of at '
+                      'least one second')
+  if seconds > MAX_WINDOW_SECONDS:
+    raise ConfigError(f'{where}: {_clip_repr(value)} is longer than '
+                      f'{MAX_WINDOW_SECONDS} seconds, the span of the years '
+                      'a timestamp holds (1 to 9999)')
   return seconds
 
 
@@ -734,7 +771,7 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   try:
     raw = yaml.safe_load(text)
   except yaml.YAMLError as e:
-    raise ConfigError(f'{where}: not valid YAML: {e}') from None
+    raise ConfigError(f'{where}: not valid YAML: {_yaml_error(e)}') from None
   if not isinstance(raw, Mapping):
     raise ConfigError(f'{where}: expected a YAML mapping at the top level')
   _check_keys(raw, _TOP_LEVEL, 'config')
@@ -799,6 +836,27 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
       crosses=crosses, split=split, model=dict(model), tfdv_schema=tfdv_schema,
       booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
       texts=tuple(feats.texts), windows=windows, source_text=text)
+
+
+def _yaml_error(error: yaml.YAMLError) -> str:
+  """PyYAML's several-line message as one line: what, where, and what it
+  was parsing."""
+  problem = getattr(error, 'problem', None)
+  mark = getattr(error, 'problem_mark', None)
+  if not problem:
+    return ' '.join(str(error).split())
+  text = problem
+  if mark is not None:
+    text += f' at line {mark.line + 1}, column {mark.column + 1}'
+  context = getattr(error, 'context', None)
+  context_mark = getattr(error, 'context_mark', None)
+  if context:
+    text += f' ({context}'
+    if context_mark is not None:
+      text += (f' started at line {context_mark.line + 1}, column '
+               f'{context_mark.column + 1}')
+    text += ')'
+  return ' '.join(text.split())
 
 
 def load_config(path: str) -> DatasetConfig:

@@ -59,7 +59,8 @@ class Ingest(beam.PTransform):
 
   def expand(self, pbegin):
     return (pbegin
-            | 'Read' >> sources.ReadRawChunks(self._files, self._config.format)
+            | 'Read' >> sources.ReadRawChunks(
+                self._files, self._config.format, csv=self._config.csv)
             | 'Cleanse' >> cleanse.CleanseRows(self._config))
 
 

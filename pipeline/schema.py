@@ -60,7 +60,8 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
     counts_path = os.path.join(tmp, 'counts.json')
     with beam.Pipeline(options=options) as p:
       ingested = (p
-                  | 'Read' >> sources.ReadRawChunks(files, config.format)
+                  | 'Read' >> sources.ReadRawChunks(
+                      files, config.format, csv=config.csv)
                   | 'Cleanse' >> cleanse.CleanseRows(config))
       rows = ingested.rows
       if config.windows:  # as preprocess computes them, before statistics

@@ -15,11 +15,25 @@ chunks.
 
 Paths go through Beam filesystems, so gs:// and other remote paths work
 unchanged; `.gz`/`.bz2` CSV files are decompressed transparently.
+
+A UTF-8 byte-order mark at the start of a CSV file is not data, whatever the
+configured encoding: it is dropped, so the first row is read like any other.
+Given the dataset's CSV options (`csv=`), a CSV record is also:
+* a line that ends inside a quoted field, joined with the lines that
+  complete it (the line break stays in the field), as a CSV reader reads
+  them, up to `max_line_bytes` in all; the record keeps the number of its
+  first line;
+* for a line longer than `max_line_bytes`, never the whole line: the reader
+  keeps its first bytes and its length (`LongLine`), and the cleanse stage
+  quarantines it.
+Without CSV options every line is a record and no line is cut.
 """
 
+import collections
+import csv as csv_lib
 import dataclasses
 import zlib
-from typing import Any, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -27,12 +41,40 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline.config import CsvOptions
 from pipeline.errors import InputError
 
 CHUNK_SIZE = 16384
 # A worker's share of one uncompressed CSV file, and the size of one read.
 RANGE_BYTES = 32 << 20
 READ_BLOCK_BYTES = 4 << 20
+UTF8_BOM = b'\xef\xbb\xbf'
+# How much of a line beyond max_line_bytes is kept, for the quarantine.
+LONG_LINE_PREFIX_BYTES = 4096
+# How far past a range boundary the planner looks for a cut between two lines
+# without a quote character (see plan_ranges).
+_QUOTE_FREE_CUT_SEARCH_BYTES = 1 << 20
+
+
+class LongLine(bytes):
+  """The first bytes of a line over the length limit, and its full length.
+
+  A bytes value (so it travels and is handled like any line), the
+  prefix only; `length` is the length of the whole line in bytes.
+  """
+
+  def __new__(cls, prefix: bytes, length: int):
+    line = super().__new__(cls, prefix)
+    line.length = length
+    return line
+
+  def __reduce__(self):
+    return (LongLine, (bytes(self), self.length))
+
+
+def line_length(line: bytes) -> int:
+  """The length of a line in bytes, also of one the reader cut short."""
+  return getattr(line, 'length', len(line))
 
 
 @dataclasses.dataclass
@@ -41,11 +83,23 @@ class RawChunk:
 
   For CSV, `records` are the raw lines as bytes (without the newline); for
   Parquet and TFRecord they are dicts of column name to value.
+
+  Record i is at line `first_line + i`, unless `line_numbers` is set: a CSV
+  record that spans lines (a quoted field with a line break) moves the
+  numbers of the records after it, and then `line_numbers[i]` is the line
+  record i starts on.
   """
   source: str
   first_line: int
   format: str
   records: List[Any]
+  line_numbers: Optional[List[int]] = None
+
+  def line(self, offset: int) -> int:
+    """The line (or record index) record `offset` starts on."""
+    if self.line_numbers is not None:
+      return self.line_numbers[offset]
+    return self.first_line + offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +145,18 @@ def _splittable(path: str, fmt: str) -> bool:
           CompressionTypes.UNCOMPRESSED)
 
 
-def plan_ranges(path: str, fmt: str,
-                range_bytes: int = RANGE_BYTES) -> List[FileRange]:
+def plan_ranges(path: str, fmt: str, range_bytes: int = RANGE_BYTES,
+                csv: Optional[CsvOptions] = None) -> List[FileRange]:
   """Cuts a file into ranges of about `range_bytes` that start on lines.
 
   One sequential scan finds the first line start at or after each multiple of
   `range_bytes` and counts the newlines before it.
+
+  With CSV options, a cut is moved on (up to 1 MiB) until neither the line
+  before nor the line after it holds the quote character, so that a quoted
+  field with line breaks is not cut in two: such a record starts and ends on
+  a line with a quote, and every cut next to a quote-free line pair lies
+  outside it unless the field spans four lines or more.
   """
   whole = [FileRange(path, 0, None, 1)]
   if not _splittable(path, fmt):
@@ -106,6 +166,7 @@ def plan_ranges(path: str, fmt: str,
     return whole
   cuts = []  # (byte offset of a line start, its line number)
   target, base, newlines = range_bytes, 0, 0
+  quote = _quote_byte(csv)
   with FileSystems.open(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
     while True:
@@ -118,6 +179,8 @@ def plan_ranges(path: str, fmt: str,
         i = block.find(b'\n', max(target - 1 - base, 0))
         if i < 0:
           break  # keep looking in the next block
+        if quote is not None:
+          i = _quote_free_cut(block, i, quote)
         start = base + i + 1
         cuts.append((start, newlines + block.count(b'\n', 0, i + 1) + 1))
         target = max(target + range_bytes, start + 1)
@@ -130,8 +193,146 @@ def plan_ranges(path: str, fmt: str,
           for (start, line), end in zip(starts, ends)]
 
 
-def _read_lines(file_range: FileRange) -> Iterator[bytes]:
-  """The range's lines, without their line ending (\n or \r\n)."""
+def _quote_free_cut(block: bytes, i: int, quote: bytes) -> int:
+  """The first newline at or after block[i] whose neighbouring lines hold no
+  quote character, looking at most _QUOTE_FREE_CUT_SEARCH_BYTES ahead (and
+  within the block); i itself when there is none."""
+  limit = min(len(block), i + _QUOTE_FREE_CUT_SEARCH_BYTES)
+  j = i
+  while j < limit:
+    before = block.rfind(b'\n', 0, j) + 1
+    after = block.find(b'\n', j + 1)
+    if after < 0:
+      break
+    if quote not in block[before:after]:
+      return j
+    j = after
+  return i
+
+
+def _quote_byte(csv: Optional[CsvOptions]) -> Optional[bytes]:
+  """The quote character as the one byte it is in the file, or None when
+  records are not joined (no CSV options, or an encoding in which the
+  quote is not one ASCII byte)."""
+  if csv is None:
+    return None
+  try:
+    quote = csv.quote_char.encode(csv.encoding)
+    ascii_compatible = (bytes(range(128)).decode(csv.encoding) ==
+                        bytes(range(128)).decode('ascii'))
+  except (UnicodeError, LookupError):
+    return None
+  return quote if len(quote) == 1 and ascii_compatible else None
+
+
+def _read_lines(file_range: FileRange,
+                csv: Optional[CsvOptions] = None) -> Iterator[bytes]:
+  """The range's CSV records, without their line ending (\n or \r\n).
+
+  Without CSV options, one record per line; with them, as described in the
+  module docstring (byte-order mark, quoted line breaks, long lines).
+  """
+  for _, record in _read_records(file_range, csv):
+    yield record
+
+
+def _read_records(file_range: FileRange, csv: Optional[CsvOptions] = None
+                 ) -> Iterator[Tuple[int, bytes]]:
+  """(line number, record) for the range's CSV records."""
+  limit = csv.max_line_bytes if csv is not None else None
+  lines = _physical_lines(file_range, limit)
+  if file_range.start == 0:
+    lines = _without_bom(lines)
+  numbered = enumerate(lines, start=file_range.first_line)
+  quote = _quote_byte(csv)
+  if quote is None:
+    yield from numbered
+    return
+  yield from _join_quoted(numbered, csv, quote)
+
+
+_OPEN, _CLOSED, _BROKEN = 'open', 'closed', 'broken'
+
+
+def _join_quoted(numbered: Iterator[Tuple[int, bytes]], csv: CsvOptions,
+                 quote: bytes) -> Iterator[Tuple[int, bytes]]:
+  """Joins a line that ends inside a quoted field with the lines that
+  complete it.
+
+  A join is kept only when the joined record is well-formed CSV within
+  max_line_bytes. Otherwise (a stray quote, say) the opening line is a record
+  of its own, which the cleanse stage quarantines, and the lines after it are
+  read again as they are: one broken line never takes good rows with it.
+  """
+  again: collections.deque = collections.deque()  # taken, to be read again
+
+  def take():
+    return again.popleft() if again else next(numbered, None)
+
+  while True:
+    item = take()
+    if item is None:
+      return
+    number, line = item
+    if (quote not in line or isinstance(line, LongLine) or
+        _csv_state(line, csv) != _OPEN):
+      yield item
+      continue
+    parts, size, taken, joined = [line], len(line), [], None
+    while joined is None:
+      following = take()
+      if following is None:
+        break
+      taken.append(following)
+      size += 1 + line_length(following[1])
+      if isinstance(following[1], LongLine) or size > csv.max_line_bytes:
+        break
+      parts.append(following[1])
+      state = _csv_state(b'\n'.join(parts), csv)
+      if state == _CLOSED:
+        joined = b'\n'.join(parts)
+      elif state == _BROKEN:
+        break
+    if joined is not None:
+      yield number, joined
+    else:
+      yield item
+      again.extendleft(reversed(taken))
+
+
+def _csv_state(record: bytes, csv: CsvOptions) -> str:
+  """_OPEN if the record ends inside a quoted field (the next line continues
+  it), _CLOSED if it is one well-formed CSV record, else _BROKEN."""
+  try:
+    text = record.decode(csv.encoding)
+  except UnicodeDecodeError:
+    return _BROKEN
+  try:
+    rows = list(csv_lib.reader([text], delimiter=csv.delimiter,
+                               quotechar=csv.quote_char,
+                               skipinitialspace=csv.skip_initial_space,
+                               strict=True))
+  except csv_lib.Error as e:
+    return _OPEN if 'unexpected end of data' in str(e) else _BROKEN
+  return _CLOSED if len(rows) == 1 else _BROKEN
+
+
+def _without_bom(lines: Iterator[bytes]) -> Iterator[bytes]:
+  first = next(lines, None)
+  if first is None:
+    return
+  if first.startswith(UTF8_BOM):
+    first = (LongLine(first[len(UTF8_BOM):], first.length - len(UTF8_BOM))
+             if isinstance(first, LongLine) else first[len(UTF8_BOM):])
+  yield first
+  yield from lines
+
+
+def _physical_lines(file_range: FileRange,
+                    limit: Optional[int]) -> Iterator[bytes]:
+  """The range's lines without their ending; a line over `limit` bytes as a
+  LongLine, without ever holding more than its first bytes."""
+  keep = None if limit is None else max(limit + 1, LONG_LINE_PREFIX_BYTES)
   with FileSystems.open(
       file_range.path,
       compression_type=(CompressionTypes.UNCOMPRESSED if file_range.start
@@ -142,6 +343,7 @@ def _read_lines(file_range: FileRange) -> Iterator[bytes]:
     remaining = (None if file_range.end is None else
                  file_range.end - file_range.start)
     tail = b''
+    dropped = 0  # bytes of the current (over-long) line not kept in `tail`
     while remaining is None or remaining > 0:
       size = (READ_BLOCK_BYTES if remaining is None else
               min(READ_BLOCK_BYTES, remaining))
@@ -150,16 +352,40 @@ def _read_lines(file_range: FileRange) -> Iterator[bytes]:
         break
       if remaining is not None:
         remaining -= len(block)
+      if dropped:
+        end = block.find(b'\n')
+        if end < 0:
+          dropped += len(block)
+          continue
+        cr = int(block[end - 1:end] == b'\r') if end else 0
+        yield _long_line(tail, len(tail) + dropped + end - cr)
+        tail, dropped, block = b'', 0, block[end + 1:]
       lines = (tail + block).split(b'\n')
       tail = lines.pop()
-      yield from _without_cr(lines)
-    if tail:
-      yield from _without_cr([tail])
+      lines = _without_cr(lines)
+      if keep is not None:
+        lines = [l if len(l) <= limit else _long_line(l, len(l))
+                 for l in lines]
+        if len(tail) > keep:
+          dropped = len(tail) - keep
+          tail = tail[:keep]
+      yield from lines
+    if dropped:
+      yield _long_line(tail, len(tail) + dropped)
+    elif tail:
+      line = _without_cr([tail])[0]
+      yield (line if keep is None or len(line) <= limit else
+             _long_line(line, len(line)))
+
+
+def _long_line(line: bytes, length: int) -> bytes:
+  """A line over the limit: its first bytes, and its full length."""
+  return LongLine(line[:LONG_LINE_PREFIX_BYTES], length)
 
 
 def _without_cr(lines: List[bytes]) -> List[bytes]:
   for i, line in enumerate(lines):
-    if line.endswith(b'\r'):
+    if line.endswith(b'\r') and not isinstance(line, LongLine):
       lines[i] = line[:-1]
   return lines
 
@@ -195,51 +421,73 @@ _READERS = {'csv': _read_lines, 'parquet': _read_parquet,
             'tfrecord': _read_tfrecord}
 
 
+def _numbered(file_range: FileRange, fmt: str,
+              csv: Optional[CsvOptions]) -> Iterator[Tuple[int, Any]]:
+  """(line number or record index, record) of a range."""
+  if fmt == 'csv':
+    return _read_records(file_range, csv)
+  return enumerate(_READERS[fmt](file_range), start=file_range.first_line)
+
+
 class _ReadChunksFn(beam.DoFn):
 
-  def __init__(self, fmt: str, chunk_size: int):
+  def __init__(self, fmt: str, chunk_size: int,
+               csv: Optional[CsvOptions] = None):
     self._format = fmt
     self._chunk_size = chunk_size
+    self._csv = csv
     self._records_read = Metrics.counter('read', 'records_read')
     self._ranges_read = Metrics.counter('read', 'ranges_read')
 
   def process(self, file_range: FileRange) -> Iterable[RawChunk]:
-    reader = _READERS[self._format]
     path = file_range.path
-    records, first = [], file_range.first_line
-    n = file_range.first_line - 1
-    for n, record in enumerate(reader(file_range), start=file_range.first_line):
+    records: List[Any] = []
+    numbers: List[int] = []
+    for n, record in _numbered(file_range, self._format, self._csv):
       records.append(record)
+      numbers.append(n)
       if len(records) >= self._chunk_size:
-        self._records_read.inc(len(records))
-        yield RawChunk(path, first, self._format, records)
-        records, first = [], n + 1
+        yield self._chunk(path, records, numbers)
+        records, numbers = [], []
     if records:
-      self._records_read.inc(len(records))
-      yield RawChunk(path, first, self._format, records)
+      yield self._chunk(path, records, numbers)
     self._ranges_read.inc()
+
+  def _chunk(self, path: str, records: List[Any],
+             numbers: List[int]) -> RawChunk:
+    self._records_read.inc(len(records))
+    consecutive = numbers[-1] - numbers[0] == len(numbers) - 1
+    return RawChunk(path, numbers[0], self._format, records,
+                    None if consecutive else numbers)
 
 
 class ReadRawChunks(beam.PTransform):
-  """Reads the given files into `RawChunk`s of numbered records."""
+  """Reads the given files into `RawChunk`s of numbered records.
+
+  Pass the dataset's CSV options as `csv` so that CSV records are read as the
+  module docstring describes (quoted line breaks, long lines); without them
+  every line is a record.
+  """
 
   def __init__(self, files: Sequence[str], fmt: str,
-               chunk_size: int = CHUNK_SIZE, range_bytes: int = RANGE_BYTES):
+               chunk_size: int = CHUNK_SIZE, range_bytes: int = RANGE_BYTES,
+               csv: Optional[CsvOptions] = None):
     super().__init__()
     self._files = list(files)
     self._format = fmt
     self._chunk_size = chunk_size
     self._range_bytes = range_bytes
+    self._csv = csv if fmt == 'csv' else None
 
   def expand(self, pbegin):
-    fmt, range_bytes = self._format, self._range_bytes
+    fmt, range_bytes, csv = self._format, self._range_bytes, self._csv
     return (pbegin
             | 'ListFiles' >> beam.Create(self._files)
             | 'PlanRanges' >> beam.FlatMap(
-                lambda path: plan_ranges(path, fmt, range_bytes))
+                lambda path: plan_ranges(path, fmt, range_bytes, csv))
             | 'Spread' >> _DeterministicReshuffle()
             | 'ReadRanges' >> beam.ParDo(
-                _ReadChunksFn(self._format, self._chunk_size)))
+                _ReadChunksFn(self._format, self._chunk_size, csv)))
 
 
 def _range_key(file_range: FileRange) -> int:

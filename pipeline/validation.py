@@ -126,6 +126,32 @@ def check_schema_matches(schema: schema_pb2.Schema, config: DatasetConfig,
         f'{", ".join(expected)}')
 
 
+def check_presence_matches(schema: schema_pb2.Schema, config: DatasetConfig,
+                           where: str) -> None:
+  """Missing values are decided per column in the config and the schema
+  together: a column's `max_missing` must be 1 - the schema feature's
+  presence.min_fraction, the share TFDV itself checks.
+
+  So one missing value in a column that may miss up to 1% fails nothing,
+  while 20% missing there is TFDV's FEATURE_TYPE_LOW_FRACTION_PRESENT
+  anomaly; and the two files cannot drift apart unnoticed.
+  """
+  features = {f.name: f for f in schema.feature}
+  for column in config.raw_columns:
+    if column.max_missing is None or column.name not in features:
+      continue
+    feature = features[column.name]
+    expected = 1.0 - column.max_missing
+    actual = (feature.presence.min_fraction
+              if feature.HasField('presence') else 0.0)
+    if abs(actual - expected) > 1e-9:
+      raise UserError(
+          f'{where}: feature {column.name!r} has presence.min_fraction '
+          f'{actual:g}, but the config lets up to {column.max_missing:g} of '
+          f'its values be missing (max_missing), which is min_fraction '
+          f'{expected:g}; make the two agree')
+
+
 def resolve_schema(config: DatasetConfig, config_path: str,
                    override: Optional[str] = None
                   ) -> Optional[schema_pb2.Schema]:
@@ -140,6 +166,7 @@ def resolve_schema(config: DatasetConfig, config_path: str,
   what = '--schema' if override else 'tfdv_schema'
   schema = load_schema(path, what=what)
   check_schema_matches(schema, config, f'{what} {path}')
+  check_presence_matches(schema, config, f'{what} {path}')
   return schema
 
 
@@ -152,14 +179,19 @@ def draft_schema(statistics: statistics_pb2.DatasetFeatureStatisticsList,
   thresholds (L-infinity for strings, Jensen-Shannon divergence on quantile
   histograms for numbers), and some tolerance for rare unseen values. Missing
   values are governed by `presence` alone: a fixed `shape` would also turn
-  every missing value into an anomaly.
+  every missing value into an anomaly. A column's `max_missing` in the config
+  sets its presence.min_fraction (1 - max_missing).
   """
   schema = tfdv.infer_schema(statistics, infer_feature_shape=False)
   del schema.default_environment[:]
   schema.default_environment.extend([TRAINING, SERVING])
   label = config.label.column
   domains = {d.name for d in schema.string_domain}
+  max_missing = {c.name: c.max_missing for c in config.raw_columns
+                 if c.max_missing is not None}
   for feature in schema.feature:
+    if feature.name in max_missing:
+      feature.presence.min_fraction = 1.0 - max_missing[feature.name]
     if feature.name == label:
       feature.not_in_environment.append(SERVING)
     if feature.type == schema_pb2.BYTES:

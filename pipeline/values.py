@@ -9,7 +9,9 @@ training and serving agree on what a value means, and the transform graph
 only ever sees the carried form.
 
 Errors are ValueError with a message meant for a person; callers add the
-column name and turn it into a quarantine reason or a 400.
+column name and turn it into a quarantine reason or a 400. OutOfRange, a
+ValueError, says the value is well-formed but beyond what the type holds (a
+timestamp past year 9999, epoch seconds too large for any date).
 """
 
 import datetime
@@ -21,6 +23,10 @@ _FALSE = frozenset(('false', 'f', 'no', 'n', '0'))
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 # Epoch seconds beyond year 9999 are not a date a person meant.
 _MAX_EPOCH_SECONDS = 253402300799
+
+
+class OutOfRange(ValueError):
+  """A well-formed value beyond what its type can carry."""
 
 
 def parse_bool(value: Any) -> int:
@@ -54,9 +60,15 @@ def parse_timestamp(value: Any) -> int:
     return _epoch(value)
   text = _text(value).strip()
   try:
-    return _epoch(float(text))
+    seconds = float(text)
   except ValueError:
     pass
+  else:
+    if math.isnan(seconds) or (math.isinf(seconds) and text.lstrip(
+        '+-').lower() in ('inf', 'infinity')):
+      raise ValueError(f'{_clip(text)!r} is not a timestamp (expected '
+                       'ISO-8601 or epoch seconds)')
+    return _epoch(seconds, text)
   iso = text[:-1] + '+00:00' if text[-1:] in ('Z', 'z') else text
   try:
     moment = datetime.datetime.fromisoformat(iso)
@@ -65,7 +77,8 @@ def parse_timestamp(value: Any) -> int:
                      'e.g. 2024-05-01T13:45:00Z, or epoch seconds)') from None
   if moment.tzinfo is None:
     moment = moment.replace(tzinfo=datetime.timezone.utc)
-  return math.floor((moment - _EPOCH).total_seconds())
+  # An offset can move 0001-01-01 or 9999-12-31 past the years a date holds.
+  return _epoch(math.floor((moment - _EPOCH).total_seconds()), text)
 
 
 def split_list(text: str, separator: str) -> List[str]:
@@ -73,9 +86,15 @@ def split_list(text: str, separator: str) -> List[str]:
   return [item.strip() for item in text.split(separator) if item.strip()]
 
 
-def _epoch(seconds: float) -> int:
-  if not math.isfinite(seconds) or abs(seconds) > _MAX_EPOCH_SECONDS:
-    raise ValueError(f'{seconds!r} is not a usable epoch timestamp')
+def _epoch(seconds: float, text: Any = None) -> int:
+  """Whole epoch seconds, within years 1 to 9999."""
+  if isinstance(seconds, float) and not math.isfinite(seconds):
+    raise ValueError(f'{seconds!r} is not a timestamp')
+  # Compared before any conversion: an int may be too large for a float.
+  if not -_MAX_EPOCH_SECONDS <= seconds <= _MAX_EPOCH_SECONDS:
+    shown = _clip(str(seconds if text is None else text))
+    raise OutOfRange(f'{shown} is out of range for a timestamp (epoch '
+                     f'seconds up to {_MAX_EPOCH_SECONDS}, year 9999)')
   return math.floor(seconds)
 
 

@@ -10,5 +10,8 @@
   request_log.py  one JSON line per served instance, rotated by size; the
                   input of `python -m pipeline.skew`
   app.py          the aiohttp routes (TF Serving's URLs and JSON shapes)
+  connections.py  the connection cap, idle timeout and JSON answers to
+                  requests that are not HTTP: stalled clients cannot take
+                  the server down
   server.py       flags, start-up, signals and graceful shutdown
 """

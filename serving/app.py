@@ -24,11 +24,15 @@ objects (the project's contract). "signature_name": "serving_default" is
 accepted too: the rows are then sent as tf.Examples. :classify and :regress use
 serving_default unless told otherwise.
 
-Error policy: anything wrong with a request is a 4xx with a message; the
-middleware turns any unexpected exception into a 500 JSON answer without
-taking the server down.
+Error policy: anything wrong with a request is a 4xx with a message: a body
+that is not JSON or breaks the rules, a path or version that does not exist
+(whatever characters the client put in the URL), a body that does not arrive
+within --body-timeout (408). The middleware turns any unexpected exception
+into a 500 JSON answer without taking the server down; requests that are not
+HTTP at all are answered by connections.py, also in JSON.
 """
 
+import asyncio
 import json
 import logging
 import re
@@ -50,6 +54,10 @@ _PATH = re.compile(
     r'(?:/versions/(?P<version>[^/:]+))?'
     r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$')
 VERBS = ('predict', 'classify', 'regress')
+# A version is a non-negative int64 written in ASCII digits (str.isdigit()
+# would also take '²', which int() does not).
+_VERSION = re.compile(r'[0-9]{1,19}')
+_INT64_MAX = 2**63 - 1
 
 STORE = web.AppKey('store', ModelStore)
 BATCHER = web.AppKey('batcher', MicroBatcher)
@@ -62,6 +70,9 @@ def _dumps(obj: Any) -> str:
 
 
 def error_response(status: int, message: str) -> web.Response:
+  # A message may quote a URL or key the client sent: lone surrogates (from
+  # undecodable bytes) are escaped so that the answer is valid UTF-8.
+  message = message.encode('utf-8', 'backslashreplace').decode('utf-8')
   return web.json_response({'error': message}, status=status, dumps=_dumps)
 
 
@@ -72,7 +83,12 @@ async def json_errors(request: web.Request, handler):
   try:
     return await handler(request)
   except validation.RequestError as e:
-    return error_response(e.status, e.message)
+    response = error_response(e.status, e.message)
+    if e.close:
+      response.force_close()
+    return response
+  except ConnectionError:
+    raise  # the client went away: nothing to answer (aiohttp drops it)
   except web.HTTPException as e:
     if e.status < 400:
       raise
@@ -106,9 +122,12 @@ def _route(request: web.Request) -> Dict[str, Optional[str]]:
     raise validation.RequestError(
         f'Servable not found for request: Latest({parts["name"]}); this '
         f'server serves model {name!r}', 404)
-  if parts['version'] is not None and not parts['version'].isdigit():
+  version = parts['version']
+  if version is not None and not (_VERSION.fullmatch(version) and
+                                  int(version) <= _INT64_MAX):
     raise validation.RequestError(
-        f'version must be an integer, got {parts["version"]!r}', 404)
+        f'version must be a non-negative integer, got '
+        f'{validation.describe(version)[:80]}', 404)
   return parts
 
 
@@ -150,18 +169,41 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def _read_body(request: web.Request) -> Any:
-  limit = request.app[SETTINGS]['max_body_bytes']
+  settings = request.app[SETTINGS]
+  limit = settings['max_body_bytes']
   if request.content_length is not None and request.content_length > limit:
     raise validation.RequestError(
         f'request body is {request.content_length} bytes; the limit is '
         f'{limit} (--max-body-bytes)')
+  timeout = settings['body_timeout']
   try:
-    body = await request.read()
+    body = await asyncio.wait_for(request.read(), timeout)
   except web.HTTPRequestEntityTooLarge:
     raise validation.RequestError(
         f'request body is over the limit of {limit} bytes '
         '(--max-body-bytes)') from None
+  except asyncio.TimeoutError:
+    _abandon_body(request)
+    raise validation.RequestError(
+        f'request body not received within {timeout:g} s '
+        '(--body-timeout)', 408, close=True) from None
+  except (ConnectionError, web.HTTPException):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # A body aiohttp cannot read: bad chunked encoding, undecompressable
+    # Content-Encoding, cut short.
+    _abandon_body(request)
+    reason = str(e).strip().splitlines()[-1].strip() if str(e).strip() else ''
+    raise validation.RequestError(
+        'request body cannot be read' + (f': {reason[:100]}' if reason else
+                                         ''), close=True) from None
   return validation.parse_json(body)
+
+
+def _abandon_body(request: web.Request) -> None:
+  """Reads no more of a body that failed: the answer closes the connection,
+  and aiohttp does not linger to drain (and re-raise) what is left."""
+  request.content.feed_eof()
 
 
 async def post_model(request: web.Request) -> web.Response:
@@ -306,7 +348,8 @@ def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray]
 
 def make_app(store: ModelStore, batcher: MicroBatcher,
              request_log: Optional[RequestLog], model_name: str,
-             max_body_bytes: int, max_instances: int) -> web.Application:
+             max_body_bytes: int, max_instances: int,
+             body_timeout: float = 30.0) -> web.Application:
   # aiohttp's own body limit sits just above ours, so that our check (and its
   # 400 message) answers first.
   app = web.Application(middlewares=[json_errors],
@@ -315,7 +358,8 @@ def make_app(store: ModelStore, batcher: MicroBatcher,
   app[BATCHER] = batcher
   app[REQUEST_LOG] = request_log
   app[SETTINGS] = {'model_name': model_name, 'max_body_bytes': max_body_bytes,
-                   'max_instances': max_instances}
+                   'max_instances': max_instances,
+                   'body_timeout': body_timeout}
   app.router.add_get('/healthz', healthz)
   app.router.add_get('/v1/models/{rest:.+}', get_model)
   app.router.add_post('/v1/models/{rest:.+}', post_model)

@@ -309,7 +309,8 @@ class ModelStore:
     if loading is not None:
       entries.append(_status_entry(loading, 'LOADING'))
     for v, (_, error) in sorted(self._failed.items()):
-      entries.append(_status_entry(v, 'END', 'UNKNOWN', error))
+      if v != loading:  # changed since it failed, and being loaded again
+        entries.append(_status_entry(v, 'END', 'UNKNOWN', error))
     if version is not None:
       entries = [e for e in entries if e['version'] == str(version)]
     return entries

@@ -9,6 +9,10 @@ newer versions.
 On SIGTERM or SIGINT: stop accepting connections, let the requests in flight
 finish (up to --shutdown-timeout seconds), stop the poller, wait for the
 model threads, drain and close the request log, exit 0.
+
+Connections are bounded in number and in idle time (connections.py), and a
+request body in the time it may take to arrive (--body-timeout), so clients
+that connect and stall cannot use up the process's file descriptors.
 """
 
 import argparse
@@ -22,6 +26,7 @@ from aiohttp import web
 
 from pipeline.errors import UserError
 from serving import app as app_lib
+from serving import connections
 from serving.batcher import MicroBatcher
 from serving.model_store import ModelStore
 from serving.request_log import RequestLog
@@ -33,6 +38,10 @@ DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 DEFAULT_MAX_INSTANCES = 1000
 DEFAULT_LOG_MAX_BYTES = 64 * 2**20
 DEFAULT_LOG_BACKUPS = 5
+DEFAULT_BODY_TIMEOUT = 30.0
+# Seconds aiohttp keeps reading (and dropping) the rest of a body it did not
+# need, e.g. after a 400, so the client can read the answer.
+_LINGERING_SECONDS = 2.0
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -83,6 +92,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--shutdown-timeout', type=float, default=30.0,
                       help='seconds requests in flight get to finish on '
                       'SIGTERM (default %(default)s)')
+  parser.add_argument('--max-connections', type=int, default=None,
+                      help='connections open at once; at the limit the '
+                      'longest-idle one is closed to make room, and when '
+                      'every one is busy a new one gets 503 (default '
+                      f'{connections.DEFAULT_MAX_CONNECTIONS}, fewer if the '
+                      'open-file limit is lower)')
+  parser.add_argument('--idle-timeout', type=float,
+                      default=connections.DEFAULT_IDLE_TIMEOUT,
+                      help='seconds a connection may stay open without '
+                      'sending a complete request head, after connecting or '
+                      'after its last response (default %(default)s)')
+  parser.add_argument('--body-timeout', type=float,
+                      default=DEFAULT_BODY_TIMEOUT,
+                      help='seconds a request body may take to arrive; '
+                      'slower ones get 408 (default %(default)s)')
   parser.add_argument('--verbose', action='store_true',
                       help='log every request (aiohttp access log)')
   args = parser.parse_args(argv)
@@ -94,6 +118,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.error('--port must be between 0 and 65535')
   if args.poll_seconds < 0 or args.shutdown_timeout < 0:
     parser.error('--poll-seconds and --shutdown-timeout must not be negative')
+  if not (args.idle_timeout > 0 and args.body_timeout > 0):
+    parser.error('--idle-timeout and --body-timeout must be positive')
+  if args.max_connections is not None and args.max_connections < 1:
+    parser.error('--max-connections must be at least 1')
   if args.request_log_max_bytes < 0:
     parser.error('--request-log-max-bytes must not be negative')
   if args.request_log_max_bytes > 0 and args.request_log_backups < 1:
@@ -109,17 +137,24 @@ async def serve(args: argparse.Namespace, store: ModelStore,
   stop = asyncio.Event()
   for sig in (signal.SIGTERM, signal.SIGINT):
     loop.add_signal_handler(sig, stop.set)
+  pressure = connections.PressureLog(args.max_connections)
+  connections.install_accept_error_handler(loop, pressure)
   batcher = MicroBatcher(workers=args.model_threads,
                          max_batch_rows=args.max_batch_rows)
   name = args.model_name or store.current.config.name
   application = app_lib.make_app(store, batcher, request_log, name,
-                                 args.max_body_bytes, args.max_instances)
+                                 args.max_body_bytes, args.max_instances,
+                                 body_timeout=args.body_timeout)
   runner = web.AppRunner(application, handle_signals=False,
                          shutdown_timeout=args.shutdown_timeout,
-                         access_log=log if args.verbose else None)
+                         access_log=log if args.verbose else None,
+                         keepalive_timeout=args.idle_timeout,
+                         lingering_time=_LINGERING_SECONDS)
   await runner.setup()
   try:
-    site = web.TCPSite(runner, args.host, args.port)
+    site = connections.GuardedSite(
+        runner, args.host, args.port,
+        connections.ConnectionGuard(runner, args.max_connections, pressure))
     try:
       await site.start()
     except OSError as e:  # the port is taken, the address is not ours
@@ -136,6 +171,7 @@ async def serve(args: argparse.Namespace, store: ModelStore,
     await runner.cleanup()  # stops listening, waits for handlers in flight
     await store.stop()
     batcher.close()
+    pressure.flush()
 
 
 class _Terminated(BaseException):
@@ -162,6 +198,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+  file_limit = connections.raise_file_limit()
+  if args.max_connections is None:
+    args.max_connections = connections.default_max_connections(file_limit)
+  elif args.max_connections + connections.RESERVED_FILES > file_limit:
+    print(f'serve: error: --max-connections {args.max_connections} needs '
+          f'{args.max_connections + connections.RESERVED_FILES} open files '
+          f'with the server\'s own, but the limit is {file_limit} (ulimit '
+          '-n); lower it or raise the limit', file=sys.stderr)
+    return 2
   store = ModelStore(args.model_dir, poll_seconds=args.poll_seconds)
   try:
     store.load_initial()

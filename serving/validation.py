@@ -58,12 +58,15 @@ _KINDS = {'int64': 'int', 'float32': 'float', 'string': 'string'}
 
 
 class RequestError(Exception):
-  """A client error, answered with `status` and {"error": message}."""
+  """A client error, answered with `status` and {"error": message}; with
+  close=True the connection is closed after the answer (its request stream
+  is unusable)."""
 
-  def __init__(self, message: str, status: int = 400):
+  def __init__(self, message: str, status: int = 400, close: bool = False):
     super().__init__(message)
     self.message = message
     self.status = status
+    self.close = close
 
 
 class NonFinite:

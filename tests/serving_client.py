@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,16 @@ class Server:
     finally:
       conn.close()
 
+  def raw(self, data, timeout=30):
+    """Sends `data` as it is on a new connection and reads until the server
+    closes it: (status, headers, body), or None when the server closed the
+    connection without an answer."""
+    return raw_request(self.port, data, timeout)
+
+  def open_files(self):
+    """The server process's open file descriptors (Linux)."""
+    return len(os.listdir(f'/proc/{self.proc.pid}/fd'))
+
   def post(self, verb, body, version=None):
     where = f'/versions/{version}' if version is not None else ''
     status, doc, _ = self.request('POST',
@@ -75,3 +86,38 @@ class Server:
         self.proc.kill()
         self.proc.wait()
     return self.proc.returncode
+
+
+def raw_request(port, data, timeout=30):
+  """(status, {lower-case header: value}, body bytes) of the one answer to
+  `data`, read until the server closes; None if it closes without one."""
+  sock = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+  try:
+    sock.sendall(data)
+    received = b''
+    while True:
+      try:
+        block = sock.recv(65536)
+      except ConnectionResetError:
+        break
+      if not block:
+        break
+      received += block
+  finally:
+    sock.close()
+  return parse_response(received)
+
+
+def parse_response(received):
+  if not received:
+    return None
+  head, _, body = received.partition(b'\r\n\r\n')
+  lines = head.decode('latin-1').split('\r\n')
+  status = int(lines[0].split()[1])
+  headers = {}
+  for line in lines[1:]:
+    name, _, value = line.partition(':')
+    headers[name.strip().lower()] = value.strip()
+  if 'content-length' in headers:
+    body = body[:int(headers['content-length'])]
+  return status, headers, body

@@ -137,7 +137,10 @@ def test_one_megabyte_line(parser):
   line = b'x' * (1 << 20)
   q = _one_reason(parser, line)
   assert q['reason'] == cleanse.LINE_TOO_LONG
-  assert len(q['raw']) == 1 << 20
+  # A bounded prefix and the length, not the whole megabyte.
+  assert q['raw'] == 'x' * sources.LONG_LINE_PREFIX_BYTES
+  assert f'first {sources.LONG_LINE_PREFIX_BYTES} of {1 << 20} bytes' in (
+      q['detail'])
 
 
 def test_malformed_quoting(parser):
@@ -340,6 +343,106 @@ def test_ranges_read_every_line_once_with_its_number(tmp_path, ending):
           assert chunk.first_line + offset not in numbered
           numbered[chunk.first_line + offset] = line
     assert numbered == {i + 1: line for i, line in enumerate(expected)}
+
+
+def _read_all(path, csv, range_bytes=1 << 20, chunk_size=3):
+  """Every chunk of the file, through the planner and the reader."""
+  read = sources._ReadChunksFn('csv', chunk_size, csv)  # pylint: disable=protected-access
+  return [chunk
+          for r in sources.plan_ranges(path, 'csv', range_bytes, csv)
+          for chunk in read.process(r)]
+
+
+def _numbered(chunks):
+  return sorted((chunk.line(i), record) for chunk in chunks
+                for i, record in enumerate(chunk.records))
+
+
+def test_byte_order_mark_costs_no_row(tmp_path, census):
+  path = tmp_path / 'in.csv'
+  path.write_bytes(sources.UTF8_BOM + GOOD + b'\n' + GOOD + b'\n')
+  for csv in (census.csv, None):  # dropped with or without CSV options
+    chunks = _read_all(str(path), csv)
+    assert _numbered(chunks) == [(1, GOOD), (2, GOOD)]
+  p = cleanse.RowParser(census)
+  _, quarantine, counts = p.parse_chunk(chunks[0])
+  assert quarantine == [] and counts[cleanse.ROWS_KEPT] == 2
+  # Whatever the configured encoding: latin-1 too.
+  latin = dataclasses.replace(census.csv, encoding='latin-1')
+  assert _numbered(_read_all(str(path), latin))[0] == (1, GOOD)
+  # Only at the start of a file; elsewhere it is data.
+  path.write_bytes(GOOD + b'\n' + sources.UTF8_BOM + GOOD + b'\n')
+  assert _numbered(_read_all(str(path), census.csv))[1] == (
+      2, sources.UTF8_BOM + GOOD)
+
+
+_QUOTED = (b'height,visits,city,color,note,outcome\n'
+           b'170.5, 3, "paris\r\nfr", red, "a\n\nb", yes\n'
+           b'160, 2, oslo, red, x, no\n'
+           b'165, 5, rome, red, x, no\n'
+           b'150, 1, "unclosed, red, x, no\n'
+           b'140, 2, "rome", blue, "y ""quoted""", yes\n'
+           b'130, 2, "bad"x, blue, y, yes\n'
+           b'120, 4, lima, green, z, no\n')
+
+
+@pytest.mark.parametrize('range_bytes', [1 << 20, 40, 90])
+def test_quoted_line_break_is_one_row(tmp_path, range_bytes):
+  """A quoted field with line breaks is one record (numbered by its first
+  line); a stray quote is one quarantined line, and the rows after it are
+  read as they are. Ranges are cut outside such a record (this one spans
+  four lines)."""
+  toy = load_config(TOY_CONFIG)
+  path = tmp_path / 'in.csv'
+  path.write_bytes(_QUOTED)
+  chunks = _read_all(str(path), toy.csv, range_bytes)
+  numbered = _numbered(chunks)
+  assert [n for n, _ in numbered] == [1, 2, 6, 7, 8, 9, 10, 11]
+  assert numbered[1][1] == b'170.5, 3, "paris\nfr", red, "a\n\nb", yes'
+  p = cleanse.RowParser(toy)
+  rows, quarantine = [], []
+  for chunk in chunks:
+    batch, q, counts = p.parse_chunk(chunk)
+    rows.extend(batch.to_pylist() if batch is not None else [])
+    quarantine.extend(q)
+    assert counts[cleanse.LINES] == len(chunk.records)
+  assert [(q['line'], q['reason']) for q in quarantine] == [
+      (8, cleanse.MALFORMED_CSV), (10, cleanse.MALFORMED_CSV)]
+  assert [r['city'] for r in rows] == [[b'paris\nfr'], [b'oslo'], [b'rome'],
+                                       [b'rome'], [b'lima']]
+
+
+def test_quoted_line_break_beyond_the_length_limit_is_not_joined(tmp_path):
+  toy = load_config(TOY_CONFIG)
+  opts = dataclasses.replace(toy.csv, max_line_bytes=60)
+  path = tmp_path / 'in.csv'
+  path.write_bytes(b'1, 2, "open\n' + b'x' * 30 + b'\n' + b'y' * 30 +
+                   b'", red, n, no\n170, 3, oslo, red, x, no\n')
+  numbered = _numbered(_read_all(str(path), opts))
+  assert [n for n, _ in numbered] == [1, 2, 3, 4]
+
+
+def test_long_line_is_held_as_a_prefix_and_its_length(tmp_path, census,
+                                                      monkeypatch):
+  monkeypatch.setattr(sources, 'READ_BLOCK_BYTES', 1 << 16)
+  path = tmp_path / 'in.csv'
+  size = 3 << 20
+  with open(path, 'wb') as f:
+    f.write(GOOD + b'\n' + b'7' * size + b'\r\n' + GOOD + b'\n' +
+            b'8' * (size + 1))
+  numbered = _numbered(_read_all(str(path), census.csv))
+  assert [n for n, _ in numbered] == [1, 2, 3, 4]
+  for n in (2, 4):
+    line = numbered[n - 1][1]
+    assert isinstance(line, sources.LongLine)
+    assert len(line) == sources.LONG_LINE_PREFIX_BYTES
+    assert sources.line_length(line) == size + (n == 4)
+  chunk = RawChunk('in.csv', 1, 'csv', [line for _, line in numbered])
+  _, quarantine, counts = cleanse.RowParser(census).parse_chunk(chunk)
+  assert counts[cleanse.ROWS_KEPT] == 2
+  assert [q['reason'] for q in quarantine] == [cleanse.LINE_TOO_LONG] * 2
+  assert f'line is {size} bytes' in quarantine[0]['detail']
+  assert len(quarantine[0]['raw']) == sources.LONG_LINE_PREFIX_BYTES
 
 
 def test_compressed_files_are_one_range(tmp_path):

@@ -123,3 +123,48 @@ def test_not_yaml_is_a_config_error():
 def test_missing_file_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match='cannot read config'):
     load_config(str(tmp_path / 'nope.yaml'))
+
+
+def test_yaml_syntax_error_is_one_line_naming_where():
+  with pytest.raises(ConfigError) as e:
+    parse_config('name: x\ninput: [a, b\n  c: d\n', 'data/new.yaml')
+  msg = str(e.value)
+  assert '\n' not in msg
+  assert msg.startswith('data/new.yaml: not valid YAML: ')
+  assert 'line 3, column 4' in msg and 'line 2, column 8' in msg
+  with pytest.raises(ConfigError) as e:
+    parse_config('a: "unterminated\n', 'x.yaml')
+  assert '\n' not in str(e.value) and 'line ' in str(e.value)
+
+
+def test_max_missing_is_a_fraction_per_column():
+  config = load_config(CENSUS_CONFIG)
+  shares = {c.name: c.max_missing for c in config.columns}
+  assert shares['age'] == 0.01 and shares['occupation'] == 0.1
+  assert shares['income_bracket'] == 0.0
+  assert load_config(TOY_CONFIG).columns[0].max_missing is None
+  for bad in (1.5, -0.1, 'some', True):
+    msg = _error(lambda c, bad=bad: c['columns'][0].update(max_missing=bad))
+    assert 'columns[0].max_missing' in msg and 'fraction' in msg, msg
+
+
+def test_settings_beyond_their_type_are_config_errors():
+  """Numbers no setting means (beyond int32, windows longer than any two
+  timestamps apart) are named at load, not an overflow in the job."""
+  msg = _error(lambda c: c['split'].update(seed=2**64))
+  assert 'split.seed' in msg and '2147483647' in msg
+  msg = _error(lambda c: c['input']['csv'].update(max_line_bytes=10**30))
+  assert 'input.csv.max_line_bytes' in msg
+  msg = _error(lambda c: c['features']['age'].update(buckets=10**400))
+  assert 'features.age.buckets' in msg and 'digits' in msg and len(msg) < 300
+  raw = _census_dict()
+  raw['columns'].append({'name': 'at', 'type': 'timestamp'})
+  for window, fragment in (('9' * 5000 + 'd', 'not a duration'),
+                           ('99999999999d', 'longer than'),
+                           (10**30, 'longer than'), ('٣d', 'not a duration')):
+    raw['windows'] = [{'name': 'w', 'entity': 'workclass', 'timestamp': 'at',
+                       'window': window, 'aggregate': 'count'}]
+    with pytest.raises(ConfigError) as e:
+      parse_config(yaml.safe_dump(raw))
+    assert 'windows[0].window' in str(e.value) and fragment in str(e.value)
+    assert len(str(e.value)) < 300

@@ -463,3 +463,21 @@ def test_output_dir_that_appears_during_the_run_is_not_replaced(tmp_path):
   assert f'kept in {out.staging}' in str(e.value)
   assert os.path.exists(out.path('manifest.json'))
   assert os.listdir(tmp_path / 'out') == []
+
+
+def test_quoted_line_break_is_one_row_in_the_job(tmp_path):
+  """A field with a line break inside quotes is one row, numbered by its
+  first line; a stray quote quarantines one line, not the rest of the file."""
+  rows = datagen.toy_rows(300, seed=9)
+  rows[10] = '171.0, 3, oslo, red, "first line\nsecond line", yes'
+  rows[20] = '165.0, 1, lima, blue, "unterminated, no'
+  path = datagen.write_lines(str(tmp_path / 'in.csv'), rows,
+                             header=datagen.TOY_HEADER)
+  doc = _run(TOY_CONFIG, path, tmp_path / 'out')
+  assert doc['rows']['input'] == 301 - 1  # header counted apart
+  assert doc['rows']['quarantined'] == 1
+  assert doc['rows']['train'] + doc['rows']['eval'] == 299
+  [q] = [json.loads(line) for p in glob.glob(
+      str(tmp_path / 'out' / 'quarantine' / '*')) for line in open(p)]
+  assert q['line'] == 1 + 20 + 2  # header, 20 rows, the two-line record
+  assert q['raw'].startswith('165.0, 1, lima, blue, "unterminated')

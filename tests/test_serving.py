@@ -688,3 +688,18 @@ def test_typed_columns_are_read_like_training_values():
     name = next(iter(bad))
     assert e.value.status == 400
     assert 'instances[1]' in e.value.message and repr(name) in e.value.message
+
+
+def test_a_version_being_reloaded_is_not_also_listed_as_failed(tmp_path):
+  """A version that failed and changed since is LOADING, not LOADING and
+  END at once."""
+  from serving.model_store import ModelStore  # pylint: disable=g-import-not-at-top
+  store = ModelStore(str(tmp_path), poll_seconds=0)
+  store._failed[7] = ((('saved_model.pb', 1),), 'bad graph')  # pylint: disable=protected-access
+  store._failed[5] = ((('saved_model.pb', 1),), 'older failure')  # pylint: disable=protected-access
+  assert [(e['version'], e['state']) for e in store.status()] == [
+      ('5', 'END'), ('7', 'END')]
+  store.loading = 7
+  assert [(e['version'], e['state']) for e in store.status()] == [
+      ('7', 'LOADING'), ('5', 'END')]
+  assert [e['state'] for e in store.status(7)] == ['LOADING']

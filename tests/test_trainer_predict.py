@@ -130,3 +130,43 @@ def test_predict_without_a_model_is_a_usage_error(tmp_path, capsys):
   rc = predict.main(['--model-dir', str(tmp_path / 'none'), '--input', path])
   assert rc == 2
   assert 'no exported model' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('value', [
+    '9223372036854775808', '-9223372036854775809', '99999999999999999999',
+    '1e300', '9' * 5000])
+def test_encoder_rejects_integers_beyond_int64(census_encoder, value):
+  row = ADULT_ROW.replace('77516', value)
+  with pytest.raises(predict.RowError,
+                     match='fnlwgt: .* does not fit in int64'):
+    census_encoder.encode(census_encoder.split(row))
+  row = ADULT_ROW.replace('77516', '9223372036854775807')
+  assert _parse(census_encoder.encode(census_encoder.split(row))[0])[
+      'fnlwgt'].int64_list.value == [2**63 - 1]
+
+
+def test_hostile_rows_are_error_lines_not_a_crash(trainer_toy_model,
+                                                  tmp_path):
+  """Numbers beyond their column's type, a line over max_line_bytes: each an
+  error line with a bounded raw; a byte-order mark costs no row."""
+  model_dir, _ = trainer_toy_model
+  good = datagen.toy_rows(6, seed=4)
+  hostile = ['170, 9223372036854775808, oslo, red, x, no',
+             '1e39, 3, oslo, red, x, no',
+             '1e309, 3, oslo, red, x, no',
+             '170, 1e300, oslo, red, x, no',
+             '170, 3, oslo, red, ' + 'x' * 5000 + ', no']
+  path = tmp_path / 'raw.csv'
+  path.write_bytes(b'\xef\xbb\xbf' + '\n'.join(
+      [datagen.TOY_HEADER] + good + hostile).encode('utf-8') + b'\n')
+  results = []
+  counts = predict.predict_file(predict.Predictor(model_dir), str(path),
+                                results.append)
+  assert counts == {'rows': 11, 'scored': 6, 'errors': 5}
+  errors = [r for r in results if 'error' in r]
+  assert [r['line'] for r in errors] == [8, 9, 10, 11, 12]
+  assert 'int64' in errors[0]['error'] and 'int64' in errors[3]['error']
+  assert '32-bit float' in errors[1]['error']
+  assert '32-bit float' in errors[2]['error']
+  assert 'max_line_bytes' in errors[4]['error']
+  assert len(errors[4]['raw']) == 4096

@@ -4,12 +4,14 @@ failed validation leaves behind."""
 import json
 import os
 
+import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline import preprocess, schema as schema_cli, validation
 from pipeline.config import load_config
+from pipeline.errors import UserError
 from tests import datagen
 from tests.conftest import CENSUS_CONFIG, ROOT, TOY_CONFIG
 
@@ -249,3 +251,61 @@ def test_anomaly_table_format():
   # Columns line up.
   assert (table[0].index('anomaly') == table[2].index('Out-of-range') ==
           table[3].index('Column dropped'))
+
+
+# ------------------------------------------------------- missing values
+
+
+def _adult_statistics(adult_dir, missing_ages):
+  """TFDV statistics of the first 5,000 rows of adult.data, as preprocess
+  computes them, with `missing_ages` of them missing their age ('?')."""
+  from pipeline import cleanse  # pylint: disable=g-import-not-at-top
+  from pipeline.sources import RawChunk  # pylint: disable=g-import-not-at-top
+  from tensorflow_data_validation.statistics import stats_impl  # pylint: disable=g-import-not-at-top
+  config = load_config(CENSUS_CONFIG)
+  with open(os.path.join(adult_dir, 'adult.data'), 'rb') as f:
+    lines = [l for l in f.read().split(b'\n')[:5000] if l.strip()]
+  for i in range(missing_ages):
+    lines[i] = b' ?,' + lines[i].split(b',', 1)[1]
+  batch, quarantine, _ = cleanse.RowParser(config).parse_chunk(
+      RawChunk('adult.data', 1, 'csv', lines))
+  assert quarantine == []
+  return stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
+
+
+def test_one_missing_value_fails_nothing_a_fifth_missing_is_caught(
+    adult_dir):
+  """census.yaml lets age miss in up to 1% of rows and the curated schema
+  says the same (presence.min_fraction 0.99), so TFDV passes a split with
+  one missing age and flags one where a fifth of the ages are missing."""
+  config = load_config(CENSUS_CONFIG)
+  schema = validation.resolve_schema(config, CENSUS_CONFIG)
+  for missing, anomalies in ((0, []), (1, []), (49, []), (1000, [
+      ('age', 'FEATURE_TYPE_LOW_FRACTION_PRESENT')])):
+    result = tfdv.validate_statistics(
+        _adult_statistics(adult_dir, missing), schema,
+        environment=validation.TRAINING)
+    assert [(r.feature, r.type) for r in validation.anomaly_rows(result)] \
+        == anomalies, missing
+
+
+def test_config_and_schema_must_agree_on_missing_values(tmp_path):
+  config = load_config(CENSUS_CONFIG)
+  schema = validation.load_schema(CURATED)
+  for f in schema.feature:
+    if f.name == 'age':
+      f.presence.min_fraction = 1.0
+  path = str(tmp_path / 'schema.pbtxt')
+  validation.write_schema(schema, path)
+  with pytest.raises(UserError) as e:
+    validation.resolve_schema(config, CENSUS_CONFIG, override=path)
+  msg = str(e.value)
+  assert "'age'" in msg and 'min_fraction 1' in msg and '0.01' in msg
+  assert 'max_missing' in msg
+  # A drafted schema takes the shares from the config.
+  stats = tfdv.generate_statistics_from_dataframe(
+      pd.DataFrame({'age': [30, 40], 'workclass': ['a', 'b']}))
+  drafted = validation.draft_schema(stats, config)
+  presence = {f.name: f.presence.min_fraction for f in drafted.feature}
+  assert presence['age'] == pytest.approx(0.99)
+  assert presence['workclass'] == pytest.approx(0.9)

@@ -19,7 +19,11 @@ and a row that cannot be read (wrong number of fields, a non-number in a
 numeric column, bad encoding) gives {"source", "line", "error", "raw"} instead
 of stopping the run. A missing value ('?', empty, any configured token) is not
 an error: the feature is left out of the tf.Example and the graph imputes it.
-Blank and comment lines are skipped.
+Blank and comment lines are skipped. A number that does not fit its column's
+type (an integer beyond int64, a float beyond float32, a timestamp past year
+9999) and a line longer than the config's max_line_bytes are errors of that
+row, as they are quarantined rows in preprocess; a UTF-8 byte-order mark at
+the start of a file is not data.
 """
 
 import argparse
@@ -37,6 +41,11 @@ from pipeline.errors import UserError
 from trainer import export, heads
 
 DEFAULT_BATCH_SIZE = 1024
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+_UTF8_BOM = b'\xef\xbb\xbf'
+# What an error line keeps of a line over the length limit.
+_RAW_PREFIX_CHARS = 4096
 
 
 class RowError(ValueError):
@@ -144,27 +153,38 @@ def _spelled(name: str, value: str, parse) -> int:
 
 
 def _to_float(name: str, value: str) -> float:
+  """A finite number within float32, the column's type."""
+  text = value.strip()
   try:
-    number = float(value.strip())
+    number = float(text)
   except ValueError:
-    raise RowError(f'{name}: {value.strip()[:80]!r} is not a number') from None
-  if not math.isfinite(number):
-    raise RowError(f'{name}: {value.strip()!r} is not a finite number')
+    raise RowError(f'{name}: {text[:80]!r} is not a number') from None
+  if math.isnan(number) or (math.isinf(number) and text.lstrip('+-').lower()
+                            in ('inf', 'infinity')):
+    raise RowError(f'{name}: {text[:80]!r} is not a finite number')
+  if not abs(number) <= FLOAT32_MAX:
+    raise RowError(f'{name}: {text[:80]} does not fit in a 32-bit float')
   return number
 
 
 def _to_int(name: str, value: str) -> int:
   text = value.strip()
   try:
-    return int(text)
-  except ValueError:
-    pass
-  number = _to_float(name, text)
-  if not number.is_integer():
-    raise RowError(f'{name}: {text!r} is not an integer')
-  if abs(number) >= 2**63:
-    raise RowError(f'{name}: {text!r} does not fit in int64')
-  return int(number)
+    number = int(text)
+  except ValueError:  # not integer syntax, or more digits than int() reads
+    try:
+      real = float(text)
+    except ValueError:
+      raise RowError(f'{name}: {text[:80]!r} is not a number') from None
+    if math.isnan(real) or (math.isinf(real) and text.lstrip('+-').lower()
+                            in ('inf', 'infinity')):
+      raise RowError(f'{name}: {text[:80]!r} is not a finite number')
+    if math.isfinite(real) and not real.is_integer():
+      raise RowError(f'{name}: {text[:80]!r} is not an integer')
+    number = int(real) if math.isfinite(real) else INT64_MAX + 1
+  if not INT64_MIN <= number <= INT64_MAX:
+    raise RowError(f'{name}: {text[:80]} does not fit in int64')
+  return number
 
 
 def _data_lines(path: str, encoder: 'RowEncoder'
@@ -177,6 +197,11 @@ def _data_lines(path: str, encoder: 'RowEncoder'
   with tf.io.gfile.GFile(path, 'rb') as f:
     for n, raw in enumerate(f, start=1):
       raw = raw.rstrip(b'\r\n')
+      if n == 1 and raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM):]
+      if len(raw) > opts.max_line_bytes:
+        yield n, LineTooLong(raw, opts.max_line_bytes, opts.encoding)
+        continue
       try:
         text = raw.decode(opts.encoding)
       except UnicodeDecodeError as e:
@@ -191,6 +216,22 @@ def _data_lines(path: str, encoder: 'RowEncoder'
         encoder.set_header(encoder.split(text))
         continue
       yield n, text
+
+
+class LineTooLong:
+  """A line over the config's max_line_bytes: its length and first bytes."""
+
+  def __init__(self, raw: bytes, limit: int, encoding: str):
+    self.length = len(raw)
+    self.limit = limit
+    self.prefix = raw[:_RAW_PREFIX_CHARS].decode(encoding,
+                                                  errors='backslashreplace')
+
+  def error(self) -> Dict[str, Any]:
+    return {'error': f'line is {self.length} bytes; the limit '
+                     f'(input.csv.max_line_bytes) is {self.limit}; raw holds '
+                     f'its first {_RAW_PREFIX_CHARS} bytes',
+            'raw': self.prefix}
 
 
 # ------------------------------------------------- window features of a file
@@ -227,7 +268,7 @@ def file_window_values(config: DatasetConfig, path: str
 
   line_numbers, rows = [], []
   for line_no, text in _data_lines(path, encoder):
-    if isinstance(text, UnicodeDecodeError):
+    if isinstance(text, (UnicodeDecodeError, LineTooLong)):
       continue
     try:
       fields = encoder.split(text)
@@ -309,6 +350,11 @@ def predict_file(predictor: Predictor, path: str, write,
       pending.append({'source': path, 'line': line_no,
                       'error': f'not valid {opts.encoding} at byte '
                                f'{text.start}', 'raw': None})
+      continue
+    if isinstance(text, LineTooLong):
+      counts['rows'] += 1
+      counts['errors'] += 1
+      pending.append(dict({'source': path, 'line': line_no}, **text.error()))
       continue
     counts['rows'] += 1
     result: Dict[str, Any] = {'source': path, 'line': line_no}

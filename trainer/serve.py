@@ -5,13 +5,16 @@
         [--request-log-max-bytes N] [--request-log-backups N]
         [--poll-seconds S] [--max-instances N] [--max-body-bytes N]
         [--model-threads N] [--max-batch-rows N] [--shutdown-timeout S]
+        [--max-connections N] [--idle-timeout S] [--body-timeout S]
 
 Serves the newest MDIR/export/<version>/ and swaps in a newer version when
 one appears, without a restart. Clients send raw feature values; the export's
 signatures apply the tf.Transform graph, so nothing about preprocessing is
 needed here. With --request-log every served instance is appended as a JSON
 line, which `python -m pipeline.skew --serving-data FILE*` checks against the
-training statistics.
+training statistics. Connections are capped and time out when idle, and a
+request that is not HTTP gets a JSON 400, so stalled or hostile clients
+cannot take the server down.
 
 The implementation is the `serving` package (see serving/__init__.py); this
 module is the stable command. Exit status: 0 after a graceful shutdown
