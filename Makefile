@@ -23,7 +23,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: run test install data preprocess train predict serve clean \
-        bench bench-preprocess bench-training-input bench-serving
+        bench bench-preprocess bench-training-input bench-serving fuzz \
+        flink-up flink-down spark-up spark-down bench-engines
 
 run: install data preprocess train predict
 
@@ -92,6 +93,31 @@ bench-training-input: install
 bench-serving: install
 	$(BIN)/python benchmarks/serving.py --model-dir $(MODEL_DIR) \
 	    --input $(PREDICT_SOURCE) $(BENCH_ARGS)
+
+# Local engine clusters: real Flink / Spark processes, Beam's job server on
+# localhost:8099 and an SDK worker pool on localhost:50000 (free ports instead
+# when those are taken). `up` is idempotent and prints the submit command;
+# `down` stops what `up` started, by PID. Downloads are cached (and checked by
+# checksum) in .cache/engines, logs in .cache/engines/<engine>/log. The tests
+# start and stop clusters of their own.
+flink-up: install
+	scripts/engines/flink.sh up
+
+flink-down:
+	scripts/engines/flink.sh down
+
+spark-up: install
+	scripts/engines/spark.sh up
+
+spark-down:
+	scripts/engines/spark.sh down
+
+# The job on Flink (parallelism 1 and 2) and Spark beside the DirectRunner;
+# starts and stops its own clusters.
+ENGINE_BENCH_SIZES ?= 100k,1M
+bench-engines: data
+	$(BIN)/python benchmarks/engines.py --sizes $(ENGINE_BENCH_SIZES) \
+	    --source $(DATA)/adult.data $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -209,13 +209,18 @@ SDK workers (Flink and Spark):
                             worker pool HOST:PORT (ENVIRONMENT_CONFIG; required
                             for PROCESS and EXTERNAL)
   --sdk-worker-parallelism N SDK worker processes per runner worker
-                            (SDK_WORKER_PARALLELISM; optional)"
+                            (SDK_WORKER_PARALLELISM; optional)
+  --environment-cache-ms MS keep an idle SDK worker this long for the job's
+                            next stage instead of starting a new one
+                            (ENVIRONMENT_CACHE_MILLIS; default 60000; not for
+                            LOOPBACK)"
 
 init_portable() {
   JOB_ENDPOINT="${JOB_ENDPOINT:-}"
   ENVIRONMENT_TYPE="${ENVIRONMENT_TYPE:-DOCKER}"
   ENVIRONMENT_CONFIG="${ENVIRONMENT_CONFIG:-}"
   SDK_WORKER_PARALLELISM="${SDK_WORKER_PARALLELISM:-}"
+  ENVIRONMENT_CACHE_MILLIS="${ENVIRONMENT_CACHE_MILLIS:-}"
 }
 
 parse_portable() {
@@ -225,6 +230,7 @@ parse_portable() {
     --environment-type) need_value "$@"; ENVIRONMENT_TYPE="$2" ;;
     --environment-config) need_value "$@"; ENVIRONMENT_CONFIG="$2" ;;
     --sdk-worker-parallelism) need_value "$@"; SDK_WORKER_PARALLELISM="$2" ;;
+    --environment-cache-ms) need_value "$@"; ENVIRONMENT_CACHE_MILLIS="$2" ;;
     *) return 1 ;;
   esac
   return 0
@@ -253,7 +259,14 @@ add_portable_options() {
     require_int "$SDK_WORKER_PARALLELISM" --sdk-worker-parallelism 1
     CMD+=("--sdk_worker_parallelism=$SDK_WORKER_PARALLELISM")
   fi
-  if [[ "$ENVIRONMENT_TYPE" != LOOPBACK ]]; then
+  if [[ "$ENVIRONMENT_TYPE" == LOOPBACK ]]; then
+    [[ -n "$ENVIRONMENT_CACHE_MILLIS" ]] && die "--environment-cache-ms does \
+not apply to --environment-type LOOPBACK"
+  else
+    # A Python SDK worker takes seconds to start (it imports TensorFlow): keep
+    # it for the next stage of the job rather than start one per stage.
+    require_int "${ENVIRONMENT_CACHE_MILLIS:-60000}" --environment-cache-ms 0
+    CMD+=("--environment_cache_millis=${ENVIRONMENT_CACHE_MILLIS:-60000}")
     CMD+=(--setup_file=./setup.py)
     local flag value
     for flag in --input --test-input --output-dir; do

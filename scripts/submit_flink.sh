@@ -3,7 +3,10 @@
 #
 #   scripts/submit_flink.sh --flink-master HOST:8081 --input ... --output-dir ...
 #   scripts/submit_flink.sh --job-endpoint HOST:8099 ...   (a running Beam
-#       Flink job server, e.g. the apache/beam_flink*_job_server image)
+#       Flink job server, e.g. the apache/beam_flink*_job_server image, or
+#       the local cluster of `make flink-up`, which prints this command:
+#       --job-endpoint localhost:8099 --environment-type EXTERNAL
+#       --environment-config localhost:50000)
 #
 # --flink-master uses Beam's FlinkRunner, which starts a Flink job server
 # itself (it needs Java and fetches the job server jar once); --job-endpoint

@@ -6,7 +6,8 @@
 #   scripts/submit_spark.sh --spark-rest-url http://HOST:6066 ...  (uploads
 #       one uber jar through Spark's REST API; no job server)
 #   scripts/submit_spark.sh --job-endpoint HOST:8099 ...  (a running Beam
-#       Spark job server, e.g. the apache/beam_spark3_job_server image)
+#       Spark job server, e.g. the apache/beam_spark3_job_server image, or
+#       the local cluster of `make spark-up`, which prints this command)
 #
 # The first two use Beam's SparkRunner (it needs Java and fetches the job
 # server jar once); --job-endpoint submits through the PortableRunner.

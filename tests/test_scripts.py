@@ -199,6 +199,14 @@ def test_flink_job_endpoint():
   assert portable.job_endpoint == 'localhost:8099'
   assert (portable.environment_type, portable.environment_config) == (
       'EXTERNAL', 'localhost:50000')
+  # SDK workers are kept between stages unless told otherwise.
+  assert int(portable.environment_cache_millis) == 60000
+  _, options, _ = dry_run('submit_flink.sh', '--job-endpoint', 'h:8099',
+                          '--environment-type', 'EXTERNAL',
+                          '--environment-config', 'h:50000',
+                          '--environment-cache-ms', '0', '--input',
+                          'gs://b/in.csv', '--output-dir', 'gs://b/out')
+  assert int(options.view_as(PortableOptions).environment_cache_millis) == 0
 
 
 def test_flink_missing_or_conflicting_target():
@@ -241,6 +249,9 @@ def test_spark_runner_modes():
   assert options.view_as(PortableOptions).environment_type == 'LOOPBACK'
   # LOOPBACK runs user code in the launching process: nothing to stage.
   assert options.view_as(SetupOptions).setup_file is None
+  assert '--environment-cache-ms does not apply' in fails(
+      'submit_spark.sh', *args, '--job-endpoint', 'js:8099',
+      '--environment-type', 'LOOPBACK', '--environment-cache-ms', '5')
 
 
 def test_spark_missing_target():

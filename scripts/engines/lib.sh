@@ -1,0 +1,316 @@
+# Shared by flink.sh and spark.sh; sourced, never run on its own.
+#
+# What a local engine cluster needs besides the engine itself: the cached,
+# checksum-verified downloads, port choice, daemons started in their own
+# process group and stopped by their own PID, and Beam's SDK worker pool.
+#
+# Environment (all optional):
+#   ENGINES_CACHE     downloads and unpacked distributions (default
+#                     .cache/engines in the repository; git-ignored)
+#   ENGINE_STATE_DIR  this cluster's configuration, PID files and logs
+#                     (default $ENGINES_CACHE/<engine>); one cluster per folder
+#   ENGINE_PYTHON     interpreter holding the pinned stack (default
+#                     .venv/bin/python)
+#   JOB_SERVER_PORT, WORKER_POOL_PORT  (defaults 8099, 50000)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ENGINES_DIR="$ROOT/scripts/engines"
+SCRIPT="${SCRIPT:-$(basename "$0")}"
+
+die() {
+  echo "$SCRIPT: error: $*" >&2
+  exit 2
+}
+
+# A prerequisite of this machine is missing (Java, Maven, a download): exit 3,
+# which the tests tell apart from a cluster that failed to start.
+missing() {
+  echo "$SCRIPT: error: $*" >&2
+  exit 3
+}
+
+say() {
+  echo "$SCRIPT: $*" >&2
+}
+
+engines_init() {
+  ENGINE="$1"
+  CACHE="${ENGINES_CACHE:-$ROOT/.cache/engines}"
+  STATE="${ENGINE_STATE_DIR:-$CACHE/$ENGINE}"
+  LOGS="$STATE/log"
+  PY="${ENGINE_PYTHON:-$ROOT/.venv/bin/python}"
+  mkdir -p "$CACHE" "$STATE" "$LOGS"
+  CACHE="$(cd "$CACHE" && pwd)"
+  STATE="$(cd "$STATE" && pwd)"
+  LOGS="$STATE/log"
+}
+
+# ------------------------------------------------------------------ checks
+
+require_java() {
+  command -v java >/dev/null 2>&1 ||
+    missing "Java not found: install a JDK 11 or 17 (e.g. apt-get install \
+openjdk-17-jdk-headless) and put java on PATH"
+  local version major
+  version="$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' |
+    head -n 1)"
+  major="${version%%.*}"
+  [[ "$major" == 1 ]] && major="$(echo "$version" | cut -d. -f2)"
+  [[ "$major" =~ ^[0-9]+$ ]] && ((major >= 11)) ||
+    missing "Java $version found; $ENGINE needs Java 11 or 17"
+  JAVA_MAJOR="$major"
+}
+
+require_python() {
+  [[ -x "$PY" ]] || die "no Python at $PY: run 'make install' first (or set \
+ENGINE_PYTHON to an interpreter with the pinned stack)"
+}
+
+# ------------------------------------------------------------------- ports
+
+port_in_use() {
+  # Something listens on the port, or it cannot be bound (IPv4 or IPv6).
+  "$PY" - "$1" <<'PY' 2>/dev/null
+import socket, sys
+port = int(sys.argv[1])
+for family, host in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
+  try:
+    s = socket.socket(family, socket.SOCK_STREAM)
+  except OSError:
+    continue
+  try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+  except OSError:
+    sys.exit(0)
+  finally:
+    s.close()
+sys.exit(1)
+PY
+}
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); \
+print(s.getsockname()[1]); s.close()'
+}
+
+# pick_port NAME DEFAULT: the default port unless something holds it, then a
+# free one; sets PORT and records the change in PORT_NOTES.
+PORT_NOTES=()
+pick_port() {
+  local name="$1" default="$2"
+  [[ "$default" =~ ^[0-9]+$ ]] || die "$name port must be a number, got \
+'$default'"
+  if port_in_use "$default"; then
+    PORT="$(free_port)"
+    PORT_NOTES+=("port $default ($name) is taken, using $PORT")
+    say "port $default ($name) is taken; using free port $PORT instead"
+  else
+    PORT="$default"
+  fi
+}
+
+wait_for_port() {
+  # wait_for_port PORT NAME PIDFILE LOG TIMEOUT_S
+  local port="$1" name="$2" pidfile="$3" log="$4" timeout="$5" waited=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! daemon_alive "$pidfile"; then
+      tail -n 25 "$log" >&2 || true
+      die "$name exited while starting; its log: $log"
+    fi
+    if ((waited >= timeout * 5)); then
+      tail -n 25 "$log" >&2 || true
+      die "$name did not listen on port $port within ${timeout}s; its log: \
+$log"
+    fi
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+}
+
+# ----------------------------------------------------------------- daemons
+#
+# Each daemon runs in its own session (setsid), so its PID is also its process
+# group: stopping it stops whatever it started (SDK workers, executors). The
+# PID file holds "PID STARTTIME" (STARTTIME from /proc) so that a PID the
+# system has reused for another process is never signalled.
+
+start_time_of() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  echo "$stat" | cut -d' ' -f20
+}
+
+daemon_alive() {
+  local pidfile="$1" pid started now
+  [[ -f "$pidfile" ]] || return 1
+  read -r pid started <"$pidfile" || return 1
+  now="$(start_time_of "$pid")" || return 1
+  [[ "$now" == "$started" ]]
+}
+
+daemon_pid() {
+  local pid _
+  read -r pid _ <"$1"
+  echo "$pid"
+}
+
+# start_daemon NAME LOG DIR COMMAND...: runs COMMAND in DIR, in a new session,
+# output to LOG; the PID goes to $STATE/NAME.pid.
+start_daemon() {
+  local name="$1" log="$2" dir="$3" pid
+  shift 3
+  (cd "$dir" && exec setsid "$@" >>"$log" 2>&1 </dev/null) &
+  pid=$!
+  local started=""
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    started="$(start_time_of "$pid")" && break
+    sleep 0.05
+  done
+  [[ -n "$started" ]] || { tail -n 25 "$log" >&2; die "$name did not start; \
+its log: $log"; }
+  echo "$pid $started" >"$STATE/$name.pid"
+}
+
+# stop_daemon NAME: SIGTERM to the daemon's process group, SIGKILL after 20 s.
+stop_daemon() {
+  local name="$1" pidfile="$STATE/$1.pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  if daemon_alive "$pidfile"; then
+    pid="$(daemon_pid "$pidfile")"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      daemon_alive "$pidfile" || break
+      sleep 0.2
+    done
+    if daemon_alive "$pidfile"; then
+      say "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+    fi
+    # Whatever the daemon started and left in its group.
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    say "stopped $name (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+# --------------------------------------------------------------- downloads
+
+# fetch_pypi_dist REQUIREMENTS DEST: the source distributions REQUIREMENTS
+# names (with their sha256) into DEST, with pip, which checks each hash.
+# Nothing is installed.
+fetch_pypi_dist() {
+  local requirements="$1" dest="$2"
+  mkdir -p "$dest"
+  say "downloading $(grep -E '^[a-z]' "$requirements" | cut -d' ' -f1 |
+    tr '\n' ' ')(checksums from $(basename "$requirements"))"
+  local names
+  names="$(grep -oE '^[a-z][a-z0-9_-]*' "$requirements" | paste -sd, -)"
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps \
+      --no-build-isolation --no-binary "$names" --require-hashes \
+      -r "$requirements" -d "$dest" >&2 ||
+    missing "could not download the distributions in $requirements (PyPI \
+unreachable or a checksum did not match)"
+}
+
+# verify_sha256 FILE HASH
+verify_sha256() {
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  [[ "$got" == "$2" ]] ||
+    die "checksum mismatch for $1: expected $2, got $got; delete it and retry"
+}
+
+# sdist_hash REQUIREMENTS NAME: the sha256 pinned for NAME.
+sdist_hash() {
+  awk -v name="$2" '
+    $1 ~ "^" name "==" { found = 1; next }
+    found && /--hash=sha256:/ { sub(/.*--hash=sha256:/, ""); print $1; exit }
+  ' "$1"
+}
+
+sdist_version() {
+  grep -oE "^$2==[^ ]+" "$1" | cut -d= -f3
+}
+
+# resolve_maven POM LIBDIR: the POM's runtime dependencies into LIBDIR.
+# `mvn -C` fails on any checksum that does not match Maven Central's.
+resolve_maven() {
+  local pom="$1" lib="$2"
+  command -v mvn >/dev/null 2>&1 ||
+    missing "Maven (mvn) not found: install it (e.g. apt-get install maven) to \
+fetch Beam's job server from Maven Central"
+  say "resolving $(basename "$pom" .pom.xml) from Maven Central"
+  rm -rf "$lib.partial"
+  mvn -B -q -C -f "$pom" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$lib.partial" \
+      >"$lib.maven.log" 2>&1 ||
+    { tail -n 20 "$lib.maven.log" >&2; missing "could not resolve $pom from \
+Maven Central; see $lib.maven.log"; }
+  rm -rf "$lib"
+  mv "$lib.partial" "$lib"
+}
+
+# ------------------------------------------------------ SDK worker pool
+
+# An interpreter with the pinned stack of ENGINE_PYTHON's environment but not
+# the project: a venv whose only .pth names that environment's site-packages
+# (the project's editable install there is a .pth hook, which a plain path
+# entry does not run). The project reaches the workers only as the runner's
+# staged artifacts, as it would on a remote cluster.
+ensure_worker_env() {
+  WORKER_ENV="$CACHE/sdk-worker-env"
+  local site
+  site="$("$PY" -c 'import sysconfig; p = sysconfig.get_paths(); \
+print(p["purelib"]); print(p["platlib"])' | sort -u)"
+  if [[ ! -x "$WORKER_ENV/bin/python" ]] ||
+      [[ "$(cat "$WORKER_ENV/.stack" 2>/dev/null)" != "$site" ]]; then
+    rm -rf "$WORKER_ENV"
+    "$PY" -m venv --without-pip "$WORKER_ENV" ||
+      die "could not create the SDK worker environment $WORKER_ENV"
+    local own
+    own="$("$WORKER_ENV/bin/python" -c 'import sysconfig; \
+print(sysconfig.get_paths()["purelib"])')"
+    echo "$site" >"$own/pinned-stack.pth"
+    echo "$site" >"$WORKER_ENV/.stack"
+  fi
+  (cd / && env -u PYTHONPATH "$WORKER_ENV/bin/python" -c \
+      'import apache_beam, packaging' 2>/dev/null) ||
+    die "the SDK worker environment $WORKER_ENV cannot import apache_beam"
+}
+
+# start_worker_pool PORT: Beam's worker pool beside the TaskManager/worker,
+# started from $STATE/worker-pool with a clean PYTHONPATH; every SDK worker
+# it starts runs sdk_worker_boot.py (fetch and install the staged artifacts).
+start_worker_pool() {
+  local port="$1" dir="$STATE/worker-pool"
+  ensure_worker_env
+  mkdir -p "$dir"
+  cp "$ENGINES_DIR/sdk_worker_boot.py" "$dir/sdk_worker_boot.py"
+  cat >"$dir/boot" <<BOOT
+#!/bin/sh
+exec "$WORKER_ENV/bin/python" "$dir/sdk_worker_boot.py" "\$@"
+BOOT
+  chmod +x "$dir/boot"
+  start_daemon worker-pool "$LOGS/worker-pool.log" "$dir" \
+    env -u PYTHONPATH PATH="$WORKER_ENV/bin:$PATH" SDK_WORKER_BOOT_DIR="$dir" \
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONWARNINGS=ignore \
+    "$WORKER_ENV/bin/python" -m apache_beam.runners.worker.worker_pool_main \
+    --service_port="$port" --container_executable="$dir/boot"
+  wait_for_port "$port" 'SDK worker pool' "$STATE/worker-pool.pid" \
+    "$LOGS/worker-pool.log" 120
+}
+
+# ------------------------------------------------------------------ state
+
+# write_env KEY=VALUE...: $STATE/cluster.env, read by `status` and by tests.
+write_env() {
+  printf '%s\n' "$@" >"$STATE/cluster.env"
+}
+
+read_env() {
+  # shellcheck disable=SC1091
+  [[ -f "$STATE/cluster.env" ]] && source "$STATE/cluster.env"
+}
