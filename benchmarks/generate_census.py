@@ -1,6 +1,6 @@
 """Scale-up UCI Adult: N rows with Adult's columns and realistic distributions.
 
-    python benchmarks/generate_census.py --rows 2000000 --out /tmp/census-2M \\
+    python -m benchmarks.generate_census --rows 2000000 --out /tmp/census-2M \\
         [--source /path/to/adult.data] [--shards 8] [--seed 0]
 
 Rows are real Adult rows resampled with replacement, then perturbed the way

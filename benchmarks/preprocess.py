@@ -1,6 +1,6 @@
 """Benchmark of the whole preprocess job on scale-up Adult data.
 
-    .venv/bin/python benchmarks/preprocess.py [--sizes 50k,500k,1M,2M]
+    .venv/bin/python -m benchmarks.preprocess [--sizes 50k,500k,1M,2M]
         [--modes in_process,multi_processing] [--data-dir /tmp/census-bench]
         [--repeat N] [--json FILE]
 
@@ -47,9 +47,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import generate_census  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import generate_census
 
 ROOT = generate_census.ROOT
 CONFIG = str(ROOT / 'schemas' / 'census.yaml')

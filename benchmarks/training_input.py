@@ -1,6 +1,6 @@
 """Throughput of the trainer's tf.data input against in-memory tensors.
 
-    .venv/bin/python benchmarks/training_input.py --preprocess-dir DIR
+    .venv/bin/python -m benchmarks.training_input --preprocess-dir DIR
         [--split train] [--batch-size 256] [--epochs 3] [--repeat 3]
         [--shuffle-buffer 10000] [--json FILE]
 
@@ -31,16 +31,12 @@ import sys
 import time
 from typing import Dict, List
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tensorflow as tf
+import tensorflow_transform as tft
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from pipeline.config import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from trainer import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from core.config import load_config
+from core.layout import PreprocessOutput
+from trainer import data
 
 
 def _label_key(preprocess_dir: str) -> str:
@@ -72,7 +68,7 @@ def _time_epochs(dataset: tf.data.Dataset, epochs: int) -> List[Dict]:
 
 def measure(preprocess_dir: str, split: str, batch_size: int, epochs: int,
             shuffle_buffer: int, seed: int) -> Dict[str, List[Dict]]:
-  files = data.require_files(preprocess_dir, split)
+  files = PreprocessOutput(preprocess_dir).require_data_files(split)
   spec = data.feature_spec(tft.TFTransformOutput(preprocess_dir))
   label_key = _label_key(preprocess_dir)
   tfrecord = data.make_dataset(files, spec, label_key, batch_size,

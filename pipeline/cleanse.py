@@ -20,37 +20,49 @@ import collections
 import csv
 import json
 import math
-from typing import (Any, Callable, Dict, Iterable, List, Optional,
-                    Sequence, Tuple)
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  Iterable,
+  List,
+  Optional,
+  Sequence,
+  Tuple,
+)
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.metrics import Metrics
 
-from pipeline import features, values as raw_values
-from pipeline.config import Column, DatasetConfig
-from pipeline.sources import LONG_LINE_PREFIX_BYTES, RawChunk, line_length
+from core import values as raw_values
+from core.config import Column
+from core.config import DatasetConfig
+from pipeline import features
+from pipeline.sources import line_length
+from pipeline.sources import LONG_LINE_PREFIX_BYTES
+from pipeline.sources import RawChunk
 
 QUARANTINE_TAG = 'quarantine'
 COUNTS_TAG = 'counts'
 
 # Quarantine reasons: stable codes, counted per reason in the manifest.
-INVALID_ENCODING = 'invalid_encoding'
-LINE_TOO_LONG = 'line_too_long'
-MALFORMED_CSV = 'malformed_csv'
-WRONG_ARITY = 'wrong_arity'
-HEADER_MISMATCH = 'header_mismatch'
-NOT_A_NUMBER = 'not_a_number'
-NOT_AN_INTEGER = 'not_an_integer'
-NON_FINITE = 'non_finite_number'
-OUT_OF_RANGE = 'out_of_range'
-NOT_ALLOWED = 'value_not_allowed'
-WRONG_TYPE = 'wrong_type'
+INVALID_ENCODING = raw_values.INVALID_ENCODING
+LINE_TOO_LONG = raw_values.LINE_TOO_LONG
+MALFORMED_CSV = raw_values.MALFORMED_CSV
+WRONG_ARITY = raw_values.WRONG_ARITY
+HEADER_MISMATCH = raw_values.HEADER_MISMATCH
+NOT_A_NUMBER = raw_values.NOT_A_NUMBER
+NOT_AN_INTEGER = raw_values.NOT_AN_INTEGER
+NON_FINITE = raw_values.NON_FINITE
+OUT_OF_RANGE = raw_values.OUT_OF_RANGE
+NOT_ALLOWED = raw_values.NOT_ALLOWED
+WRONG_TYPE = raw_values.WRONG_TYPE
 MULTIPLE_VALUES = 'multiple_values'
-NOT_A_BOOLEAN = 'not_a_boolean'
-NOT_A_TIMESTAMP = 'not_a_timestamp'
+NOT_A_BOOLEAN = raw_values.NOT_A_BOOLEAN
+NOT_A_TIMESTAMP = raw_values.NOT_A_TIMESTAMP
 UNPARSEABLE_RECORD = 'unparseable_record'
 MISSING_LABEL = 'missing_label'
 UNKNOWN_LABEL = 'unknown_label'
@@ -65,192 +77,30 @@ ROWS_QUARANTINED = 'rows_quarantined'
 QUARANTINED_PREFIX = 'quarantined.'
 
 
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-# What float() reads as infinity or NaN when it is spelled so, as opposed to a
-# number too large for a double.
-_NON_FINITE_WORDS = frozenset(('inf', 'infinity', 'nan'))
+RowError = raw_values.RowError
+_FLOAT32_MAX = raw_values.FLOAT32_MAX
 
 
-class RowError(Exception):
-  """A row cannot be used; carries the quarantine reason and a detail."""
-
-  def __init__(self, reason: str, detail: str):
-    super().__init__(detail)
-    self.reason = reason
-    self.detail = detail
-
-
-def _as_text(value: Any, column: str) -> str:
-  if isinstance(value, bytes):
-    try:
-      return value.decode('utf-8')
-    except UnicodeDecodeError:
-      raise RowError(INVALID_ENCODING,
-                     f'{column}: value is not valid UTF-8') from None
-  if isinstance(value, str):
-    return value
-  raise RowError(WRONG_TYPE, f'{column}: expected text, got '
-                 f'{type(value).__name__} {value!r}')
-
-
-def _spelled_non_finite(text: str) -> bool:
-  """Whether float() reads `text` as inf or nan because it says so, rather
-  than because the number is too large."""
-  return text.strip().lstrip('+-').lower() in _NON_FINITE_WORDS
-
-
-def _shown(value: Any) -> str:
-  """A value for a message, clipped; also an int too long to print."""
-  try:
-    return _clip(str(value))
-  except ValueError:  # more digits than str() writes
-    return f'an integer of {value.bit_length()} bits'
-
-
-def _in_int64(number: int, name: str, text: Any) -> int:
-  if not INT64_MIN <= number <= INT64_MAX:
-    raise RowError(OUT_OF_RANGE, f'{name}: {_shown(text)} does not fit in '
-                   'a 64-bit integer')
-  return number
-
-
-def _int_converter(name: str) -> Callable[[Any], int]:
-
-  def convert(value: Any) -> int:
-    if isinstance(value, bool):
-      raise RowError(WRONG_TYPE, f'{name}: expected an integer, got {value!r}')
-    if isinstance(value, int):
-      return _in_int64(value, name, value)
-    if isinstance(value, float):
-      if not math.isfinite(value):
-        raise RowError(NON_FINITE, f'{name}: {value!r} is not finite')
-      if not value.is_integer():
-        raise RowError(NOT_AN_INTEGER, f'{name}: {value!r} is not an integer')
-      return _in_int64(int(value), name, value)
-    text = _as_text(value, name).strip()
-    try:
-      return _in_int64(int(text), name, text)
-    except ValueError:
-      pass  # not in integer syntax, or more digits than int() reads
-    try:
-      number = float(text)
-    except ValueError:
-      raise RowError(NOT_A_NUMBER,
-                     f'{name}: {_clip(text)!r} is not a number') from None
-    if not math.isfinite(number):
-      if _spelled_non_finite(text):
-        raise RowError(NON_FINITE, f'{name}: {_clip(text)!r} is not finite')
-      raise RowError(OUT_OF_RANGE, f'{name}: {_clip(text)} does not fit in a '
-                     '64-bit integer')
-    if not number.is_integer():
-      raise RowError(NOT_AN_INTEGER, f'{name}: {_clip(text)!r} is not an '
-                     'integer')
-    return _in_int64(int(number), name, text)
-
-  return convert
-
-
-def _float_converter(name: str) -> Callable[[Any], float]:
-  """A float32 column: finite numbers up to float32's largest, whatever the
-  spelling; larger ones are out of range, not rounded to infinity."""
-
-  def convert(value: Any) -> float:
-    if isinstance(value, bool):
-      raise RowError(WRONG_TYPE, f'{name}: expected a number, got {value!r}')
-    if isinstance(value, (int, float)):
-      text = value
-      try:
-        number = float(value)
-      except OverflowError:  # an int beyond a double
-        number = math.inf
-      spelled = isinstance(value, float)
-    else:
-      text = _as_text(value, name).strip()
-      try:
-        number = float(text)
-      except ValueError:
-        raise RowError(NOT_A_NUMBER,
-                       f'{name}: {_clip(text)!r} is not a number') from None
-      spelled = _spelled_non_finite(text)
-    if math.isnan(number) or (math.isinf(number) and spelled):
-      raise RowError(NON_FINITE, f'{name}: {_shown(text)!r} is not finite')
-    if not abs(number) <= _FLOAT32_MAX:
-      raise RowError(OUT_OF_RANGE, f'{name}: {_shown(text)} does not fit in a '
-                     f'32-bit float (largest {_FLOAT32_MAX:.7g})')
-    return number
-
-  return convert
-
-
-def _string_converter(column: Column) -> Callable[[Any], str]:
-  allowed = frozenset(column.allowed_values or ())
-  name = column.name
-
-  def convert(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      text = str(value)
-    else:
-      text = _as_text(value, name).strip()
-    if allowed and text not in allowed:
-      raise RowError(NOT_ALLOWED, f'{name}: {_clip(text)!r} is not one of '
-                     f'{sorted(allowed)}')
-    return text
-
-  return convert
-
-
-def _parsed_converter(name: str, parse: Callable[[Any], Any],
-                      reason: str) -> Callable[[Any], Any]:
-  """A pipeline.values parser, its ValueError turned into a quarantine
-  (out_of_range when the value is well-formed but beyond the type)."""
-
-  def convert(value: Any) -> Any:
-    try:
-      return parse(value)
-    except raw_values.OutOfRange as e:
-      raise RowError(OUT_OF_RANGE, f'{name}: {e}') from None
-    except ValueError as e:
-      raise RowError(reason, f'{name}: {e}') from None
-
-  return convert
-
-
-def _list_converter(column: Column) -> Callable[[Any], List[str]]:
-  """A list column: one CSV field joined by the separator, or a list of
-  values (Parquet, tf.Example)."""
-  item = _string_converter(column)
-  separator = column.separator
-
-  def convert(value: Any) -> List[str]:
-    if isinstance(value, (list, tuple)):
-      return [item(v) for v in value]
-    return raw_values.split_list(_as_text(value, column.name), separator)
-
-  return convert
-
-
-def _label_converter(config: DatasetConfig) -> Callable[[Any], str]:
+def _label_converter(config: DatasetConfig) -> Callable[[Any], Any]:
   label = config.label
+  column = config.column(label.column)
   if not label.is_classification:
-    column = config.column(label.column)
-    return (_int_converter(column.name) if column.type == 'int'
-            else _float_converter(column.name))
+    return raw_values.value_parser(column)
   classes = frozenset(label.classes)
+  text_of = raw_values.value_parser(column, check_allowed=False)
 
   def convert(value: Any) -> str:
-    text = _as_text(value, label.column).strip()
+    text = text_of(value)
     text = label.aliases.get(text, text)
     if text not in classes:
-      raise RowError(UNKNOWN_LABEL, f'{label.column}: {_clip(text)!r} is not '
-                     f'one of {list(label.classes)}')
+      raise RowError(UNKNOWN_LABEL, f'{_clip(text)!r} is not one of '
+                     f'{list(label.classes)}', label.column)
     return text
 
   return convert
 
 
-def _clip(text: str, limit: int = 80) -> str:
-  return text if len(text) <= limit else text[:limit] + '...'
+_clip = raw_values.clip
 
 
 def _list_array(values: List[Any], value_type: pa.DataType) -> pa.Array:
@@ -357,19 +207,7 @@ class RowParser:
   def _converter(self, column: Column) -> Callable[[Any], Any]:
     if column.name == self._config.label.column:
       return _label_converter(self._config)
-    if column.is_list:
-      return _list_converter(column)
-    if column.type == 'int':
-      return _int_converter(column.name)
-    if column.type == 'float':
-      return _float_converter(column.name)
-    if column.type == 'bool':
-      return _parsed_converter(column.name, raw_values.parse_bool,
-                               NOT_A_BOOLEAN)
-    if column.type == 'timestamp':
-      return _parsed_converter(column.name, raw_values.parse_timestamp,
-                               NOT_A_TIMESTAMP)
-    return _string_converter(column)
+    return raw_values.value_parser(column)
 
   # ------------------------------------------------------------------ values
 
@@ -388,7 +226,7 @@ class RowParser:
     return False
 
   def _typed_row(self, get: Callable[[Column, int], Any]) -> List[Any]:
-    row = []
+    row: List[Any] = []
     for i, (column, convert) in enumerate(zip(self._columns,
                                               self._converters)):
       value = get(column, i)
@@ -528,9 +366,9 @@ class RowParser:
 
   def _parse_rows(self, chunk: RawChunk, indices: Iterable[int]):
     """(typed column lists, kept record indices, quarantine, counts)."""
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     quarantine = []
-    columns = [[] for _ in self._columns]
+    columns: List[List[Any]] = [[] for _ in self._columns]
     kept = []
     is_csv = chunk.format == 'csv'
     for offset in indices:
@@ -623,9 +461,8 @@ class RowParser:
           kind='stable'))
     arrays = []
     for v, field in zip(values, self._schema):
-      if order is not None:
-        v = v.take(order)
-      arrays.append(_wrap_in_lists(v, field.type))
+      ordered = v.take(order) if order is not None else v
+      arrays.append(_wrap_in_lists(ordered, field.type))
     return (pa.RecordBatch.from_arrays(arrays, schema=self._schema),
             quarantine, counts)
 
@@ -637,6 +474,7 @@ class RowParser:
     out = []
     if n == 0:
       return good, [pa.array([], type=f.type.value_type) for f in self._schema]
+    assert fields is not None  # None only for no lines (n == 0), done above
     flat = pc.ascii_trim(fields.flatten(), characters=_ASCII_WHITESPACE)
     width = len(self._all_names)
     missing_set = pa.array(sorted(self._missing), type=pa.string())
@@ -773,16 +611,17 @@ class _CleanseFn(beam.DoFn):
 
   def __init__(self, config: DatasetConfig):
     self._config = config
-    self._parser = None
+    self._parser: Optional[RowParser] = None
     self._rows_read = Metrics.counter('cleanse', 'rows_read')
     self._rows_kept = Metrics.counter('cleanse', 'rows_kept')
     self._rows_quarantined = Metrics.counter('cleanse', 'rows_quarantined')
-    self._by_reason = {}
+    self._by_reason: Dict[str, Metrics.DelegatingCounter] = {}
 
   def setup(self):
     self._parser = RowParser(self._config)
 
   def process(self, chunk: RawChunk):
+    assert self._parser is not None  # setup() runs before any process()
     batch, quarantine, counts = self._parser.parse_chunk(chunk)
     self._rows_read.inc(counts[ROWS_KEPT] + counts[ROWS_QUARANTINED])
     self._rows_kept.inc(counts[ROWS_KEPT])
@@ -831,7 +670,7 @@ class SumCounts(beam.CombineFn):
     return acc
 
   def merge_accumulators(self, accs: Iterable[collections.Counter]):
-    total = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
     for acc in accs:
       total.update(acc)
     return total

@@ -96,8 +96,8 @@ class Finding:
   score: Optional[float] = None
 
   def to_json(self) -> Dict[str, Any]:
-    doc = {'column': self.column, 'check': self.check, 'reason': self.reason,
-           'detail': self.detail}
+    doc: Dict[str, Any] = {'column': self.column, 'check': self.check,
+                           'reason': self.reason, 'detail': self.detail}
     if self.score is not None:
       doc['score'] = round(self.score, 4)
     return doc
@@ -187,6 +187,9 @@ def identifier(name: str, kind: str, present: int, distinct: int,
   share = min(1.0, distinct / present)
   because = ''
   if kind == 'int':
+    if int_counts is None:
+      raise ValueError(f'identifier({name!r}): an int column needs its '
+                       'int_counts')
     hint = _hint(name, ID_WORDS)
     span, filled = _fill(list(int_counts), int_counts)
     if not hint and span > SEQUENCE_SPARSITY * filled:

@@ -27,16 +27,21 @@ import dataclasses
 import io
 import math
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
-import yaml
 from apache_beam.io.filesystems import FileSystems
+import yaml
 
+from core import values as raw_values
+from core.config import BINARY
+from core.config import DatasetConfig
+from core.config import MULTICLASS
+from core.config import parse_config
+from core.config import REGRESSION
+from core.config import TASKS
+from core.errors import InputError
+from core.errors import UserError
 from pipeline import column_checks
-from pipeline import values as raw_values
-from pipeline.config import (BINARY, MULTICLASS, REGRESSION, TASKS,
-                             DatasetConfig, parse_config)
-from pipeline.errors import InputError, UserError
 
 DEFAULT_SAMPLE_ROWS = 100_000
 MISSING_TOKENS = ('', '?', 'NA', 'N/A', 'n/a', 'NaN', 'nan', 'null', 'NULL',
@@ -69,7 +74,7 @@ def _read_sample(path: str, max_rows: int, encoding: str
   except UnicodeDecodeError as e:
     raise InputError(f'--input {path}: not valid {encoding} at byte {e.start} '
                      'of a sampled line; pass --encoding') from None
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - any filesystem's error is the user's to fix
     raise InputError(f'--input {path}: cannot read: {e}') from None
   lines = [l for l in lines if l.strip()]
   if not lines:
@@ -77,7 +82,7 @@ def _read_sample(path: str, max_rows: int, encoding: str
   return '\n'.join(lines[:50]), lines
 
 
-def _dialect(head: str, delimiter: Optional[str]) -> csv.Dialect:
+def _dialect(head: str, delimiter: Optional[str]) -> Type[csv.Dialect]:
   if delimiter:
     class Given(csv.excel):  # pylint: disable=missing-class-docstring
       pass
@@ -175,9 +180,9 @@ class _Column:
       return 'text'
     return 'string'
 
-  def int_counts(self) -> collections.Counter:
+  def int_counts(self) -> collections.Counter[int]:
     """Rows per integer value ('07' and '7' are one value)."""
-    counts = collections.Counter()
+    counts: collections.Counter[int] = collections.Counter()
     for v, n in self.distinct.items():
       counts[int(v)] += n
     return counts
@@ -348,17 +353,18 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
                     frozenset())
     distinct = len(items.distinct)
   elif ctype in ('string', 'int'):
-    counts = col.int_counts() if ctype == 'int' else col.distinct
-    found = column_checks.identifier(name, ctype, len(col.present),
-                                     len(counts), counts)
+    int_counts = col.int_counts() if ctype == 'int' else None
+    found = column_checks.identifier(
+        name, ctype, len(col.present),
+        len(col.distinct if int_counts is None else int_counts), int_counts)
     if found:
       return left_out(item, found, ctype)
-    if ctype == 'int':
+    if int_counts is not None:  # an int column
       if distinct == 1:
         why.append('one value, else missing: only its presence tells')
         categorical = True
       else:
-        finding = column_checks.integer_code(name, counts)
+        finding = column_checks.integer_code(name, int_counts)
         if finding:
           why.append(finding.reason)
           comment = finding.detail + '; read as text, one id per value'
@@ -371,6 +377,7 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
     categorical = True
 
   if ctype != 'text' and not separator:
+    values: List[Any]  # one per sampled row, None where missing
     if ctype == 'bool':  # true, yes and 1 are one value
       values = [None if v is None else raw_values.parse_bool(v)
                 for v in col.values]

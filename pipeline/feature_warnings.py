@@ -32,13 +32,19 @@ import math
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+import pyarrow as pa
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import cleanse, column_checks, sources, validation
-from pipeline.config import BINARY, REGRESSION, Column, DatasetConfig
+from core.config import BINARY
+from core.config import Column
+from core.config import DatasetConfig
+from core.config import REGRESSION
+from pipeline import cleanse
+from pipeline import column_checks
+from pipeline import sources
+from pipeline import validation
 
 DEFAULT_SAMPLE_ROWS = 20_000
 SAMPLE_WINDOWS = 8
@@ -99,7 +105,7 @@ def _csv_windows(path: str, rows: int) -> Iterator[sources.RawChunk]:
 
 
 def _head(path: str, fmt: str, rows: int) -> Iterator[sources.RawChunk]:
-  reader = sources._READERS[fmt]  # pylint: disable=protected-access
+  reader = sources.RECORD_READERS[fmt]
   records = list(itertools.islice(
       reader(sources.FileRange(path, 0, None, 1)), rows))
   yield sources.RawChunk(path, 1, fmt, records)
@@ -187,7 +193,7 @@ def _from_statistics(config: DatasetConfig, column: Column,
   """Empty, constant, or a string id, from the train statistics."""
   name = column.name
   common = _common(f) if f is not None else None
-  if common is None or common.num_non_missing == 0:
+  if f is None or common is None or common.num_non_missing == 0:
     return _with(column_checks.empty(name, rows, 'rows of the train split'),
                  REMOVE_ADVICE)
   if column.is_list or column.type == 'text':

@@ -16,7 +16,7 @@ and a second signal ends it at once, both after the caller's clean-up.
 import contextlib
 import signal
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from pipeline import process_exit
 
@@ -50,7 +50,8 @@ class StopOnSignals:
                grace_s: float = DEFAULT_GRACE_S):
     self._abandon = abandon
     self._grace_s = grace_s
-    self._previous = {}
+    # signum: the handler signal.signal() returned, restored on exit.
+    self._previous: Dict[int, Any] = {}
     self._deferring = False
     self._done = threading.Event()
     self.signum: Optional[int] = None

@@ -9,8 +9,8 @@ import importlib.metadata
 import platform
 from typing import Any, Dict, List, Mapping, Sequence
 
+from core.config import DatasetConfig
 from pipeline import cleanse
-from pipeline.config import DatasetConfig
 
 _PACKAGES = ('apache-beam', 'tensorflow', 'tensorflow-transform',
              'tensorflow-data-validation', 'tfx-bsl', 'tensorflow-metadata',

@@ -13,9 +13,10 @@ import shutil
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.layout import PreprocessOutput
 
-MANIFEST = 'manifest.json'
+MANIFEST = PreprocessOutput.MANIFEST
 
 
 class PublishConflict(UserError):
@@ -35,7 +36,9 @@ class StagedOutputDir:
     # its temporary vocabulary files into the transform graph, so a run-
     # independent name is what makes re-running the same job byte-identical.
     # It also acts as a lock against two jobs writing the same directory.
-    self.staging = f'{self.final}.tmp'
+    self.staging = self.final + PreprocessOutput.STAGING_SUFFIX
+    # The layout's names, under the staging directory.
+    self.files = PreprocessOutput(self.staging)
     self._overwrite = overwrite
     if FileSystems.exists(self.final) and not overwrite:
       raise UserError(f'--output-dir {self.final}: already exists; pass '

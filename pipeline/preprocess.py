@@ -21,24 +21,40 @@ import signal
 import sys
 import time
 import traceback
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import apache_beam as beam
-import pyarrow as pa
-import tensorflow_data_validation as tfdv
-import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import (DirectOptions,
-                                                  PipelineOptions,
-                                                  StandardOptions)
-from tfx_bsl.public import tfxio
+from core import quiet
 
-from pipeline import (cleanse, feature_warnings, features, interrupts,
-                      manifest, process_exit, sinks, sources, split,
-                      validation, windows)
-from pipeline.config import DatasetConfig, load_config
-from pipeline.errors import UserError
-from pipeline.outputs import MANIFEST, PublishConflict, StagedOutputDir
-from pipeline.preprocessing import make_preprocessing_fn
+# TensorFlow, TFDV and Beam are imported with their start-up noise
+# filtered (core/quiet.py).
+with quiet.tensorflow_startup():
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import DirectOptions
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.options.pipeline_options import StandardOptions
+  import pyarrow as pa
+  import tensorflow_data_validation as tfdv
+  import tensorflow_transform.beam as tft_beam
+  from tfx_bsl.public import tfxio
+
+from core import cli
+from core.config import DatasetConfig
+from core.config import load_config
+from core.errors import UserError
+from pipeline import cleanse
+from pipeline import feature_warnings
+from pipeline import features
+from pipeline import interrupts
+from pipeline import manifest
+from pipeline import process_exit
+from pipeline import sinks
+from pipeline import sources
+from pipeline import split
+from pipeline import validation
+from pipeline import windows
+from pipeline.outputs import PublishConflict
+from pipeline.outputs import StagedOutputDir
+from pipeline.preprocessing_fn import make_preprocessing_fn
 
 # Exit codes (0: published): 1 data anomalies, 2 unusable flags, config or
 # input, 3 the job failed; 128 + N stopped by signal N.
@@ -46,7 +62,6 @@ JOB_FAILED = 3
 DEFAULT_NUM_SHARDS = 4
 TRANSFORM_BATCH_ROWS = 4096
 COUNTS_FILE = '_counts.json'
-CONFIG_COPY = 'config.yaml'
 
 
 class Ingest(beam.PTransform):
@@ -73,18 +88,17 @@ class ComputeStatistics(beam.PTransform):
 
   def expand(self, batches):
     return (batches
-            | 'GenerateStatistics' >> tfdv.GenerateStatistics(
-                tfdv.StatsOptions())
-            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(
-                self._path))
+            |
+            'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(self._path))
 
 
 class AnalyzeAndTransform(beam.PTransform):
   """{split: record batches} -> ({split: transformed batches}, transform_fn).
 
-  Analyzers run on the train split only; every split, train included, is then
-  transformed with that one transform_fn.
-  """
+    Analyzers run on the train split only; every split, train included, is then
+    transformed with that one transform_fn.
+    """
 
   def __init__(self, config: DatasetConfig):
     super().__init__()
@@ -98,28 +112,34 @@ class AnalyzeAndTransform(beam.PTransform):
     tagged_adapter = tfxio.TensorAdapterConfig(
         adapter.arrow_schema.append(
             pa.field(split.SPLIT_COLUMN, pa.large_list(pa.int64()))),
-        adapter.tensor_representations)
+        adapter.tensor_representations,
+    )
     tagged = [
-        splits[name] | f'Tag[{name}]' >> beam.Map(
-            split.with_split_column, index).with_output_types(pa.RecordBatch)
+        splits[name]
+        | f'Tag[{name}]' >> beam.Map(split.with_split_column,
+                                     index).with_output_types(pa.RecordBatch)
         for index, name in enumerate(names)
     ]
-    transform_fn = ((tagged[names.index('train')], tagged_adapter)
-                    | 'AnalyzeTrain' >> tft_beam.AnalyzeDataset(
-                        make_preprocessing_fn(self._config)))
+    transform_fn = (
+        tagged[names.index('train')],
+        tagged_adapter,
+    ) | 'AnalyzeTrain' >> tft_beam.AnalyzeDataset(
+        make_preprocessing_fn(self._config))
     # Transformed values do not depend on how rows are batched (analyzer
     # results do, so analysis keeps the read chunks); smaller batches here
     # keep the transform's working memory small.
-    merged = (tagged
-              | 'MergeSplits' >> beam.Flatten()
-              | 'Slice' >> beam.FlatMap(
-                  lambda b, n: [b.slice(i, n) for i in range(0, b.num_rows, n)],
-                  TRANSFORM_BATCH_ROWS).with_output_types(pa.RecordBatch))
+    merged = (
+        tagged
+        | 'MergeSplits' >> beam.Flatten()
+        | 'Slice' >> beam.FlatMap(
+            lambda b, n: [b.slice(i, n) for i in range(0, b.num_rows, n)],
+            TRANSFORM_BATCH_ROWS,
+        ).with_output_types(pa.RecordBatch))
     with tft_beam.Context(passthrough_keys={split.SPLIT_COLUMN}):
       transformed, _ = (
-          ((merged, tagged_adapter), transform_fn)
-          | 'Transform' >> tft_beam.TransformDataset(
-              output_record_batches=True))
+          (merged, tagged_adapter),
+          transform_fn,
+      ) | 'Transform' >> tft_beam.TransformDataset(output_record_batches=True)
     routed = transformed | 'RouteBySplit' >> beam.ParDo(
         split.RouteBySplitFn(names)).with_outputs(*names)
     return {name: routed[name] for name in names}, transform_fn
@@ -128,8 +148,7 @@ class AnalyzeAndTransform(beam.PTransform):
 class WriteExamples(beam.PTransform):
   """Record batches -> gzip tf.Example shards `{prefix}-*.tfrecord.gz`."""
 
-  def __init__(self, prefix: str, num_shards: int, temp_dir: str,
-               schema=None):
+  def __init__(self, prefix: str, num_shards: int, temp_dir: str, schema=None):
     super().__init__()
     self._prefix = prefix
     self._num_shards = num_shards
@@ -143,17 +162,22 @@ class WriteExamples(beam.PTransform):
                 self._prefix, self._num_shards, self._temp_dir))
 
 
-def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
-                   input_files: List[str], test_files: Optional[List[str]],
-                   out: StagedOutputDir, num_shards: int,
-                   write_raw: bool) -> None:
+def build_pipeline(
+    p: beam.Pipeline,
+    *,
+    config: DatasetConfig,
+    input_files: List[str],
+    test_files: Optional[List[str]],
+    out: StagedOutputDir,
+    num_shards: int,
+    write_raw: bool,
+) -> None:
   """Adds the whole job to `p`, writing under `out.staging`."""
   cleanse.use_record_batch_coder()
   names = split.split_names(config, has_test_input=bool(test_files))
   ingested = {'input': p | 'IngestInput' >> Ingest(input_files, config)}
   if test_files:
-    ingested['test_input'] = (p | 'IngestTestInput' >> Ingest(test_files,
-                                                                config))
+    ingested['test_input'] = p | 'IngestTestInput' >> Ingest(test_files, config)
 
   rows = {n: ingested[n].rows for n in ingested}
   if config.windows:
@@ -161,8 +185,7 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
     # row's history is its entity's rows in any split). Not in the graph at
     # all for a config without windows.
     for n in rows:
-      rows[n] = (rows[n]
-                 | f'Windows[{n}]' >> windows.AddWindowFeatures(config))
+      rows[n] = rows[n] | f'Windows[{n}]' >> windows.AddWindowFeatures(config)
   splits = rows['input'] | 'Split' >> split.SplitDataset(config, names)
   if test_files:
     splits['test'] = rows['test_input']
@@ -170,24 +193,28 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
 
   _ = ([i.quarantine for i in ingested.values()]
        | 'MergeQuarantine' >> beam.Flatten()
-       | 'WriteQuarantine' >> sinks.WriteQuarantine(out.path('quarantine')))
+       | 'WriteQuarantine' >> sinks.WriteQuarantine(out.files.quarantine_dir))
 
   for name in all_splits:
     _ = splits[name] | f'Statistics[{name}]' >> ComputeStatistics(
-        out.path('stats', f'{name}.pb'))
+        out.files.stats_path(name))
     if write_raw:
       _ = splits[name] | f'WriteRaw[{name}]' >> WriteExamples(
-          out.path('raw', name), num_shards,
-          out.path('tmp', 'runs', 'raw', name), features.raw_schema(config))
+          out.files.raw_prefix(name),
+          num_shards,
+          out.files.path(out.files.TMP_DIR, 'runs', 'raw', name),
+          features.raw_schema(config),
+      )
 
-  with tft_beam.Context(temp_dir=out.path('tmp')):
-    transformed, transform_fn = (splits
-                                 | 'AnalyzeAndTransform' >> AnalyzeAndTransform(
-                                     config))
+  with tft_beam.Context(temp_dir=out.files.tmp_dir):
+    transformed, transform_fn = (
+        splits | 'AnalyzeAndTransform' >> AnalyzeAndTransform(config))
     for name in all_splits:
       _ = transformed[name] | f'Write[{name}]' >> WriteExamples(
-          out.path('data', name), num_shards,
-          out.path('tmp', 'runs', 'data', name))
+          out.files.data_prefix(name),
+          num_shards,
+          out.files.path(out.files.TMP_DIR, 'runs', 'data', name),
+      )
     _ = transform_fn | 'WriteTransformFn' >> tft_beam.WriteTransformFn(
         out.staging)
 
@@ -196,13 +223,15 @@ def build_pipeline(p: beam.Pipeline, *, config: DatasetConfig,
       | f'SumCounts[{n}]' >> beam.CombineGlobally(cleanse.SumCounts())
       | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in ingested
   ] + [
-      splits[n] | f'Summarize[{n}]' >> split.SummarizeSplit(config)
+      splits[n]
+      | f'Summarize[{n}]' >> split.SummarizeSplit(config)
       | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in all_splits
   ]
-  _ = (counts
-       | 'MergeCounts' >> beam.Flatten()
-       | 'CountsToDict' >> beam.combiners.ToDict()
-       | 'WriteCounts' >> sinks.WriteJson(out.path(COUNTS_FILE)))
+  _ = (
+      counts
+      | 'MergeCounts' >> beam.Flatten()
+      | 'CountsToDict' >> beam.combiners.ToDict()
+      | 'WriteCounts' >> sinks.WriteJson(out.files.path(COUNTS_FILE)))
 
 
 def _parse_args(argv: Optional[Sequence[str]]):
@@ -210,30 +239,54 @@ def _parse_args(argv: Optional[Sequence[str]]):
       prog='python -m pipeline.preprocess',
       description='Cleanse, split, validate and transform raw tabular data '
       'with Apache Beam and tf.Transform. Unknown flags are passed to Beam as '
-      'pipeline options.')
-  parser.add_argument('--config', required=True,
-                      help='dataset config YAML, e.g. schemas/census.yaml')
-  parser.add_argument('--input', required=True,
-                      help='file pattern of the train/eval data')
-  parser.add_argument('--test-input', default=None,
-                      help='file pattern of held-out test data (optional)')
-  parser.add_argument('--output-dir', required=True,
-                      help='output directory (local path or gs://...)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace --output-dir if it already exists')
-  parser.add_argument('--num-shards', type=int, default=DEFAULT_NUM_SHARDS,
-                      help='TFRecord shards per split (default %(default)s)')
-  parser.add_argument('--write-raw', action='store_true',
-                      help='also write the cleansed raw rows of each split as '
-                      'tf.Examples under raw/')
-  parser.add_argument('--schema', default=None,
-                      help='curated TFDV schema (.pbtxt) to validate the '
-                      'splits against; default: the config\'s tfdv_schema')
-  parser.add_argument('--anomalies', choices=validation.ON_ANOMALIES,
-                      default=validation.FAIL,
-                      help='on data anomalies: fail (exit 1, output not '
-                      'published; details kept in OUTPUT_DIR.rejected/) or '
-                      'warn (report and publish); default %(default)s')
+      'pipeline options.',
+  )
+  parser.add_argument(
+      '--config',
+      required=True,
+      help='dataset config YAML, e.g. schemas/census.yaml')
+  parser.add_argument(
+      '--input', required=True, help='file pattern of the train/eval data')
+  parser.add_argument(
+      '--test-input',
+      default=None,
+      help='file pattern of held-out test data (optional)',
+  )
+  parser.add_argument(
+      '--output-dir',
+      required=True,
+      help='output directory (local path or gs://...)')
+  parser.add_argument(
+      '--overwrite',
+      action='store_true',
+      help='replace --output-dir if it already exists',
+  )
+  parser.add_argument(
+      '--num-shards',
+      type=int,
+      default=DEFAULT_NUM_SHARDS,
+      help='TFRecord shards per split (default %(default)s)',
+  )
+  parser.add_argument(
+      '--write-raw',
+      action='store_true',
+      help='also write the cleansed raw rows of each split as '
+      'tf.Examples under raw/',
+  )
+  parser.add_argument(
+      '--schema',
+      default=None,
+      help='curated TFDV schema (.pbtxt) to validate the '
+      "splits against; default: the config's tfdv_schema",
+  )
+  parser.add_argument(
+      '--anomalies',
+      choices=validation.ON_ANOMALIES,
+      default=validation.FAIL,
+      help='on data anomalies: fail (exit 1, output not '
+      'published; details kept in OUTPUT_DIR.rejected/) or '
+      'warn (report and publish); default %(default)s',
+  )
   args, beam_args = parser.parse_known_args(argv)
   if args.num_shards < 1:
     parser.error('--num-shards must be at least 1')
@@ -259,8 +312,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   args, beam_args = _parse_args(argv)
   config = load_config(args.config)
   input_files = sources.resolve_files(args.input, '--input')
-  test_files = (sources.resolve_files(args.test_input, '--test-input')
-                if args.test_input else None)
+  test_files = (
+      sources.resolve_files(args.test_input, '--test-input')
+      if args.test_input else None)
   if test_files and config.split.ratios.get('test'):
     raise UserError('--test-input given, but the config also draws a test '
                     'split from --input (split.ratios.test); use one or the '
@@ -276,9 +330,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     try:
       t = time.monotonic()
       p = beam.Pipeline(options=options)
-      build_pipeline(p, config=config, input_files=input_files,
-                     test_files=test_files, out=out,
-                     num_shards=args.num_shards, write_raw=args.write_raw)
+      build_pipeline(
+          p,
+          config=config,
+          input_files=input_files,
+          test_files=test_files,
+          out=out,
+          num_shards=args.num_shards,
+          write_raw=args.write_raw,
+      )
       seconds['build_graph'] = time.monotonic() - t
       t = time.monotonic()
       result = p.run()
@@ -288,16 +348,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       stop.check()
 
       t = time.monotonic()
-      counts = sinks.read_json(out.path(COUNTS_FILE))
+      counts = sinks.read_json(out.files.path(COUNTS_FILE))
       out.discard(COUNTS_FILE)
-      out.discard('tmp')
+      out.discard(out.files.TMP_DIR)
       inputs = {'input': {'pattern': args.input, 'files': input_files}}
       if test_files:
-        inputs['test_input'] = {'pattern': args.test_input,
-                                'files': test_files}
-      names = split.split_names(config, bool(test_files)) + (
-          ['test'] if test_files else [])
-      sinks.write_text(out.path(CONFIG_COPY), config.source_text)
+        inputs['test_input'] = {'pattern': args.test_input, 'files': test_files}
+      names = split.split_names(
+          config, bool(test_files)) + (['test'] if test_files else [])
+      sinks.write_text(out.files.config_path, config.source_text)
       if not counts.get('train', {}).get('rows'):
         kept = validation.keep_evidence(out)
         raise UserError(
@@ -308,24 +367,37 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       seconds['collect_counts'] = time.monotonic() - t
       t = time.monotonic()
       checked = feature_warnings.check_preprocessed(
-          config, stats_path=out.path(validation.STATS_DIR, 'train.pb'),
-          input_files=input_files)
+          config,
+          stats_path=out.files.stats_path('train'),
+          input_files=input_files,
+      )
       seconds['feature_checks'] = time.monotonic() - t
       t = time.monotonic()
       validation.validate_output(
-          out, config=config, split_names=names, schema=schema,
+          out,
+          config=config,
+          split_names=names,
+          schema=schema,
           schema_source=(args.schema or validation.configured_schema_path(
-              config, args.config)), on_anomalies=args.anomalies,
-          feature_warnings=checked)
+              config, args.config)),
+          on_anomalies=args.anomalies,
+          feature_warnings=checked,
+      )
       seconds['validate'] = time.monotonic() - t
       seconds['total'] = time.monotonic() - start
       doc = manifest.build_manifest(
-          config=config, config_path=args.config, inputs=inputs,
-          counts=counts, split_names=names, seconds=seconds,
+          config=config,
+          config_path=args.config,
+          inputs=inputs,
+          counts=counts,
+          split_names=names,
+          seconds=seconds,
           num_shards=args.num_shards,
-          pipeline_options=_options_summary(options), output_dir=out.final,
-          feature_warnings=checked)
-      sinks.write_json(out.path(MANIFEST), doc)
+          pipeline_options=_options_summary(options),
+          output_dir=out.final,
+          feature_warnings=checked,
+      )
+      sinks.write_json(out.files.manifest_path, doc)
       stop.check()
       with stop.deferred():
         out.publish()
@@ -340,8 +412,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         logging.error('preprocess failed; removed %s', out.staging)
         raise
       # Stopped by a signal, whatever a library made of the interrupt.
-      stopped = (e if isinstance(e, interrupts.Interrupted) else
-                 interrupts.Interrupted(stop.signum))
+      stopped = (
+          e if isinstance(e, interrupts.Interrupted) else
+          interrupts.Interrupted(stop.signum))
       stopped.output_dir = out.final
       raise stopped from None
   return doc
@@ -356,35 +429,41 @@ def _abandon(out: StagedOutputDir, signal_name: str) -> None:
 
 
 def _stopped_message(signal_name: str, output_dir: Optional[str]) -> str:
-  return (f'preprocess: stopped by {signal_name}; nothing published' +
-          (f' to {output_dir}' if output_dir else ''))
-
+  return f'preprocess: stopped by {signal_name}; nothing published' + (
+      f' to {output_dir}' if output_dir else '')
 
 
 # Top-level transforms of the job -> the stage their time is reported under.
-_STAGES = (('IngestInput', 'ingest'), ('IngestTestInput', 'ingest'),
-           ('Windows[', 'windows'), ('Split/', 'split'),
-           ('Statistics[', 'statistics'),
-           ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
-           ('AnalyzeAndTransform/', 'transform'), ('Write[', 'write'),
-           ('WriteRaw[', 'write'), ('WriteQuarantine', 'write'),
-           ('WriteTransformFn', 'write'))
+_STAGES = (
+    ('IngestInput', 'ingest'),
+    ('IngestTestInput', 'ingest'),
+    ('Windows[', 'windows'),
+    ('Split/', 'split'),
+    ('Statistics[', 'statistics'),
+    ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
+    ('AnalyzeAndTransform/', 'transform'),
+    ('Write[', 'write'),
+    ('WriteRaw[', 'write'),
+    ('WriteQuarantine', 'write'),
+    ('WriteTransformFn', 'write'),
+)
 _EXECUTION_TIME = 'beam:metric:ptransform_execution_time:total_msecs:v1'
 
 
 def _stage_seconds(result) -> dict:
   """Worker seconds per stage, from Beam's execution-time metrics.
 
-  Summed over all workers (so on several workers it exceeds wall time) and
-  sampled by the SDK harness, so approximate. Empty where the runner does not
-  report them.
-  """
+    Summed over all workers (so on several workers it exceeds wall time) and
+    sampled by the SDK harness, so approximate. Empty where the runner does not
+    report them.
+    """
   try:
     from apache_beam.metrics import monitoring_infos  # pylint: disable=g-import-not-at-top
+
     infos = list(result.monitoring_infos())
-  except Exception:  # pylint: disable=broad-except
+  except Exception:  # noqa: BLE001 - optional: runners without metrics
     return {}
-  totals = {}
+  totals: Dict[str, float] = {}
   for info in infos:
     if info.urn != _EXECUTION_TIME:
       continue
@@ -394,8 +473,7 @@ def _stage_seconds(result) -> dict:
     totals[stage] = totals.get(stage, 0) + (
         monitoring_infos.extract_counter_value(info) / 1000)
   order = [s for _, s in _STAGES] + ['other']
-  return {f'stage_{s}': totals[s] for s in dict.fromkeys(order)
-          if s in totals}
+  return {f'stage_{s}': totals[s] for s in dict.fromkeys(order) if s in totals}
 
 
 def _options_summary(options: PipelineOptions) -> dict:
@@ -404,8 +482,9 @@ def _options_summary(options: PipelineOptions) -> dict:
   for key, value in sorted(options.get_all_options(drop_default=True).items()):
     if any(word in key for word in ('token', 'secret', 'password', 'key')):
       continue
-    summary[key] = value if isinstance(value, (str, int, float, bool, list)
-                                      ) else str(value)
+    summary[key] = (
+        value if isinstance(value,
+                            (str, int, float, bool, list)) else str(value))
   return summary
 
 
@@ -418,16 +497,16 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 def _limit_heap_growth() -> None:
   """Keeps glibc from holding on to memory the job has freed.
 
-  By default glibc raises its mmap threshold to the largest block freed so
-  far (up to 32 MB). The in-process runner keeps a stage's output as blocks
-  of a few hundred KB until the next stage has read them; once the threshold
-  has moved above that size they come from the heap, which cannot shrink
-  around the long-lived allocations between them, and resident memory grows
-  with the data. A fixed threshold keeps those blocks in mmap: about 10 %
-  lower peak memory on 1M rows, at no measurable cost in time. Applies to
-  this process (mallopt) and to worker processes it starts (environment);
-  an explicit MALLOC_MMAP_THRESHOLD_ in the environment wins.
-  """
+    By default glibc raises its mmap threshold to the largest block freed so
+    far (up to 32 MB). The in-process runner keeps a stage's output as blocks
+    of a few hundred KB until the next stage has read them; once the threshold
+    has moved above that size they come from the heap, which cannot shrink
+    around the long-lived allocations between them, and resident memory grows
+    with the data. A fixed threshold keeps those blocks in mmap: about 10 %
+    lower peak memory on 1M rows, at no measurable cost in time. Applies to
+    this process (mallopt) and to worker processes it starts (environment);
+    an explicit MALLOC_MMAP_THRESHOLD_ in the environment wins.
+    """
   if not sys.platform.startswith('linux'):
     return
   if 'MALLOC_MMAP_THRESHOLD_' in os.environ:
@@ -446,32 +525,37 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   _limit_heap_growth()
+  return cli.run('preprocess', lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
   try:
     doc = run(argv)
-  except UserError as e:
-    print(f'preprocess: error: {e}', file=sys.stderr)
-    return 2
+  except UserError:
+    raise  # one line, exit 2 (core.cli)
   except validation.AnomaliesFound as e:
     print(e.report(), file=sys.stderr)
-    return 1
+    return cli.FINDINGS
   except interrupts.Interrupted as e:
     print(_stopped_message(e.signal_name, e.output_dir), file=sys.stderr)
     return e.exit_code
   except KeyboardInterrupt:  # before the job's signal handlers were set
     print(_stopped_message('SIGINT', None), file=sys.stderr)
     return 128 + signal.SIGINT
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - a job failed: one line, exit 3
     # A failed Beam job (a worker error, a lost cluster node): the traceback
     # for whoever debugs it, then one line that says what happened.
     traceback.print_exc()
-    print(f'preprocess: error: the job failed ({type(e).__name__}: '
-          f'{_first_line(e)}); nothing published', file=sys.stderr)
+    print(
+        f'preprocess: error: the job failed ({type(e).__name__}: '
+        f'{_first_line(e)}); nothing published',
+        file=sys.stderr,
+    )
     return JOB_FAILED
   print(f'preprocess: wrote {doc["output_dir"]}')
   print(manifest.format_summary(doc))
-  return 0
+  return cli.OK
 
 
 if __name__ == '__main__':

@@ -25,23 +25,26 @@ so a large input can be drafted on Dataflow.
 """
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
-import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import (cleanse, config_draft, sinks, sources, validation,
-                      windows)
-from pipeline.config import load_config
-from pipeline.errors import UserError
-
+from core import cli
+from core.config import load_config
+from core.errors import UserError
+from pipeline import cleanse
+from pipeline import config_draft
+from pipeline import sinks
+from pipeline import sources
+from pipeline import validation
+from pipeline import windows
 
 # -------------------------------------------------------------------- infer
 
@@ -272,27 +275,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+  return cli.run('schema', lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
   args, extra = _parser().parse_known_args(argv)
-  try:
-    if args.command == 'init':
-      init(args.input, args.label, args.output,
-           schema_output=args.schema_output, name=args.name, task=args.task,
-           delimiter=args.delimiter, header=args.header,
-           encoding=args.encoding, sample_rows=args.sample_rows,
-           overwrite=args.overwrite, beam_args=extra)
-    elif args.command == 'infer':
-      schema = infer(args.config, args.input, args.output, args.overwrite,
-                     extra)
-      print(table(schema))
-    else:
-      if extra:
-        _parser().error(f'unrecognized arguments: {" ".join(extra)}')
-      show(args.schema)
-  except UserError as e:
-    print(f'schema: error: {e}', file=sys.stderr)
-    return 2
-  return 0
+  if args.command == 'init':
+    init(args.input, args.label, args.output,
+         schema_output=args.schema_output, name=args.name, task=args.task,
+         delimiter=args.delimiter, header=args.header,
+         encoding=args.encoding, sample_rows=args.sample_rows,
+         overwrite=args.overwrite, beam_args=extra)
+  elif args.command == 'infer':
+    schema = infer(args.config, args.input, args.output, args.overwrite,
+                   extra)
+    print(table(schema))
+  else:
+    if extra:
+      _parser().error(f'unrecognized arguments: {" ".join(extra)}')
+    show(args.schema)
+  return cli.OK
 
 
 if __name__ == '__main__':

@@ -15,24 +15,24 @@ shard is then the merge of its runs.
 import heapq
 import json
 import struct
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import uuid
 import zlib
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import WindowedValue
-from tensorflow.core.example import example_pb2, feature_pb2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tensorflow.core.example import feature_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder
-
 
 # Records a worker holds before writing them out as sorted runs.
 SPILL_BYTES = 16 << 20
@@ -84,7 +84,7 @@ def _read_varint(data: bytes, offset: int) -> Tuple[int, int]:
       return value, offset
 
 
-_key_orders = {}
+_key_orders: Dict[Tuple[str, ...], List[str]] = {}
 
 
 def _map_key_order(names: Sequence[str]) -> List[str]:
@@ -305,7 +305,7 @@ class _SpillSortedRunsFn(beam.DoFn):
     self._temp_dir = temp_dir
     self._num_shards = num_shards
     self._spill_bytes = spill_bytes
-    self._buffers = None
+    self._buffers: List[List[bytes]] = []
     self._size = 0
 
   def start_bundle(self):

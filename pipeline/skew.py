@@ -17,40 +17,53 @@ columns, unseen values and out-of-range numbers, and compares them with the
 training statistics (DIR/stats/train.pb) using each feature's skew
 comparator: the measured distance against its threshold, feature by feature.
 
+A few hundred requests are a small sample: its distances are noisy, and the
+schema's shares (presence, domain mass) are crossed by chance. So every such
+finding is also tested against chance at the two sample sizes
+(pipeline/drift.py): a feature is skewed only when the difference is both
+significant at the false-alarm rate (the config's validation.false_alarm_rate,
+default 1% per check, or --false-alarm-rate) and over the schema's threshold.
+The missing share of every compared feature is tested too.
+
 Writes R/skew.json, R/skew.html (training and serving side by side) and
-R/serving_stats.pb; R defaults to ./skew_report. Exit status: 0 no anomaly,
-1 anomalies, 2 usage or input error (one line on stderr).
+R/serving_stats.pb, with TFDV's Anomalies protos beside them; R defaults to
+./skew_report. Exit status: 0 no anomaly, 1 anomalies, 2 usage or input error
+(one line on stderr).
 """
 
 import argparse
 import collections
 import dataclasses
 import json
-import logging
 import os
 import re
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import apache_beam as beam
-import pyarrow as pa
-import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+import pyarrow as pa
+import tensorflow_data_validation as tfdv
 
-from pipeline import (cleanse, sinks, sources, stats_report, validation,
-                      windows)
-from pipeline.config import DatasetConfig, load_config
-from pipeline.errors import UserError
-from pipeline.outputs import MANIFEST
+from core import cli
+from core.config import DatasetConfig
+from core.config import load_config
+from core.errors import UserError
+from core.layout import PreprocessOutput
+from pipeline import cleanse
+from pipeline import drift
+from pipeline import sinks
+from pipeline import sources
+from pipeline import stats_report
+from pipeline import validation
+from pipeline import windows
 
 FORMATS = ('auto', 'csv', 'tfrecord', 'jsonl', 'parquet')
 DEFAULT_REPORT_DIR = 'skew_report'
 SKEW_JSON = 'skew.json'
 SKEW_HTML = 'skew.html'
 SERVING_STATS = 'serving_stats.pb'
-CONFIG_COPY = 'config.yaml'  # as preprocess writes it
-TRAIN_STATS = ('stats', 'train.pb')
 CHUNK_SIZE = sources.CHUNK_SIZE
 
 MALFORMED_JSON = 'malformed_json'
@@ -84,7 +97,7 @@ def detect_format(path: str) -> str:
   try:
     with FileSystems.open(path) as f:
       head = f.read(_SNIFF_BYTES)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - any filesystem's error is the user's
     raise UserError(f'--serving-data: cannot read {path}: {e}') from None
   text = head.lstrip(b'\xef\xbb\xbf \t\r\n')
   if text.startswith(b'{'):
@@ -127,12 +140,9 @@ class _BadRecord:
   detail: str
 
 
-_READERS = {
-    'csv': sources._read_lines,  # pylint: disable=protected-access
-    'tfrecord': sources._read_tfrecord,  # pylint: disable=protected-access
-    'parquet': sources._read_parquet,  # pylint: disable=protected-access
-    'jsonl': _read_jsonl,
-}
+# format: the records of a whole file, as cleanse.RowParser takes them.
+_READERS: Dict[str, Callable[[sources.FileRange], Iterator[Any]]] = {
+    **sources.RECORD_READERS, 'jsonl': _read_jsonl}
 
 
 # ------------------------------------------------------------------- reading
@@ -185,7 +195,7 @@ def read_serving_data(files: Sequence[str], config: DatasetConfig,
       _read_file(path, kind, parser, known, data)
     except UserError:
       raise
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001 - a reader's error names the file
       raise UserError(f'--serving-data: cannot read {path} as {kind}: '
                       f'{_error_text(e)}') from None
   if config.windows and data.batches:
@@ -209,7 +219,8 @@ def _error_text(e: Exception) -> str:
 
 def _read_file(path: str, kind: str, parser: cleanse.RowParser,
                known: set, data: ServingData) -> None:
-  records, first = [], 1
+  records: List[Any] = []
+  first = 1
   whole = sources.FileRange(path, 0, None, 1)
   for line, record in enumerate(_READERS[kind](whole), start=1):
     if kind != 'csv':
@@ -334,32 +345,51 @@ def serving_statistics(batches: Sequence[pa.RecordBatch], config: DatasetConfig,
 
 @dataclasses.dataclass
 class SkewResult:
-  """TFDV's findings on one serving sample, as rows and as protos."""
+  """TFDV's findings on one serving sample, as rows and as protos, and the
+  sample-size decisions on them."""
   anomalies: List[validation.AnomalyRow]
-  measurements: List[validation.Measurement]
+  measurements: List[drift.Decision]  # one per skew comparator
   serving_anomalies: Any  # anomalies_pb2.Anomalies, SERVING environment
   skew_anomalies: Any  # anomalies_pb2.Anomalies, skew comparators
+  review: drift.Review
+  within_chance: List[Dict[str, Any]] = dataclasses.field(
+      default_factory=list)
 
 
-def check_skew(train_stats, serving_stats, schema) -> SkewResult:
+TRAINING_NAME, SERVING_NAME = 'training', 'serving'
+
+
+def check_skew(train_stats, serving_stats, schema,
+               false_alarm_rate: float = drift.DEFAULT_FALSE_ALARM_RATE
+              ) -> SkewResult:
   """Serving statistics against the schema (SERVING) and against training.
 
   Two TFDV validations: the serving data alone in the SERVING environment
   (types, presence, domains, ranges; the label is not expected), and the
   training statistics with the serving ones for the skew comparators. The
   second also re-validates training data against the schema, which
-  preprocess already did, so only its comparator findings are kept.
+  preprocess already did, so only its comparator findings are kept. Then
+  drift.review decides which findings are more than chance at the two
+  sample sizes; the others are returned as `within_chance`.
   """
   serving = tfdv.validate_statistics(serving_stats, schema,
                                      environment=validation.SERVING)
   skew = tfdv.validate_statistics(train_stats, schema,
                                   environment=validation.TRAINING,
                                   serving_statistics=serving_stats)
+  review = drift.review(
+      [(validation.dataset(train_stats), validation.dataset(serving_stats),
+        skew, 'skew', (TRAINING_NAME, SERVING_NAME))],
+      [(validation.dataset(serving_stats), SERVING_NAME)], schema,
+      false_alarm_rate)
   rows = (validation.anomaly_rows(serving, 'serving') +
           validation.anomaly_rows(skew, 'skew',
                                   types=validation.COMPARATOR_TYPES))
+  rows, dismissed = validation.reviewed_rows(
+      rows, review, {'serving': SERVING_NAME, 'skew': SERVING_NAME})
   rows.sort(key=lambda r: (r.feature, r.type))
-  return SkewResult(rows, validation.measurements(skew, 'skew'), serving, skew)
+  return SkewResult(rows, review.comparisons(SERVING_NAME), serving, skew,
+                    review, dismissed)
 
 
 def rejected_rows(data: ServingData, config: DatasetConfig
@@ -408,14 +438,30 @@ def _parse_args(argv: Optional[Sequence[str]]):
   parser.add_argument('--config', default=None,
                       help='dataset config to parse the serving data with, '
                       'instead of PREPROCESS_DIR/config.yaml')
+  parser.add_argument('--false-alarm-rate', type=_rate, default=None,
+                      help='chance that a check of unchanged data reports '
+                      'any skew (default: the config\'s '
+                      'validation.false_alarm_rate, else 0.01)')
   return parser.parse_args(argv)
 
 
-def _required(directory: str, *parts: str) -> str:
-  path = FileSystems.join(directory, *parts)
+def _rate(text: str) -> float:
+  try:
+    rate = float(text)
+  except ValueError:
+    rate = -1.0
+  if not 0 < rate <= 0.5:
+    raise argparse.ArgumentTypeError(
+        f'{text!r}: expected a probability above 0 and at most 0.5')
+  return rate
+
+
+def _required(directory: str, path: str) -> str:
+  """`path`, a file of the preprocess output `directory`, if it exists."""
   if not FileSystems.exists(path):
+    name = path[len(directory):].lstrip('/')
     raise UserError(
-        f'--preprocess-dir {directory}: {"/".join(parts)} not found; expected '
+        f'--preprocess-dir {directory}: {name} not found; expected '
         'the published output of python -m pipeline.preprocess')
   return path
 
@@ -424,9 +470,12 @@ def _required(directory: str, *parts: str) -> str:
 class SkewReport:
   """What one check found, and where its files are."""
   doc: Dict[str, Any]  # the content of skew.json
-  measurements: List[validation.Measurement]
+  measurements: List[drift.Decision]  # one per skew comparator, decided
   anomalies: List[validation.AnomalyRow]
   report_dir: str
+
+  missing_shares: List[drift.Decision] = dataclasses.field(
+      default_factory=list)
 
   @property
   def exit_code(self) -> int:
@@ -437,14 +486,16 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
   """Runs the check and writes its files; raises UserError on bad input."""
   args = _parse_args(argv)
   pdir = args.preprocess_dir.rstrip('/') or args.preprocess_dir
-  _required(pdir, MANIFEST)
-  config_path = args.config or _required(pdir, CONFIG_COPY)
+  published = PreprocessOutput(pdir)
+  _required(pdir, published.manifest_path)
+  config_path = args.config or _required(pdir, published.config_path)
   config = load_config(config_path)
-  schema_path = args.schema or _required(pdir, validation.SCHEMA_FILE)
+  schema_path = args.schema or _required(pdir, published.schema_path)
   schema = validation.load_schema(schema_path,
                                   what='--schema' if args.schema else 'schema')
   validation.check_schema_matches(schema, config, schema_path)
-  train_stats = validation.load_statistics(_required(pdir, *TRAIN_STATS))
+  train_stats = validation.load_statistics(
+      _required(pdir, published.stats_path('train')))
 
   files = sources.resolve_files(args.serving_data, '--serving-data')
   data = read_serving_data(files, config, args.format)
@@ -455,8 +506,11 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
     os.makedirs(report_dir, exist_ok=True)
   stats_path = FileSystems.join(report_dir, SERVING_STATS)
   serving_stats = serving_statistics(data.batches, config, stats_path)
-  result = check_skew(train_stats, serving_stats, schema)
+  rate = (args.false_alarm_rate if args.false_alarm_rate is not None
+          else config.false_alarm_rate)
+  result = check_skew(train_stats, serving_stats, schema, rate)
   anomalies = result.anomalies + rejected_rows(data, config)
+  missing = result.review.missing_shares(SERVING_NAME)
   status = 'skew' if anomalies else 'ok'
 
   doc = {
@@ -477,7 +531,12 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
       'training_examples': validation.dataset(train_stats).num_examples,
       'serving_examples': validation.dataset(serving_stats).num_examples,
       'features': [m.to_json() for m in result.measurements],
+      'missing_share': [d.to_json() for d in missing],
+      'schema_shares': [d.to_json() for d in result.review.rules()],
       'anomalies': [r.to_json() for r in anomalies],
+      'within_chance': result.within_chance,
+      'false_alarm_rate': rate,
+      'tests': result.review.tests,
   }
   sinks.write_json(FileSystems.join(report_dir, SKEW_JSON), doc)
   tfdv.write_anomalies_text(result.serving_anomalies,
@@ -493,24 +552,31 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
           datasets=[('training', validation.dataset(train_stats)),
                     ('serving', validation.dataset(serving_stats))],
           anomalies=anomalies,
-          measurements={'Skew: serving vs training': result.measurements},
+          measurements={'Skew: serving vs training':
+                        result.measurements + missing},
           notes=[f'Training: {pdir}', f'Serving: {args.serving_data} '
                  f'({data.rows_used} of {data.rows} rows used)',
-                 f'Schema: {schema_path} (SERVING environment)']))
-  return SkewReport(doc, result.measurements, anomalies, report_dir)
+                 f'Schema: {schema_path} (SERVING environment)',
+                 f'Sample sizes: {result.review.tests} tests, false-alarm '
+                 f'rate {rate:g} per check (Holm); {drift.LEGEND}.']))
+  return SkewReport(doc, result.measurements, anomalies, report_dir, missing)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
-  try:
-    report = run(argv)
-  except UserError as e:
-    print(f'skew: error: {e}', file=sys.stderr)
-    return 2
+  return cli.run('skew', lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+  report = run(argv)
   sd = report.doc['serving_data']
   print(f'serving rows: {sd["rows_used"]:,} used of {sd["rows"]:,} '
         f'(training examples: {report.doc["training_examples"]:,})')
-  print(validation.measurement_table(report.measurements))
+  print(validation.measurement_table(report.measurements +
+                                     report.missing_shares))
+  if report.doc['within_chance']:
+    print('within chance at these sizes: ' + ', '.join(
+        f'{d["feature"]} {d["anomaly"]} (p = {d["p_value"]:.2g})'
+        for d in report.doc['within_chance']))
   html_path = FileSystems.join(report.report_dir, SKEW_HTML)
   if report.anomalies:
     print('\n' + validation.anomaly_table(report.anomalies,

@@ -32,17 +32,28 @@ Without CSV options every line is a record and no line is cut.
 import collections
 import csv as csv_lib
 import dataclasses
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  Iterable,
+  Iterator,
+  List,
+  Optional,
+  Sequence,
+  Tuple,
+)
 import zlib
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from google.protobuf import message
+import pyarrow.parquet as pq
 
-from pipeline.config import CsvOptions
-from pipeline.errors import InputError
+from core.config import CsvOptions
+from core.errors import InputError
 
 CHUNK_SIZE = 16384
 # A worker's share of one uncompressed CSV file, and the size of one read.
@@ -62,6 +73,8 @@ class LongLine(bytes):
   A bytes value (so it travels and is handled like any line), the
   prefix only; `length` is the length of the whole line in bytes.
   """
+
+  length: int
 
   def __new__(cls, prefix: bytes, length: int):
     line = super().__new__(cls, prefix)
@@ -120,7 +133,7 @@ def resolve_files(pattern: str, flag: str) -> List[str]:
   """
   try:
     results = FileSystems.match([pattern])
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - any filesystem's error is the user's
     raise InputError(f'{flag} {pattern}: cannot list files: {e}') from None
   metadata = [m for r in results for m in r.metadata_list]
   files = sorted(m.path for m in metadata)
@@ -135,7 +148,7 @@ def resolve_files(pattern: str, flag: str) -> List[str]:
       # .gz fails here with its name rather than inside a running job.
       with FileSystems.open(path) as f:
         f.read(1)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001 - any filesystem's error is the user's
       raise InputError(f'{flag}: cannot read {path}: {e}') from None
   return files
 
@@ -245,7 +258,7 @@ def _read_records(file_range: FileRange, csv: Optional[CsvOptions] = None
     lines = _without_bom(lines)
   numbered = enumerate(lines, start=file_range.first_line)
   quote = _quote_byte(csv)
-  if quote is None:
+  if csv is None or quote is None:
     yield from numbered
     return
   yield from _join_quoted(numbered, csv, quote)
@@ -363,7 +376,7 @@ def _physical_lines(file_range: FileRange,
       lines = (tail + block).split(b'\n')
       tail = lines.pop()
       lines = _without_cr(lines)
-      if keep is not None:
+      if keep is not None and limit is not None:
         lines = [l if len(l) <= limit else _long_line(l, len(l))
                  for l in lines]
         if len(tail) > keep:
@@ -374,7 +387,7 @@ def _physical_lines(file_range: FileRange,
       yield _long_line(tail, len(tail) + dropped)
     elif tail:
       line = _without_cr([tail])[0]
-      yield (line if keep is None or len(line) <= limit else
+      yield (line if limit is None or len(line) <= limit else
              _long_line(line, len(line)))
 
 
@@ -407,7 +420,7 @@ def _read_tfrecord(file_range: FileRange) -> Iterator[dict]:
                                        ).as_numpy_iterator():
     try:
       example = tf.train.Example.FromString(record)
-    except Exception:  # pylint: disable=broad-except
+    except message.DecodeError:
       yield {'__unparseable__': record}
       continue
     row = {}
@@ -417,8 +430,9 @@ def _read_tfrecord(file_range: FileRange) -> Iterator[dict]:
     yield row
 
 
-_READERS = {'csv': _read_lines, 'parquet': _read_parquet,
-            'tfrecord': _read_tfrecord}
+# The records of a file range, by input format (CSV: physical lines).
+RECORD_READERS: Dict[str, Callable[[FileRange], Iterator[Any]]] = {
+    'csv': _read_lines, 'parquet': _read_parquet, 'tfrecord': _read_tfrecord}
 
 
 def _numbered(file_range: FileRange, fmt: str,
@@ -426,7 +440,7 @@ def _numbered(file_range: FileRange, fmt: str,
   """(line number or record index, record) of a range."""
   if fmt == 'csv':
     return _read_records(file_range, csv)
-  return enumerate(_READERS[fmt](file_range), start=file_range.first_line)
+  return enumerate(RECORD_READERS[fmt](file_range), start=file_range.first_line)
 
 
 class _ReadChunksFn(beam.DoFn):

@@ -12,17 +12,17 @@ rate of the whole input, to within a bin's worth of rows, instead of whatever
 the hash happens to give a small minority class.
 """
 
-import hashlib
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.metrics import Metrics
 
+from core.config import DatasetConfig
+from core.hashing import row_positions
 from pipeline.cleanse import SumCounts
-from pipeline.config import DatasetConfig
 
 HISTOGRAM_BINS = 1 << 14
 
@@ -34,137 +34,6 @@ def split_names(config: DatasetConfig, has_test_input: bool) -> List[str]:
   if has_test_input and 'test' in names:
     names.remove('test')
   return names
-
-
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-# Odd multiplier of the polynomial byte-string hash, and its inverse mod 2**64.
-_POLY = 0x100000001B3 * 2 + 1
-_POLY_INVERSE = pow(_POLY, -1, 1 << 64)
-_powers_cache = {}
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-  """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
-  z = z ^ (z >> np.uint64(30))
-  z = z * np.uint64(0xBF58476D1CE4E5B9)
-  z = z ^ (z >> np.uint64(27))
-  z = z * np.uint64(0x94D049BB133111EB)
-  return z ^ (z >> np.uint64(31))
-
-
-def _powers(base: int, n: int) -> np.ndarray:
-  """base**0 .. base**(n-1) mod 2**64, cached and grown as needed."""
-  cached = _powers_cache.get(base)
-  if cached is None or len(cached) < n:
-    size = max(n, 1 << 16, 0 if cached is None else 2 * len(cached))
-    cached = np.empty(size, dtype=np.uint64)
-    cached[0] = 1
-    cached[1:] = base
-    np.cumprod(cached, out=cached)
-    _powers_cache[base] = cached
-  return cached[:n]
-
-
-def _binary_hashes(values: pa.Array) -> np.ndarray:
-  """Polynomial hash of each byte string, independent of its buffer offset."""
-  n = len(values)
-  offset_type = np.int64 if pa.types.is_large_binary(
-      values.type) or pa.types.is_large_string(values.type) else np.int32
-  buffers = values.buffers()
-  offsets = np.frombuffer(buffers[1], dtype=offset_type)[
-      values.offset:values.offset + n + 1].astype(np.int64)
-  lengths = np.diff(offsets)
-  if n == 0:
-    return np.zeros(0, dtype=np.uint64)
-  lo, hi = int(offsets[0]), int(offsets[-1])
-  data = (np.frombuffer(buffers[2], dtype=np.uint8)[lo:hi]
-          if buffers[2] is not None and hi > lo else np.zeros(0, np.uint8))
-  starts = offsets[:-1] - lo
-  prefix = np.zeros(len(data) + 1, dtype=np.uint64)
-  np.cumsum(data.astype(np.uint64) * _powers(_POLY, len(data)),
-            out=prefix[1:])
-  # sum of b[p] * K**p over the string, shifted down to start at K**0.
-  spans = (prefix[starts + lengths] - prefix[starts]) * _powers(
-      _POLY_INVERSE, len(data) + 1)[starts]
-  return _mix(spans ^ (lengths.astype(np.uint64) * np.uint64(_GOLDEN)))
-
-
-def _value_hashes(values: pa.Array) -> np.ndarray:
-  """A uint64 hash of each value of a flat (non-list) array."""
-  kind = values.type
-  if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
-      pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-    out = _binary_hashes(values)
-  elif pa.types.is_integer(kind):
-    out = values.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
-  elif pa.types.is_float32(kind):
-    out = values.fill_null(0).to_numpy().view(np.uint32).astype(np.uint64)
-  elif pa.types.is_float64(kind):
-    out = values.fill_null(0).to_numpy().view(np.uint64)
-  elif pa.types.is_boolean(kind):
-    out = values.fill_null(False).to_numpy(
-        zero_copy_only=False).astype(np.uint64)
-  else:
-    out = np.array([int.from_bytes(hashlib.blake2b(
-        repr(v).encode('utf-8'), digest_size=8).digest(), 'little')
-                    for v in values.to_pylist()], dtype=np.uint64)
-  out = _mix(out + np.uint64(_GOLDEN))
-  if values.null_count:
-    valid = np.asarray(values.is_valid())
-    out = np.where(valid, out, np.uint64(_GOLDEN))
-  return out
-
-
-def _column_hashes(column: pa.Array) -> np.ndarray:
-  """A uint64 hash of each row's value list (null, empty and [v] all differ)."""
-  if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
-    return _value_hashes(column)
-  n = len(column)
-  lengths = pc.list_value_length(column).fill_null(-1).to_numpy().astype(
-      np.int64)
-  values = column.flatten()
-  element = _value_hashes(values)
-  sums = np.zeros(n, dtype=np.uint64)
-  if len(values):
-    if len(values) == int((lengths == 1).sum()):
-      # At most one value per row (what the cleanse stage produces).
-      sums[lengths == 1] = element
-    else:
-      parents = pc.list_parent_indices(column).to_numpy()
-      first = np.cumsum(np.maximum(lengths, 0)) - np.maximum(lengths, 0)
-      index = np.arange(len(values), dtype=np.int64) - first[parents]
-      np.add.at(sums, parents,
-                _mix(element + index.astype(np.uint64) * np.uint64(_GOLDEN)))
-  return _mix(sums ^ _mix(lengths.view(np.uint64)))
-
-
-def row_positions(batch: pa.RecordBatch, seed: int,
-                  skip: Sequence[str] = ()) -> np.ndarray:
-  """Hash position in [0, 1) of each row, from its values and the seed.
-
-  Columns named in `skip` (derived window columns: functions of other rows)
-  are left out, so adding a window to a config does not move any row to
-  another split.
-
-  A keyed hash of every column's value list (the column's position in the
-  batch included), computed column by column with vectorised integer
-  arithmetic: the position of a row depends on its values and the seed only,
-  never on the batch it travels in.
-  """
-  digest = hashlib.blake2b(seed.to_bytes(8, 'little', signed=False),
-                           digest_size=16, person=b'row-position').digest()
-  state = np.full(batch.num_rows, int.from_bytes(digest[:8], 'little'),
-                  dtype=np.uint64)
-  column_key = int.from_bytes(digest[8:], 'little')
-  for i in range(batch.num_columns):
-    if skip and batch.schema.names[i] in skip:
-      continue
-    key = np.uint64((column_key + i * _GOLDEN) & _MASK64)
-    state = _mix((state ^ key) * np.uint64(_POLY) + _column_hashes(
-        batch.column(i)))
-  # The top 53 bits: exactly representable, so always < 1.
-  return (state >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def _label_groups(batch: pa.RecordBatch,
@@ -260,7 +129,7 @@ class _AssignSplitFn(beam.DoFn):
     self._counters = {n: Metrics.counter('split', f'rows_{n}') for n in names}
 
   def process(self, batch: pa.RecordBatch,
-              histograms: Optional[Mapping[bytes, np.ndarray]] = None):
+              histograms: Optional[Mapping[Optional[bytes], np.ndarray]] = None):
     positions = row_positions(batch, self._seed, self._skip)
     split_index = np.empty(batch.num_rows, dtype=np.int64)
     if histograms is None:

@@ -14,7 +14,7 @@ statistics give the same bytes, like the rest of the preprocess output.
 
 import html
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, TypeAlias, TypeGuard
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -23,7 +23,7 @@ HISTOGRAM_BINS = 20
 TOP_VALUES = 12
 CHART_WIDTH = 560
 
-FeatureStats = statistics_pb2.FeatureNameStatistics
+FeatureStats: TypeAlias = statistics_pb2.FeatureNameStatistics
 Dataset = Tuple[str, statistics_pb2.DatasetFeatureStatistics]
 
 _CSS = """
@@ -126,7 +126,7 @@ def _is_numeric(f: FeatureStats) -> bool:
   return f.WhichOneof('stats') == 'num_stats'
 
 
-def _present(f: Optional[FeatureStats]) -> bool:
+def _present(f: Optional[FeatureStats]) -> TypeGuard[FeatureStats]:
   return f is not None and _common(f).num_non_missing > 0
 
 
@@ -240,7 +240,7 @@ def _categorical_chart(name: str,
              if _present(f) and f.WhichOneof('stats') == 'string_stats']
   if not present:
     return ''
-  score = {}
+  score: Dict[str, float] = {}
   for _, fr in present:
     for v, x in fr.items():
       score[v] = max(score.get(v, 0.0), x)
@@ -336,6 +336,56 @@ def _legend(names: Sequence[str]) -> str:
       '</span>' for i, n in enumerate(names)) + '</div>'
 
 
+def _decision_table(items: Sequence) -> str:
+  """Per feature: rows on each side, distance, threshold, p-value, verdict.
+
+  `items` are drift.Decision objects (duck-typed: this module draws, it does
+  not decide).
+  """
+  base, other = items[0].baseline, items[0].compared
+  head = ['feature', 'comparator', f'{base} rows', f'{other} rows',
+          'distance', 'threshold', 'p-value', 'needed below', 'verdict',
+          'counted']
+  verdicts = {'ok': 'ok', 'small': 'ok (small)', 'chance': 'ok (chance)',
+              'anomaly': 'ANOMALY'}
+
+  def p(x):
+    return '' if x is None else (f'{x:.2g}' if x >= 1e-4 else f'{x:.0e}')
+
+  rows = [head] + [
+      [d.feature, d.check, _fmt(d.baseline_rows), _fmt(d.compared_rows),
+       f'{d.distance:.4f}', f'{d.threshold:.4f}', p(d.p_value),
+       '' if d.level is None else f'{d.level:.2g}',
+       verdicts.get(d.verdict, d.verdict), d.detail] for d in items]
+  return (_html_table(rows, classes=['flagged' if d.flagged else
+                                     'warned' if d.verdict == 'chance' else ''
+                                     for d in items], text_cols=[9]) +
+          '<p><small>ok (chance): over the threshold, but no more than chance '
+          'gives at these sample sizes; ok (small): a real difference, '
+          'smaller than the threshold; p-values are Holm-corrected over the '
+          'run.</small></p>')
+
+
+def _side_by_side(d, datasets: Sequence[Dataset]) -> str:
+  """A flagged feature's two distributions, baseline and compared, alone."""
+  by_name = {n: _features(ds) for n, ds in datasets}
+  names = [n for n in (d.baseline, d.compared) if n in by_name]
+  counts = {n: ds.num_examples for n, ds in datasets}
+  items = [(n, by_name[n].get(d.feature)) for n in names]
+  known = [f for _, f in items if f is not None]
+  if not known:
+    return ''
+  numeric = any(_is_numeric(f) for f in known)
+  chart = (_numeric_chart(d.feature, items) if numeric else
+           _categorical_chart(d.feature, items))
+  return (f'<section class="feature anomalous"><h2>{_e(d.feature)} <small>'
+          f'{_e(d.check)}: {_e(" vs ".join(reversed(names)))}</small></h2>'
+          f'{_legend(names)}<div class="row">' +
+          _html_table(_stat_rows(items, numeric, [counts[n] for n in names]),
+                      table_class='stats') +
+          (chart or '<p>No values to chart.</p>') + '</div></section>')
+
+
 # ------------------------------------------------------------------- report
 
 
@@ -405,6 +455,10 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
     body.append(f'<h2>{_e(heading)}</h2>')
     if not items:
       body.append('<p>No comparator configured.</p>')
+      continue
+    if hasattr(items[0], 'verdict'):  # drift.Decision: sized to the sample
+      body.append(_decision_table(items))
+      body.extend(_side_by_side(d, datasets) for d in items if d.flagged)
       continue
     rows = [['feature', 'comparator', 'distance', 'threshold', 'status']] + [
         [m.feature, m.comparator, f'{m.value:.4f}', f'{m.threshold:.4f}',

@@ -21,41 +21,48 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TypeAlias
 
+from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import sinks, stats_report
-from pipeline.config import DatasetConfig
-from pipeline.errors import UserError
+from core.config import DatasetConfig
+from core.errors import UserError
+from core.layout import PreprocessOutput
+from pipeline import drift as drift_tests
+from pipeline import sinks
+from pipeline import stats_report
 
 TRAINING = 'TRAINING'
 SERVING = 'SERVING'
 
-# Files a validated preprocess output directory carries.
-SCHEMA_FILE = 'schema.pbtxt'  # the schema the run was validated against
-ANOMALIES_FILE = 'anomalies.json'  # every split's anomalies and drift, one doc
-ANOMALIES_DIR = 'anomalies'  # anomalies/<split>.pbtxt: TFDV's Anomalies protos
-STATS_DIR = 'stats'
-REPORT_FILE = 'report.html'  # stats/report.html
-REJECTED_SUFFIX = '.rejected'
+# Files a validated preprocess output directory carries (core.layout's).
+SCHEMA_FILE = PreprocessOutput.SCHEMA
+ANOMALIES_FILE = PreprocessOutput.ANOMALIES
+ANOMALIES_DIR = PreprocessOutput.ANOMALIES_DIR
+STATS_DIR = PreprocessOutput.STATS_DIR
+REPORT_FILE = PreprocessOutput.STATS_REPORT
+REJECTED_SUFFIX = PreprocessOutput.REJECTED_SUFFIX
 
 FAIL = 'fail'
 WARN = 'warn'
 ON_ANOMALIES = (FAIL, WARN)
 
-# Default thresholds of a drafted schema. Drift compares eval/test with train
-# (thousands of rows each); skew compares a serving sample, often smaller and
-# so noisier, with train. Curate them per feature from measured distances.
-DRAFT_CATEGORICAL_SKEW = 0.05  # L-infinity distance
+# Default thresholds of a drafted schema: the smallest change worth flagging,
+# whatever the sample size; whether a change that large is more than chance
+# at the sizes compared is decided by pipeline/drift.py. A category's share
+# moving by 3 points; for numbers, TFDV's Jensen-Shannon divergence of
+# quantile histograms, which is 0.03-0.06 for a mean moved by a quarter of a
+# standard deviation (and up to about 0.04 between two samples of one
+# distribution: the histograms' own noise, which the test allows for).
+DRAFT_CATEGORICAL_SKEW = 0.03  # L-infinity distance
 DRAFT_CATEGORICAL_DRIFT = 0.03
-DRAFT_NUMERIC_SKEW = 0.05  # Jensen-Shannon divergence
-DRAFT_NUMERIC_DRIFT = 0.03
+DRAFT_NUMERIC_SKEW = 0.02  # Jensen-Shannon divergence
+DRAFT_NUMERIC_DRIFT = 0.02
 DRAFT_MIN_DOMAIN_MASS = 0.99  # tolerate 1% of values outside a string domain
 
 _AnomalyType = anomalies_pb2.AnomalyInfo.Type
@@ -80,7 +87,7 @@ def load_schema(path: str, what: str = 'TFDV schema') -> schema_pb2.Schema:
     raise UserError(f'{what} {path}: file not found')
   try:
     return tfdv.load_schema_text(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - any parse error is the user's to fix
     first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     raise UserError(f'{what} {path}: not a valid TFDV schema in text format: '
                     f'{first}') from None
@@ -204,10 +211,10 @@ def draft_schema(statistics: statistics_pb2.DatasetFeatureStatisticsList,
         feature.distribution_constraints.min_domain_mass = (
             DRAFT_MIN_DOMAIN_MASS)
     elif feature.type in (schema_pb2.INT, schema_pb2.FLOAT):
-      for comparator, threshold in ((feature.skew_comparator,
-                                     DRAFT_NUMERIC_SKEW),
-                                    (feature.drift_comparator,
-                                     DRAFT_NUMERIC_DRIFT)):
+      # A numeric label (regression) is not sent at serving time either.
+      pairs = ((feature.skew_comparator, DRAFT_NUMERIC_SKEW),
+               (feature.drift_comparator, DRAFT_NUMERIC_DRIFT))
+      for comparator, threshold in pairs[feature.name == label:]:
         jsd = comparator.jensen_shannon_divergence
         jsd.threshold = threshold
         jsd.source.type = schema_pb2.HistogramSelection.QUANTILES
@@ -345,17 +352,72 @@ def anomaly_table(rows: Sequence[AnomalyRow], with_dataset: bool) -> str:
                       [(r.feature, r.anomaly, r.description) for r in rows])
 
 
-def measurement_table(items: Sequence[Measurement]) -> str:
+def measurement_table(items: Sequence[Any]) -> str:
+  """Measurements, or drift.Decision rows with the sample sizes, p-value
+  and the level it had to beat."""
+  if not items or not isinstance(items[0], drift_tests.Decision):
+    return format_table(
+        ('feature', 'comparator', 'distance', 'threshold', 'status'),
+        [(m.feature, m.comparator, f'{m.value:.4f}', f'{m.threshold:.4f}',
+          'ANOMALY' if m.flagged else 'ok') for m in items])
+  base, other = items[0].baseline, items[0].compared
   return format_table(
-      ('feature', 'comparator', 'distance', 'threshold', 'status'),
-      [(m.feature, m.comparator, f'{m.value:.4f}', f'{m.threshold:.4f}',
-        'ANOMALY' if m.flagged else 'ok') for m in items])
+      ('feature', 'comparator', f'{base} rows' if base else '',
+       f'{other} rows', 'distance', 'threshold', 'p-value', 'needed',
+       'verdict'),
+      [(d.feature, d.check, f'{d.baseline_rows:,}' if d.baseline else '',
+        f'{d.compared_rows:,}', f'{d.distance:.4f}', f'{d.threshold:.4f}',
+        drift_tests.p_text(d), drift_tests.level_text(d),
+        drift_tests.VERDICT_TEXT[d.verdict]) for d in items])
+
+
+def reviewed_rows(rows: Sequence[AnomalyRow], review: 'drift_tests.Review',
+                  compared_of: Optional[Mapping[str, str]] = None):
+  """(kept, within chance): TFDV's anomaly rows after the sample-size test.
+
+  A row whose reason is a tested share or distance (see
+  drift.Review.decision_for) stands only when its decision is an anomaly;
+  the others are kept aside with the p-value that dismissed them. Flagged
+  missing shares, which TFDV does not measure, are added.
+  `compared_of` maps a row's dataset to the decisions' compared name.
+  """
+  kept, dismissed = [], []
+  for r in rows:
+    compared = (compared_of or {}).get(r.dataset, r.dataset)
+    d = review.decision_for(r.feature, r.type, compared)
+    if d is None or d.flagged:
+      kept.append(dataclasses.replace(r, description=(
+          f'{r.description} ({drift_tests.why(d)})' if d else
+          r.description)))
+    else:
+      dismissed.append(dict(r.to_json(), p_value=d.p_value, level=d.level,
+                            verdict=d.verdict, detail=d.detail))
+  names = {v: k for k, v in (compared_of or {}).items()}
+  for d in review.flagged_missing_shares():
+    kept.append(AnomalyRow(
+        feature=d.feature, anomaly='Missing share changed',
+        type=drift_tests.MISSING_SHARE_TYPE,
+        description=drift_tests.missing_description(d),
+        dataset=names.get(d.compared, d.compared)))
+  return kept, dismissed
 
 
 # ---------------------------------------------------- validating the splits
 
 
-StatsList = statistics_pb2.DatasetFeatureStatisticsList
+StatsList: TypeAlias = statistics_pb2.DatasetFeatureStatisticsList
+
+
+def review_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
+                  results: Mapping[str, anomalies_pb2.Anomalies],
+                  false_alarm_rate: float = 0.01,
+                  baseline: str = 'train') -> 'drift_tests.Review':
+  """The sample-size decisions of one run: every split's drift from train
+  and every split's schema shares, Holm-corrected together."""
+  return drift_tests.review(
+      [(dataset(stats[baseline]), dataset(stats[n]), results[n], 'drift',
+        (baseline, n)) for n in stats if n != baseline],
+      [(dataset(stats[n]), n) for n in stats], schema, false_alarm_rate)
 
 
 def validate_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
@@ -405,7 +467,7 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
   run. It can only say how eval and test differ from train, with default
   thresholds nobody chose, so its findings are warnings, never a failure.
   """
-  stats = {n: load_statistics(out.path(STATS_DIR, f'{n}.pb'))
+  stats = {n: load_statistics(out.files.stats_path(n))
            for n in split_names}
   curated = schema is not None
   if not curated:
@@ -417,19 +479,23 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
         'drafted from the train split, reporting anomalies as warnings. Draft '
         'one to curate with: python -m pipeline.schema infer', config.name)
   results = validate_splits(schema, stats)
+  # TFDV's fixed thresholds, then whether each finding is more than chance
+  # at these split sizes (pipeline/drift.py).
+  review = review_splits(schema, stats, results, config.false_alarm_rate)
 
   rows, drift = [], {}
   for name in split_names:
     rows.extend(anomaly_rows(results[name], name))
     if name != 'train':
-      drift[name] = measurements(results[name], 'drift')
+      drift[name] = review.comparisons(name)
+  rows, dismissed = reviewed_rows(rows, review)
   status = 'ok' if not rows else ('warn' if on_anomalies == WARN else 'failed')
 
-  write_schema(schema, out.path(SCHEMA_FILE))
+  write_schema(schema, out.files.schema_path)
   tf.io.gfile.makedirs(out.path(ANOMALIES_DIR))
   for name, anomalies in results.items():
     tfdv.write_anomalies_text(anomalies,
-                              out.path(ANOMALIES_DIR, f'{name}.pbtxt'))
+                              out.files.anomalies_proto_path(name))
   doc = {
       'status': status,
       'schema': schema_source,
@@ -439,18 +505,31 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
       'on_anomalies': on_anomalies,
       'anomalies': [r.to_json() for r in rows],
       'drift': {n: [m.to_json() for m in ms] for n, ms in drift.items()},
+      'missing_share': {n: [d.to_json() for d in review.missing_shares(n)]
+                        for n in drift},
+      'schema_shares': [d.to_json() for d in review.rules()],
+      'within_chance': dismissed,
+      'false_alarm_rate': review.false_alarm_rate,
+      'tests': review.tests,
   }
-  sinks.write_json(out.path(ANOMALIES_FILE), doc)
+  sinks.write_json(out.files.anomalies_path, doc)
   sinks.write_text(
-      out.path(STATS_DIR, REPORT_FILE),
+      out.files.stats_report_path,
       stats_report.render(
           title=f'{config.name}: statistics of the preprocessed splits',
           datasets=[(n, dataset(stats[n])) for n in split_names],
           anomalies=rows,
-          measurements={f'drift {n} vs train': ms for n, ms in drift.items()},
-          notes=[f'Schema: {schema_source}', f'Validation: {status}'],
+          measurements={f'drift {n} vs train': ms + review.missing_shares(n)
+                        for n, ms in drift.items()},
+          notes=[f'Schema: {schema_source}', f'Validation: {status}',
+                 _chance_note(review, dismissed)],
           feature_warnings=feature_warnings))
 
+  for name in drift:
+    print(f'preprocess: drift {name} vs train\n' + measurement_table(
+        drift[name] + review.missing_shares(name)))
+  if dismissed:
+    print(_chance_note(review, dismissed))
   if not rows:
     print(f'preprocess: validation ok: {", ".join(split_names)} against '
           f'{schema_source}' + (', drift vs train' if drift else ''))
@@ -469,8 +548,20 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
       'pass --anomalies warn to publish anyway.', table, len(rows))
 
 
+def _chance_note(review: 'drift_tests.Review', dismissed: Sequence) -> str:
+  text = (f'Sample sizes: {review.tests} tests, false-alarm rate '
+          f'{review.false_alarm_rate:g} per run (Holm); '
+          f'{drift_tests.LEGEND}.')
+  if dismissed:
+    text += (f' {len(dismissed)} TFDV finding(s) within chance at these '
+             'sizes: ' + ', '.join(
+                 f'{d["dataset"]} {d["feature"]} (p = {d["p_value"]:.2g})'
+                 for d in dismissed) + '.')
+  return text
+
+
 _EVIDENCE = (SCHEMA_FILE, ANOMALIES_FILE, ANOMALIES_DIR, STATS_DIR,
-             'quarantine', 'config.yaml')
+             PreprocessOutput.QUARANTINE_DIR, PreprocessOutput.CONFIG)
 
 
 def keep_evidence(out) -> str:

@@ -36,16 +36,23 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
-import numpy as np
 from aiohttp import web
 
-from serving import validation
+from serving import request_checks
 from serving.batcher import MicroBatcher
-from serving.model_store import EXAMPLES, RAW, LoadedModel, ModelStore
+from serving.model_store import EXAMPLES
+from serving.model_store import LoadedModel
+from serving.model_store import ModelStore
+from serving.model_store import RAW
+from serving.outputs import check_classifier
+from serving.outputs import check_regressor
+from serving.outputs import classify_results
+from serving.outputs import json_column
+from serving.outputs import log_prediction
+from serving.outputs import regress_results
 from serving.request_log import RequestLog
-from trainer import export
 
 log = logging.getLogger('serving')
 
@@ -61,7 +68,7 @@ _INT64_MAX = 2**63 - 1
 
 STORE = web.AppKey('store', ModelStore)
 BATCHER = web.AppKey('batcher', MicroBatcher)
-REQUEST_LOG = web.AppKey('request_log', object)
+REQUEST_LOG: web.AppKey[Optional[RequestLog]] = web.AppKey('request_log')
 SETTINGS = web.AppKey('settings', dict)
 
 
@@ -77,12 +84,15 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler):
+async def json_errors(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
   """Every error as {"error": ...}; nothing a client sends escapes as a
   traceback or stops the server."""
   try:
     return await handler(request)
-  except validation.RequestError as e:
+  except request_checks.RequestError as e:
     response = error_response(e.status, e.message)
     if e.close:
       response.force_close()
@@ -95,7 +105,7 @@ async def json_errors(request: web.Request, handler):
     message = e.text if e.text and not e.text.startswith(str(e.status)) \
         else e.reason
     return error_response(e.status, message)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except  (logged, a 500)
     log.exception('error serving %s %s', request.method, request.path)
     return error_response(500, f'internal error: {type(e).__name__}')
 
@@ -115,19 +125,19 @@ async def healthz(request: web.Request) -> web.Response:
 def _route(request: web.Request) -> Dict[str, Optional[str]]:
   match = _PATH.match(request.path)
   if not match:
-    raise validation.RequestError(f'no such resource: {request.path}', 404)
+    raise request_checks.RequestError(f'no such resource: {request.path}', 404)
   parts = match.groupdict()
   name = request.app[SETTINGS]['model_name']
   if parts['name'] != name:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'Servable not found for request: Latest({parts["name"]}); this '
         f'server serves model {name!r}', 404)
   version = parts['version']
   if version is not None and not (_VERSION.fullmatch(version) and
                                   int(version) <= _INT64_MAX):
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'version must be a non-negative integer, got '
-        f'{validation.describe(version)[:80]}', 404)
+        f'{request_checks.describe(version)[:80]}', 404)
   return parts
 
 
@@ -135,10 +145,10 @@ def _model_for(request: web.Request, version: Optional[str]) -> LoadedModel:
   """The model to answer with, taken once: a swap later does not affect it."""
   model = request.app[STORE].current
   if model is None:
-    raise validation.RequestError('no model loaded', 503)
+    raise request_checks.RequestError('no model loaded', 503)
   if version is not None and int(version) != model.version:
     name = request.app[SETTINGS]['model_name']
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'Servable not found for request: Specific({name}, {int(version)}); '
         f'version {model.version} is served', 404)
   return model
@@ -147,7 +157,7 @@ def _model_for(request: web.Request, version: Optional[str]) -> LoadedModel:
 async def get_model(request: web.Request) -> web.Response:
   parts = _route(request)
   if parts['verb'] is not None:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f':{parts["verb"]} needs POST', 405)
   name = request.app[SETTINGS]['model_name']
   if parts['metadata']:
@@ -162,7 +172,7 @@ async def get_model(request: web.Request) -> web.Response:
   entries = request.app[STORE].status(version)
   if not entries:
     what = f'version {version} of ' if version is not None else ''
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'Could not find any versions of model {name}' if version is None
         else f'Could not find {what}model {name}', 404)
   return web.json_response({'model_version_status': entries})
@@ -172,32 +182,32 @@ async def _read_body(request: web.Request) -> Any:
   settings = request.app[SETTINGS]
   limit = settings['max_body_bytes']
   if request.content_length is not None and request.content_length > limit:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'request body is {request.content_length} bytes; the limit is '
         f'{limit} (--max-body-bytes)')
   timeout = settings['body_timeout']
   try:
     body = await asyncio.wait_for(request.read(), timeout)
   except web.HTTPRequestEntityTooLarge:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'request body is over the limit of {limit} bytes '
         '(--max-body-bytes)') from None
   except asyncio.TimeoutError:
     _abandon_body(request)
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'request body not received within {timeout:g} s '
         '(--body-timeout)', 408, close=True) from None
   except (ConnectionError, web.HTTPException):
     raise
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001 - an unreadable body is a 400
     # A body aiohttp cannot read: bad chunked encoding, undecompressable
     # Content-Encoding, cut short.
     _abandon_body(request)
     reason = str(e).strip().splitlines()[-1].strip() if str(e).strip() else ''
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         'request body cannot be read' + (f': {reason[:100]}' if reason else
                                          ''), close=True) from None
-  return validation.parse_json(body)
+  return request_checks.parse_json(body)
 
 
 def _abandon_body(request: web.Request) -> None:
@@ -210,33 +220,34 @@ async def post_model(request: web.Request) -> web.Response:
   parts = _route(request)
   verb = parts['verb']
   if verb is None:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'POST {request.path}: expected :predict, :classify or :regress at '
         'the end of the URL', 404)
   if verb not in VERBS:
-    raise validation.RequestError(
+    raise request_checks.RequestError(
         f'unknown method :{verb}; expected :predict, :classify or :regress',
         404)
   model = _model_for(request, parts['version'])
   obj = await _read_body(request)
   settings = request.app[SETTINGS]
   if verb == 'predict':
-    rows = validation.parse_predict(obj, model.schema,
+    rows = request_checks.parse_predict(obj, model.schema,
                                     settings['max_instances'])
-    signature = validation.check_signature(rows.signature_name, RAW,
+    signature = request_checks.check_signature(rows.signature_name, RAW,
                                            model.signature_names)
   else:
     if verb == 'classify':
       check_classifier(model)
     else:
       check_regressor(model)
-    rows = validation.parse_classify(obj, model.schema,
+    rows = request_checks.parse_classify(obj, model.schema,
                                      settings['max_instances'], verb)
-    signature = validation.check_signature(rows.signature_name, EXAMPLES,
+    signature = request_checks.check_signature(rows.signature_name, EXAMPLES,
                                            model.signature_names)
   outputs = await request.app[BATCHER].predict(model, signature, rows.rows)
-  columns = {name: _json_column(value) for name, value in outputs.items()}
+  columns = {name: json_column(value) for name, value in outputs.items()}
   n = len(rows)
+  body: Dict[str, Any]
   if verb == 'classify':
     body = {'results': classify_results(model, outputs)}
   elif verb == 'regress':
@@ -255,92 +266,6 @@ async def post_model(request: web.Request) -> web.Response:
   body['model_version'] = version
   return web.json_response(body, headers={'X-Model-Version': version},
                            dumps=_dumps)
-
-
-def _json_column(value: np.ndarray) -> List[Any]:
-  """An output array as JSON values; strings (bytes) decoded as UTF-8, as
-  TF Serving does for outputs whose name does not end in _bytes."""
-  values = value.tolist()
-  if value.dtype == object:
-    values = _decode(values)
-  return values
-
-
-def _decode(values: Any) -> Any:
-  if isinstance(values, bytes):
-    return values.decode('utf-8', errors='replace')
-  if isinstance(values, list):
-    return [_decode(v) for v in values]
-  return values
-
-
-def log_prediction(columns: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
-  """The request log's "prediction": {"probability": p, "class": c} for a
-  binary classifier (one probability per row); any other output under its
-  own name."""
-  prediction: Dict[str, Any] = {}
-  for name, column in columns.items():
-    value = column[i]
-    if name == export.PROBABILITIES:
-      if isinstance(value, list) and len(value) == 1:
-        prediction['probability'] = value[0]
-      else:
-        prediction['probabilities'] = value
-    elif name == export.CLASSES:
-      prediction['class'] = value
-    elif name == export.PREDICTIONS and isinstance(value, list) and len(
-        value) == 1:
-      prediction['prediction'] = value[0]
-    else:
-      prediction[name] = value
-  return prediction
-
-
-def check_classifier(model: LoadedModel) -> None:
-  if not model.classes:
-    raise validation.RequestError(
-        'this model is not a classifier (its label has no classes); use '
-        ':predict')
-
-
-def check_regressor(model: LoadedModel) -> None:
-  if model.classes:
-    raise validation.RequestError(
-        'this model is a classifier (its label has classes); use :classify '
-        'or :predict')
-
-
-def regress_results(outputs: Dict[str, np.ndarray]) -> List[float]:
-  """TF Serving's regress result: one number per example."""
-  if export.PREDICTIONS not in outputs:
-    raise validation.RequestError(
-        f'the signature has no {export.PREDICTIONS!r} output to regress '
-        'with; use :predict')
-  return outputs[export.PREDICTIONS].reshape(-1).astype(np.float64).tolist()
-
-
-def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray]
-                    ) -> List[List[List[Any]]]:
-  """TF Serving's classify result: [[label, score], ...] per example, one
-  pair per class. A single probability column is P(positive) of a binary
-  label; otherwise one column per class, in the config's class order."""
-  if export.PROBABILITIES not in outputs:
-    raise validation.RequestError(
-        f'the signature has no {export.PROBABILITIES!r} output to classify '
-        'with; use :predict')
-  probs = outputs[export.PROBABILITIES]
-  probs = probs.reshape(len(probs), -1).astype(np.float64)
-  classes = model.classes
-  if probs.shape[1] == 1 and len(classes) == 2:
-    positive = model.positive if model.positive in classes else classes[1]
-    negative = [c for c in classes if c != positive][0]
-    return [[[negative, 1.0 - p], [positive, p]]
-            for p in probs[:, 0].tolist()]
-  if probs.shape[1] == len(classes):
-    return [[[c, p] for c, p in zip(classes, row)] for row in probs.tolist()]
-  raise validation.RequestError(
-      f'the model gives {probs.shape[1]} probabilities per row for '
-      f'{len(classes)} classes; :classify cannot pair them, use :predict')
 
 
 # ----------------------------------------------------------------------- app

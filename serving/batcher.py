@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 from typing import Any, Deque, Dict, List, Sequence
 
@@ -90,8 +91,7 @@ class MicroBatcher:
       self.calls += 1
       self.rows += sum(len(item.rows) for item in batch)
       work = loop.run_in_executor(self._executor, self._run, batch)
-      work.add_done_callback(
-          lambda f, batch=batch: self._finish(loop, batch, f))
+      work.add_done_callback(functools.partial(self._finish, loop, batch))
 
   def _run(self, batch: List[_Item]) -> List[Any]:
     """Worker thread: one call for the batch, or one per item if it fails."""
@@ -99,7 +99,7 @@ class MicroBatcher:
     rows = [r for item in batch for r in item.rows]
     try:
       outputs = model.predict(rows, signature)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001 - becomes the requests' error
       if len(batch) == 1:
         return [e]
       log.warning('a merged call of %d requests failed (%s); retrying them '
@@ -108,7 +108,7 @@ class MicroBatcher:
       for item in batch:
         try:
           results.append(model.predict(item.rows, signature))
-        except Exception as e1:  # pylint: disable=broad-except
+        except Exception as e1:  # noqa: BLE001 - becomes the request's error
           results.append(e1)
       return results
     results, start = [], 0
@@ -124,7 +124,7 @@ class MicroBatcher:
     self._running -= 1
     try:
       results = done.result()
-    except BaseException as e:  # pylint: disable=broad-except
+    except BaseException as e:  # noqa: BLE001 - every waiter gets an answer
       results = [e] * len(batch)
     for item, result in zip(batch, results):
       if item.future.done():  # the request was cancelled meanwhile

@@ -139,13 +139,15 @@ class _Handler(web_protocol.RequestHandler):
     return not (getattr(self, '_request_in_progress', False) or
                 getattr(self, '_messages', None))
 
-  async def finish_response(self, request, resp, start_time):
+  async def finish_response(self, request: web.BaseRequest,
+                            resp: web.StreamResponse,
+                            start_time: Optional[float]) -> Any:
     try:
       return await super().finish_response(request, resp, start_time)
     finally:
       self.idle_since = time.monotonic()
 
-  def handle_error(self, request, status: int = 500,
+  def handle_error(self, request: web.BaseRequest, status: int = 500,
                    exc: Optional[BaseException] = None,
                    message: Optional[str] = None) -> web.StreamResponse:
     """aiohttp's answer to a request it could not parse (or to a failure
@@ -245,6 +247,7 @@ class ConnectionGuard:
 
   def __call__(self) -> asyncio.Protocol:
     server = self._runner.server
+    assert server is not None  # the runner is set up before the site starts
     if len(self._open) >= self._max:
       idle = [h for h in self._open if h.is_idle()]
       if not idle:
@@ -303,7 +306,8 @@ def install_accept_error_handler(loop: asyncio.AbstractEventLoop,
   pauses accepting for a second by itself) rather than logged with a
   traceback each time; every other loop error goes to the default handler."""
 
-  def handler(loop, context):
+  def handler(loop: asyncio.AbstractEventLoop,
+              context: Dict[str, Any]) -> None:
     if 'out of system resource' in str(context.get('message', '')):
       pressure.note('accept')
       return

@@ -20,29 +20,30 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from google.protobuf import json_format
 import numpy as np
 import tensorflow as tf
-from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from pipeline.errors import InputError
-from serving import validation
-from trainer import export
+from core.errors import InputError
+from core.layout import ExportDir
+from core.layout import versions_in
+from serving import request_checks
 
 log = logging.getLogger('serving')
 
 # Signatures the server can call, and how they take a batch of rows.
-RAW = export.RAW_SIGNATURE            # one [N] tensor per raw feature
-EXAMPLES = export.DEFAULT_SIGNATURE   # serialized tf.Examples
+RAW = ExportDir.RAW_SIGNATURE            # one [N] tensor per raw feature
+EXAMPLES = ExportDir.DEFAULT_SIGNATURE   # serialized tf.Examples
 _INTERNAL_SIGNATURES = ('__saved_model_init_op',)
 
 
 def _signature_defs(export_dir: str) -> Dict[str, Any]:
   """The SignatureDefs as TF Serving's metadata API prints them."""
   proto = saved_model_pb2.SavedModel()
-  with tf.io.gfile.GFile(os.path.join(export_dir, 'saved_model.pb'),
+  with tf.io.gfile.GFile(os.path.join(export_dir, ExportDir.SAVED_MODEL),
                          'rb') as f:
     proto.ParseFromString(f.read())
   defs = proto.meta_graphs[0].signature_def
@@ -63,8 +64,8 @@ class LoadedModel:
   def __init__(self, export_dir: str, version: int):
     self.export_dir = export_dir
     self.version = version
-    self.config = export.load_export_config(export_dir)
-    self.schema = validation.RowSchema(self.config)
+    self.config = ExportDir(export_dir).config
+    self.schema = request_checks.RowSchema(self.config)
     label = self.config.label
     self.classes: List[str] = list(label.classes)
     self.positive: Optional[str] = label.positive
@@ -154,10 +155,10 @@ class LoadedModel:
     serialized = tf.constant([self.encode_example(r) for r in rows],
                              dtype=tf.string)
     return self._outputs(self._signatures[EXAMPLES](
-        **{export.EXAMPLES_INPUT: serialized}))
+        **{ExportDir.EXAMPLES_INPUT: serialized}))
 
   @staticmethod
-  def _outputs(out) -> Outputs:
+  def _outputs(out: Mapping[str, Any]) -> Outputs:
     return {name: tensor.numpy() for name, tensor in out.items()}
 
   def warm_up(self) -> None:
@@ -165,8 +166,9 @@ class LoadedModel:
     does not pay for it, and a model that cannot predict is never swapped
     in."""
     row = {name: None for name in self.schema.names}
-    typed = {name: (0 if k == 'int' else 0.0 if k == 'float' else '')
-             for name, k in self.schema.kinds.items()}
+    typed: Dict[str, Any] = {
+        name: (0 if k == 'int' else 0.0 if k == 'float' else '')
+        for name, k in self.schema.kinds.items()}
     typed.update({name: ['x'] for name in self.schema.lists})
     for signature in (RAW, EXAMPLES):
       outputs = self.predict([typed, row], signature)
@@ -191,36 +193,42 @@ def _fingerprint(path: str) -> Tuple[Tuple[str, int], ...]:
 
 
 class ModelStore:
-  """The model being served, and the poller that replaces it."""
+  """The model being served, and the poller that replaces it.
 
-  def __init__(self, model_dir: str, poll_seconds: float = 2.0):
-    self.model_dir = model_dir
+  `base_path` is a TF Serving model base path: a directory of integer
+  version directories, each a SavedModel (trainer.task's MDIR/export/).
+  """
+
+  def __init__(self, base_path: str, poll_seconds: float = 2.0):
+    self.base_path = base_path
     self.poll_seconds = poll_seconds
     self.current: Optional[LoadedModel] = None
     self.loading: Optional[int] = None
     self._failed: Dict[int, Tuple[Any, str]] = {}  # version -> (files, error)
     self._seen: Dict[int, Any] = {}  # version -> files at the last poll
+    self._served_files: Dict[int, Any] = {}  # version -> files when loaded
     self._lock = threading.Lock()  # one poll at a time
     self._loader = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix='model-loader')
     self._task: Optional[asyncio.Task] = None
 
   def _version_dir(self, version: int) -> str:
-    return os.path.join(self.model_dir, export.EXPORT_DIR, str(version))
+    return os.path.join(self.base_path, str(version))
 
   def load_initial(self) -> LoadedModel:
     """The newest version, loaded now (start-up); InputError if none."""
-    versions = export.export_versions(self.model_dir)
+    versions = versions_in(self.base_path)
     if not versions:
-      # resolve_export_dir words the error the way the other commands do.
-      export.resolve_export_dir(self.model_dir)
-      raise InputError(f'no exported model in {self.model_dir}')
+      raise InputError(f'no model version in {self.base_path}: expected '
+                       f'{os.path.join(self.base_path, "<version>")}/'
+                       f'{ExportDir.SAVED_MODEL}')
     version = versions[-1]
-    path = self._version_dir(version)
-    if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
-      raise InputError(f'{path} has no saved_model.pb')
-    model = LoadedModel(path, version)
+    export = ExportDir(self._version_dir(version))
+    if not export.exists():
+      raise InputError(f'{export.path} has no {ExportDir.SAVED_MODEL}')
+    model = LoadedModel(export.path, version)
     model.warm_up()
+    self._served_files[version] = _fingerprint(export.path)
     self.current = model
     return model
 
@@ -232,9 +240,9 @@ class ModelStore:
     """
     with self._lock:
       try:
-        versions = export.export_versions(self.model_dir)
-      except Exception as e:  # pylint: disable=broad-except
-        log.warning('cannot list %s: %s', self.model_dir, e)
+        versions = versions_in(self.base_path)
+      except Exception as e:  # noqa: BLE001 - keep serving; try next poll
+        log.warning('cannot list %s: %s', self.base_path, e)
         return None
       present = set(versions)
       for gone in [v for v in self._failed if v not in present]:
@@ -249,8 +257,15 @@ class ModelStore:
       files = _fingerprint(path)
       previous = self._seen.get(target)
       self._seen = {target: files}
-      if files != previous or not any(f == 'saved_model.pb'
-                                      for f, _ in files):
+      # A version lower than the served one is a rollback (the served one was
+      # taken out), and one served before with these very files is coming
+      # back (trainer.rollback --to): either is loaded on this poll, without
+      # waiting for its files to look the same twice. Were it incomplete,
+      # its load fails and the served version stays.
+      rollback = current is not None and target < current.version
+      returning = self._served_files.get(target) == files
+      if not any(f == ExportDir.SAVED_MODEL for f, _ in files) or (
+          files != previous and not rollback and not returning):
         return None  # new or still being written: look again next poll
       failed = self._failed.get(target)
       if failed is not None and failed[0] == files:
@@ -259,16 +274,17 @@ class ModelStore:
       try:
         model = LoadedModel(path, target)
         model.warm_up()
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:  # noqa: BLE001 - a bad version: keep the old
         message = str(e) or type(e).__name__
         self._failed[target] = (files, message.splitlines()[0][:500])
         log.error('version %d in %s failed to load; still serving %s: %s',
-                  target, self.model_dir,
+                  target, self.base_path,
                   current.version if current else None, message)
         return None
       finally:
         self.loading = None
       self._failed.pop(target, None)
+      self._served_files[target] = files
       self.current = model
       log.warning('now serving version %d (was %s)', target,
                   current.version if current else None)
@@ -281,7 +297,7 @@ class ModelStore:
       try:
         await loop.run_in_executor(self._loader, self.poll_once)
       except Exception:  # pylint: disable=broad-except
-        log.exception('polling %s failed', self.model_dir)
+        log.exception('polling %s failed', self.base_path)
 
   def start_polling(self) -> None:
     if self.poll_seconds > 0 and self._task is None:

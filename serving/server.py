@@ -1,14 +1,19 @@
-"""Start-up, signals and shutdown of the REST server (python -m trainer.serve).
+"""Start-up, signals and shutdown of the server (python -m trainer.serve).
 
-Order of events: the newest version is loaded and warmed up before the port
+One process serves TF Serving's REST API (--port, 8501) and its gRPC API
+(--grpc-port, 8500; -1 turns it off) from the same model store,
+micro-batcher and request log.
+
+Order of events: the newest version is loaded and warmed up before a port
 is opened, so the first request never waits for a model; then the server
-listens, prints one line with its address on stdout (with --port 0 the
-system picks a free port and this line says which), and polls MDIR/export for
-newer versions.
+listens on both ports, prints one line per API with its address on stdout
+(the REST line first; with port 0 the system picks a free port and the line
+says which), and polls the model base path for newer versions.
 
-On SIGTERM or SIGINT: stop accepting connections, let the requests in flight
-finish (up to --shutdown-timeout seconds), stop the poller, wait for the
-model threads, drain and close the request log, exit 0.
+On SIGTERM or SIGINT: stop accepting connections and calls (new gRPC calls
+get UNAVAILABLE), let the requests and calls in flight finish (up to
+--shutdown-timeout seconds), stop the poller, wait for the model threads,
+drain and close the request log, exit 0.
 
 Connections are bounded in number and in idle time (connections.py), and a
 request body in the time it may take to arrive (--body-timeout), so clients
@@ -20,15 +25,24 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from aiohttp import web
 
-from pipeline.errors import UserError
-from serving import app as app_lib
+from core import quiet
+
+# The modules below import TensorFlow; its start-up noise is filtered
+# (core/quiet.py).
+with quiet.tensorflow_startup(keras=False):
+  from serving import app as app_lib
+  from serving import grpc_api
+  from serving.model_store import ModelStore
+
+from core.errors import UserError
+from core.layout import ModelDir
+from core.layout import versions_in
 from serving import connections
 from serving.batcher import MicroBatcher
-from serving.model_store import ModelStore
 from serving.request_log import RequestLog
 
 log = logging.getLogger('serving')
@@ -46,16 +60,27 @@ _LINGERING_SECONDS = 2.0
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog='python -m trainer.serve',
-      description='Serve the newest exported model version over a REST API '
-      'compatible with TF Serving\'s (predict, classify, model status and '
-      'metadata), logging every served instance for the skew check.')
-  parser.add_argument('--model-dir', required=True,
-                      help='model directory; versions are read from '
-                      'MODEL_DIR/export/<version>/')
+      prog='python -m serving',
+      description='Serve the newest exported model version over REST and '
+      'gRPC APIs compatible with TF Serving\'s (predict, classify, regress, '
+      'model status and metadata), logging every served instance for the '
+      'skew check.')
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--model-base-path', default=None, metavar='BASE',
+                     help='TF Serving model base path: versions are read '
+                     'from BASE/<version>/ (what trainer.push publishes '
+                     'into)')
+  where.add_argument('--model-dir', default=None,
+                     help='a model directory of trainer.task; versions are '
+                     'read from MODEL_DIR/export/<version>/')
   parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                       help='TCP port (default %(default)s; 0 picks a free '
                       'port, printed at start-up)')
+  parser.add_argument('--grpc-port', type=int,
+                      default=grpc_api.DEFAULT_PORT,
+                      help='TCP port of the gRPC API (default %(default)s, '
+                      'TF Serving\'s; 0 picks a free port, printed at '
+                      'start-up; -1 turns gRPC off)')
   parser.add_argument('--host', default='127.0.0.1',
                       help='address to bind (default %(default)s; 0.0.0.0 '
                       'for every interface)')
@@ -81,7 +106,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help='instances per request (default %(default)s)')
   parser.add_argument('--max-body-bytes', type=int,
                       default=DEFAULT_MAX_BODY_BYTES,
-                      help='request body size limit (default %(default)s)')
+                      help='request size limit: a REST body or a gRPC '
+                      'message (default %(default)s)')
   parser.add_argument('--model-threads', type=int, default=2,
                       help='signature calls running at once (default '
                       '%(default)s)')
@@ -95,7 +121,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--max-connections', type=int, default=None,
                       help='connections open at once; at the limit the '
                       'longest-idle one is closed to make room, and when '
-                      'every one is busy a new one gets 503 (default '
+                      'every one is busy a new one gets 503; over gRPC, '
+                      'calls in progress at once, more get '
+                      'RESOURCE_EXHAUSTED (default '
                       f'{connections.DEFAULT_MAX_CONNECTIONS}, fewer if the '
                       'open-file limit is lower)')
   parser.add_argument('--idle-timeout', type=float,
@@ -116,6 +144,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       parser.error(f'--{flag.replace("_", "-")} must be at least 1')
   if not 0 <= args.port <= 65535:
     parser.error('--port must be between 0 and 65535')
+  if not -1 <= args.grpc_port <= 65535:
+    parser.error('--grpc-port must be between 0 and 65535, or -1 (off)')
+  if args.grpc_port > 0 and args.grpc_port == args.port:
+    parser.error('--grpc-port and --port must differ')
   if args.poll_seconds < 0 or args.shutdown_timeout < 0:
     parser.error('--poll-seconds and --shutdown-timeout must not be negative')
   if not (args.idle_timeout > 0 and args.body_timeout > 0):
@@ -141,7 +173,9 @@ async def serve(args: argparse.Namespace, store: ModelStore,
   connections.install_accept_error_handler(loop, pressure)
   batcher = MicroBatcher(workers=args.model_threads,
                          max_batch_rows=args.max_batch_rows)
-  name = args.model_name or store.current.config.name
+  current = store.current
+  assert current is not None  # load_initial() succeeded
+  name = args.model_name or current.config.name
   application = app_lib.make_app(store, batcher, request_log, name,
                                  args.max_body_bytes, args.max_instances,
                                  body_timeout=args.body_timeout)
@@ -151,7 +185,15 @@ async def serve(args: argparse.Namespace, store: ModelStore,
                          keepalive_timeout=args.idle_timeout,
                          lingering_time=_LINGERING_SECONDS)
   await runner.setup()
+  grpc_server: Optional[grpc_api.GrpcServer] = None
   try:
+    if args.grpc_port >= 0:
+      grpc_server = grpc_api.GrpcServer(
+          store, batcher, request_log, name,
+          max_message_bytes=args.max_body_bytes,
+          max_instances=args.max_instances, max_calls=args.max_connections,
+          idle_timeout=args.idle_timeout)
+      grpc_port = await grpc_server.start(args.host, args.grpc_port)
     site = connections.GuardedSite(
         runner, args.host, args.port,
         connections.ConnectionGuard(runner, args.max_connections, pressure))
@@ -162,13 +204,20 @@ async def serve(args: argparse.Namespace, store: ModelStore,
           from None
     port = runner.addresses[0][1]
     host = args.host if ':' not in args.host else f'[{args.host}]'
-    print(f'serving model {name!r} version {store.current.version} at '
-          f'http://{host}:{port}/v1/models/{name}', flush=True)
+    lines = [f'serving model {name!r} version {current.version} at '
+             f'http://{host}:{port}/v1/models/{name}']
+    if grpc_server is not None:
+      lines.append(f'serving model {name!r} version {current.version} over '
+                   f'gRPC at {host}:{grpc_port}')
+    print('\n'.join(lines), flush=True)  # one write: both or neither
     store.start_polling()
     await stop.wait()
     log.warning('shutting down: finishing requests in flight')
   finally:
-    await runner.cleanup()  # stops listening, waits for handlers in flight
+    # Both stop listening and wait for the requests and calls in flight.
+    await asyncio.gather(
+        runner.cleanup(),
+        *([grpc_server.stop(args.shutdown_timeout)] if grpc_server else []))
     await store.stop()
     batcher.close()
     pressure.flush()
@@ -178,7 +227,7 @@ class _Terminated(BaseException):
   """SIGTERM/SIGINT before the server was listening: nothing to drain."""
 
 
-def _terminate(signum, frame):  # pylint: disable=unused-argument
+def _terminate(signum: int, frame: Any) -> NoReturn:  # pylint: disable=unused-argument
   raise _Terminated()
 
 
@@ -207,14 +256,20 @@ def _run(args: argparse.Namespace) -> int:
           f'with the server\'s own, but the limit is {file_limit} (ulimit '
           '-n); lower it or raise the limit', file=sys.stderr)
     return 2
-  store = ModelStore(args.model_dir, poll_seconds=args.poll_seconds)
+  if args.model_dir is not None:
+    base_path = ModelDir(args.model_dir).export_base
+  else:
+    base_path = args.model_base_path
+  store = ModelStore(base_path, poll_seconds=args.poll_seconds)
   try:
+    if args.model_dir is not None and not versions_in(base_path):
+      ModelDir(args.model_dir).latest_export()  # says what to run first
     store.load_initial()
   except UserError as e:
     print(f'serve: error: {e}', file=sys.stderr)
     return 2
-  except Exception as e:  # pylint: disable=broad-except
-    print(f'serve: error: cannot load the model in {args.model_dir}: '
+  except Exception as e:  # noqa: BLE001 - any load failure: one line, exit 2
+    print(f'serve: error: cannot load the model in {base_path}: '
           f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
           file=sys.stderr)
     return 2

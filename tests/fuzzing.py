@@ -9,7 +9,8 @@ prints the example that broke the property.
 import os
 import string
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings
 from hypothesis import strategies as st
 
 # How many times the default example counts to run (make fuzz: 50).

@@ -14,6 +14,7 @@ import time
 from tests.conftest import ROOT
 
 _READY = re.compile(r'http://127\.0\.0\.1:(\d+)/v1/models/(\S+)')
+_GRPC_READY = re.compile(r'over gRPC at 127\.0\.0\.1:(\d+)')
 
 
 class Server:
@@ -27,14 +28,19 @@ class Server:
     with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
       self.proc = subprocess.Popen(
           [sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
-           '--port', '0', *flags], cwd=str(ROOT), stdout=out, stderr=err,
+           '--port', '0', '--grpc-port', '0', *flags], cwd=str(ROOT),
+          stdout=out, stderr=err,
           env=env)
     deadline = time.time() + 180
     while True:
       with open(self.out_path) as f:
-        match = _READY.search(f.read())
+        printed = f.read()
+      match = _READY.search(printed)
       if match:
         self.port, self.name = int(match.group(1)), match.group(2)
+        # Printed with the REST line; absent with --grpc-port -1.
+        grpc_match = _GRPC_READY.search(printed)
+        self.grpc_port = int(grpc_match.group(1)) if grpc_match else None
         break
       if self.proc.poll() is not None or time.time() > deadline:
         self.stop()

@@ -12,16 +12,16 @@ import pathlib
 import shlex
 import subprocess
 
+from apache_beam.options.pipeline_options import DirectOptions
+from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.options.pipeline_options import SetupOptions
+from apache_beam.options.pipeline_options import SparkRunnerOptions
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import WorkerOptions
 import pytest
-from apache_beam.options.pipeline_options import (DirectOptions,
-                                                  FlinkRunnerOptions,
-                                                  GoogleCloudOptions,
-                                                  PipelineOptions,
-                                                  PortableOptions,
-                                                  SetupOptions,
-                                                  SparkRunnerOptions,
-                                                  StandardOptions,
-                                                  WorkerOptions)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / 'scripts'

@@ -10,36 +10,17 @@ cached after the first pass.
 
 import collections
 import math
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline.errors import InputError
-
 AUTOTUNE = tf.data.AUTOTUNE
-DATA_DIR = 'data'
 
 
-def split_pattern(preprocess_dir: str, split: str) -> str:
-  return os.path.join(preprocess_dir, DATA_DIR, f'{split}-*.tfrecord.gz')
-
-
-def split_files(preprocess_dir: str, split: str) -> List[str]:
-  return sorted(tf.io.gfile.glob(split_pattern(preprocess_dir, split)))
-
-
-def require_files(preprocess_dir: str, split: str) -> List[str]:
-  files = split_files(preprocess_dir, split)
-  if not files:
-    raise InputError(f'no {split} data in {preprocess_dir}: nothing matches '
-                     f'{split_pattern(preprocess_dir, split)}')
-  return files
-
-
-def feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenFeature]:
+def feature_spec(
+    tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenFeature]:
   return tft_output.transformed_feature_spec()
 
 
@@ -52,12 +33,14 @@ def fold_of(records: tf.Tensor, folds: int) -> tf.Tensor:
   return tf.strings.to_hash_bucket_fast(records, folds)
 
 
-def fold_filter(folds: int, fold: int, keep: bool) -> Callable[[tf.Tensor],
-                                                                 tf.Tensor]:
+def fold_filter(folds: int, fold: int,
+                keep: bool) -> Callable[[tf.Tensor], tf.Tensor]:
   """A record predicate: in fold `fold` (keep=True) or in any other fold."""
+
   def predicate(record):
     inside = tf.equal(fold_of(record, folds), fold)
     return inside if keep else tf.logical_not(inside)
+
   return predicate
 
 
@@ -65,11 +48,12 @@ def _records(files: List[str], training: bool, seed: Optional[int],
              record_filter: Optional[Callable]) -> tf.data.Dataset:
   files_ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
-    files_ds = files_ds.shuffle(len(files), seed=seed,
-                                reshuffle_each_iteration=True)
+    files_ds = files_ds.shuffle(
+        len(files), seed=seed, reshuffle_each_iteration=True)
   ds = files_ds.interleave(
       lambda f: tf.data.TFRecordDataset(f, compression_type='GZIP'),
-      cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
+      cycle_length=min(len(files), 8),
+      num_parallel_calls=AUTOTUNE,
       deterministic=True)
   if record_filter is not None:
     ds = ds.filter(record_filter)
@@ -81,19 +65,21 @@ def _label_of(label_key: str, spec):
 
   def label(record):
     return tf.io.parse_single_example(record, label_spec)[label_key]
+
   return label
 
 
-def label_summary(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
-                  label_key: str, record_filter: Optional[Callable] = None
-                 ) -> Dict[str, Any]:
+def label_summary(files: List[str],
+                  spec: Dict[str, tf.io.FixedLenFeature],
+                  label_key: str,
+                  record_filter: Optional[Callable] = None) -> Dict[str, Any]:
   """One streaming pass over the labels of the records (after
   `record_filter`): {'rows', 'counts': {class index: rows}} for an int64
   (class) label; {'rows', 'mean', 'std'} for a float label."""
   ds = _records(files, False, None, record_filter).batch(4096)
   label_spec = {label_key: spec[label_key]}
   integer = spec[label_key].dtype.is_integer
-  counts = collections.Counter()
+  counts: collections.Counter = collections.Counter()
   rows, total, total_sq = 0, 0.0, 0.0
   for batch in ds:
     y = tf.io.parse_example(batch, label_spec)[label_key].numpy().reshape(-1)
@@ -112,14 +98,20 @@ def label_summary(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
   return {'rows': rows, 'mean': mean, 'std': math.sqrt(var)}
 
 
-def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
-                 label_key: str, batch_size: int, *, training: bool,
-                 shuffle_buffer: int = 10000, seed: Optional[int] = None,
-                 cache: bool = False, repeat: bool = False,
+def make_dataset(files: List[str],
+                 spec: Dict[str, tf.io.FixedLenFeature],
+                 label_key: str,
+                 batch_size: int,
+                 *,
+                 training: bool,
+                 shuffle_buffer: int = 10000,
+                 seed: Optional[int] = None,
+                 cache: bool = False,
+                 repeat: bool = False,
                  record_filter: Optional[Callable] = None,
-                 oversample: float = 0.0, minority_label: int = 1,
-                 label_dtype: tf.dtypes.DType = tf.float32
-                ) -> tf.data.Dataset:
+                 oversample: float = 0.0,
+                 minority_label: int = 1,
+                 label_dtype: tf.dtypes.DType = tf.float32) -> tf.data.Dataset:
   """Batches of (features dict, label [N, 1]) from gzip TFRecords.
 
   The label is `label_dtype`: float32 for binary labels (0/1) and regression
@@ -145,12 +137,15 @@ def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
     label = _label_of(label_key, spec)
     by_class = []
     for keep_minority in (False, True):
+
       def wanted(record, keep_minority=keep_minority):
         is_minority = tf.equal(label(record), minority_label)
         return is_minority if keep_minority else tf.logical_not(is_minority)
+
       part = ds.filter(wanted).repeat()
-      by_class.append(part.shuffle(shuffle_buffer, seed=seed,
-                                   reshuffle_each_iteration=True))
+      by_class.append(
+          part.shuffle(
+              shuffle_buffer, seed=seed, reshuffle_each_iteration=True))
     ds = tf.data.Dataset.sample_from_datasets(
         by_class, weights=[1.0 - oversample, oversample], seed=seed)
   elif training:
@@ -158,14 +153,19 @@ def make_dataset(files: List[str], spec: Dict[str, tf.io.FixedLenFeature],
   if repeat and not (training and oversample):
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=False)
-  ds = ds.map(lambda records: _parse(records, spec, label_key, label_dtype),
-              num_parallel_calls=AUTOTUNE, deterministic=True)
+  ds = ds.map(
+      lambda records: _parse(records, spec, label_key, label_dtype),
+      num_parallel_calls=AUTOTUNE,
+      deterministic=True)
   return ds.prefetch(AUTOTUNE)
 
 
-def _parse(records: tf.Tensor, spec, label_key: str,
-           label_dtype: tf.dtypes.DType = tf.float32
-          ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+def _parse(
+    records: tf.Tensor,
+    spec,
+    label_key: str,
+    label_dtype: tf.dtypes.DType = tf.float32
+) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
   features = tf.io.parse_example(records, spec)
   label = features.pop(label_key)
   return features, tf.reshape(tf.cast(label, label_dtype), [-1, 1])

@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-METRICS_FILE = 'metrics.json'
 LOG_LOSS_EPS = 1e-7  # clip for log loss, as Keras does
 
 
@@ -107,7 +106,8 @@ def calibration(labels, probabilities, bins: int = 10) -> Dict[str, List]:
   y = np.asarray(labels, dtype=np.float64).reshape(-1)
   p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
   idx = np.minimum((p * bins).astype(int), bins - 1)
-  out = {'mean_predicted': [], 'observed_rate': [], 'rows': [], 'bin': []}
+  out: Dict[str, List[float]] = {
+      'mean_predicted': [], 'observed_rate': [], 'rows': [], 'bin': []}
   for b in range(bins):
     mask = idx == b
     if mask.any():
@@ -188,7 +188,7 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
   return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def _ratio(a: int, b: int) -> float:
+def _ratio(a: float, b: float) -> float:
   return float(a / b) if b else 0.0
 
 
@@ -301,9 +301,8 @@ def format_fold_table(summary: Mapping[str, Mapping[str, Any]],
   sets = list(summary)
   width = max(22, max((len(s) for s in sets), default=0) + 2)
   lines = ['metric'.ljust(12) + ''.join(s.rjust(width) for s in sets)]
-  for key, title, fmt in rows:
-    if key == 'rows':
-      fmt = '{:,.0f}'
+  for key, title, row_fmt in rows:
+    fmt = '{:,.0f}' if key == 'rows' else row_fmt
     cells = []
     for s in sets:
       stat = summary[s].get(key)
@@ -327,20 +326,6 @@ def write_metrics(path: str, doc: Mapping[str, Any]) -> None:
   """Writes metrics.json (NaN, e.g. AUC of a one-class split, as null)."""
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(json.dumps(_json_safe(dict(doc)), indent=2, sort_keys=True) + '\n')
-
-
-def read_metrics(path: str) -> Dict[str, Any]:
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
-def evaluate_splits(model, datasets: Mapping[str, tf.data.Dataset],
-                    threshold: float) -> Dict[str, Dict[str, Any]]:
-  out = {}
-  for name, ds in datasets.items():
-    labels, probs = predict_dataset(model, ds)
-    out[name] = binary_metrics(labels, probs, threshold)
-  return out
 
 
 def predict_splits(model, datasets: Mapping[str, tf.data.Dataset]

@@ -16,7 +16,7 @@ Signatures:
                    in its raw dtype (int64, float32 or string); NaN marks a
                    missing float, '' or '?' (any configured missing token) a
                    missing string.
-Both return the outputs of the label's head (trainer/heads.py):
+Both return the outputs of the label's head (trainer/heads/):
   binary      probabilities: [N, 1] float32, P(positive class)
               classes:       [N] string, the label's own class names
   multiclass  probabilities: [N, K] float32, in label.classes order
@@ -36,26 +36,22 @@ import datetime
 import json
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline import features as raw_features
-from pipeline.config import DatasetConfig, parse_config
-from pipeline.errors import InputError
+from core import features as raw_features
+from core.config import DatasetConfig
+from core.layout import ExportDir
+from core.layout import join
+from core.layout import ModelDir
 from trainer import heads
 
-EXPORT_DIR = 'export'
-EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside the model
-CONFIG_FILE = 'config.yaml'
-METADATA_FILE = 'metadata.json'
-DEFAULT_SIGNATURE = 'serving_default'
-RAW_SIGNATURE = 'serving_raw'
-EXAMPLES_INPUT = 'examples'
-PROBABILITIES = heads.PROBABILITIES
-CLASSES = heads.CLASSES
-PREDICTIONS = heads.PREDICTIONS
+# The export's names are core.layout.ExportDir's (serving reads them there).
+DEFAULT_SIGNATURE = ExportDir.DEFAULT_SIGNATURE
+RAW_SIGNATURE = ExportDir.RAW_SIGNATURE
+EXAMPLES_INPUT = ExportDir.EXAMPLES_INPUT
 
 
 def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
@@ -90,13 +86,18 @@ class ServingModule(tf.Module):
         for name, spec in self._raw_spec.items()
     }
     examples = [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+    # Without AutoGraph: these functions have no Python control flow on
+    # tensors, and converting them would rewrite tf_keras and tf.Transform's
+    # layer from source on every export (seconds, for nothing).
     self.serve_examples = tf.function(self._serve_examples,
-                                      input_signature=examples)
-    self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_inputs])
+                                      input_signature=examples, autograph=False)
+    self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_inputs],
+                                 autograph=False)
     # Not a signature: lets tests (and debugging) see the exact transformed
     # features the exported graph computes from raw tf.Examples.
     self.transform_examples = tf.function(self._transform_examples,
-                                          input_signature=examples)
+                                          input_signature=examples,
+                                          autograph=False)
 
   def _transform(self, raw: Mapping[str, tf.SparseTensor]
                 ) -> Dict[str, tf.Tensor]:
@@ -124,9 +125,9 @@ class ServingModule(tf.Module):
 def _new_version_dir(export_root: str) -> Tuple[int, str]:
   """An integer version (seconds since the epoch) not already taken."""
   version = int(time.time())
-  while tf.io.gfile.exists(os.path.join(export_root, str(version))):
+  while tf.io.gfile.exists(join(export_root, str(version))):
     version += 1
-  return version, os.path.join(export_root, str(version))
+  return version, join(export_root, str(version))
 
 
 def export_model(model, tft_output: tft.TFTransformOutput,
@@ -142,10 +143,10 @@ def export_model(model, tft_output: tft.TFTransformOutput,
   write=False (non-chief workers of a multi-worker job, which must take part
   in saving) it saves to a temporary directory and deletes it.
   """
-  export_root = os.path.join(model_dir, EXPORT_DIR)
+  export_root = ModelDir(model_dir).export_base
   tf.io.gfile.makedirs(export_root)
   version, final = _new_version_dir(export_root)
-  staging = os.path.join(export_root, f'.staging-{version}-{os.getpid()}')
+  staging = join(export_root, f'.staging-{version}-{os.getpid()}')
   head = head or heads.make_head(config)
   module = ServingModule(model, tft_output.transform_features_layer(), config,
                          feature_names, threshold, head)
@@ -157,9 +158,9 @@ def export_model(model, tft_output: tft.TFTransformOutput,
   if not write:
     tf.io.gfile.rmtree(staging)
     return final
-  extra = os.path.join(staging, EXTRA_DIR)
-  tf.io.gfile.makedirs(extra)
-  with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), 'w') as f:
+  written = ExportDir(staging)
+  tf.io.gfile.makedirs(written.extra_dir)
+  with tf.io.gfile.GFile(written.config_path, 'w') as f:
     f.write(config.source_text)
   metadata = {
       'version': version,
@@ -167,7 +168,7 @@ def export_model(model, tft_output: tft.TFTransformOutput,
           timespec='seconds'),
       'dataset': config.name,
       'config_sha256': config.config_hash,
-      'threshold': float(threshold) if head.has_threshold else None,
+      'threshold': head.export_threshold(threshold),
       'label': {
           'column': config.label.column,
           'task': config.label.task,
@@ -186,45 +187,7 @@ def export_model(model, tft_output: tft.TFTransformOutput,
       'model_features': list(feature_names),
   }
   metadata.update(extra_metadata or {})
-  with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), 'w') as f:
+  with tf.io.gfile.GFile(written.metadata_path, 'w') as f:
     f.write(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
   tf.io.gfile.rename(staging, final)
   return final
-
-
-# ------------------------------------------------------------------- loading
-
-
-def export_versions(model_dir: str) -> List[int]:
-  root = os.path.join(model_dir, EXPORT_DIR)
-  if not tf.io.gfile.isdir(root):
-    return []
-  return sorted(int(n.rstrip('/')) for n in tf.io.gfile.listdir(root)
-                if n.rstrip('/').isdigit())
-
-
-def resolve_export_dir(path: str) -> str:
-  """A SavedModel directory from MDIR (latest version) or a version dir."""
-  if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
-    return path
-  versions = export_versions(path)
-  if not versions:
-    raise InputError(f'no exported model in {path}: expected '
-                     f'{os.path.join(path, EXPORT_DIR, "<version>")}/'
-                     'saved_model.pb (run python -m trainer.task first)')
-  return os.path.join(path, EXPORT_DIR, str(versions[-1]))
-
-
-def load_export_config(export_dir: str) -> DatasetConfig:
-  path = os.path.join(export_dir, EXTRA_DIR, CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    raise InputError(f'{export_dir} has no {EXTRA_DIR}/{CONFIG_FILE}; it was '
-                     'not written by trainer.export')
-  with tf.io.gfile.GFile(path) as f:
-    return parse_config(f.read(), where=path)
-
-
-def load_export_metadata(export_dir: str) -> Dict[str, Any]:
-  with tf.io.gfile.GFile(os.path.join(export_dir, EXTRA_DIR,
-                                      METADATA_FILE)) as f:
-    return json.load(f)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

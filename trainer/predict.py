@@ -29,27 +29,28 @@ the start of a file is not data.
 import argparse
 import csv
 import json
-import math
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import tensorflow as tf
+from core import quiet
 
-from pipeline import values as raw_values
-from pipeline.config import Column, DatasetConfig
-from pipeline.errors import UserError
-from trainer import export, heads
+# TensorFlow is imported with its start-up noise filtered (core/quiet.py).
+with quiet.tensorflow_startup(keras=False):
+  import tensorflow as tf
+
+from core import cli
+from core import layout
+from core import values as raw_values
+from core.config import DatasetConfig
+from core.errors import UserError
 
 DEFAULT_BATCH_SIZE = 1024
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
-FLOAT32_MAX = 3.4028234663852886e38
 _UTF8_BOM = b'\xef\xbb\xbf'
 # What an error line keeps of a line over the length limit.
 _RAW_PREFIX_CHARS = 4096
 
 
-class RowError(ValueError):
-  """A row that cannot be turned into a tf.Example."""
+RowError = raw_values.RowError
 
 
 class RowEncoder:
@@ -60,11 +61,15 @@ class RowEncoder:
     self._missing = frozenset(config.missing_values)
     self._label = config.label.column
     self._features = {c.name: c for c in config.feature_columns}
+    # Values are read as the preprocess job reads them; a value outside a
+    # column's `values:` list is left to the vocabulary, as in serving.
+    self.parsers = {c.name: raw_values.value_parser(c, check_allowed=False)
+                    for c in config.columns}
     all_names = config.column_names
     self._layouts = {len(all_names): all_names}
     without_label = [n for n in all_names if n != self._label]
     self._layouts.setdefault(len(without_label), without_label)
-    self._header = None
+    self._header: Optional[List[str]] = None
 
   def set_header(self, fields: Sequence[str]) -> None:
     names = [f.strip() for f in fields]
@@ -82,17 +87,20 @@ class RowEncoder:
                              skipinitialspace=opts.skip_initial_space,
                              strict=True))
     except csv.Error as e:
-      raise RowError(f'cannot split the line: {e}') from None
+      raise RowError(raw_values.MALFORMED_CSV,
+                     f'cannot split the line: {e}') from None
 
   def _names_for(self, fields: Sequence[str]) -> Sequence[str]:
     if self._header is not None:
       if len(fields) != len(self._header):
-        raise RowError(f'expected {len(self._header)} fields (as in the '
+        raise RowError(raw_values.WRONG_ARITY,
+                       f'expected {len(self._header)} fields (as in the '
                        f'header), got {len(fields)}')
       return self._header
     if len(fields) not in self._layouts:
       expected = ' or '.join(str(n) for n in sorted(self._layouts))
-      raise RowError(f'expected {expected} fields (with or without the label '
+      raise RowError(raw_values.WRONG_ARITY,
+                     f'expected {expected} fields (with or without the label '
                      f'column {self._label!r}), got {len(fields)}')
     return self._layouts[len(fields)]
 
@@ -110,81 +118,17 @@ class RowEncoder:
       column = self._features.get(name)
       if column is None or value.strip() in self._missing:
         continue  # not a model input, or missing: the graph imputes it
-      value = _value(column, value)
+      parsed = self.parsers[name](value)
       feature = example.features.feature[name]
       if column.is_list:
-        feature.bytes_list.value.extend(item.encode('utf-8') for item in value)
+        feature.bytes_list.value.extend(item.encode('utf-8') for item in parsed)
       elif column.raw_type == 'int':
-        feature.int64_list.value.append(value)
+        feature.int64_list.value.append(parsed)
       elif column.raw_type == 'float':
-        feature.float_list.value.append(value)
+        feature.float_list.value.append(parsed)
       else:
-        # Sent as written: trimming and missing tokens are the graph's job.
-        feature.bytes_list.value.append(value.encode('utf-8'))
+        feature.bytes_list.value.append(parsed.encode('utf-8'))
     return example.SerializeToString(), label
-
-
-# Columns whose raw values have several spellings, carried as int64 (0/1,
-# epoch seconds) exactly as the preprocess job's cleanse stage carries them.
-_SPELLED = {'bool': raw_values.parse_bool,
-            'timestamp': raw_values.parse_timestamp}
-
-
-def _value(column: Column, text: str) -> Any:
-  """A CSV field as the cleanse stage carries it: a list of strings, an int
-  (also a bool's 0/1 and a timestamp's epoch seconds), a float, or the text
-  as written. RowError when it cannot be read."""
-  if column.is_list:
-    return raw_values.split_list(text, column.separator)
-  if column.type in _SPELLED:
-    return _spelled(column.name, text, _SPELLED[column.type])
-  if column.type == 'int':
-    return _to_int(column.name, text)
-  if column.type == 'float':
-    return _to_float(column.name, text)
-  return text
-
-
-def _spelled(name: str, value: str, parse) -> int:
-  try:
-    return parse(value)
-  except ValueError as e:
-    raise RowError(f'{name}: {e}') from None
-
-
-def _to_float(name: str, value: str) -> float:
-  """A finite number within float32, the column's type."""
-  text = value.strip()
-  try:
-    number = float(text)
-  except ValueError:
-    raise RowError(f'{name}: {text[:80]!r} is not a number') from None
-  if math.isnan(number) or (math.isinf(number) and text.lstrip('+-').lower()
-                            in ('inf', 'infinity')):
-    raise RowError(f'{name}: {text[:80]!r} is not a finite number')
-  if not abs(number) <= FLOAT32_MAX:
-    raise RowError(f'{name}: {text[:80]} does not fit in a 32-bit float')
-  return number
-
-
-def _to_int(name: str, value: str) -> int:
-  text = value.strip()
-  try:
-    number = int(text)
-  except ValueError:  # not integer syntax, or more digits than int() reads
-    try:
-      real = float(text)
-    except ValueError:
-      raise RowError(f'{name}: {text[:80]!r} is not a number') from None
-    if math.isnan(real) or (math.isinf(real) and text.lstrip('+-').lower()
-                            in ('inf', 'infinity')):
-      raise RowError(f'{name}: {text[:80]!r} is not a finite number')
-    if math.isfinite(real) and not real.is_integer():
-      raise RowError(f'{name}: {text[:80]!r} is not an integer')
-    number = int(real) if math.isfinite(real) else INT64_MAX + 1
-  if not INT64_MIN <= number <= INT64_MAX:
-    raise RowError(f'{name}: {text[:80]} does not fit in int64')
-  return number
 
 
 def _data_lines(path: str, encoder: 'RowEncoder'
@@ -195,8 +139,8 @@ def _data_lines(path: str, encoder: 'RowEncoder'
   opts = encoder.config.csv
   header_seen = False
   with tf.io.gfile.GFile(path, 'rb') as f:
-    for n, raw in enumerate(f, start=1):
-      raw = raw.rstrip(b'\r\n')
+    for n, line in enumerate(f, start=1):
+      raw = line.rstrip(b'\r\n')
       if n == 1 and raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM):]
       if len(raw) > opts.max_line_bytes:
@@ -250,19 +194,18 @@ def file_window_values(config: DatasetConfig, path: str
   config's input columns.
   """
   # Imported here: Beam and Arrow load only for a config with windows.
-  from pipeline import windows  # pylint: disable=g-import-not-at-top
+  from core import windows  # pylint: disable=g-import-not-at-top
   encoder = RowEncoder(config)
   missing = frozenset(config.missing_values)
   used = {n for w in config.windows for n in (w.entity, w.timestamp, w.value)
           if n}
-  columns = {n: config.column(n) for n in used}
 
   def typed(name: str, text: str) -> Any:
     text = text.strip()
     if text in missing:
       return None
     try:
-      return _value(columns[name], text)
+      return encoder.parsers[name](text)
     except RowError:  # unreadable is missing here
       return None
 
@@ -300,24 +243,39 @@ class Predictor:
   """The exported model's serving_default signature plus its config."""
 
   def __init__(self, model_dir: str):
-    self.export_dir = export.resolve_export_dir(model_dir)
-    self.config = export.load_export_config(self.export_dir)
+    export = layout.resolve_export(model_dir)
+    self.export_dir = export.path
+    self.config = export.config
+    self.classes = list(self.config.label.classes)
     self._loaded = tf.saved_model.load(self.export_dir)
-    self._fn = self._loaded.signatures[export.DEFAULT_SIGNATURE]
-    self.head = heads.make_head(self.config)
+    self._fn = self._loaded.signatures[layout.ExportDir.DEFAULT_SIGNATURE]
 
   def predict(self, serialized: Sequence[bytes]) -> Dict[str, Any]:
     """The signature's outputs (numpy) for a batch of raw tf.Examples."""
-    out = self._fn(**{export.EXAMPLES_INPUT: tf.constant(list(serialized),
-                                                         tf.string)})
+    out = self._fn(**{layout.ExportDir.EXAMPLES_INPUT: tf.constant(
+        list(serialized), tf.string)})
     return {k: v.numpy() for k, v in out.items()}
 
   def rows(self, serialized: Sequence[bytes]) -> List[Dict[str, Any]]:
-    """One dict per example with the head's fields: probability and class
-    (binary), class and probabilities per class (multiclass) or
-    prediction (regression)."""
+    """One dict per example, from the export's outputs: probability and
+    class (a binary classifier: one probability per row), class and
+    probabilities per class (multiclass) or prediction (regression)."""
     out = self.predict(serialized)
-    return [self.head.row_fields(out, i) for i in range(len(serialized))]
+    return [self._fields(out, i) for i in range(len(serialized))]
+
+  def _fields(self, out: Dict[str, Any], i: int) -> Dict[str, Any]:
+    fields: Dict[str, Any] = {}
+    if layout.ExportDir.PREDICTIONS in out:
+      fields['prediction'] = float(out[layout.ExportDir.PREDICTIONS][i][0])
+      return fields
+    probabilities = out[layout.ExportDir.PROBABILITIES][i]
+    label = out[layout.ExportDir.CLASSES][i]
+    label = label.decode('utf-8') if isinstance(label, bytes) else str(label)
+    if len(probabilities) == 1:
+      return {'probability': float(probabilities[0]), 'class': label}
+    return {'class': label,
+            'probabilities': {c: float(p) for c, p in
+                              zip(self.classes, probabilities)}}
 
 
 def predict_file(predictor: Predictor, path: str, write,
@@ -396,7 +354,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   return args
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   args = parse_args(argv)
   files = sorted(tf.io.gfile.glob(args.input))
   if not files:
@@ -405,7 +363,8 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
   if predictor.config.format != 'csv':
     raise UserError(f'the model\'s dataset config reads {predictor.config.format}'
                     ' files; trainer.predict reads CSV rows only')
-  totals = {'rows': 0, 'scored': 0, 'errors': 0}
+  # Row counts, and the export that scored them ('export_dir').
+  totals: Dict[str, Any] = {'rows': 0, 'scored': 0, 'errors': 0}
   out = (sys.stdout if args.output == '-' else
          tf.io.gfile.GFile(args.output, 'w'))
   try:
@@ -423,15 +382,15 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  try:
-    totals = run(argv)
-  except UserError as e:
-    print(f'predict: error: {e}', file=sys.stderr)
-    return 2
+  return cli.run('predict', lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+  totals = run(argv)
   print(f'predict: {totals["rows"]} rows, {totals["scored"]} scored, '
         f'{totals["errors"]} with errors (model {totals["export_dir"]})',
         file=sys.stderr)
-  return 0
+  return cli.OK
 
 
 if __name__ == '__main__':

@@ -30,11 +30,6 @@ import os
 import subprocess
 import sys
 
-import grpc
-from google.protobuf import json_format
-from google.protobuf import text_format
-from packaging.requirements import Requirement
-
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_artifact_api_pb2
 from apache_beam.portability.api import beam_artifact_api_pb2_grpc
@@ -42,6 +37,10 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.portability.api import beam_provision_api_pb2_grpc
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.portability.api import endpoints_pb2
+from google.protobuf import json_format
+from google.protobuf import text_format
+import grpc
+from packaging.requirements import Requirement
 
 WORKFLOW_TARBALL = 'workflow.tar.gz'
 EXTRA_PACKAGES_FILE = 'extra_packages.txt'

@@ -1,0 +1,269 @@
+"""The tf.Transform preprocessing_fn, built from the dataset config.
+
+This graph is the single definition of feature engineering. The Beam job
+analyzes it on the train split and applies it to every split; the exported
+model embeds the very same graph in its serving signatures. So anything that
+must behave identically at training and serving time (trimming stray spaces,
+treating `?` as missing, imputing, scaling, bucketing, vocabulary lookup,
+hashing crosses) is done here, in TensorFlow ops, and not in Python.
+"""
+
+import math
+from typing import Callable, Dict
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_transform import schema_inference
+
+from core.config import BINARY
+from core.config import BUCKET_SUFFIX
+from core.config import COS_SUFFIX
+from core.config import DatasetConfig
+from core.config import MULTICLASS
+from core.config import NumericFeature
+from core.config import SIN_SUFFIX
+from core.config import TIMESTAMP_PARTS
+from core.config import TimestampFeature
+
+_CROSS_JOIN = '\x1f'
+_SECONDS_PER_DAY = 86400
+# Characters that separate words in free text: anything but letters, digits
+# and the underscore (Unicode-aware).
+_TOKEN_SEPARATORS = r'[^\w]+'
+
+
+def _dense_column(x, default) -> tf.Tensor:
+  """[batch] tensor from a raw feature, `default` where the value is absent."""
+  if isinstance(x, tf.SparseTensor):
+    x = tf.sparse.to_dense(
+        tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]),
+        default_value=default)
+    return tf.reshape(x, [-1])
+  x = tf.convert_to_tensor(x)
+  return tf.reshape(x, [-1]) if x.shape.rank != 1 else x
+
+
+def clean_strings(x, config: DatasetConfig) -> tf.Tensor:
+  """Trimmed strings, with missing tokens mapped to the missing category."""
+  s = tf.strings.strip(_dense_column(x, ''))
+  missing = tf.zeros_like(s, dtype=tf.bool)
+  for token in config.missing_values:
+    missing = tf.logical_or(missing, tf.equal(s, token))
+  return tf.where(missing, tf.constant(config.missing_category), s)
+
+
+def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
+  if isinstance(x, tf.SparseTensor):
+    present = _dense_column(
+        tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool),
+                        x.dense_shape), False)
+    value = _dense_column(
+        tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32),
+                        x.dense_shape), 0.0)
+  else:
+    value = tf.cast(_dense_column(x, 0.0), tf.float32)
+    present = tf.ones_like(value, tf.bool)
+  # Absent values and NaN (how Parquet and serving clients spell missing)
+  # are both missing.
+  missing = tf.logical_or(tf.logical_not(present), tf.math.is_nan(value))
+  if spec.impute == 'mean':
+    # Full-pass mean over the values that are present in train.
+    fill = tft.mean(tf.boolean_mask(value, tf.logical_not(missing)),
+                    name=spec.name + '_impute_mean')
+    fill = tf.where(tf.math.is_nan(fill), 0.0, fill)
+  else:
+    fill = tf.constant(0.0)
+  value = tf.where(missing, fill, value)
+  if spec.log1p:
+    # Signed so that a negative value at serving time cannot produce NaN.
+    value = tf.sign(value) * tf.math.log1p(tf.abs(value))
+  if spec.scale == 'zscore':
+    outputs[spec.name] = tft.scale_to_z_score(value,
+                                              name=spec.name + '_zscore')
+  elif spec.scale == 'minmax':
+    outputs[spec.name] = tft.scale_to_0_1(value, name=spec.name + '_minmax')
+  elif not spec.buckets:
+    outputs[spec.name] = value
+  if spec.buckets:
+    outputs[spec.name + BUCKET_SUFFIX] = tft.bucketize(
+        value, spec.buckets, name=spec.name + BUCKET_SUFFIX)
+
+
+def _categorical(strings, spec) -> tf.Tensor:
+  """Ids of strings (a dense column or a SparseTensor of several per row)
+  from a vocabulary computed on train, or from hashing."""
+  if spec.vocabulary:
+    return tft.compute_and_apply_vocabulary(
+        strings,
+        top_k=spec.top_k,
+        # Thresholds of 0 and 1 keep every token; TFT wants None for that.
+        frequency_threshold=(spec.frequency_threshold
+                             if spec.frequency_threshold > 1 else None),
+        num_oov_buckets=spec.oov_buckets,
+        vocab_filename=spec.name,
+        name=spec.name)
+  return _hash_ids(strings, spec.hash_buckets)
+
+
+def _hash_ids(strings, buckets: int):
+  ids = tft.hash_strings(strings, buckets)
+  _set_id_range(ids, buckets)
+  return ids
+
+
+def _set_id_range(ids, num_ids: int) -> None:
+  """Records ids 0 .. num_ids-1 in the transformed schema, as the vocabulary
+  and bucket mappers do, so the trainer can size its one-hot and embedding
+  layers. For a SparseTensor the range is that of its values."""
+  values = ids.values if isinstance(ids, tf.SparseTensor) else ids
+  schema_inference.set_tensor_schema_override(
+      values, tf.constant(0, tf.int64), tf.constant(num_ids - 1, tf.int64))
+
+
+def _list_strings(x: tf.SparseTensor, config: DatasetConfig
+                 ) -> tf.SparseTensor:
+  """The values of a list column, trimmed, with missing tokens dropped."""
+  values = tf.strings.strip(x.values)
+  keep = tf.ones_like(values, tf.bool)
+  for token in config.missing_values:
+    keep = tf.logical_and(keep, tf.not_equal(values, token))
+  return tf.sparse.retain(
+      tf.SparseTensor(x.indices, values, x.dense_shape), keep)
+
+
+def _tokens(x) -> tf.SparseTensor:
+  """Free text -> [batch, None] lower-cased word tokens."""
+  text = tf.strings.lower(_dense_column(x, ''), encoding='utf-8')
+  text = tf.strings.regex_replace(text, _TOKEN_SEPARATORS, ' ')
+  tokens = tf.strings.split(tf.strings.strip(text), sep=' ')
+  tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ''))
+  return tokens.to_sparse()
+
+
+def _boolean(x) -> tf.Tensor:
+  """0 false, 1 true, 2 missing."""
+  value = tf.cast(_dense_column(x, tf.constant(-1, tf.int64)), tf.int64)
+  ids = tf.where(value < 0, tf.constant(2, tf.int64), value)
+  _set_id_range(ids, 3)
+  return ids
+
+
+def _civil_month(days: tf.Tensor) -> tf.Tensor:
+  """Month 1..12 of a day count since 1970-01-01 (proleptic Gregorian).
+
+  H. Hinnant's days-to-civil algorithm in integer tensor ops, so the same
+  graph computes it in the Beam job and at serving time.
+  """
+  z = days + 719468
+  era = tf.math.floordiv(z, 146097)
+  doe = z - era * 146097
+  yoe = tf.math.floordiv(
+      doe - tf.math.floordiv(doe, 1460) + tf.math.floordiv(doe, 36524) -
+      tf.math.floordiv(doe, 146096), 365)
+  doy = doe - (365 * yoe + tf.math.floordiv(yoe, 4) -
+               tf.math.floordiv(yoe, 100))
+  mp = tf.math.floordiv(5 * doy + 2, 153)
+  return tf.where(mp < 10, mp + 3, mp - 9)
+
+
+def _timestamp(x, spec: TimestampFeature, outputs) -> None:
+  """Calendar part ids (n = missing) and their sine/cosine (0 when missing)."""
+  if isinstance(x, tf.SparseTensor):
+    present = _dense_column(
+        tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool),
+                        x.dense_shape), False)
+  else:
+    present = tf.ones_like(_dense_column(x, 0), tf.bool)
+  seconds = tf.cast(_dense_column(x, tf.constant(0, tf.int64)), tf.int64)
+  days = tf.math.floordiv(seconds, _SECONDS_PER_DAY)
+  parts = {
+      'hour': tf.math.floordiv(tf.math.floormod(seconds, _SECONDS_PER_DAY),
+                               3600),
+      # 1970-01-01 was a Thursday; Monday is 0.
+      'day_of_week': tf.math.floormod(days + 3, 7),
+      'month': _civil_month(days) - 1,
+  }
+  for part in spec.parts:
+    n = TIMESTAMP_PARTS[part]
+    name = spec.part_name(part)
+    ids = tf.where(present, parts[part], tf.constant(n, tf.int64))
+    _set_id_range(ids, n + 1)
+    outputs[name] = ids
+    if spec.cyclical:
+      angle = tf.cast(parts[part], tf.float32) * (2.0 * math.pi / n)
+      zero = tf.zeros_like(angle)
+      outputs[name + SIN_SUFFIX] = tf.where(present, tf.sin(angle), zero)
+      outputs[name + COS_SUFFIX] = tf.where(present, tf.cos(angle), zero)
+
+
+def label_transform(x, config: DatasetConfig) -> tf.Tensor:
+  """The training target.
+
+  binary: 1 for the positive class, 0 otherwise; multiclass: the index of the
+  class in label.classes; regression: the value as float32 (signed log1p of
+  it with log_target).
+  """
+  label = config.label
+  if label.task in (BINARY, MULTICLASS):
+    text = tf.strings.strip(_dense_column(x, ''))
+    if label.task == BINARY:
+      return tf.cast(tf.equal(text, label.positive), tf.int64)
+    matches = tf.equal(tf.expand_dims(text, 1),
+                       tf.constant(list(label.classes))[tf.newaxis, :])
+    return tf.argmax(tf.cast(matches, tf.int64), axis=1)
+  value = tf.cast(_dense_column(x, 0.0), tf.float32)
+  if label.log_target:
+    value = tf.sign(value) * tf.math.log1p(tf.abs(value))
+  return value
+
+
+def make_preprocessing_fn(config: DatasetConfig
+                         ) -> Callable[[Dict[str, tf.Tensor]],
+                                       Dict[str, tf.Tensor]]:
+  """Returns the preprocessing_fn for `config`.
+
+  Inputs are the raw features (and the label when present), each a
+  SparseTensor as parsed from variable-length features: [batch, 1] for a
+  single value, [batch, None] for a list column.
+  Outputs are dense [batch] tensors (float32 for scaled numerics and cyclical
+  timestamp parts; int64 ids for buckets, vocabularies, booleans, timestamp
+  parts and hashed crosses), [batch, None] int64 SparseTensors of ids for list
+  columns and free text, and the label (int64 for classification, float32
+  for regression).
+  """
+
+  def preprocessing_fn(inputs):
+    outputs = {}
+    for spec in config.numeric:
+      _numeric(inputs[spec.name], spec, outputs)
+    crossable = {}
+    lists = {c.name for c in config.columns if c.is_list}
+    for spec in config.categorical:
+      if spec.name in lists:
+        outputs[spec.name] = _categorical(
+            _list_strings(inputs[spec.name], config), spec)
+        continue
+      strings = clean_strings(inputs[spec.name], config)
+      crossable[spec.name] = strings
+      outputs[spec.name] = _categorical(strings, spec)
+    for spec in config.booleans:
+      outputs[spec.name] = _boolean(inputs[spec.name])
+    for spec in config.timestamps:
+      _timestamp(inputs[spec.name], spec, outputs)
+    for spec in config.texts:
+      outputs[spec.name] = _categorical(_tokens(inputs[spec.name]), spec)
+    # Other single-valued id outputs (buckets, booleans, timestamp parts) are
+    # crossed by their id's text.
+    for name in {f for cross in config.crosses for f in cross.features}:
+      if name not in crossable:
+        crossable[name] = tf.strings.as_string(outputs[name])
+    for cross in config.crosses:
+      joined = tf.strings.join([crossable[f] for f in cross.features],
+                               separator=_CROSS_JOIN)
+      outputs[cross.name] = _hash_ids(joined, cross.hash_buckets)
+    if config.label.column in inputs:
+      outputs[config.label.column] = label_transform(
+          inputs[config.label.column], config)
+    return outputs
+
+  return preprocessing_fn

@@ -1,0 +1,1 @@
+"""Helper scripts of the make targets (data, engines, job submission)."""

@@ -1,0 +1,1 @@
+"""Tests of core/: the Beam-free config, parser, layouts and helpers."""

@@ -1,0 +1,543 @@
+"""Ingest and write: every kind of bad row goes to the quarantine with a
+reason, and the fast paths give exactly what the plain ones give.
+
+Besides the cleanse rules, this covers reading files in byte ranges
+(pipeline/sources.py) and the array tf.Example encoder and external sort of
+the write stage (pipeline/sinks.py).
+"""
+
+import dataclasses
+import glob
+import gzip
+import json
+import os
+import random
+import zlib
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tfx_bsl.coders import example_coder
+
+from core.config import load_config
+from pipeline import cleanse
+from pipeline import sinks
+from pipeline import sources
+from pipeline.sources import RawChunk
+from tests import datagen
+from tests.conftest import CENSUS_CONFIG
+from tests.conftest import TOY_CONFIG
+
+GOOD = (b'39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, '
+        b'Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K')
+
+
+@pytest.fixture(scope='module')
+def census():
+  return load_config(CENSUS_CONFIG)
+
+
+@pytest.fixture(scope='module')
+def parser(census):
+  return cleanse.RowParser(census)
+
+
+def _parse(parser, lines, first_line=1, fmt='csv'):
+  return parser.parse_chunk(RawChunk('in.csv', first_line, fmt, list(lines)))
+
+
+def _one_reason(parser, line):
+  batch, quarantine, counts = _parse(parser, [line])
+  assert batch is None
+  assert len(quarantine) == 1, quarantine
+  assert counts[cleanse.ROWS_QUARANTINED] == 1
+  return quarantine[0]
+
+
+def test_good_row_is_typed(parser):
+  batch, quarantine, counts = _parse(parser, [GOOD])
+  assert quarantine == []
+  assert counts[cleanse.ROWS_KEPT] == 1
+  row = batch.to_pylist()[0]
+  assert row['age'] == [39]
+  assert row['workclass'] == [b'State-gov']
+  assert row['capital_gain'] == [2174]
+  assert row['income_bracket'] == [b'<=50K']
+  assert batch.schema.field('age').type == pa.large_list(pa.int64())
+
+
+def test_question_mark_is_missing_not_an_error(parser):
+  line = GOOD.replace(b'State-gov', b'?').replace(b' 40,', b' ?,')
+  batch, quarantine, _ = _parse(parser, [line])
+  assert quarantine == []
+  row = batch.to_pylist()[0]
+  assert row['workclass'] is None
+  assert row['hours_per_week'] is None
+  # Missing values are nulls, not empty lists: TFDV counts them as missing.
+  assert batch.column('workclass').null_count == 1
+
+
+def test_label_alias_maps_to_class(parser):
+  batch, _, _ = _parse(parser, [GOOD.replace(b'<=50K', b'>50K.')])
+  assert batch.to_pylist()[0]['income_bracket'] == [b'>50K']
+
+
+def test_wrong_arity(parser):
+  q = _one_reason(parser, b'39, State-gov, 77516')
+  assert q['reason'] == cleanse.WRONG_ARITY
+  assert 'expected 15 fields, got 3' in q['detail']
+  assert q['raw'] == '39, State-gov, 77516'
+  assert q['source'] == 'in.csv' and q['line'] == 1
+
+
+def test_non_numeric_number(parser):
+  q = _one_reason(parser, GOOD.replace(b'39,', b'thirty,', 1))
+  assert q['reason'] == cleanse.NOT_A_NUMBER
+  assert q['detail'].startswith('age:')
+
+
+def test_fractional_integer(parser):
+  q = _one_reason(parser, GOOD.replace(b'39,', b'39.5,', 1))
+  assert q['reason'] == cleanse.NOT_AN_INTEGER
+
+
+def test_integral_float_is_accepted_for_int(parser):
+  batch, quarantine, _ = _parse(parser, [GOOD.replace(b'39,', b'39.0,', 1)])
+  assert quarantine == [] and batch.to_pylist()[0]['age'] == [39]
+
+
+def test_non_finite_number(parser):
+  q = _one_reason(parser, GOOD.replace(b'39,', b'inf,', 1))
+  assert q['reason'] == cleanse.NON_FINITE
+
+
+def test_value_not_allowed(parser):
+  q = _one_reason(parser, GOOD.replace(b'Male', b'Mail'))
+  assert q['reason'] == cleanse.NOT_ALLOWED
+  assert 'sex' in q['detail']
+
+
+def test_unknown_and_missing_label(parser):
+  q = _one_reason(parser, GOOD.replace(b'<=50K', b'rich'))
+  assert q['reason'] == cleanse.UNKNOWN_LABEL
+  q = _one_reason(parser, GOOD.replace(b'<=50K', b'?'))
+  assert q['reason'] == cleanse.MISSING_LABEL
+
+
+def test_non_utf8_bytes(parser):
+  q = _one_reason(parser, GOOD.replace(b'State-gov', b'St\xffte-gov'))
+  assert q['reason'] == cleanse.INVALID_ENCODING
+  # The raw text is kept, with the bad byte escaped rather than lost.
+  assert '\\xff' in q['raw']
+
+
+def test_one_megabyte_line(parser):
+  line = b'x' * (1 << 20)
+  q = _one_reason(parser, line)
+  assert q['reason'] == cleanse.LINE_TOO_LONG
+  # A bounded prefix and the length, not the whole megabyte.
+  assert q['raw'] == 'x' * sources.LONG_LINE_PREFIX_BYTES
+  assert f'first {sources.LONG_LINE_PREFIX_BYTES} of {1 << 20} bytes' in (
+      q['detail'])
+
+
+def test_malformed_quoting(parser):
+  q = _one_reason(parser, GOOD.replace(b'State-gov', b'"State-gov'))
+  assert q['reason'] == cleanse.MALFORMED_CSV
+
+
+def test_quoted_field_with_delimiter():
+  toy = load_config(TOY_CONFIG)
+  p = cleanse.RowParser(toy)
+  batch, quarantine, counts = _parse(
+      p, [b'height,visits,city,color,note,outcome',
+          b'170.5, 3, "paris, fr", red, "a, b", yes'])
+  assert quarantine == [] and counts[cleanse.HEADER_LINES] == 1
+  assert batch.to_pylist()[0]['city'] == [b'paris, fr']
+
+
+def test_blank_and_comment_lines_are_counted_not_quarantined(census):
+  p = cleanse.RowParser(census)
+  batch, quarantine, counts = _parse(
+      p, [b'|1x3 Cross validator', GOOD, b'', b'   ', GOOD])
+  assert quarantine == []
+  assert counts[cleanse.COMMENT_LINES] == 1
+  assert counts[cleanse.BLANK_LINES] == 2
+  assert counts[cleanse.ROWS_KEPT] == 2
+  assert counts[cleanse.LINES] == 5
+
+
+def test_junk_header_without_comment_prefix_is_quarantined(census):
+  # The same junk line when the config does not declare a comment prefix.
+  no_comment = dataclasses.replace(
+      census, csv=dataclasses.replace(census.csv, comment_prefix=None))
+  p = cleanse.RowParser(no_comment)
+  q = _one_reason(p, b'|1x3 Cross validator')
+  assert q['reason'] == cleanse.WRONG_ARITY
+
+
+def test_header_mismatch_is_quarantined():
+  p = cleanse.RowParser(load_config(TOY_CONFIG))
+  _, quarantine, _ = _parse(p, [b'a,b,c,d,e,f'])
+  assert quarantine[0]['reason'] == cleanse.HEADER_MISMATCH
+
+
+def test_line_numbers_follow_chunk_offset(parser):
+  _, quarantine, _ = _parse(parser, [GOOD, b'bad', GOOD, b'bad'],
+                            first_line=101)
+  assert [q['line'] for q in quarantine] == [102, 104]
+
+
+def test_dict_records_from_parquet_or_tfrecord(census):
+  p = cleanse.RowParser(census)
+  row = dict(zip(census.column_names, [
+      39, 'State-gov', 77516, 'Bachelors', 13, 'Never-married',
+      'Adm-clerical', 'Not-in-family', 'White', 'Male', 2174, 0, 40,
+      'United-States', '>50K.']))
+  missing = dict(row, workclass=None, age=float('nan'))
+  multi = {k: [v] for k, v in row.items()}
+  multi['age'] = [1, 2]
+  bad_type = dict(row, age=True)
+  batch, quarantine, counts = p.parse_chunk(
+      RawChunk('in.parquet', 1, 'parquet', [row, missing, multi, bad_type]))
+  assert counts[cleanse.ROWS_KEPT] == 2
+  rows = batch.to_pylist()
+  assert rows[0]['income_bracket'] == [b'>50K']
+  assert rows[1]['workclass'] is None and rows[1]['age'] is None
+  assert [q['reason'] for q in quarantine] == [
+      cleanse.MULTIPLE_VALUES, cleanse.WRONG_TYPE]
+  assert json.loads(quarantine[0]['raw'])['age'] == [1, 2]
+
+
+def test_cleanse_rows_ptransform(census):
+  chunk_a = RawChunk('a.csv', 1, 'csv', [GOOD, b'', b'oops'])
+  chunk_b = RawChunk('b.csv', 1, 'csv', [GOOD.replace(b'39,', b'x,', 1), GOOD])
+  with TestPipeline() as p:
+    result = (p | beam.Create([chunk_a, chunk_b])
+              | cleanse.CleanseRows(census))
+    rows = result.rows | 'Rows' >> beam.Map(lambda b: b.num_rows)
+    reasons = result.quarantine | 'Reasons' >> beam.Map(
+        lambda q: (q['source'], q['line'], q['reason']))
+    totals = result.counts | beam.CombineGlobally(cleanse.SumCounts())
+    assert_that(rows, equal_to([1, 1]), label='CheckRows')
+    assert_that(reasons, equal_to([('a.csv', 3, cleanse.WRONG_ARITY),
+                                   ('b.csv', 1, cleanse.NOT_A_NUMBER)]),
+                label='CheckQuarantine')
+    assert_that(totals, equal_to([{
+        cleanse.LINES: 5, cleanse.BLANK_LINES: 1, cleanse.ROWS_KEPT: 2,
+        cleanse.ROWS_QUARANTINED: 2,
+        cleanse.QUARANTINED_PREFIX + cleanse.WRONG_ARITY: 1,
+        cleanse.QUARANTINED_PREFIX + cleanse.NOT_A_NUMBER: 1,
+    }]), label='CheckCounts')
+
+
+# ------------------------------------------- the vectorised CSV path
+
+
+def _mutated_lines(lines, seed, n=1500):
+  """Plain lines, many of them broken or unusual in some way."""
+  rng = random.Random(seed)
+  odd = ['?', '', ' ', 'NA', '39.0', '39.5', '1e3', 'inf', 'nan', '-0', '+5',
+         '007', '1_000', '\xa040', '40\x1f', 'abc', '"quoted, x"', '"bad',
+         '.5', '5.', '-.5', '1e400', ' 12 ', '\t7\t', 'Mail', '>50K.', 'rich']
+  out = []
+  for _ in range(n):
+    fields = rng.choice(lines).split(', ')
+    kind = rng.randrange(12)
+    if kind < 5:
+      for _ in range(rng.randint(1, 3)):
+        fields[rng.randrange(len(fields))] = rng.choice(odd)
+    line = ', '.join(fields)
+    if kind == 5:
+      line += ', extra'
+    elif kind == 6:
+      line = rng.choice(['', '   ', '| a comment', '# a comment'])
+    elif kind == 7:
+      line += '\r'
+    data = line.encode('utf-8')
+    if kind == 8:
+      data = data.replace(b'a', b'\xff', 1)
+    elif kind == 9:  # too long, though every field is fine once trimmed
+      data = data.replace(b',', b',' + b' ' * 70000, 1)
+    out.append(data)
+  return out
+
+
+@pytest.mark.parametrize('config_path, header', [
+    (CENSUS_CONFIG, None), (TOY_CONFIG, datagen.TOY_HEADER.encode())])
+def test_vectorised_csv_path_matches_record_by_record(config_path, header):
+  config = load_config(config_path)
+  p = cleanse.RowParser(config)
+  base = ([GOOD.decode()] * 5 if header is None else
+          datagen.toy_rows(200, seed=1))
+  for seed in range(3):
+    records = ([header] if header else []) + _mutated_lines(base, seed)
+    for first_line in (1, 7):
+      chunk = RawChunk('in.csv', first_line, 'csv', records)
+      fast = p.parse_chunk(chunk)
+      reference = p._parse_records(chunk, range(len(records)))  # pylint: disable=protected-access
+      assert fast[1] == reference[1]  # quarantine: same lines, same reasons
+      assert dict(fast[2]) == dict(reference[2])
+      assert fast[0].schema == reference[0].schema
+      assert fast[0].equals(reference[0])
+      # Both kinds of rows were there to merge.
+      assert 0 < fast[2][cleanse.ROWS_KEPT] < len(records)
+
+
+def test_vectorised_path_keeps_line_order_of_mixed_rows(parser):
+  slow = GOOD.replace(b'39,', b'39.0,', 1)  # converted by the Python path
+  batch, _, _ = _parse(parser, [GOOD, slow, b'bad', GOOD.replace(
+      b'39,', b'41,', 1), slow.replace(b'39.0', b'42.0')])
+  assert batch.column('age').to_pylist() == [[39], [39], [41], [42]]
+
+
+def test_record_batch_coder_round_trip(parser):
+  batch, _, _ = _parse(parser, [GOOD, GOOD.replace(b'State-gov', b'?')] * 50)
+  cleanse.use_record_batch_coder()  # as the job does when it builds
+  coder = beam.coders.registry.get_coder(pa.RecordBatch)
+  assert isinstance(coder, cleanse.RecordBatchCoder)
+  data = coder.encode(batch)
+  assert coder.decode(data).equals(batch)
+  assert len(data) < batch.nbytes / 3  # compressed, not pickled
+
+
+# ------------------------------------------------- reading in ranges
+
+
+def _reference_lines(path):
+  """Line by line with readline: what a numbered line is."""
+  lines = []
+  with open(path, 'rb') as f:
+    for line in iter(f.readline, b''):
+      lines.append(line.removesuffix(b'\n').removesuffix(b'\r'))
+  return lines
+
+
+@pytest.mark.parametrize('ending', [b'\n', b'\r\n', b''])
+def test_ranges_read_every_line_once_with_its_number(tmp_path, ending):
+  rng = random.Random(3)
+  body = b'\n'.join(
+      (b'x' * rng.choice([0, 1, 5, 40, 300])) + b'%d' % i
+      if i % 17 else b'' for i in range(400)).replace(b'\n', b'\r\n'
+                                                       if ending == b'\r\n'
+                                                       else b'\n')
+  path = str(tmp_path / 'in.csv')
+  with open(path, 'wb') as f:
+    f.write(body + ending)
+  expected = _reference_lines(path)
+  for range_bytes in (1, 7, 100, 1000, 1 << 20):
+    ranges = sources.plan_ranges(path, 'csv', range_bytes)
+    if range_bytes < 1000:
+      assert len(ranges) > 3
+    read = sources._ReadChunksFn('csv', chunk_size=13)  # pylint: disable=protected-access
+    numbered = {}
+    for file_range in ranges:
+      for chunk in read.process(file_range):
+        for offset, line in enumerate(chunk.records):
+          assert chunk.first_line + offset not in numbered
+          numbered[chunk.first_line + offset] = line
+    assert numbered == {i + 1: line for i, line in enumerate(expected)}
+
+
+def _read_all(path, csv, range_bytes=1 << 20, chunk_size=3):
+  """Every chunk of the file, through the planner and the reader."""
+  read = sources._ReadChunksFn('csv', chunk_size, csv)  # pylint: disable=protected-access
+  return [chunk
+          for r in sources.plan_ranges(path, 'csv', range_bytes, csv)
+          for chunk in read.process(r)]
+
+
+def _numbered(chunks):
+  return sorted((chunk.line(i), record) for chunk in chunks
+                for i, record in enumerate(chunk.records))
+
+
+def test_byte_order_mark_costs_no_row(tmp_path, census):
+  path = tmp_path / 'in.csv'
+  path.write_bytes(sources.UTF8_BOM + GOOD + b'\n' + GOOD + b'\n')
+  for csv in (census.csv, None):  # dropped with or without CSV options
+    chunks = _read_all(str(path), csv)
+    assert _numbered(chunks) == [(1, GOOD), (2, GOOD)]
+  p = cleanse.RowParser(census)
+  _, quarantine, counts = p.parse_chunk(chunks[0])
+  assert quarantine == [] and counts[cleanse.ROWS_KEPT] == 2
+  # Whatever the configured encoding: latin-1 too.
+  latin = dataclasses.replace(census.csv, encoding='latin-1')
+  assert _numbered(_read_all(str(path), latin))[0] == (1, GOOD)
+  # Only at the start of a file; elsewhere it is data.
+  path.write_bytes(GOOD + b'\n' + sources.UTF8_BOM + GOOD + b'\n')
+  assert _numbered(_read_all(str(path), census.csv))[1] == (
+      2, sources.UTF8_BOM + GOOD)
+
+
+_QUOTED = (b'height,visits,city,color,note,outcome\n'
+           b'170.5, 3, "paris\r\nfr", red, "a\n\nb", yes\n'
+           b'160, 2, oslo, red, x, no\n'
+           b'165, 5, rome, red, x, no\n'
+           b'150, 1, "unclosed, red, x, no\n'
+           b'140, 2, "rome", blue, "y ""quoted""", yes\n'
+           b'130, 2, "bad"x, blue, y, yes\n'
+           b'120, 4, lima, green, z, no\n')
+
+
+@pytest.mark.parametrize('range_bytes', [1 << 20, 40, 90])
+def test_quoted_line_break_is_one_row(tmp_path, range_bytes):
+  """A quoted field with line breaks is one record (numbered by its first
+  line); a stray quote is one quarantined line, and the rows after it are
+  read as they are. Ranges are cut outside such a record (this one spans
+  four lines)."""
+  toy = load_config(TOY_CONFIG)
+  path = tmp_path / 'in.csv'
+  path.write_bytes(_QUOTED)
+  chunks = _read_all(str(path), toy.csv, range_bytes)
+  numbered = _numbered(chunks)
+  assert [n for n, _ in numbered] == [1, 2, 6, 7, 8, 9, 10, 11]
+  assert numbered[1][1] == b'170.5, 3, "paris\nfr", red, "a\n\nb", yes'
+  p = cleanse.RowParser(toy)
+  rows, quarantine = [], []
+  for chunk in chunks:
+    batch, q, counts = p.parse_chunk(chunk)
+    rows.extend(batch.to_pylist() if batch is not None else [])
+    quarantine.extend(q)
+    assert counts[cleanse.LINES] == len(chunk.records)
+  assert [(q['line'], q['reason']) for q in quarantine] == [
+      (8, cleanse.MALFORMED_CSV), (10, cleanse.MALFORMED_CSV)]
+  assert [r['city'] for r in rows] == [[b'paris\nfr'], [b'oslo'], [b'rome'],
+                                       [b'rome'], [b'lima']]
+
+
+def test_quoted_line_break_beyond_the_length_limit_is_not_joined(tmp_path):
+  toy = load_config(TOY_CONFIG)
+  opts = dataclasses.replace(toy.csv, max_line_bytes=60)
+  path = tmp_path / 'in.csv'
+  path.write_bytes(b'1, 2, "open\n' + b'x' * 30 + b'\n' + b'y' * 30 +
+                   b'", red, n, no\n170, 3, oslo, red, x, no\n')
+  numbered = _numbered(_read_all(str(path), opts))
+  assert [n for n, _ in numbered] == [1, 2, 3, 4]
+
+
+def test_long_line_is_held_as_a_prefix_and_its_length(tmp_path, census,
+                                                      monkeypatch):
+  monkeypatch.setattr(sources, 'READ_BLOCK_BYTES', 1 << 16)
+  path = tmp_path / 'in.csv'
+  size = 3 << 20
+  with open(path, 'wb') as f:
+    f.write(GOOD + b'\n' + b'7' * size + b'\r\n' + GOOD + b'\n' +
+            b'8' * (size + 1))
+  numbered = _numbered(_read_all(str(path), census.csv))
+  assert [n for n, _ in numbered] == [1, 2, 3, 4]
+  for n in (2, 4):
+    line = numbered[n - 1][1]
+    assert isinstance(line, sources.LongLine)
+    assert len(line) == sources.LONG_LINE_PREFIX_BYTES
+    assert sources.line_length(line) == size + (n == 4)
+  chunk = RawChunk('in.csv', 1, 'csv', [line for _, line in numbered])
+  _, quarantine, counts = cleanse.RowParser(census).parse_chunk(chunk)
+  assert counts[cleanse.ROWS_KEPT] == 2
+  assert [q['reason'] for q in quarantine] == [cleanse.LINE_TOO_LONG] * 2
+  assert f'line is {size} bytes' in quarantine[0]['detail']
+  assert len(quarantine[0]['raw']) == sources.LONG_LINE_PREFIX_BYTES
+
+
+def test_compressed_files_are_one_range(tmp_path):
+  path = str(tmp_path / 'in.csv.gz')
+  with gzip.open(path, 'wb') as f:
+    f.write(b'a\nb\n' * 1000)
+  assert sources.plan_ranges(path, 'csv', 10) == [
+      sources.FileRange(path, 0, None, 1)]
+
+
+# ----------------------------------- write stage: the same bytes, any route
+
+
+def _reference_examples(batch):
+  encoder = example_coder.RecordBatchToExamplesEncoder(None)
+  return [example_pb2.Example.FromString(r).SerializeToString(
+      deterministic=True) for r in encoder.encode(batch)]
+
+
+def _dense_batch(rng, n, names):
+  arrays, fields = [], []
+  for name in names:
+    if rng.random() < 0.5:
+      values = rng.normal(0, 10.0 ** rng.integers(-3, 30), n).astype(
+          np.float32)
+      values[rng.random(n) < 0.1] = 0.0
+      values[rng.random(n) < 0.05] = -0.0
+      value_type = pa.float32()
+    else:
+      values = rng.integers(-2**63, 2**63 - 1, n,
+                            dtype=np.int64) >> rng.integers(0, 64, n)
+      value_type = pa.int64()
+    large = rng.random() < 0.5
+    offsets = pa.array(np.arange(n + 1), pa.int64() if large else pa.int32())
+    cls = pa.LargeListArray if large else pa.ListArray
+    arrays.append(cls.from_arrays(offsets, pa.array(values, value_type)))
+    fields.append(pa.field(name, arrays[-1].type))
+  return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def test_array_encoder_writes_the_bytes_of_deterministic_serialization():
+  rng = np.random.default_rng(0)
+  names = ['age', 'age_bucket', 'age_bucket_x_education', 'education',
+           'education_num', 'b', 'a_', 'x' * 200, 'label']
+  for _ in range(10):
+    batch = _dense_batch(rng, int(rng.integers(1, 500)),
+                         list(rng.permutation(names)))
+    assert sinks.encode_dense_examples(batch) == _reference_examples(batch)
+    sliced = batch.slice(batch.num_rows // 3)
+    if sliced.num_rows:
+      assert sinks.encode_dense_examples(sliced) == _reference_examples(sliced)
+
+
+def test_array_encoder_declines_what_it_does_not_handle(parser):
+  raw, _, _ = _parse(parser, [GOOD])  # strings and null lists
+  assert sinks.encode_dense_examples(raw) is None
+  two = pa.RecordBatch.from_arrays(
+      [pa.array([[1, 2]], pa.large_list(pa.int64()))], names=['x'])
+  assert sinks.encode_dense_examples(two) is None
+
+
+def _shards(directory, prefix):
+  out = {}
+  for path in sorted(glob.glob(os.path.join(directory, prefix + '-*'))):
+    out[os.path.basename(path)] = [
+        r.numpy() for r in tf.data.TFRecordDataset(path, compression_type='GZIP')]
+  return out
+
+
+def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
+  rng = random.Random(5)
+  records = [bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
+             for _ in range(3000)]
+  records += records[:100]  # duplicates are kept
+  lists = [records[i:i + 250] for i in range(0, len(records), 250)]
+  for name, spill in (('one', 1 << 30), ('many', 2000)):
+    with TestPipeline() as p:
+      _ = (p | name >> beam.Create(lists)
+           | sinks.WriteShardedTFRecords(
+               str(tmp_path / name / 'data'), 5, str(tmp_path / 'runs' / name),
+               spill_bytes=spill))
+  one, many = _shards(str(tmp_path / 'one'), 'data'), _shards(
+      str(tmp_path / 'many'), 'data')
+  assert list(one) == [f'data-0000{i}-of-00005.tfrecord.gz' for i in range(5)]
+  assert one == many
+  for i, (_, shard) in enumerate(sorted(one.items())):
+    assert shard == sorted(r for r in records if zlib.crc32(r) % 5 == i)
+  assert not glob.glob(str(tmp_path / 'runs' / '*' / '*'))  # runs removed
+
+
+def test_every_shard_file_exists_even_when_empty(tmp_path):
+  with TestPipeline() as p:
+    _ = (p | beam.Create([[b'only one record']])
+         | sinks.WriteShardedTFRecords(str(tmp_path / 'data'), 3,
+                                       str(tmp_path / 'runs')))
+  shards = _shards(str(tmp_path), 'data')
+  assert len(shards) == 3
+  assert sorted(sum(shards.values(), [])) == [b'only one record']

@@ -1,0 +1,226 @@
+"""The preprocess job on real local Apache Flink and Apache Spark clusters.
+
+Each engine's cluster is started by scripts/engines/{flink,spark}.sh (the
+code behind `make flink-up` / `make spark-up`) in a folder of its own and on
+free ports, once for the tests of that engine, and stopped by the PIDs it
+recorded when they end, passed or failed. The job is submitted with
+scripts/submit_{flink,spark}.sh, as a user submits it, from a folder outside
+the repository and without PYTHONPATH; the SDK workers run in Beam's
+EXTERNAL worker pool with an interpreter that holds the pinned stack but not
+the project, so the project's code reaches them only as the setup.py sdist
+the runner ships.
+
+The outputs must equal the in-process DirectRunner's the way
+tests/pipeline/test_runners.py compares runners (data files byte for byte, the
+quarantine, the manifest counts, the vocabularies and transform variables)
+on the same 10,000-row sample with bad rows among them. A fault test kills
+the TaskManager with SIGKILL in the middle of a job: the command must fail
+with a message saying so, and publish nothing.
+
+Without Java or the downloads (Flink, Spark, Beam's job servers: about
+600 MB, cached in .cache/engines) the tests are skipped, except under
+CI=true, where they fail.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from scripts.engines import cluster as engines
+from tests.conftest import ROOT
+from tests.conftest import TOY_CONFIG
+from tests.pipeline.runner_outputs import assert_same_outputs
+
+JOB_TIMEOUT_S = 900
+IN_CI = os.environ.get('CI', '').lower() == 'true'
+
+
+def _start(engine, tmp_path_factory, extra_env=None):
+  if not engines.java_available():
+    message = (f'{engine}: Java is not installed (apt-get install '
+               'openjdk-17-jdk-headless maven)')
+    if IN_CI:
+      pytest.fail(message)
+    pytest.skip(message)
+  cluster = engines.Cluster(engine, tmp_path_factory.mktemp(engine),
+                            extra_env)
+  try:
+    cluster.up()
+  except engines.ClusterError as e:
+    cluster.down()
+    if e.missing and not IN_CI:
+      pytest.skip(f'{engine}: a prerequisite is missing: {e}')
+    pytest.fail(str(e))
+  return cluster
+
+
+@pytest.fixture(scope='class')
+def flink(tmp_path_factory):
+  cluster = _start('flink', tmp_path_factory)
+  try:
+    yield cluster
+  finally:
+    print(cluster.down())
+
+
+@pytest.fixture(scope='class')
+def spark(tmp_path_factory):
+  """Started while something else holds the job server's port, which it
+  must replace by a free one and say so."""
+  with socket.socket() as holder:
+    holder.bind(('127.0.0.1', 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    cluster = _start('spark', tmp_path_factory,
+                     {'JOB_SERVER_PORT': str(taken)})
+  cluster.taken_port = taken
+  try:
+    yield cluster
+  finally:
+    print(cluster.down())
+
+
+def _submit_command(script, cluster, sample, out, *flags):
+  return [str(ROOT / 'scripts' / script), '--job-endpoint',
+          cluster.job_endpoint, '--environment-type', 'EXTERNAL',
+          '--environment-config', cluster.worker_pool, *flags,
+          '--config', TOY_CONFIG, '--input', sample['input'],
+          '--test-input', sample['test_input'], '--output-dir', out]
+
+
+def _user_env():
+  """The caller's environment, minus anything that could show the workers
+  the project's source."""
+  env = dict(os.environ)
+  env.pop('PYTHONPATH', None)
+  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  env.setdefault('PYTHONWARNINGS', 'ignore')
+  return env
+
+
+def _submit(command, cwd):
+  start = time.monotonic()
+  proc = subprocess.run(command, cwd=str(cwd), env=_user_env(),
+                        capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
+                        check=False)
+  print(f'{pathlib.Path(command[0]).name}: {time.monotonic() - start:.1f}s')
+  assert proc.returncode == 0, (
+      f'{" ".join(command)} failed ({proc.returncode}):\n'
+      f'{proc.stderr[-6000:]}')
+  return proc
+
+
+def _manifest(out):
+  with open(os.path.join(out, 'manifest.json'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _assert_project_was_shipped(cluster):
+  """The SDK workers got the project from the runner's staged artifacts."""
+  pool_log = cluster.log('worker-pool')
+  assert "installing ['workflow.tar.gz']" in pool_log, pool_log[-3000:]
+  worker_python = (engines.ROOT / '.cache' / 'engines' / 'sdk-worker-env' /
+                   'bin' / 'python')
+  if os.environ.get('ENGINES_CACHE'):
+    worker_python = (pathlib.Path(os.environ['ENGINES_CACHE']) /
+                     'sdk-worker-env' / 'bin' / 'python')
+  # The workers' interpreter has the pinned stack but not the project.
+  probe = subprocess.run(
+      [str(worker_python), '-c',
+       'import apache_beam, tensorflow_transform\n'
+       'try:\n  import pipeline\nexcept ImportError:\n  print("absent")\n'
+       'else:\n  print(pipeline.__file__)'],
+      cwd=str(cluster.state_dir), env=_user_env(), capture_output=True,
+      text=True, timeout=120, check=False)
+  assert probe.stdout.strip() == 'absent', (probe.stdout, probe.stderr[-2000:])
+
+
+class TestFlink:
+  """Flink 1.19 standalone: JobManager, TaskManager, Beam's job server."""
+
+  def test_parallelism_two_through_worker_pool_matches_in_process(
+      self, flink, sample, reference, tmp_path):
+    out = str(tmp_path / 'flink')
+    _submit(_submit_command('submit_flink.sh', flink, sample, out,
+                            '--parallelism', '2'), cwd=tmp_path)
+    manifest = _manifest(out)
+    options = manifest['pipeline_options']
+    assert options['job_endpoint'] == flink.job_endpoint
+    assert options['environment_type'] == 'EXTERNAL'
+    assert options['parallelism'] == 2
+    assert_same_outputs(reference, out, manifest)
+    _assert_project_was_shipped(flink)
+    # `up` printed the command that targets this cluster.
+    assert (f'--job-endpoint {flink.job_endpoint}' in flink.up_output and
+            f'--environment-config {flink.worker_pool}' in flink.up_output)
+    # The job ran on the cluster: its JobManager lists it as finished.
+    with urllib.request.urlopen(
+        f'http://localhost:{flink.settings["FLINK_REST_PORT"]}/jobs/overview',
+        timeout=10) as r:
+      jobs = json.load(r)['jobs']
+    assert [j['state'] for j in jobs] == ['FINISHED']
+
+  def test_taskmanager_killed_mid_job_fails_and_publishes_nothing(
+      self, flink, sample, tmp_path):
+    out = tmp_path / 'killed'
+    command = _submit_command('submit_flink.sh', flink, sample, str(out),
+                              '--parallelism', '2')
+    rest = f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
+    proc = subprocess.Popen(command, cwd=str(tmp_path), env=_user_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+      # Mid-job: once the cluster has finished some of the job's tasks.
+      deadline = time.monotonic() + 600
+      while time.monotonic() < deadline and proc.poll() is None:
+        with urllib.request.urlopen(f'{rest}/jobs/overview', timeout=10) as r:
+          running = [j for j in json.load(r)['jobs']
+                     if j['state'] == 'RUNNING']
+        if running and running[0]['tasks']['finished'] >= 20:
+          break
+        time.sleep(0.5)
+      assert proc.poll() is None, 'the job ended before it could be killed'
+      os.kill(flink.pid('taskmanager-1'), signal.SIGKILL)
+      _, stderr = proc.communicate(timeout=600)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode != 0
+    assert 'failed in state FAILED' in stderr, stderr[-4000:]
+    assert 'nothing published' in stderr, stderr[-4000:]
+    assert not out.exists()
+    assert not [p.name for p in tmp_path.iterdir()
+                if p.name.startswith('killed')]
+
+
+class TestSpark:
+  """Spark 3.5 standalone: master, worker, Beam's Spark 3 job server."""
+
+  def test_through_worker_pool_matches_in_process(self, spark, sample,
+                                                  reference, tmp_path):
+    out = str(tmp_path / 'spark')
+    _submit(_submit_command('submit_spark.sh', spark, sample, out),
+            cwd=tmp_path)
+    manifest = _manifest(out)
+    options = manifest['pipeline_options']
+    assert options['job_endpoint'] == spark.job_endpoint
+    assert options['environment_type'] == 'EXTERNAL'
+    assert_same_outputs(reference, out, manifest)
+    _assert_project_was_shipped(spark)
+    # The executors ran on the cluster's worker, not in the driver.
+    assert 'Asked to launch executor' in spark.log('worker')
+
+  def test_taken_port_is_replaced_and_printed(self, spark):
+    port = spark.settings['JOB_SERVER_PORT']
+    assert port != str(spark.taken_port)
+    assert (f'port {spark.taken_port} (Beam job server) is taken; using free '
+            f'port {port} instead') in spark.up_output
+    assert f'--job-endpoint localhost:{port}' in spark.up_output

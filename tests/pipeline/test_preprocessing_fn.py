@@ -1,0 +1,156 @@
+"""The preprocessing_fn: full-pass statistics from train, applied as a graph.
+
+A module fixture analyzes a small train set with tf.Transform; the tests then
+apply the resulting transform graph to raw tensors the way serving does, so
+they check the graph itself (not only the Beam output) for each transform.
+"""
+
+import math
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+
+from core import features as core_features
+from core.config import load_config
+from pipeline import cleanse
+from pipeline import features
+from pipeline.preprocessing_fn import make_preprocessing_fn
+from pipeline.sources import RawChunk
+from tests.conftest import TOY_CONFIG
+
+TRAIN = [
+    # height, visits, city, color, note, outcome
+    '160.0, 0, paris, red, a, no',
+    '170.0, 9, paris, green, b, yes',
+    '180.0, 99, oslo, blue, c, yes',
+    '?, 3, oslo, red, d, no',
+    '190.0, ?, lima, red, e, yes.',
+    '150.0, 1, ?, green, f, no',
+]
+
+
+@pytest.fixture(scope='module')
+def toy():
+  return load_config(TOY_CONFIG)
+
+
+@pytest.fixture(scope='module')
+def transform_output(toy, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('tft'))
+  batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
+      RawChunk('train.csv', 2, 'csv', [l.encode() for l in TRAIN]))
+  assert quarantine == []
+  with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out,
+                                                                     'tmp')):
+    transform_fn = ((p | beam.Create([batch]),
+                     features.tensor_adapter_config(toy))
+                    | tft_beam.AnalyzeDataset(make_preprocessing_fn(toy)))
+    _ = transform_fn | tft_beam.WriteTransformFn(out)
+  return tft.TFTransformOutput(out)
+
+
+def _raw(rows, toy):
+  """Raw sparse tensors, as the serving signature parses them from Examples."""
+  tensors = {}
+  for column in toy.raw_columns:
+    if column.name == toy.label.column:
+      continue
+    values, indices = [], []
+    for i, row in enumerate(rows):
+      if row.get(column.name) is not None:
+        values.append(row[column.name])
+        indices.append([i, 0])
+    dtype = core_features.tf_dtype(column)
+    tensors[column.name] = tf.SparseTensor(
+        tf.constant(indices, tf.int64, shape=[len(indices), 2]),
+        tf.constant(values, dtype, shape=[len(values)]),
+        [len(rows), 1])
+  return tensors
+
+
+def _transform(transform_output, toy, rows):
+  layer = transform_output.transform_features_layer()
+  return {k: v.numpy() for k, v in layer(_raw(rows, toy)).items()}
+
+
+def test_missing_numeric_is_imputed_with_train_mean(transform_output, toy):
+  out = _transform(transform_output, toy, [{'height': None}, {'height': 170.0}])
+  # Train heights present: 160, 170, 180, 190, 150 -> mean 170 -> z-score 0.
+  assert out['height'][0] == pytest.approx(0.0, abs=1e-6)
+  assert out['height'][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_zscore_uses_train_statistics(transform_output, toy):
+  heights = np.array([160, 170, 180, 170, 190, 150], dtype=np.float64)
+  # Imputed row included: the mean over the imputed column is still 170.
+  std = heights.std()
+  out = _transform(transform_output, toy, [{'height': 190.0}])
+  assert out['height'][0] == pytest.approx((190 - 170) / std, rel=1e-5)
+
+
+def test_log1p_minmax_with_zero_imputation(transform_output, toy):
+  out = _transform(transform_output, toy,
+                   [{'visits': 0}, {'visits': 99}, {'visits': None},
+                    {'visits': 1000}])
+  assert out['visits'][0] == pytest.approx(0.0)
+  assert out['visits'][1] == pytest.approx(1.0)
+  assert out['visits'][2] == pytest.approx(0.0)  # impute: zero
+  # Out of the train range: extrapolates, never an error.
+  assert out['visits'][3] == pytest.approx(math.log1p(1000) / math.log1p(99),
+                                           rel=1e-5)
+
+
+def test_vocabulary_frequency_threshold_and_oov(transform_output, toy):
+  vocab = transform_output.vocabulary_by_name('city')
+  # paris and oslo appear twice; lima and the missing value only once.
+  assert sorted(vocab) == [b'oslo', b'paris']
+  out = _transform(transform_output, toy, [
+      {'city': 'paris'}, {'city': '  paris '}, {'city': 'lima'},
+      {'city': 'atlantis'}, {'city': '?'}, {'city': None}])
+  ids = out['city']
+  assert ids[0] == ids[1]  # stray spaces are trimmed inside the graph
+  oov = len(vocab)  # one OOV bucket, right after the vocabulary
+  assert list(ids[2:]) == [oov] * 4
+
+
+def test_missing_value_unseen_in_train_goes_to_oov(transform_output, toy):
+  # color: allowed values only, no threshold; missing never occurs in train,
+  # so a missing color at serving goes to the OOV bucket like any unseen value.
+  vocab = transform_output.vocabulary_by_name('color')
+  assert sorted(vocab) == [b'blue', b'green', b'red']
+  out = _transform(transform_output, toy, [{'color': '?'}, {'color': 'NA'}])
+  assert list(out['color']) == [3, 3]
+
+
+def test_buckets_and_cross_have_id_ranges(transform_output):
+  schema = transform_output.transformed_metadata.schema
+  domains = {f.name: f.int_domain for f in schema.feature
+             if f.HasField('int_domain')}
+  assert (domains['height_bucket'].min, domains['height_bucket'].max) == (0, 3)
+  assert (domains['city_x_height_bucket'].min,
+          domains['city_x_height_bucket'].max) == (0, 49)
+  assert domains['city'].max == 2  # 2 words + 1 OOV bucket
+  assert set(transform_output.transformed_feature_spec()) == {
+      'height', 'height_bucket', 'visits', 'city', 'color',
+      'city_x_height_bucket', 'outcome'}
+
+
+def test_cross_is_a_deterministic_hash(transform_output, toy):
+  rows = [{'city': 'paris', 'height': 150.0}, {'city': 'paris',
+                                               'height': 150.0},
+          {'city': 'oslo', 'height': 190.0}]
+  out = _transform(transform_output, toy, rows)
+  crosses = out['city_x_height_bucket']
+  assert crosses[0] == crosses[1]
+  assert ((crosses >= 0) & (crosses < 50)).all()
+
+
+def test_label_is_binary(toy):
+  from pipeline.preprocessing_fn import label_transform
+  labels = tf.constant(['yes', 'no', ' yes '])
+  assert list(label_transform(labels, toy).numpy()) == [1, 0, 1]

@@ -1,0 +1,1 @@
+"""Tests of serving/: the REST and gRPC server as clients use it."""

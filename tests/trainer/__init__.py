@@ -1,0 +1,2 @@
+"""Tests of trainer/: input, model, heads, training, export, report and
+trainer.predict."""
