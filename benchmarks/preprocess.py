@@ -53,8 +53,9 @@ ROOT = generate_census.ROOT
 CONFIG = str(ROOT / 'schemas' / 'census.yaml')
 MODES = {
     'in_process': [],
-    'multi_processing': ['--direct_running_mode', 'multi_processing',
-                         '--direct_num_workers', '2'],
+    'multi_processing': [
+        '--direct_running_mode', 'multi_processing', '--direct_num_workers', '2'
+    ],
 }
 _PAGE = os.sysconf('SC_PAGE_SIZE')
 
@@ -124,16 +125,19 @@ def run_once(input_pattern: str, rows: int, mode: str, work_dir: str,
   out = os.path.join(work_dir, f'out-{rows}-{mode}')
   for path in (out, out + '.tmp'):
     shutil.rmtree(path, ignore_errors=True)
-  cmd = [sys.executable, '-m', 'pipeline.preprocess', '--config', CONFIG,
-         '--input', input_pattern, '--output-dir', out, *MODES[mode]]
+  cmd = [
+      sys.executable, '-m', 'pipeline.preprocess', '--config', CONFIG,
+      '--input', input_pattern, '--output-dir', out, *MODES[mode]
+  ]
   if profile_dir:
     # py-spy samples the job and every worker it starts; figures measured this
     # way include the profiler's own overhead and memory.
     os.makedirs(profile_dir, exist_ok=True)
-    cmd = ['py-spy', 'record', '--subprocesses', '--rate', '50', '--format',
-           'speedscope', '-o',
-           os.path.join(profile_dir, f'{rows}-{mode}.speedscope.json'), '--',
-           *cmd]
+    cmd = [
+        'py-spy', 'record', '--subprocesses', '--rate', '50', '--format',
+        'speedscope', '-o',
+        os.path.join(profile_dir, f'{rows}-{mode}.speedscope.json'), '--', *cmd
+    ]
   env = dict(os.environ)
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   env.setdefault('PYTHONWARNINGS', 'ignore')
@@ -141,17 +145,23 @@ def run_once(input_pattern: str, rows: int, mode: str, work_dir: str,
   print(f'$ {" ".join(cmd)}', file=sys.stderr, flush=True)
   start = time.monotonic()
   with open(log_path, 'w', encoding='utf-8') as log:
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
     memory = TreeMemory(proc.pid)
     returncode = proc.wait()
     memory.stop()
   wall = time.monotonic() - start
-  result = {'rows': rows, 'mode': mode, 'wall_s': round(wall, 2),
-            'rows_per_s': round(rows / wall), 'returncode': returncode,
-            'peak_rss_mb': round(memory.peak_total / 2**20),
-            'peak_process_rss_mb': round(memory.peak_process / 2**20),
-            'max_processes': memory.max_processes, 'log': log_path}
+  result = {
+      'rows': rows,
+      'mode': mode,
+      'wall_s': round(wall, 2),
+      'rows_per_s': round(rows / wall),
+      'returncode': returncode,
+      'peak_rss_mb': round(memory.peak_total / 2**20),
+      'peak_process_rss_mb': round(memory.peak_process / 2**20),
+      'max_processes': memory.max_processes,
+      'log': log_path
+  }
   if returncode != 0:
     print(f'  failed ({returncode}); see {log_path}', file=sys.stderr)
     return result
@@ -161,8 +171,11 @@ def run_once(input_pattern: str, rows: int, mode: str, work_dir: str,
   result['input_rows'] = manifest['rows']['input']
   if not keep:
     shutil.rmtree(out, ignore_errors=True)
-  print(f'  {wall:.1f}s, {rows / wall:,.0f} rows/s, peak RSS '
-        f'{result["peak_rss_mb"]:,} MB', file=sys.stderr, flush=True)
+  print(
+      f'  {wall:.1f}s, {rows / wall:,.0f} rows/s, peak RSS '
+      f'{result["peak_rss_mb"]:,} MB',
+      file=sys.stderr,
+      flush=True)
   return result
 
 
@@ -170,9 +183,8 @@ STAGES = ('ingest', 'split', 'statistics', 'analyze', 'transform', 'write')
 
 
 def format_table(results: List[Dict[str, object]]) -> str:
-  header = ('rows', 'mode', 'wall s', 'rows/s', 'peak RSS MB',
-            'peak proc MB', 'graph s', 'pipeline s') + tuple(
-                f'{s} s' for s in STAGES)
+  header = ('rows', 'mode', 'wall s', 'rows/s', 'peak RSS MB', 'peak proc MB',
+            'graph s', 'pipeline s') + tuple(f'{s} s' for s in STAGES)
   lines = [header]
   for r in results:
     seconds = r.get('stage_seconds', {})
@@ -180,20 +192,20 @@ def format_table(results: List[Dict[str, object]]) -> str:
                   f'{r["rows_per_s"]:,}' if not r['returncode'] else 'FAILED',
                   f'{r["peak_rss_mb"]:,}', f'{r["peak_process_rss_mb"]:,}',
                   f'{seconds.get("build_graph", float("nan")):.1f}',
-                  f'{seconds.get("run_pipeline", float("nan")):.1f}') + tuple(
-                      f'{seconds.get("stage_" + s, float("nan")):.1f}'
-                      for s in STAGES))
-  widths = [max(len(str(line[i])) for line in lines)
-            for i in range(len(header))]
+                  f'{seconds.get("run_pipeline", float("nan")):.1f}') +
+                 tuple(f'{seconds.get("stage_" + s, float("nan")):.1f}'
+                       for s in STAGES))
+  widths = [
+      max(len(str(line[i])) for line in lines) for i in range(len(header))
+  ]
   text = []
   for n, line in enumerate(lines):
     text.append('| ' + ' | '.join(
         str(v).rjust(w) if i != 1 else str(v).ljust(w)
         for i, (v, w) in enumerate(zip(line, widths))) + ' |')
     if n == 0:
-      text.append('|' + '|'.join(
-          '-' * (w + 1) + (':' if i != 1 else '-')
-          for i, w in enumerate(widths)) + '|')
+      text.append('|' + '|'.join('-' * (w + 1) + (':' if i != 1 else '-')
+                                 for i, w in enumerate(widths)) + '|')
   return '\n'.join(text)
 
 
@@ -204,14 +216,16 @@ def format_scaling(results: List[Dict[str, object]]) -> str:
     fastest = {}
     for r in results:
       if r['mode'] == mode and not r['returncode'] and (
-          r['rows'] not in fastest or r['wall_s'] < fastest[r['rows']]['wall_s']):
+          r['rows'] not in fastest or
+          r['wall_s'] < fastest[r['rows']]['wall_s']):
         fastest[r['rows']] = r
     runs = [fastest[n] for n in sorted(fastest)]
     for a, b in zip(runs, runs[1:]):
       factor = b['rows'] / a['rows']
       time_ratio = b['wall_s'] / a['wall_s']
-      pipeline_ratio = (b['stage_seconds']['run_pipeline'] /
-                        a['stage_seconds']['run_pipeline'])
+      pipeline_ratio = (
+          b['stage_seconds']['run_pipeline'] /
+          a['stage_seconds']['run_pipeline'])
       lines.append(
           f'{mode}: {a["rows"]:,} -> {b["rows"]:,} rows (x{factor:g}): '
           f'time x{time_ratio:.2f} (per row x{time_ratio / factor:.2f}), '
@@ -226,26 +240,40 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       description='Times `python -m pipeline.preprocess` on scale-up Adult '
       'data; prints a table.')
-  parser.add_argument('--sizes', default='50k,500k,1M,2M',
-                      help='comma-separated row counts (default %(default)s)')
-  parser.add_argument('--modes', default=','.join(MODES),
-                      help='comma-separated, of: ' + ', '.join(MODES))
-  parser.add_argument('--data-dir', default='/tmp/census-bench',
-                      help='where generated data and outputs go '
-                      '(default %(default)s)')
-  parser.add_argument('--source', default=None,
-                      help='adult.data to resample (default: found like the '
-                      'tests find it)')
-  parser.add_argument('--repeat', type=int, default=1,
-                      help='runs per size and mode (default %(default)s)')
-  parser.add_argument('--keep', action='store_true',
-                      help='keep the output directories')
-  parser.add_argument('--json', default=None,
-                      help='also write the figures to this JSON file')
-  parser.add_argument('--profile', default=None, metavar='DIR',
-                      help='run under `py-spy record --subprocesses` and '
-                      'write speedscope profiles to DIR (py-spy must be on '
-                      'PATH; skews the figures)')
+  parser.add_argument(
+      '--sizes',
+      default='50k,500k,1M,2M',
+      help='comma-separated row counts (default %(default)s)')
+  parser.add_argument(
+      '--modes',
+      default=','.join(MODES),
+      help='comma-separated, of: ' + ', '.join(MODES))
+  parser.add_argument(
+      '--data-dir',
+      default='/tmp/census-bench',
+      help='where generated data and outputs go '
+      '(default %(default)s)')
+  parser.add_argument(
+      '--source',
+      default=None,
+      help='adult.data to resample (default: found like the '
+      'tests find it)')
+  parser.add_argument(
+      '--repeat',
+      type=int,
+      default=1,
+      help='runs per size and mode (default %(default)s)')
+  parser.add_argument(
+      '--keep', action='store_true', help='keep the output directories')
+  parser.add_argument(
+      '--json', default=None, help='also write the figures to this JSON file')
+  parser.add_argument(
+      '--profile',
+      default=None,
+      metavar='DIR',
+      help='run under `py-spy record --subprocesses` and '
+      'write speedscope profiles to DIR (py-spy must be on '
+      'PATH; skews the figures)')
   args = parser.parse_args(argv)
 
   sizes = [generate_census.parse_rows(s) for s in args.sizes.split(',') if s]
@@ -265,15 +293,23 @@ def main(argv=None) -> int:
   for rows in sizes:
     data = os.path.join(args.data_dir, str(rows))
     t = time.monotonic()
-    generate_census.generate(source, rows, data,
-                             generate_census.default_shards(rows), seed=0,
-                             bad_rate=1e-4)
-    print(f'data: {rows:,} rows under {data} ({time.monotonic() - t:.1f}s)',
-          file=sys.stderr, flush=True)
+    generate_census.generate(
+        source,
+        rows,
+        data,
+        generate_census.default_shards(rows),
+        seed=0,
+        bad_rate=1e-4)
+    print(
+        f'data: {rows:,} rows under {data} ({time.monotonic() - t:.1f}s)',
+        file=sys.stderr,
+        flush=True)
     for mode in modes:
       for _ in range(args.repeat):
-        results.append(run_once(os.path.join(data, 'part-*.csv'), rows, mode,
-                                work_dir, args.keep, args.profile))
+        results.append(
+            run_once(
+                os.path.join(data, 'part-*.csv'), rows, mode, work_dir,
+                args.keep, args.profile))
 
   print()
   print(f'python -m pipeline.preprocess on scale-up Adult '

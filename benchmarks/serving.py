@@ -91,7 +91,7 @@ from serving.model_store import LoadedModel
 from serving.model_store import RAW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET_P99_MS = 25.0        # REST and gRPC, at 32 concurrent callers
+TARGET_P99_MS = 25.0  # REST and gRPC, at 32 concurrent callers
 TARGET_SINGLE_P50_MS = 5.0  # in-process single row
 TARGET_BATCH_ROWS_S = 20000
 _READY = re.compile(r'http://127\.0\.0\.1:(\d+)/v1/models/(\S+)')
@@ -123,7 +123,6 @@ function done(summary, latency, requests)
 end
 '''
 
-
 # ---------------------------------------------------------------------- rows
 
 
@@ -136,8 +135,11 @@ def read_rows(path: str, config, limit: int) -> List[Dict[str, Any]]:
   missing = set(config.missing_values)
   rows = []
   with open(path, encoding=opts.encoding) as f:
-    reader = csv.reader(f, delimiter=opts.delimiter, quotechar=opts.quote_char,
-                        skipinitialspace=opts.skip_initial_space)
+    reader = csv.reader(
+        f,
+        delimiter=opts.delimiter,
+        quotechar=opts.quote_char,
+        skipinitialspace=opts.skip_initial_space)
     header_seen = not opts.header
     for fields in reader:
       if not fields or (opts.comment_prefix and
@@ -146,8 +148,10 @@ def read_rows(path: str, config, limit: int) -> List[Dict[str, Any]]:
       if not header_seen:
         header_seen = True
         continue
-      layout = {len(names): names, len(without_label): without_label}.get(
-          len(fields))
+      layout = {
+          len(names): names,
+          len(without_label): without_label
+      }.get(len(fields))
       if layout is None:
         continue
       row = {}
@@ -203,8 +207,8 @@ def predict_request(model: LoadedModel, name: str,
     if kind == 'int':
       proto = tf.make_tensor_proto(np.array([value], np.int64))
     elif kind == 'float':
-      proto = tf.make_tensor_proto(np.array(
-          [math.nan if value is None else value], np.float32))
+      proto = tf.make_tensor_proto(
+          np.array([math.nan if value is None else value], np.float32))
     else:
       proto = tf.make_tensor_proto(['' if value is None else value])
     request.inputs[feature].CopyFrom(proto)
@@ -218,8 +222,11 @@ def percentiles(samples_s: Sequence[float]) -> Dict[str, float]:
   if not len(samples_s):  # pylint: disable=g-explicit-length-test
     return {'p50_ms': float('nan'), 'p99_ms': float('nan'), 'n': 0}
   a = np.asarray(samples_s) * 1000.0
-  return {'p50_ms': float(np.percentile(a, 50)),
-          'p99_ms': float(np.percentile(a, 99)), 'n': int(a.size)}
+  return {
+      'p50_ms': float(np.percentile(a, 50)),
+      'p99_ms': float(np.percentile(a, 99)),
+      'n': int(a.size)
+  }
 
 
 def bench_in_process(model: LoadedModel, rows: List[Dict[str, Any]],
@@ -268,8 +275,12 @@ def bench_in_process(model: LoadedModel, rows: List[Dict[str, Any]],
     raw_fn(**batch)['probabilities'].numpy()
     scored += batch_size
   batch_rate = scored / (time.perf_counter() - start)
-  return {'single_signature': signature, 'single_predict': server_path,
-          'batch_rows_per_s': batch_rate, 'batch_size': batch_size}
+  return {
+      'single_signature': signature,
+      'single_predict': server_path,
+      'batch_rows_per_s': batch_rate,
+      'batch_size': batch_size
+  }
 
 
 # -------------------------------------------------------------------- server
@@ -282,11 +293,15 @@ class ServerProcess:
   def __init__(self, model_dir: str, flags: Sequence[str], log_dir: str):
     self.log_path = os.path.join(log_dir, f'server-{int(time.time()*1e3)}.log')
     self.log = open(self.log_path, 'w', encoding='utf-8')
-    self.proc = subprocess.Popen(
-        [sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
-         '--port', '0', '--grpc-port', '0', '--poll-seconds', '0', *flags],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True,
-        env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    self.proc = subprocess.Popen([
+        sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
+        '--port', '0', '--grpc-port', '0', '--poll-seconds', '0', *flags
+    ],
+                                 cwd=ROOT,
+                                 stdout=subprocess.PIPE,
+                                 stderr=self.log,
+                                 text=True,
+                                 env=dict(os.environ, PYTHONWARNINGS='ignore'))
     printed = self.proc.stdout.readline() + self.proc.stdout.readline()
     match, grpc_match = _READY.search(printed), _GRPC_READY.search(printed)
     if not (match and grpc_match):
@@ -323,8 +338,7 @@ def _count_lines(path: Optional[str]) -> Optional[int]:
     count = now
 
 
-def single_calls(seconds: float, call: Callable[[int], bool]
-                ) -> Dict[str, Any]:
+def single_calls(seconds: float, call: Callable[[int], bool]) -> Dict[str, Any]:
   """One caller, calls back to back: p50 / p99 and errors."""
   for i in range(20):
     call(i)
@@ -340,9 +354,11 @@ def single_calls(seconds: float, call: Callable[[int], bool]
       errors += 1
     i += 1
   result = percentiles(latencies)
-  result.update({'clients': 1, 'errors': errors,
-                 'requests_per_s': len(latencies) /
-                                   (time.perf_counter() - start)})
+  result.update({
+      'clients': 1,
+      'errors': errors,
+      'requests_per_s': len(latencies) / (time.perf_counter() - start)
+  })
   return result
 
 
@@ -352,8 +368,11 @@ def rest_single(server: ServerProcess, bodies: List[bytes],
   path = f'/v1/models/{server.name}:predict'
 
   def call(i):
-    conn.request('POST', path, body=bodies[i % len(bodies)],
-                 headers={'Content-Type': 'application/json'})
+    conn.request(
+        'POST',
+        path,
+        body=bodies[i % len(bodies)],
+        headers={'Content-Type': 'application/json'})
     resp = conn.getresponse()
     resp.read()
     return resp.status == 200
@@ -387,8 +406,8 @@ def grpc_single(server: ServerProcess,
 
 
 def _run(cmd: List[str], timeout: float) -> str:
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  proc = subprocess.run(
+      cmd, capture_output=True, text=True, timeout=timeout, check=False)
   if proc.returncode != 0:
     raise SystemExit(f'{cmd[0]} failed ({proc.returncode}): '
                      f'{(proc.stderr or proc.stdout)[-2000:]}')
@@ -401,9 +420,10 @@ def wrk_load(server: ServerProcess, bodies_path: str, script_path: str,
   path = f'/v1/models/{server.name}:predict'
 
   def run(duration):
-    out = _run(['wrk', '-t1', f'-c{clients}', f'-d{duration:g}s',
-                '--timeout', '30s', '-s', script_path, url, '--',
-                bodies_path, path], duration + 120)
+    out = _run([
+        'wrk', '-t1', f'-c{clients}', f'-d{duration:g}s', '--timeout', '30s',
+        '-s', script_path, url, '--', bodies_path, path
+    ], duration + 120)
     return json.loads(out.strip().splitlines()[-1])
 
   if warmup > 0:
@@ -411,10 +431,15 @@ def wrk_load(server: ServerProcess, bodies_path: str, script_path: str,
   doc = run(seconds)
   elapsed = doc['duration_us'] / 1e6
   errors = doc['status_errors'] + doc['socket_errors']
-  return {'clients': clients, 'p50_ms': doc['p50_us'] / 1000.0,
-          'p99_ms': doc['p99_us'] / 1000.0, 'n': doc['requests'],
-          'requests_per_s': (doc['requests'] - errors) / elapsed,
-          'errors': errors, 'seconds': elapsed}
+  return {
+      'clients': clients,
+      'p50_ms': doc['p50_us'] / 1000.0,
+      'p99_ms': doc['p99_us'] / 1000.0,
+      'n': doc['requests'],
+      'requests_per_s': (doc['requests'] - errors) / elapsed,
+      'errors': errors,
+      'seconds': elapsed
+  }
 
 
 def h2load_load(server: ServerProcess, body_path: str, clients: int,
@@ -424,9 +449,10 @@ def h2load_load(server: ServerProcess, body_path: str, clients: int,
   log_path = os.path.join(work_dir, f'h2load-{clients}.tsv')
 
   def run(duration, log=None):
-    cmd = ['h2load', f'-c{clients}', '-m1', '-t1', f'-D{duration:g}',
-           '-d', body_path, '-H', 'content-type: application/grpc',
-           '-H', 'te: trailers']
+    cmd = [
+        'h2load', f'-c{clients}', '-m1', '-t1', f'-D{duration:g}', '-d',
+        body_path, '-H', 'content-type: application/grpc', '-H', 'te: trailers'
+    ]
     if log:
       cmd.append(f'--log-file={log}')
     return _run(cmd + [url], duration + 120)
@@ -436,9 +462,10 @@ def h2load_load(server: ServerProcess, body_path: str, clients: int,
   before = _count_lines(request_log)
   out = run(seconds, log_path)
   logged = _count_lines(request_log)
-  match = re.search(r'requests: (\d+) total, (\d+) started, (\d+) done, '
-                    r'(\d+) succeeded, (\d+) failed, (\d+) errored, '
-                    r'(\d+) timeout', out)
+  match = re.search(
+      r'requests: (\d+) total, (\d+) started, (\d+) done, '
+      r'(\d+) succeeded, (\d+) failed, (\d+) errored, '
+      r'(\d+) timeout', out)
   if not match:
     raise SystemExit(f'h2load: unexpected output:\n{out[-2000:]}')
   done, succeeded = int(match.group(3)), int(match.group(4))
@@ -451,13 +478,16 @@ def h2load_load(server: ServerProcess, body_path: str, clients: int,
         latencies.append(int(fields[2]) / 1e6)
   result = percentiles(latencies)
   # A failed gRPC call is an HTTP 200 too; the request log tells.
-  unlogged = (max(0, succeeded - (logged - before))
-              if request_log is not None else None)
-  result.update({'clients': clients,
-                 'requests_per_s': succeeded / seconds,
-                 'errors': failed + (unlogged or 0),
-                 'errors_checked': request_log is not None,
-                 'seconds': seconds})
+  unlogged = (
+      max(0, succeeded -
+          (logged - before)) if request_log is not None else None)
+  result.update({
+      'clients': clients,
+      'requests_per_s': succeeded / seconds,
+      'errors': failed + (unlogged or 0),
+      'errors_checked': request_log is not None,
+      'seconds': seconds
+  })
   return result
 
 
@@ -486,20 +516,23 @@ async def _python_load(clients: int, seconds: float, warmup: float,
     errors: List[float] = []
     start = time.perf_counter()
     end = start + seconds
-    await asyncio.gather(*(caller(k, end, latencies, errors)
-                           for k in range(clients)))
+    await asyncio.gather(
+        *(caller(k, end, latencies, errors) for k in range(clients)))
     elapsed = time.perf_counter() - start
   finally:
     await cleanup()
   result = percentiles(latencies)
-  result.update({'clients': clients, 'requests_per_s': len(latencies) /
-                 elapsed, 'errors': len(errors), 'seconds': elapsed})
+  result.update({
+      'clients': clients,
+      'requests_per_s': len(latencies) / elapsed,
+      'errors': len(errors),
+      'seconds': elapsed
+  })
   return result
 
 
-def rest_python_load(server: ServerProcess, bodies: List[bytes],
-                     clients: int, seconds: float,
-                     warmup: float) -> Dict[str, Any]:
+def rest_python_load(server: ServerProcess, bodies: List[bytes], clients: int,
+                     seconds: float, warmup: float) -> Dict[str, Any]:
   url = f'http://127.0.0.1:{server.port}/v1/models/{server.name}:predict'
 
   async def make_call():
@@ -509,8 +542,10 @@ def rest_python_load(server: ServerProcess, bodies: List[bytes],
 
     async def call(i):
       try:
-        async with session.post(url, data=bodies[i % len(bodies)], headers={
-            'Content-Type': 'application/json'}) as resp:
+        async with session.post(
+            url,
+            data=bodies[i % len(bodies)],
+            headers={'Content-Type': 'application/json'}) as resp:
           await resp.read()
           return resp.status == 200
       except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -522,9 +557,8 @@ def rest_python_load(server: ServerProcess, bodies: List[bytes],
 
 
 def grpc_python_load(server: ServerProcess,
-                     requests: List[predict_pb2.PredictRequest],
-                     clients: int, seconds: float,
-                     warmup: float) -> Dict[str, Any]:
+                     requests: List[predict_pb2.PredictRequest], clients: int,
+                     seconds: float, warmup: float) -> Dict[str, Any]:
 
   async def make_call():
     channel = grpc.aio.insecure_channel(f'127.0.0.1:{server.grpc_port}')
@@ -546,8 +580,8 @@ def grpc_python_load(server: ServerProcess,
 
 
 def bench_servers(args: argparse.Namespace, model: LoadedModel,
-                  rows: List[Dict[str, Any]], work_dir: str
-                 ) -> List[Dict[str, Any]]:
+                  rows: List[Dict[str,
+                                  Any]], work_dir: str) -> List[Dict[str, Any]]:
   clients = [int(c) for c in args.clients.split(',')]
   bodies = [json.dumps({'instances': [r]}).encode() for r in rows]
   bodies_path = os.path.join(work_dir, 'bodies.jsonl')
@@ -558,13 +592,12 @@ def bench_servers(args: argparse.Namespace, model: LoadedModel,
     f.write(_WRK_SCRIPT)
   results = []
   for mode in args.batching.split(','):
-    flags = args.server_flags.split() + ([] if mode == 'on'
-                                         else ['--max-batch-rows', '1'])
+    flags = args.server_flags.split() + ([] if mode == 'on' else
+                                         ['--max-batch-rows', '1'])
     request_log = None
     if not args.no_request_log:
       request_log = os.path.join(work_dir, f'requests-{mode}.jsonl')
-      flags += ['--request-log', request_log,
-                '--request-log-max-bytes', '0']
+      flags += ['--request-log', request_log, '--request-log-max-bytes', '0']
     server = ServerProcess(args.model_dir, flags, work_dir)
     requests = [predict_request(model, server.name, r) for r in rows]
     framed = requests[0].SerializeToString()
@@ -575,10 +608,12 @@ def bench_servers(args: argparse.Namespace, model: LoadedModel,
     def record(api, client, r, mode=mode):
       r.update({'api': api, 'client': client, 'batching': mode})
       results.append(r)
-      print(f'  {api} batching {mode}, {client}, {r["clients"]} callers: '
-            f'{r["requests_per_s"]:,.0f} req/s, p50 {r["p50_ms"]:.2f} ms, '
-            f'p99 {r["p99_ms"]:.2f} ms, errors {r["errors"]}',
-            file=sys.stderr, flush=True)
+      print(
+          f'  {api} batching {mode}, {client}, {r["clients"]} callers: '
+          f'{r["requests_per_s"]:,.0f} req/s, p50 {r["p50_ms"]:.2f} ms, '
+          f'p99 {r["p99_ms"]:.2f} ms, errors {r["errors"]}',
+          file=sys.stderr,
+          flush=True)
 
     try:
       record('REST', 'Python http.client',
@@ -587,23 +622,25 @@ def bench_servers(args: argparse.Namespace, model: LoadedModel,
              grpc_single(server, requests, args.single_seconds))
       for n in clients:
         if args.load_generator == 'native':
-          record('REST', 'wrk', wrk_load(server, bodies_path, script_path, n,
-                                         args.duration, args.warmup))
-          record('gRPC', 'h2load',
-                 h2load_load(server, body_path, n, args.duration,
-                             args.warmup, work_dir, request_log))
+          record(
+              'REST', 'wrk',
+              wrk_load(server, bodies_path, script_path, n, args.duration,
+                       args.warmup))
+          record(
+              'gRPC', 'h2load',
+              h2load_load(server, body_path, n, args.duration, args.warmup,
+                          work_dir, request_log))
         else:
-          record('REST', 'Python aiohttp',
-                 rest_python_load(server, bodies, n, args.duration,
-                                  args.warmup))
-          record('gRPC', 'Python grpc.aio',
-                 grpc_python_load(server, requests, n, args.duration,
-                                  args.warmup))
+          record(
+              'REST', 'Python aiohttp',
+              rest_python_load(server, bodies, n, args.duration, args.warmup))
+          record(
+              'gRPC', 'Python grpc.aio',
+              grpc_python_load(server, requests, n, args.duration, args.warmup))
     finally:
       code = server.stop()
       if code != 0:
-        print(f'  server exited {code}; see {server.log_path}',
-              file=sys.stderr)
+        print(f'  server exited {code}; see {server.log_path}', file=sys.stderr)
   return results
 
 
@@ -611,20 +648,21 @@ def bench_servers(args: argparse.Namespace, model: LoadedModel,
 
 
 def table(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
-  lines = [tuple(str(v) for v in header)] + [tuple(str(v) for v in l)
-                                             for l in lines]
+  lines = [tuple(str(v) for v in header)
+          ] + [tuple(str(v) for v in l) for l in lines]
   widths = [max(len(l[i]) for l in lines) for i in range(len(header))]
   out = []
   for n, line in enumerate(lines):
-    out.append('| ' + ' | '.join(v.ljust(w) if i == 0 else v.rjust(w)
-                                 for i, (v, w) in enumerate(zip(line, widths)))
-               + ' |')
+    out.append('| ' + ' | '.join(
+        v.ljust(w) if i == 0 else v.rjust(w)
+        for i, (v, w) in enumerate(zip(line, widths))) + ' |')
     if n == 0:
       out.append('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
   return '\n'.join(out)
 
 
 def report(inproc: Dict[str, Any], served: List[Dict[str, Any]]) -> str:
+
   def verdict(ok: bool) -> str:
     return 'met' if ok else 'NOT met'
 
@@ -637,8 +675,7 @@ def report(inproc: Dict[str, Any], served: List[Dict[str, Any]]) -> str:
       ('in-process single row, server path (row -> answer)', 'p50 / p99 ms',
        f'{p["p50_ms"]:.2f} / {p["p99_ms"]:.2f}', ''),
       (f'in-process batch scoring (batch {inproc["batch_size"]})', 'rows/s',
-       f'{inproc["batch_rows_per_s"]:,.0f}',
-       f'>= {TARGET_BATCH_ROWS_S:,}: '
+       f'{inproc["batch_rows_per_s"]:,.0f}', f'>= {TARGET_BATCH_ROWS_S:,}: '
        f'{verdict(inproc["batch_rows_per_s"] >= TARGET_BATCH_ROWS_S)}'),
   ]
   first = table(('measurement', 'unit', 'value', 'target'), lines)
@@ -648,8 +685,9 @@ def report(inproc: Dict[str, Any], served: List[Dict[str, Any]]) -> str:
     if r['clients'] == 32:
       ok = r['p99_ms'] < TARGET_P99_MS and not r['errors']
       target = f'p99 < {TARGET_P99_MS:g} ms: {verdict(ok)}'
-    errors = (str(r['errors']) if r.get('errors_checked', True)
-              else f'{r["errors"]} (HTTP only)')
+    errors = (
+        str(r['errors'])
+        if r.get('errors_checked', True) else f'{r["errors"]} (HTTP only)')
     server_lines.append((r['api'], r['client'], r['batching'], r['clients'],
                          f'{r["requests_per_s"]:,.0f}', f'{r["p50_ms"]:.2f}',
                          f'{r["p99_ms"]:.2f}', errors, target))
@@ -661,43 +699,67 @@ def report(inproc: Dict[str, Any], served: List[Dict[str, Any]]) -> str:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model-dir', required=True)
-  parser.add_argument('--input', default=None,
-                      help='raw CSV rows in the dataset dialect (default: '
-                      'synthesised from the config)')
-  parser.add_argument('--rows', type=int, default=2000,
-                      help='distinct rows to cycle through (default '
-                      '%(default)s)')
-  parser.add_argument('--duration', type=float, default=30.0,
-                      help='seconds per concurrent-callers measurement '
-                      '(default %(default)s)')
-  parser.add_argument('--warmup', type=float, default=2.0,
-                      help='seconds of traffic before each of them, not '
-                      'counted (default %(default)s)')
-  parser.add_argument('--single-seconds', type=float, default=10.0,
-                      help='seconds per single-caller measurement (default '
-                      '%(default)s)')
+  parser.add_argument(
+      '--input',
+      default=None,
+      help='raw CSV rows in the dataset dialect (default: '
+      'synthesised from the config)')
+  parser.add_argument(
+      '--rows',
+      type=int,
+      default=2000,
+      help='distinct rows to cycle through (default '
+      '%(default)s)')
+  parser.add_argument(
+      '--duration',
+      type=float,
+      default=30.0,
+      help='seconds per concurrent-callers measurement '
+      '(default %(default)s)')
+  parser.add_argument(
+      '--warmup',
+      type=float,
+      default=2.0,
+      help='seconds of traffic before each of them, not '
+      'counted (default %(default)s)')
+  parser.add_argument(
+      '--single-seconds',
+      type=float,
+      default=10.0,
+      help='seconds per single-caller measurement (default '
+      '%(default)s)')
   parser.add_argument('--in-process-seconds', type=float, default=10.0)
-  parser.add_argument('--clients', default='1,8,32',
-                      help='concurrent callers, comma-separated (default '
-                      '%(default)s)')
-  parser.add_argument('--batching', default='on,off',
-                      help='server configurations: on (default settings), '
-                      'off (--max-batch-rows 1)')
-  parser.add_argument('--load-generator', choices=('native', 'python'),
-                      default='native',
-                      help='native: wrk (REST) and h2load (gRPC), C programs '
-                      'installed from Debian (make bench-serving installs '
-                      'them); python: coroutines in this process (default '
-                      '%(default)s)')
-  parser.add_argument('--server-flags', default='',
-                      help='extra flags for python -m trainer.serve, e.g. '
-                      '"--model-threads 1"')
-  parser.add_argument('--no-request-log', action='store_true',
-                      help='run the server without --request-log (it logs '
-                      'every instance by default, as in production)')
+  parser.add_argument(
+      '--clients',
+      default='1,8,32',
+      help='concurrent callers, comma-separated (default '
+      '%(default)s)')
+  parser.add_argument(
+      '--batching',
+      default='on,off',
+      help='server configurations: on (default settings), '
+      'off (--max-batch-rows 1)')
+  parser.add_argument(
+      '--load-generator',
+      choices=('native', 'python'),
+      default='native',
+      help='native: wrk (REST) and h2load (gRPC), C programs '
+      'installed from Debian (make bench-serving installs '
+      'them); python: coroutines in this process (default '
+      '%(default)s)')
+  parser.add_argument(
+      '--server-flags',
+      default='',
+      help='extra flags for python -m trainer.serve, e.g. '
+      '"--model-threads 1"')
+  parser.add_argument(
+      '--no-request-log',
+      action='store_true',
+      help='run the server without --request-log (it logs '
+      'every instance by default, as in production)')
   parser.add_argument('--batch-size', type=int, default=8192)
-  parser.add_argument('--skip-server', action='store_true',
-                      help='in-process figures only')
+  parser.add_argument(
+      '--skip-server', action='store_true', help='in-process figures only')
   parser.add_argument('--json', default=None, help='write the figures here')
   return parser.parse_args(argv)
 
@@ -715,14 +777,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   export_dir = resolve_export(args.model_dir).path
   version = int(os.path.basename(export_dir.rstrip('/')))
   model = LoadedModel(export_dir, version)
-  rows = (read_rows(args.input, model.config, args.rows) if args.input
-          else synthetic_rows(model.config, args.rows))
+  rows = (
+      read_rows(args.input, model.config, args.rows)
+      if args.input else synthetic_rows(model.config, args.rows))
   ints = [n for n, k in model.schema.kinds.items() if k == 'int']
   rows = [r for r in rows if all(r[n] is not None for n in ints)]
   if not rows:
     raise SystemExit('no row without a missing int to send')
-  print(f'model {export_dir} ({model.config.name}), {len(rows)} rows, '
-        f'{os.cpu_count()} CPUs', file=sys.stderr, flush=True)
+  print(
+      f'model {export_dir} ({model.config.name}), {len(rows)} rows, '
+      f'{os.cpu_count()} CPUs',
+      file=sys.stderr,
+      flush=True)
   inproc = bench_in_process(model, rows, args.in_process_seconds,
                             args.batch_size)
   served: List[Dict[str, Any]] = []
@@ -740,9 +806,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(report(inproc, served))
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump({'export_dir': export_dir, 'in_process': inproc,
-                 'served': served, 'load_average': [load_start, load_end],
-                 'args': vars(args)}, f, indent=2)
+      json.dump(
+          {
+              'export_dir': export_dir,
+              'in_process': inproc,
+              'served': served,
+              'load_average': [load_start, load_end],
+              'args': vars(args)
+          },
+          f,
+          indent=2)
   return 0
 
 

@@ -61,8 +61,11 @@ def _time_epochs(dataset: tf.data.Dataset, epochs: int) -> List[Dict]:
     for _, label in iterator_source:
       examples += int(label.shape[0])
     seconds = time.perf_counter() - start
-    out.append({'examples': examples, 'seconds': seconds,
-                'examples_per_s': examples / seconds})
+    out.append({
+        'examples': examples,
+        'seconds': seconds,
+        'examples_per_s': examples / seconds
+    })
   return out
 
 
@@ -71,17 +74,25 @@ def measure(preprocess_dir: str, split: str, batch_size: int, epochs: int,
   files = PreprocessOutput(preprocess_dir).require_data_files(split)
   spec = data.feature_spec(tft.TFTransformOutput(preprocess_dir))
   label_key = _label_key(preprocess_dir)
-  tfrecord = data.make_dataset(files, spec, label_key, batch_size,
-                               training=True, shuffle_buffer=shuffle_buffer,
-                               seed=seed, cache=True)
+  tfrecord = data.make_dataset(
+      files,
+      spec,
+      label_key,
+      batch_size,
+      training=True,
+      shuffle_buffer=shuffle_buffer,
+      seed=seed,
+      cache=True)
   tensors = _in_memory(files, spec, label_key)
-  in_memory = (tf.data.Dataset.from_tensor_slices(tensors)
-               .shuffle(shuffle_buffer, seed=seed,
-                        reshuffle_each_iteration=True)
-               .batch(batch_size)
-               .prefetch(tf.data.AUTOTUNE))
-  return {'tfrecord': _time_epochs(tfrecord, epochs),
-          'in_memory': _time_epochs(in_memory, epochs)}
+  in_memory = (
+      tf.data.Dataset.from_tensor_slices(tensors).shuffle(
+          shuffle_buffer, seed=seed,
+          reshuffle_each_iteration=True).batch(batch_size).prefetch(
+              tf.data.AUTOTUNE))
+  return {
+      'tfrecord': _time_epochs(tfrecord, epochs),
+      'in_memory': _time_epochs(in_memory, epochs)
+  }
 
 
 def main(argv=None) -> int:
@@ -90,29 +101,39 @@ def main(argv=None) -> int:
       'in-memory tensors of the same data')
   parser.add_argument('--preprocess-dir', required=True)
   parser.add_argument('--split', default='train')
-  parser.add_argument('--batch-size', type=int, default=256,
-                      help='default %(default)s (the trainer\'s default)')
+  parser.add_argument(
+      '--batch-size',
+      type=int,
+      default=256,
+      help='default %(default)s (the trainer\'s default)')
   parser.add_argument('--epochs', type=int, default=3)
-  parser.add_argument('--repeat', type=int, default=3,
-                      help='measurements per dataset; the median is shown')
+  parser.add_argument(
+      '--repeat',
+      type=int,
+      default=3,
+      help='measurements per dataset; the median is shown')
   parser.add_argument('--shuffle-buffer', type=int, default=10000)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
 
-  runs = [measure(args.preprocess_dir, args.split, args.batch_size,
-                  args.epochs, args.shuffle_buffer, args.seed)
-          for _ in range(args.repeat)]
+  runs = [
+      measure(args.preprocess_dir, args.split, args.batch_size, args.epochs,
+              args.shuffle_buffer, args.seed) for _ in range(args.repeat)
+  ]
   rows = []
   for epoch in range(args.epochs):
-    rate = {kind: statistics.median(r[kind][epoch]['examples_per_s']
-                                    for r in runs)
-            for kind in ('tfrecord', 'in_memory')}
-    rows.append({'epoch': epoch + 1,
-                 'examples': runs[0]['tfrecord'][epoch]['examples'],
-                 'tfrecord_examples_per_s': round(rate['tfrecord']),
-                 'in_memory_examples_per_s': round(rate['in_memory']),
-                 'ratio': rate['tfrecord'] / rate['in_memory']})
+    rate = {
+        kind: statistics.median(r[kind][epoch]['examples_per_s'] for r in runs)
+        for kind in ('tfrecord', 'in_memory')
+    }
+    rows.append({
+        'epoch': epoch + 1,
+        'examples': runs[0]['tfrecord'][epoch]['examples'],
+        'tfrecord_examples_per_s': round(rate['tfrecord']),
+        'in_memory_examples_per_s': round(rate['in_memory']),
+        'ratio': rate['tfrecord'] / rate['in_memory']
+    })
   print(f'trainer input on {args.preprocess_dir} ({args.split}, batch '
         f'{args.batch_size}, shuffle buffer {args.shuffle_buffer}, '
         f'{os.cpu_count()} CPUs, median of {args.repeat})')
@@ -125,8 +146,7 @@ def main(argv=None) -> int:
           f'{r["in_memory_examples_per_s"]:,} | {r["ratio"]:.0%} |')
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump({'args': vars(args), 'epochs': rows, 'runs': runs}, f,
-                indent=2)
+      json.dump({'args': vars(args), 'epochs': rows, 'runs': runs}, f, indent=2)
   return 0
 
 

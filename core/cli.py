@@ -23,8 +23,8 @@ USAGE = 2  # bad flags, config or input: nothing was done
 
 def parser(module: str, description: str) -> argparse.ArgumentParser:
   """An argument parser whose usage line shows how the command is run."""
-  return argparse.ArgumentParser(prog=f'python -m {module}',
-                                 description=description)
+  return argparse.ArgumentParser(
+      prog=f'python -m {module}', description=description)
 
 
 def run(name: str, body: Callable[[], int]) -> int:

@@ -307,9 +307,10 @@ class DatasetConfig:
   @property
   def feature_columns(self) -> List[Column]:
     """Raw columns the model consumes (label excluded), in file order."""
-    used = {f.name for group in (self.numeric, self.categorical,
-                                 self.booleans, self.timestamps, self.texts)
-            for f in group}
+    used = {
+        f.name for group in (self.numeric, self.categorical, self.booleans,
+                             self.timestamps, self.texts) for f in group
+    }
     return [c for c in self.columns if c.name in used]
 
   @property
@@ -337,31 +338,47 @@ class DatasetConfig:
       if f.scale != 'none' or not f.buckets:
         out.append(TransformedFeature(f.name, 'numeric', wide=False, deep=True))
       if f.buckets:
-        out.append(TransformedFeature(f.name + BUCKET_SUFFIX, 'categorical',
-                                      wide=True, deep=False))
+        out.append(
+            TransformedFeature(
+                f.name + BUCKET_SUFFIX, 'categorical', wide=True, deep=False))
     lists = {c.name for c in self.columns if c.is_list}
     for c in self.categorical:
-      out.append(TransformedFeature(c.name, 'categorical', wide=True, deep=True,
-                                    embedding_dim=c.embedding_dim,
-                                    multivalent=c.name in lists))
+      out.append(
+          TransformedFeature(
+              c.name,
+              'categorical',
+              wide=True,
+              deep=True,
+              embedding_dim=c.embedding_dim,
+              multivalent=c.name in lists))
     for b in self.booleans:
-      out.append(TransformedFeature(b.name, 'categorical', wide=True,
-                                    deep=True))
+      out.append(
+          TransformedFeature(b.name, 'categorical', wide=True, deep=True))
     for t in self.timestamps:
       for part in t.parts:
-        out.append(TransformedFeature(t.part_name(part), 'categorical',
-                                      wide=True, deep=True))
+        out.append(
+            TransformedFeature(
+                t.part_name(part), 'categorical', wide=True, deep=True))
         if t.cyclical:
           for suffix in (SIN_SUFFIX, COS_SUFFIX):
-            out.append(TransformedFeature(t.part_name(part) + suffix,
-                                          'numeric', wide=False, deep=True))
+            out.append(
+                TransformedFeature(
+                    t.part_name(part) + suffix,
+                    'numeric',
+                    wide=False,
+                    deep=True))
     for x in self.texts:
-      out.append(TransformedFeature(x.name, 'categorical', wide=True, deep=True,
-                                    embedding_dim=x.embedding_dim,
-                                    multivalent=True))
+      out.append(
+          TransformedFeature(
+              x.name,
+              'categorical',
+              wide=True,
+              deep=True,
+              embedding_dim=x.embedding_dim,
+              multivalent=True))
     for cross in self.crosses:
-      out.append(TransformedFeature(cross.name, 'categorical', wide=True,
-                                    deep=False))
+      out.append(
+          TransformedFeature(cross.name, 'categorical', wide=True, deep=False))
     return out
 
 
@@ -374,9 +391,8 @@ def _check_keys(section: Mapping[str, Any], allowed: Sequence[str],
     raise ConfigError(f'{where}: expected a mapping, got {section!r}')
   unknown = sorted(set(section) - set(allowed))
   if unknown:
-    raise ConfigError(
-        f'{where}: unknown key {unknown[0]!r}; allowed keys: '
-        f'{", ".join(sorted(allowed))}')
+    raise ConfigError(f'{where}: unknown key {unknown[0]!r}; allowed keys: '
+                      f'{", ".join(sorted(allowed))}')
 
 
 def _require(section: Mapping[str, Any], key: str, where: str) -> Any:
@@ -388,11 +404,14 @@ def _require(section: Mapping[str, Any], key: str, where: str) -> Any:
 def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
   if value not in allowed:
     raise ConfigError(
-        f'{where}: {value!r} is not allowed; choose one of {", ".join(allowed)}')
+        f'{where}: {value!r} is not allowed; choose one of {", ".join(allowed)}'
+    )
   return value
 
 
-def _int(value: Any, where: str, minimum: int = 0,
+def _int(value: Any,
+         where: str,
+         minimum: int = 0,
          maximum: int = MAX_SETTING) -> int:
   if (isinstance(value, bool) or not isinstance(value, int) or
       not minimum <= value <= maximum):
@@ -447,7 +466,8 @@ def _parse_csv(section: Mapping[str, Any]) -> CsvOptions:
         '(use skip_initial_space: true for ", ")')
   if len(_str(opts.quote_char, 'input.csv.quote_char')) != 1:
     raise ConfigError(
-        f'input.csv.quote_char: expected one character, got {opts.quote_char!r}')
+        f'input.csv.quote_char: expected one character, got {opts.quote_char!r}'
+    )
   _bool(opts.skip_initial_space, 'input.csv.skip_initial_space')
   _bool(opts.header, 'input.csv.header')
   if opts.comment_prefix is not None:
@@ -467,13 +487,15 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
   columns, seen = [], set()
   for i, item in enumerate(items):
     where = f'columns[{i}]'
-    _check_keys(item, ('name', 'type', 'values', 'list', 'separator',
-                       'max_missing'), where)
+    _check_keys(item,
+                ('name', 'type', 'values', 'list', 'separator', 'max_missing'),
+                where)
     name = _feature_name(item, where)
     if name in seen:
       raise ConfigError(f'{where}.name: duplicate column {name!r}')
     seen.add(name)
-    ctype = _choice(_require(item, 'type', where), COLUMN_TYPES, where + '.type')
+    ctype = _choice(
+        _require(item, 'type', where), COLUMN_TYPES, where + '.type')
     values = item.get('values')
     if values is not None:
       if not isinstance(values, list) or not values:
@@ -492,10 +514,12 @@ def _parse_columns(items: Any) -> Tuple[Column, ...]:
     if not isinstance(separator, str) or len(separator) != 1:
       raise ConfigError(f'{where}.separator: expected one character, got '
                         f'{separator!r}')
-    max_missing = (_fraction(item['max_missing'], where + '.max_missing')
-                   if item.get('max_missing') is not None else None)
-    columns.append(Column(name, ctype, values, is_list, separator,
-                          max_missing=max_missing))
+    max_missing = (
+        _fraction(item['max_missing'], where + '.max_missing')
+        if item.get('max_missing') is not None else None)
+    columns.append(
+        Column(
+            name, ctype, values, is_list, separator, max_missing=max_missing))
   return tuple(columns)
 
 
@@ -508,10 +532,12 @@ def _column_ref(name: Any, columns: Mapping[str, Column], where: str) -> Column:
 
 
 def _parse_label(section: Any, columns: Mapping[str, Column]) -> Label:
-  _check_keys(section, ('column', 'classes', 'positive', 'aliases', 'task',
-                        'log_target'), 'label')
-  column = _column_ref(_require(section, 'column', 'label'), columns,
-                       'label.column')
+  _check_keys(
+      section,
+      ('column', 'classes', 'positive', 'aliases', 'task', 'log_target'),
+      'label')
+  column = _column_ref(
+      _require(section, 'column', 'label'), columns, 'label.column')
   task = _choice(section.get('task', BINARY), TASKS, 'label.task')
   if column.is_list:
     raise ConfigError(f'label.column: {column.name!r} is list-valued; a label '
@@ -560,8 +586,9 @@ def _parse_label(section: Any, columns: Mapping[str, Column]) -> Label:
       raise ConfigError(
           f'label.aliases.{raw}: {target!r} is not one of label.classes '
           f'{list(classes)}')
-  return Label(column.name, classes, positive,
-               {str(k): str(v) for k, v in aliases.items()}, task)
+  return Label(column.name, classes, positive, {
+      str(k): str(v) for k, v in aliases.items()
+  }, task)
 
 
 def _categorical_options(opts: Mapping[str, Any], where: str) -> Dict[str, Any]:
@@ -578,8 +605,8 @@ def _categorical_options(opts: Mapping[str, Any], where: str) -> Dict[str, Any]:
                       'frequency_threshold (those apply to a vocabulary)')
   return dict(
       top_k=top_k,
-      frequency_threshold=_int(opts.get('frequency_threshold', 0),
-                               where + '.frequency_threshold'),
+      frequency_threshold=_int(
+          opts.get('frequency_threshold', 0), where + '.frequency_threshold'),
       oov_buckets=_int(opts.get('oov_buckets', 1), where + '.oov_buckets', 1),
       hash_buckets=hash_buckets,
       embedding_dim=emb)
@@ -588,7 +615,6 @@ def _categorical_options(opts: Mapping[str, Any], where: str) -> Dict[str, Any]:
 _CATEGORICAL_KEYS = ('top_k', 'frequency_threshold', 'oov_buckets',
                      'hash_buckets', 'embedding_dim')
 
-
 _NUMERIC_KEYS = ('impute', 'log1p', 'scale', 'buckets')
 
 
@@ -596,8 +622,8 @@ def _numeric_feature(name: str, opts: Mapping[str, Any],
                      where: str) -> NumericFeature:
   f = NumericFeature(
       name,
-      impute=_choice(opts.get('impute', 'mean'), IMPUTATIONS,
-                     where + '.impute'),
+      impute=_choice(
+          opts.get('impute', 'mean'), IMPUTATIONS, where + '.impute'),
       log1p=_bool(opts.get('log1p', False), where + '.log1p'),
       scale=_choice(opts.get('scale', 'zscore'), SCALINGS, where + '.scale'),
       buckets=_int(opts.get('buckets', 0), where + '.buckets'))
@@ -641,9 +667,10 @@ def _parse_features(section: Any, columns: Mapping[str, Column],
                           f'{", ".join(TIMESTAMP_PARTS)}')
       for part in parts:
         _choice(part, tuple(TIMESTAMP_PARTS), where + '.parts')
-      out.timestamps.append(TimestampFeature(
-          name, tuple(parts),
-          _bool(opts.get('cyclical', True), where + '.cyclical')))
+      out.timestamps.append(
+          TimestampFeature(
+              name, tuple(parts),
+              _bool(opts.get('cyclical', True), where + '.cyclical')))
     elif column.type == 'text':
       _check_keys(opts, _CATEGORICAL_KEYS + ('vocabulary',), where)
       vocabulary = _bool(opts.get('vocabulary', False), where + '.vocabulary')
@@ -656,8 +683,9 @@ def _parse_features(section: Any, columns: Mapping[str, Column],
     else:
       _check_keys(opts, _CATEGORICAL_KEYS, where)
       options = _categorical_options(opts, where)
-      out.categorical.append(CategoricalFeature(
-          name, vocabulary=options['hash_buckets'] == 0, **options))
+      out.categorical.append(
+          CategoricalFeature(
+              name, vocabulary=options['hash_buckets'] == 0, **options))
   return out
 
 
@@ -682,9 +710,9 @@ def _parse_crosses(items: Any, crossable: Set[str]) -> Tuple[Cross, ...]:
             'are single-valued categorical features, numeric buckets, '
             'booleans and timestamp parts: '
             f'{", ".join(sorted(crossable))}')
-    cross = Cross(tuple(feats),
-                  _int(_require(item, 'hash_buckets', where),
-                       where + '.hash_buckets', 2))
+    cross = Cross(
+        tuple(feats),
+        _int(_require(item, 'hash_buckets', where), where + '.hash_buckets', 2))
     if cross.name in seen:
       raise ConfigError(f'{where}: duplicate cross {cross.name!r}')
     seen.add(cross.name)
@@ -720,9 +748,10 @@ def parse_duration(value: Any, where: str) -> int:
   return seconds
 
 
-def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
-                  ) -> Tuple[Tuple[WindowFeature, ...], Tuple[Column, ...],
-                             Tuple[NumericFeature, ...]]:
+def _parse_windows(
+    items: Any, columns: Mapping[str, Column], label: Label
+) -> Tuple[Tuple[WindowFeature, ...], Tuple[Column, ...], Tuple[NumericFeature,
+                                                                ...]]:
   """`windows:` -> (window specs, their derived columns, their numeric
   features)."""
   if items is None:
@@ -745,10 +774,14 @@ def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
     if name in seen:
       raise ConfigError(f'{where}.name: duplicate window {name!r}')
     seen.add(name)
-    def ref(key: str, types: Sequence[str], what: str,
-            item: Any = item, where: str = where) -> str:
-      column = _column_ref(_require(item, key, where), columns,
-                           f'{where}.{key}')
+
+    def ref(key: str,
+            types: Sequence[str],
+            what: str,
+            item: Any = item,
+            where: str = where) -> str:
+      column = _column_ref(
+          _require(item, key, where), columns, f'{where}.{key}')
       if column.name == label.column:
         raise ConfigError(f'{where}.{key}: {column.name!r} is the label, '
                           'which serving does not have')
@@ -763,8 +796,8 @@ def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
     timestamp = ref('timestamp', ('timestamp',), 'the timestamp')
     window = _require(item, 'window', where)
     seconds = parse_duration(window, where + '.window')
-    aggregate = _choice(_require(item, 'aggregate', where), AGGREGATES,
-                        where + '.aggregate')
+    aggregate = _choice(
+        _require(item, 'aggregate', where), AGGREGATES, where + '.aggregate')
     value = None
     if aggregate == 'count':
       if 'value' in item:
@@ -776,8 +809,9 @@ def _parse_windows(items: Any, columns: Mapping[str, Column], label: Label
                           f'numeric column to {aggregate}); aggregate count '
                           'is the only one without a value')
       value = ref('value', NUMERIC_TYPES, 'a value')
-    windows.append(WindowFeature(name, entity, timestamp, seconds, aggregate,
-                                 value, str(window)))
+    windows.append(
+        WindowFeature(name, entity, timestamp, seconds, aggregate, value,
+                      str(window)))
     derived.append(Column(name, 'float', derived=True))
     numeric.append(_numeric_feature(name, item, where))
   return tuple(windows), tuple(derived), tuple(numeric)
@@ -792,7 +826,8 @@ def _parse_split(section: Any) -> SplitConfig:
   parsed = {}
   for k, v in ratios.items():
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-      raise ConfigError(f'split.ratios.{k}: expected a fraction >= 0, got {v!r}')
+      raise ConfigError(
+          f'split.ratios.{k}: expected a fraction >= 0, got {v!r}')
     parsed[k] = float(v)
   if abs(sum(parsed.values()) - 1.0) > 1e-6:
     raise ConfigError(
@@ -808,9 +843,12 @@ def _parse_split(section: Any) -> SplitConfig:
 _TOP_LEVEL = ('name', 'input', 'columns', 'label', 'features', 'crosses',
               'split', 'model', 'tfdv_schema', 'windows', 'validation')
 
-
-_RULE_KEYS = {'min': 'minimum', 'max': 'maximum',
-              'max_decrease': 'max_decrease', 'max_increase': 'max_increase'}
+_RULE_KEYS = {
+    'min': 'minimum',
+    'max': 'maximum',
+    'max_decrease': 'max_decrease',
+    'max_increase': 'max_increase'
+}
 _VALIDATION_KEYS = ('false_alarm_rate', 'metrics', 'slices',
                     'allow_signature_change', 'latency')
 
@@ -858,8 +896,8 @@ def _parse_rules(section: Any, where: str,
   return tuple(rules)
 
 
-def _parse_validation(section: Any, sliceable: Sequence[str]
-                     ) -> Tuple[float, Blessing]:
+def _parse_validation(section: Any,
+                      sliceable: Sequence[str]) -> Tuple[float, Blessing]:
   """The false-alarm rate of drift and skew checks (0 to 0.5), and the
   rules a model must meet to be pushed. `sliceable`: the raw columns a
   slice may be cut by."""
@@ -874,8 +912,8 @@ def _parse_validation(section: Any, sliceable: Sequence[str]
     raise ConfigError('validation.false_alarm_rate: expected a probability '
                       f'above 0 and at most 0.5, got {_clip_repr(rate)}')
   defaults = Blessing()
-  metrics = _parse_rules(section.get('metrics'), 'validation.metrics',
-                         tuple(_RULE_KEYS))
+  metrics = _parse_rules(
+      section.get('metrics'), 'validation.metrics', tuple(_RULE_KEYS))
   slices = section.get('slices') or {}
   _check_keys(slices, ('columns', 'buckets', 'min_rows', 'metrics'),
               'validation.slices')
@@ -891,9 +929,9 @@ def _parse_validation(section: Any, sliceable: Sequence[str]
           f'{", ".join(sliceable)}')
   if len(set(columns)) != len(columns):
     raise ConfigError('validation.slices.columns: a column is listed twice')
-  slice_metrics = _parse_rules(slices.get('metrics'),
-                               'validation.slices.metrics',
-                               ('max_decrease', 'max_increase'))
+  slice_metrics = _parse_rules(
+      slices.get('metrics'), 'validation.slices.metrics',
+      ('max_decrease', 'max_increase'))
   if columns and not slice_metrics:
     raise ConfigError('validation.slices: columns are given but no metrics; '
                       'add e.g. metrics: {roc_auc: {max_decrease: 0.02}}')
@@ -902,10 +940,12 @@ def _parse_validation(section: Any, sliceable: Sequence[str]
   blessing = Blessing(
       metrics=metrics,
       slice_columns=tuple(columns),
-      slice_buckets=_int(slices.get('buckets', defaults.slice_buckets),
-                         'validation.slices.buckets', 2, 100),
-      slice_min_rows=_int(slices.get('min_rows', defaults.slice_min_rows),
-                          'validation.slices.min_rows', 1),
+      slice_buckets=_int(
+          slices.get('buckets', defaults.slice_buckets),
+          'validation.slices.buckets', 2, 100),
+      slice_min_rows=_int(
+          slices.get('min_rows', defaults.slice_min_rows),
+          'validation.slices.min_rows', 1),
       slice_metrics=slice_metrics,
       allow_signature_change=_bool(
           section.get('allow_signature_change', False),
@@ -913,8 +953,9 @@ def _parse_validation(section: Any, sliceable: Sequence[str]
       latency_batch_rows=_int(
           latency.get('batch_rows', defaults.latency_batch_rows),
           'validation.latency.batch_rows', 1, 100000),
-      max_latency_ms=_number(latency.get('max_ms', defaults.max_latency_ms),
-                             'validation.latency.max_ms', 0.001))
+      max_latency_ms=_number(
+          latency.get('max_ms', defaults.max_latency_ms),
+          'validation.latency.max_ms', 0.001))
   return float(rate), blessing
 
 
@@ -931,8 +972,7 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   inp = _require(raw, 'input', 'config')
   _check_keys(inp, ('format', 'csv', 'missing_values', 'missing_category'),
               'input')
-  fmt = _choice(_require(inp, 'format', 'input'), INPUT_FORMATS,
-                'input.format')
+  fmt = _choice(_require(inp, 'format', 'input'), INPUT_FORMATS, 'input.format')
   csv_opts = _parse_csv(inp.get('csv') or {})
   missing = inp.get('missing_values', ['?', ''])
   if not isinstance(missing, list):
@@ -940,27 +980,41 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   missing = tuple(str(m) for m in missing)
   if '' not in missing:
     missing = missing + ('',)
-  missing_category = _str(inp.get('missing_category', '__missing__'),
-                          'input.missing_category')
+  missing_category = _str(
+      inp.get('missing_category', '__missing__'), 'input.missing_category')
   columns = _parse_columns(_require(raw, 'columns', 'config'))
   by_name = {c.name: c for c in columns}
   label = _parse_label(_require(raw, 'label', 'config'), by_name)
   feats = _parse_features(_require(raw, 'features', 'config'), by_name, label)
-  windows, derived, window_numeric = _parse_windows(raw.get('windows'),
-                                                    by_name, label)
+  windows, derived, window_numeric = _parse_windows(
+      raw.get('windows'), by_name, label)
   columns = columns + derived
   feats.numeric.extend(window_numeric)
   # Outputs before crosses: what a cross may use, and what names are taken.
   partial = DatasetConfig(
-      name=name, format=fmt, csv=csv_opts, missing_values=(),
-      missing_category='', columns=columns, label=label,
-      numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
-      crosses=(), split=SplitConfig({}), model={},
-      booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
-      texts=tuple(feats.texts), windows=windows)
+      name=name,
+      format=fmt,
+      csv=csv_opts,
+      missing_values=(),
+      missing_category='',
+      columns=columns,
+      label=label,
+      numeric=tuple(feats.numeric),
+      categorical=tuple(feats.categorical),
+      crosses=(),
+      split=SplitConfig({}),
+      model={},
+      booleans=tuple(feats.booleans),
+      timestamps=tuple(feats.timestamps),
+      texts=tuple(feats.texts),
+      windows=windows)
   outputs = partial.transformed_features()
-  crosses = _parse_crosses(raw.get('crosses'), {
-      f.name for f in outputs if f.kind == 'categorical' and not f.multivalent})
+  crosses = _parse_crosses(
+      raw.get('crosses'), {
+          f.name
+          for f in outputs
+          if f.kind == 'categorical' and not f.multivalent
+      })
   names = set()
   for n in [f.name for f in outputs] + [c.name for c in crosses]:
     if n in names or n == label.column:
@@ -977,24 +1031,39 @@ def parse_config(text: str, where: str = '<config>') -> DatasetConfig:
   if not isinstance(model, Mapping):
     raise ConfigError('model: expected a mapping')
   tfdv_schema = raw.get('tfdv_schema')
-  if tfdv_schema is not None and not (
-      isinstance(tfdv_schema, str) and tfdv_schema.strip()):
+  if tfdv_schema is not None and not (isinstance(tfdv_schema, str) and
+                                      tfdv_schema.strip()):
     raise ConfigError('tfdv_schema: expected the path of a TFDV schema '
                       f'(.pbtxt), got {tfdv_schema!r}')
   # Slices are cut by raw values a scored row carries itself: one value,
   # read from the data (not computed by a window, not a bag of tokens).
-  sliceable = [c.name for c in partial.feature_columns
-               if not (c.derived or c.is_list or c.type == 'text')]
-  false_alarm_rate, blessing = _parse_validation(raw.get('validation'),
-                                                 sliceable)
+  sliceable = [
+      c.name
+      for c in partial.feature_columns
+      if not (c.derived or c.is_list or c.type == 'text')
+  ]
+  false_alarm_rate, blessing = _parse_validation(
+      raw.get('validation'), sliceable)
   return DatasetConfig(
-      name=name, format=fmt, csv=csv_opts, missing_values=missing,
-      missing_category=missing_category, columns=columns, label=label,
-      numeric=tuple(feats.numeric), categorical=tuple(feats.categorical),
-      crosses=crosses, split=split, model=dict(model), tfdv_schema=tfdv_schema,
-      booleans=tuple(feats.booleans), timestamps=tuple(feats.timestamps),
-      texts=tuple(feats.texts), windows=windows,
-      false_alarm_rate=false_alarm_rate, blessing=blessing,
+      name=name,
+      format=fmt,
+      csv=csv_opts,
+      missing_values=missing,
+      missing_category=missing_category,
+      columns=columns,
+      label=label,
+      numeric=tuple(feats.numeric),
+      categorical=tuple(feats.categorical),
+      crosses=crosses,
+      split=split,
+      model=dict(model),
+      tfdv_schema=tfdv_schema,
+      booleans=tuple(feats.booleans),
+      timestamps=tuple(feats.timestamps),
+      texts=tuple(feats.texts),
+      windows=windows,
+      false_alarm_rate=false_alarm_rate,
+      blessing=blessing,
       source_text=text)
 
 

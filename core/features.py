@@ -20,8 +20,9 @@ def tf_dtype(column: Column) -> tf.dtypes.DType:
   return _TF_DTYPES[column.raw_type]
 
 
-def raw_feature_spec(config: DatasetConfig, include_label: bool = True
-                    ) -> Dict[str, tf.io.VarLenFeature]:
+def raw_feature_spec(
+    config: DatasetConfig,
+    include_label: bool = True) -> Dict[str, tf.io.VarLenFeature]:
   """Raw columns the pipeline carries (see DatasetConfig.raw_columns), the
   label unless include_label=False (what a serving client sends)."""
   return {

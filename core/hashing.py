@@ -50,21 +50,23 @@ def _binary_hashes(values: pa.Array) -> np.ndarray:
   offset_type = np.int64 if pa.types.is_large_binary(
       values.type) or pa.types.is_large_string(values.type) else np.int32
   buffers = values.buffers()
-  offsets = np.frombuffer(buffers[1], dtype=offset_type)[
-      values.offset:values.offset + n + 1].astype(np.int64)
+  offsets = np.frombuffer(
+      buffers[1],
+      dtype=offset_type)[values.offset:values.offset + n + 1].astype(np.int64)
   lengths = np.diff(offsets)
   if n == 0:
     return np.zeros(0, dtype=np.uint64)
   lo, hi = int(offsets[0]), int(offsets[-1])
-  data = (np.frombuffer(buffers[2], dtype=np.uint8)[lo:hi]
-          if buffers[2] is not None and hi > lo else np.zeros(0, np.uint8))
+  data = (
+      np.frombuffer(buffers[2], dtype=np.uint8)[lo:hi]
+      if buffers[2] is not None and hi > lo else np.zeros(0, np.uint8))
   starts = offsets[:-1] - lo
   prefix = np.zeros(len(data) + 1, dtype=np.uint64)
-  np.cumsum(data.astype(np.uint64) * _powers(_POLY, len(data)),
-            out=prefix[1:])
+  np.cumsum(data.astype(np.uint64) * _powers(_POLY, len(data)), out=prefix[1:])
   # sum of b[p] * K**p over the string, shifted down to start at K**0.
   spans = (prefix[starts + lengths] - prefix[starts]) * _powers(
-      _POLY_INVERSE, len(data) + 1)[starts]
+      _POLY_INVERSE,
+      len(data) + 1)[starts]
   return _mix(spans ^ (lengths.astype(np.uint64) * np.uint64(_GOLDEN)))
 
 
@@ -81,12 +83,15 @@ def _value_hashes(values: pa.Array) -> np.ndarray:
   elif pa.types.is_float64(kind):
     out = values.fill_null(0).to_numpy().view(np.uint64)
   elif pa.types.is_boolean(kind):
-    out = values.fill_null(False).to_numpy(
-        zero_copy_only=False).astype(np.uint64)
+    out = values.fill_null(False).to_numpy(zero_copy_only=False).astype(
+        np.uint64)
   else:
-    out = np.array([int.from_bytes(hashlib.blake2b(
-        repr(v).encode('utf-8'), digest_size=8).digest(), 'little')
-                    for v in values.to_pylist()], dtype=np.uint64)
+    out = np.array([
+        int.from_bytes(
+            hashlib.blake2b(repr(v).encode('utf-8'), digest_size=8).digest(),
+            'little') for v in values.to_pylist()
+    ],
+                   dtype=np.uint64)
   out = _mix(out + np.uint64(_GOLDEN))
   if values.null_count:
     valid = np.asarray(values.is_valid())
@@ -130,16 +135,18 @@ def row_positions(batch: pa.RecordBatch, seed: int,
   arithmetic: the position of a row depends on its values and the seed only,
   never on the batch it travels in.
   """
-  digest = hashlib.blake2b(seed.to_bytes(8, 'little', signed=False),
-                           digest_size=16, person=b'row-position').digest()
-  state = np.full(batch.num_rows, int.from_bytes(digest[:8], 'little'),
-                  dtype=np.uint64)
+  digest = hashlib.blake2b(
+      seed.to_bytes(8, 'little', signed=False),
+      digest_size=16,
+      person=b'row-position').digest()
+  state = np.full(
+      batch.num_rows, int.from_bytes(digest[:8], 'little'), dtype=np.uint64)
   column_key = int.from_bytes(digest[8:], 'little')
   for i in range(batch.num_columns):
     if skip and batch.schema.names[i] in skip:
       continue
     key = np.uint64((column_key + i * _GOLDEN) & _MASK64)
-    state = _mix((state ^ key) * np.uint64(_POLY) + column_hashes(
-        batch.column(i)))
+    state = _mix((state ^ key) * np.uint64(_POLY) +
+                 column_hashes(batch.column(i)))
   # The top 53 bits: exactly representable, so always < 1.
   return (state >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

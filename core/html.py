@@ -31,9 +31,9 @@ def attributes(**attrs: Any) -> str:
   Keyword names are Python names: a trailing underscore is dropped (class_)
   and underscores become hyphens (data_key -> data-key).
   """
-  return ''.join(
-      f' {name.rstrip("_").replace("_", "-")}="{escape(value)}"'
-      for name, value in attrs.items() if value is not None)
+  return ''.join(f' {name.rstrip("_").replace("_", "-")}="{escape(value)}"'
+                 for name, value in attrs.items()
+                 if value is not None)
 
 
 def cell(value: Any, tag: str = 'td', **attrs: Any) -> str:
@@ -46,8 +46,10 @@ def row(cells: Sequence[str], class_: Optional[str] = None) -> str:
   return f'<tr{attributes(class_=class_ or None)}>{"".join(cells)}</tr>'
 
 
-def table(header: Optional[Sequence[str]], rows: Sequence[str],
-          caption: Optional[str] = None, **attrs: Any) -> str:
+def table(header: Optional[Sequence[str]],
+          rows: Sequence[str],
+          caption: Optional[str] = None,
+          **attrs: Any) -> str:
   """A table of rendered rows: the header cells in <thead>, the rows in
   <tbody>; without a header the rows stand directly in the table (a grid
   whose first row and column are labels, like a confusion matrix)."""
@@ -63,22 +65,29 @@ def table(header: Optional[Sequence[str]], rows: Sequence[str],
   return ''.join(parts)
 
 
-def text_table(rows: Sequence[Sequence[Any]], classes: Sequence[str] = (),
-               text_cols: Sequence[int] = (), table_class: str = '') -> str:
+def text_table(rows: Sequence[Sequence[Any]],
+               classes: Sequence[str] = (),
+               text_cols: Sequence[int] = (),
+               table_class: str = '') -> str:
   """A table of plain values: rows[0] is the header, each further row gets
   the class at its index in `classes` (none when empty), and the columns in
   `text_cols` are marked class="text" (wrapped prose, not figures)."""
   body = []
   for i, values in enumerate(rows[1:]):
-    body.append(row(
-        [cell(v, class_='text' if j in text_cols else None)
-         for j, v in enumerate(values)],
-        classes[i] if i < len(classes) else None))
-  return table([cell(v, 'th') for v in rows[0]], body,
+    body.append(
+        row([
+            cell(v, class_='text' if j in text_cols else None)
+            for j, v in enumerate(values)
+        ], classes[i] if i < len(classes) else None))
+  return table([cell(v, 'th') for v in rows[0]],
+               body,
                class_=table_class or None)
 
 
-def page(title: str, body: str, style: str, script: str = '',
+def page(title: str,
+         body: str,
+         style: str,
+         script: str = '',
          viewport: bool = False) -> str:
   """The whole document: UTF-8, the title, the inline style sheet, the body
   and, when given, an inline script run at the end of the body."""

@@ -42,8 +42,7 @@ def join(root: str, *parts: str) -> str:
 
 def is_version_name(name: str) -> bool:
   """A TF Serving version directory name: ASCII digits, within int64."""
-  return (name.isascii() and name.isdigit() and
-          int(name) <= 2**63 - 1)
+  return (name.isascii() and name.isdigit() and int(name) <= 2**63 - 1)
 
 
 class PreprocessOutput:

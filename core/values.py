@@ -64,8 +64,7 @@ class RowError(ValueError):
   together, as the quarantine records it.
   """
 
-  def __init__(self, reason: str, problem: str,
-               column: Optional[str] = None):
+  def __init__(self, reason: str, problem: str, column: Optional[str] = None):
     self.reason = reason
     self.problem = problem
     self.column = column
@@ -207,7 +206,9 @@ def _spelled_non_finite(text: str) -> bool:
 Parser = Callable[[Any], Any]
 
 
-def value_parser(column: 'Column', *, json: bool = False,
+def value_parser(column: 'Column',
+                 *,
+                 json: bool = False,
                  check_allowed: bool = True) -> Parser:
   """The parser of one column's values; raises RowError.
 
@@ -241,8 +242,9 @@ def _as_text(value: Any, name: str) -> str:
                      name) from None
   if isinstance(value, str):
     return value
-  raise RowError(WRONG_TYPE, f'expected text, got {type(value).__name__} '
-                 f'{shown(value)}', name)
+  raise RowError(
+      WRONG_TYPE, f'expected text, got {type(value).__name__} '
+      f'{shown(value)}', name)
 
 
 def _json_string(value: Any, name: str, expected: str = 'a string') -> str:
@@ -278,8 +280,8 @@ def _whole(number: float, name: str, text: Any, label: str) -> int:
 def _int_parser(name: str, json: bool) -> Parser:
 
   def parse(value: Any) -> int:
-    if isinstance(value, bool) or (json and
-                                   not isinstance(value, (int, float))):
+    if isinstance(value, bool) or (json and not isinstance(value,
+                                                           (int, float))):
       raise RowError(WRONG_TYPE, f'expected an integer, got '
                      f'{describe(value)}', name)
     if isinstance(value, int):
@@ -311,8 +313,8 @@ def _float_parser(name: str, json: bool) -> Parser:
   spelling; larger ones are out of range, not rounded to infinity."""
 
   def parse(value: Any) -> float:
-    if isinstance(value, bool) or (json and
-                                   not isinstance(value, (int, float))):
+    if isinstance(value, bool) or (json and not isinstance(value,
+                                                           (int, float))):
       raise RowError(WRONG_TYPE, f'expected a number, got {describe(value)}',
                      name)
     text: Any
@@ -334,8 +336,9 @@ def _float_parser(name: str, json: bool) -> Parser:
     if math.isnan(number) or (math.isinf(number) and spelled):
       raise RowError(NON_FINITE, f'{shown(text)!r} is not finite', name)
     if not abs(number) <= FLOAT32_MAX:
-      raise RowError(OUT_OF_RANGE, f'{shown(text)} does not fit in a 32-bit '
-                     f'float (largest {FLOAT32_MAX:.7g})', name)
+      raise RowError(
+          OUT_OF_RANGE, f'{shown(text)} does not fit in a 32-bit '
+          f'float (largest {FLOAT32_MAX:.7g})', name)
     return number
 
   return parse
@@ -369,8 +372,9 @@ def _spelled_parser(name: str, parse_fn: Callable[[Any], int], reason: str,
       if isinstance(value, str):
         _json_string(value, name)
       elif not isinstance(value, (int, float)):
-        raise RowError(WRONG_TYPE, f'expected a string or a number, got '
-                       f'{describe(value)}', name)
+        raise RowError(
+            WRONG_TYPE, f'expected a string or a number, got '
+            f'{describe(value)}', name)
     if isinstance(value, int) and not isinstance(value, bool):
       _in_int64(value, name, value)
     if isinstance(value, bytes):
@@ -385,8 +389,8 @@ def _spelled_parser(name: str, parse_fn: Callable[[Any], int], reason: str,
   return parse
 
 
-def _list_parser(name: str, separator: str,
-                 allowed: Optional[Collection[str]], json: bool) -> Parser:
+def _list_parser(name: str, separator: str, allowed: Optional[Collection[str]],
+                 json: bool) -> Parser:
   """A list column: one field joined by the separator (CSV, or a JSON string),
   or a list of strings (Parquet, tf.Example, JSON); [] means no values."""
   item = _string_parser(name, allowed, json)
@@ -396,15 +400,16 @@ def _list_parser(name: str, separator: str,
       items = []
       for v in value:
         if json and not isinstance(v, str):
-          raise RowError(WRONG_TYPE, 'expected a list of strings, got an '
-                         f'item that is {describe(v)}', name)
+          raise RowError(
+              WRONG_TYPE, 'expected a list of strings, got an '
+              f'item that is {describe(v)}', name)
         text = item(v).strip()
         if text or not json:
           items.append(text)
       return items
     if json:
-      return split_list(_json_string(value, name, 'a list of strings'),
-                        separator)
+      return split_list(
+          _json_string(value, name, 'a list of strings'), separator)
     return split_list(_as_text(value, name), separator)
 
   return parse

@@ -44,7 +44,8 @@ import numpy as np
 from core.config import WindowFeature
 
 
-def aggregate(window: WindowFeature, times: np.ndarray,
+def aggregate(window: WindowFeature,
+              times: np.ndarray,
               values: Optional[np.ndarray] = None,
               entities: Optional[np.ndarray] = None) -> np.ndarray:
   """The window's value for every row (float64, NaN where missing).
@@ -79,8 +80,9 @@ def aggregate(window: WindowFeature, times: np.ndarray,
   # [left, right): the rows of the same entity with time in (t - w, t].
   right = np.searchsorted(key, key, side='right')
   left = np.searchsorted(
-      key, base + np.searchsorted(unique_times, t - window.seconds,
-                                  side='right'), side='left')
+      key,
+      base + np.searchsorted(unique_times, t - window.seconds, side='right'),
+      side='left')
   if window.aggregate == 'count':
     result = (right - left).astype(np.float64)
   else:
@@ -98,9 +100,9 @@ def aggregate(window: WindowFeature, times: np.ndarray,
           result = np.where(n_values > 0, total / np.maximum(n_values, 1),
                             np.nan)
     else:
-      result = _range_extreme(v, missing_value, left, right,
-                              np.minimum if window.aggregate == 'min'
-                              else np.maximum)
+      result = _range_extreme(
+          v, missing_value, left, right,
+          np.minimum if window.aggregate == 'min' else np.maximum)
       result[n_values == 0] = np.nan
   out[usable[order]] = result
   return out
@@ -126,8 +128,10 @@ def _range_extreme(v: np.ndarray, missing: np.ndarray, left: np.ndarray,
   return result
 
 
-def window_value(window: WindowFeature, history_times: Sequence[Any],
-                 history_values: Optional[Sequence[Any]], at_time: Any,
+def window_value(window: WindowFeature,
+                 history_times: Sequence[Any],
+                 history_values: Optional[Sequence[Any]],
+                 at_time: Any,
                  at_value: Any = None) -> Optional[float]:
   """One row's window value from its entity's other rows (serving).
 
@@ -140,23 +144,25 @@ def window_value(window: WindowFeature, history_times: Sequence[Any],
   times = _floats(list(history_times) + [at_time])
   values = None
   if window.aggregate != 'count':
-    history_values = (list(history_values) if history_values is not None
-                      else [None] * len(history_times))
+    history_values = (
+        list(history_values) if history_values is not None else [None] *
+        len(history_times))
     values = _floats(history_values + [at_value])
   return _finite(aggregate(window, times, values)[-1])
 
 
-def rows_window_values(windows: Sequence[WindowFeature],
-                       rows: Sequence[Mapping[str, Any]]
-                      ) -> List[Dict[str, Optional[float]]]:
+def rows_window_values(
+    windows: Sequence[WindowFeature],
+    rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Optional[float]]]:
   """Every window of every row, over the rows given (each a {column: typed
   value or None} mapping), grouped by entity."""
   out: List[Dict[str, Optional[float]]] = [{} for _ in rows]
   for w in windows:
     codes: Dict[Any, int] = {}
     entities = np.array([
-        -1 if r.get(w.entity) is None else
-        codes.setdefault(r.get(w.entity), len(codes)) for r in rows],
+        -1 if r.get(w.entity) is None else codes.setdefault(
+            r.get(w.entity), len(codes)) for r in rows
+    ],
                         dtype=np.int64)
     times = _floats([r.get(w.timestamp) for r in rows])
     values = (_floats([r.get(w.value) for r in rows]) if w.value else None)

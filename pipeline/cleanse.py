@@ -21,14 +21,14 @@ import csv
 import json
 import math
 from typing import (
-  Any,
-  Callable,
-  Dict,
-  Iterable,
-  List,
-  Optional,
-  Sequence,
-  Tuple,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
 )
 
 import apache_beam as beam
@@ -76,7 +76,6 @@ ROWS_KEPT = 'rows_kept'
 ROWS_QUARANTINED = 'rows_quarantined'
 QUARANTINED_PREFIX = 'quarantined.'
 
-
 RowError = raw_values.RowError
 _FLOAT32_MAX = raw_values.FLOAT32_MAX
 
@@ -106,13 +105,18 @@ _clip = raw_values.clip
 def _list_array(values: List[Any], value_type: pa.DataType) -> pa.Array:
   """A large_list array: one value per present row (a list column's row is
   a Python list of any length) and null for missing."""
-  present = np.fromiter((v is not None for v in values), dtype=bool,
+  present = np.fromiter((v is not None for v in values),
+                        dtype=bool,
                         count=len(values))
   if any(isinstance(v, list) for v in values):
-    lengths = np.fromiter((len(v) if isinstance(v, list) else int(v is not None)
-                           for v in values), dtype=np.int64, count=len(values))
-    flat = [x for v in values if v is not None
-            for x in (v if isinstance(v, list) else [v])]
+    lengths = np.fromiter(
+        (len(v) if isinstance(v, list) else int(v is not None) for v in values),
+        dtype=np.int64,
+        count=len(values))
+    flat = [
+        x for v in values if v is not None
+        for x in (v if isinstance(v, list) else [v])
+    ]
   else:
     lengths = present.astype(np.int64)
     flat = [v for v in values if v is not None]
@@ -164,7 +168,8 @@ def _wrap_in_lists(values: pa.Array, list_type: pa.DataType) -> pa.Array:
   np.cumsum(present, out=offsets[1:])
   child = values.drop_null() if values.null_count else values
   return pa.LargeListArray.from_arrays(
-      pa.array(offsets), child.cast(list_type.value_type),
+      pa.array(offsets),
+      child.cast(list_type.value_type),
       mask=pa.array(~present))
 
 
@@ -190,19 +195,21 @@ class RowParser:
     self._all_names = config.column_names
     self._positions = {n: i for i, n in enumerate(self._all_names)}
     # Serving mode only: the CSV layout without the label column.
-    self._unlabeled_names = [n for n in self._all_names
-                             if n != config.label.column]
+    self._unlabeled_names = [
+        n for n in self._all_names if n != config.label.column
+    ]
     self._unlabeled_positions = {
-        n: i for i, n in enumerate(self._unlabeled_names)}
+        n: i for i, n in enumerate(self._unlabeled_names)
+    }
     self._columns = config.raw_columns  # same order as the arrow schema
     self._converters = [self._converter(c) for c in self._columns]
-    self._label_index = [c.name for c in self._columns].index(
-        config.label.column)
+    self._label_index = [c.name for c in self._columns
+                        ].index(config.label.column)
     # The column-at-once CSV path handles single-valued columns; a list
     # column's rows are parsed record by record.
-    self._fast_csv = (config.format == 'csv' and
-                      _ascii_compatible(self._csv.encoding) and
-                      not any(c.is_list for c in self._columns))
+    self._fast_csv = (
+        config.format == 'csv' and _ascii_compatible(self._csv.encoding) and
+        not any(c.is_list for c in self._columns))
 
   def _converter(self, column: Column) -> Callable[[Any], Any]:
     if column.name == self._config.label.column:
@@ -227,13 +234,11 @@ class RowParser:
 
   def _typed_row(self, get: Callable[[Column, int], Any]) -> List[Any]:
     row: List[Any] = []
-    for i, (column, convert) in enumerate(zip(self._columns,
-                                              self._converters)):
+    for i, (column, convert) in enumerate(zip(self._columns, self._converters)):
       value = get(column, i)
       if self._is_missing(value):
         if i == self._label_index and not self._label_optional:
-          raise RowError(MISSING_LABEL,
-                         f'{column.name}: the label is missing')
+          raise RowError(MISSING_LABEL, f'{column.name}: the label is missing')
         row.append(None)
       else:
         row.append(convert(value))
@@ -246,21 +251,24 @@ class RowParser:
     if opts.quote_char not in text:
       return text.split(opts.delimiter)
     try:
-      return next(csv.reader([text], delimiter=opts.delimiter,
-                             quotechar=opts.quote_char,
-                             skipinitialspace=opts.skip_initial_space,
-                             strict=True))
+      return next(
+          csv.reader([text],
+                     delimiter=opts.delimiter,
+                     quotechar=opts.quote_char,
+                     skipinitialspace=opts.skip_initial_space,
+                     strict=True))
     except csv.Error as e:
       raise RowError(MALFORMED_CSV, f'cannot split the line: {e}') from None
 
-  def _csv_row(self, line: bytes, line_no: int, counts: collections.Counter
-              ) -> Optional[List[Any]]:
+  def _csv_row(self, line: bytes, line_no: int,
+               counts: collections.Counter) -> Optional[List[Any]]:
     """A typed row, or None for a line that is not a data row."""
     opts = self._csv
     length = line_length(line)
     if length > opts.max_line_bytes:
-      raise RowError(LINE_TOO_LONG, f'line is {length} bytes; the limit '
-                     f'(input.csv.max_line_bytes) is {opts.max_line_bytes}')
+      raise RowError(
+          LINE_TOO_LONG, f'line is {length} bytes; the limit '
+          f'(input.csv.max_line_bytes) is {opts.max_line_bytes}')
     try:
       text = line.decode(opts.encoding)
     except UnicodeDecodeError as e:
@@ -276,25 +284,27 @@ class RowParser:
     fields = self._split_csv(text)
     if opts.header and line_no == 1:
       names = [f.strip() for f in fields]
-      if names != self._all_names and not (
-          self._label_optional and names == self._unlabeled_names):
-        raise RowError(HEADER_MISMATCH,
-                       f'header {_clip(",".join(names))!r} does not match the '
-                       f'configured columns {",".join(self._all_names)}')
+      if names != self._all_names and not (self._label_optional and
+                                           names == self._unlabeled_names):
+        raise RowError(
+            HEADER_MISMATCH,
+            f'header {_clip(",".join(names))!r} does not match the '
+            f'configured columns {",".join(self._all_names)}')
       counts[HEADER_LINES] += 1
       return None
     if len(fields) != len(self._all_names):
       if not self._label_optional:
-        raise RowError(WRONG_ARITY, f'expected {len(self._all_names)} fields, '
-                       f'got {len(fields)}')
+        raise RowError(
+            WRONG_ARITY, f'expected {len(self._all_names)} fields, '
+            f'got {len(fields)}')
       if len(fields) != len(self._unlabeled_names):
-        raise RowError(WRONG_ARITY, f'expected {len(self._all_names)} fields '
-                       f'(or {len(self._unlabeled_names)} without the label '
-                       f'{self._config.label.column}), got {len(fields)}')
+        raise RowError(
+            WRONG_ARITY, f'expected {len(self._all_names)} fields '
+            f'(or {len(self._unlabeled_names)} without the label '
+            f'{self._config.label.column}), got {len(fields)}')
       unlabeled = self._unlabeled_positions
-      return self._typed_row(
-          lambda c, _: fields[unlabeled[c.name]].strip()
-          if c.name in unlabeled else None)
+      return self._typed_row(lambda c, _: fields[unlabeled[c.name]].strip()
+                             if c.name in unlabeled else None)
     positions = self._positions
     # A derived (window) column is not in the file: missing until the
     # window stage computes it.
@@ -311,8 +321,9 @@ class RowParser:
       value = record.get(column.name)
       if isinstance(value, (list, tuple)) and not column.is_list:
         if len(value) > 1:
-          raise RowError(MULTIPLE_VALUES,
-                         f'{column.name}: expected one value, got {len(value)}')
+          raise RowError(
+              MULTIPLE_VALUES,
+              f'{column.name}: expected one value, got {len(value)}')
         value = value[0] if value else None
       return value
 
@@ -327,13 +338,14 @@ class RowParser:
     if fmt == 'csv':
       length = line_length(record)
       if length <= limit:
-        return record.decode(self._csv.encoding,
-                             errors='backslashreplace'), ''
+        return record.decode(self._csv.encoding, errors='backslashreplace'), ''
       prefix = bytes(record[:LONG_LINE_PREFIX_BYTES])
       return (prefix.decode(self._csv.encoding, errors='backslashreplace'),
               f'; raw holds its first {len(prefix)} of {length} bytes')
-    text = json.dumps(record, default=lambda v: v.decode(
-        'utf-8', errors='backslashreplace') if isinstance(v, bytes) else repr(v))
+    text = json.dumps(
+        record,
+        default=lambda v: v.decode('utf-8', errors='backslashreplace')
+        if isinstance(v, bytes) else repr(v))
     if len(text) <= limit:
       return text, ''
     return (text[:LONG_LINE_PREFIX_BYTES],
@@ -342,17 +354,19 @@ class RowParser:
 
   # ------------------------------------------------------------------ chunks
 
-  def parse_chunk(self, chunk: RawChunk
-                 ) -> Tuple[Optional[pa.RecordBatch], List[Dict[str, Any]],
-                            collections.Counter]:
+  def parse_chunk(
+      self, chunk: RawChunk
+  ) -> Tuple[Optional[pa.RecordBatch], List[Dict[str, Any]],
+             collections.Counter]:
     """Returns (record batch of good rows or None, quarantine, counts)."""
     if chunk.format == 'csv' and self._fast_csv and chunk.records:
       return self._parse_csv_chunk(chunk)
     return self._parse_records(chunk, range(len(chunk.records)))
 
-  def _parse_records(self, chunk: RawChunk, indices: Iterable[int]
-                    ) -> Tuple[Optional[pa.RecordBatch], List[Dict[str, Any]],
-                               collections.Counter]:
+  def _parse_records(
+      self, chunk: RawChunk, indices: Iterable[int]
+  ) -> Tuple[Optional[pa.RecordBatch], List[Dict[str, Any]],
+             collections.Counter]:
     """Record by record: the reference implementation of every rule."""
     columns, kept, quarantine, counts = self._parse_rows(chunk, indices)
     batch = None
@@ -376,8 +390,9 @@ class RowParser:
       line_no = chunk.line(offset)
       counts[LINES] += 1
       try:
-        row = (self._csv_row(record, line_no, counts) if is_csv
-               else self._dict_row(record))
+        row = (
+            self._csv_row(record, line_no, counts)
+            if is_csv else self._dict_row(record))
       except RowError as e:
         counts[ROWS_QUARANTINED] += 1
         counts[QUARANTINED_PREFIX + e.reason] += 1
@@ -430,21 +445,22 @@ class RowParser:
       stripped = pc.ascii_trim(text, characters=_ASCII_WHITESPACE)
       plain = pc.greater(pc.binary_length(stripped), 0)
       if opts.comment_prefix:
-        plain = pc.and_(plain, pc.invert(
-            pc.starts_with(stripped, pattern=opts.comment_prefix)))
+        plain = pc.and_(
+            plain,
+            pc.invert(pc.starts_with(stripped, pattern=opts.comment_prefix)))
       fields = pc.split_pattern(text, pattern=opts.delimiter)
-      plain = pc.and_(plain, pc.equal(pc.list_value_length(fields),
-                                      len(self._all_names)))
+      plain = pc.and_(
+          plain, pc.equal(pc.list_value_length(fields), len(self._all_names)))
       plain = plain.to_numpy(zero_copy_only=False)
       fields = fields.filter(pa.array(plain))
       fast_index = fast_index[plain]
-    good, values = self._typed_columns(fields if len(fast_index) else None,
-                                       len(fast_index))
+    good, values = self._typed_columns(
+        fields if len(fast_index) else None, len(fast_index))
     fast_index = fast_index[good]
     values = [v.filter(pa.array(good)) for v in values]
     slow_index = np.setdiff1d(np.arange(n), fast_index, assume_unique=True)
-    columns, kept, quarantine, counts = self._parse_rows(chunk,
-                                                         slow_index.tolist())
+    columns, kept, quarantine, counts = self._parse_rows(
+        chunk, slow_index.tolist())
     counts[LINES] += len(fast_index)
     if len(fast_index):
       counts[ROWS_KEPT] += len(fast_index)
@@ -456,18 +472,20 @@ class RowParser:
           pa.concat_arrays([v, pa.array(c, type=v.type)])
           for v, c in zip(values, columns)
       ]
-      order = pa.array(np.argsort(
-          np.concatenate([fast_index, np.asarray(kept, dtype=np.int64)]),
-          kind='stable'))
+      order = pa.array(
+          np.argsort(
+              np.concatenate([fast_index,
+                              np.asarray(kept, dtype=np.int64)]),
+              kind='stable'))
     arrays = []
     for v, field in zip(values, self._schema):
       ordered = v.take(order) if order is not None else v
       arrays.append(_wrap_in_lists(ordered, field.type))
-    return (pa.RecordBatch.from_arrays(arrays, schema=self._schema),
-            quarantine, counts)
+    return (pa.RecordBatch.from_arrays(arrays,
+                                       schema=self._schema), quarantine, counts)
 
-  def _typed_columns(self, fields: Optional[pa.ListArray], n: int
-                    ) -> Tuple[np.ndarray, List[pa.Array]]:
+  def _typed_columns(self, fields: Optional[pa.ListArray],
+                     n: int) -> Tuple[np.ndarray, List[pa.Array]]:
     """(rows usable as they are, one typed array per raw column) for the
     split fields of `n` plain lines; null where a value is missing."""
     good = np.ones(n, dtype=bool)
@@ -478,15 +496,14 @@ class RowParser:
     flat = pc.ascii_trim(fields.flatten(), characters=_ASCII_WHITESPACE)
     width = len(self._all_names)
     missing_set = pa.array(sorted(self._missing), type=pa.string())
-    for i, (column, convert) in enumerate(zip(self._columns,
-                                              self._converters)):
+    for i, (column, convert) in enumerate(zip(self._columns, self._converters)):
       if column.derived:  # not in the file; the window stage computes it
         out.append(pa.nulls(n, self._schema.field(i).type.value_type))
         continue
-      values = flat.take(pa.array(
-          np.arange(self._positions[column.name], n * width, width)))
-      missing = pc.is_in(values, value_set=missing_set).to_numpy(
-          zero_copy_only=False)
+      values = flat.take(
+          pa.array(np.arange(self._positions[column.name], n * width, width)))
+      missing = pc.is_in(
+          values, value_set=missing_set).to_numpy(zero_copy_only=False)
       value_type = self._schema.field(i).type.value_type
       if i == self._label_index:
         good &= ~missing  # a missing label: quarantined by the slow path
@@ -503,8 +520,9 @@ class RowParser:
         array = self._map_unique(values, convert, good, value_type)
       else:
         array = values
-      out.append(pc.if_else(pa.array(missing), pa.scalar(None, array.type),
-                            array).cast(value_type))
+      out.append(
+          pc.if_else(pa.array(missing), pa.scalar(None, array.type),
+                     array).cast(value_type))
     return good, out
 
   @staticmethod
@@ -528,13 +546,13 @@ class RowParser:
     return pa.array(converted, type=value_type).take(encoded.indices)
 
   @staticmethod
-  def _numbers(values: pa.Array, missing: np.ndarray,
-               convert: Callable[[Any], Any], good: np.ndarray, pattern: str,
-               dtype) -> pa.Array:
+  def _numbers(values: pa.Array, missing: np.ndarray, convert: Callable[[Any],
+                                                                        Any],
+               good: np.ndarray, pattern: str, dtype) -> pa.Array:
     """Numbers parsed by Arrow where plain, by `convert` otherwise."""
     out = np.zeros(len(values), dtype=dtype)
-    plain = pc.match_substring_regex(values, pattern).to_numpy(
-        zero_copy_only=False) & ~missing
+    plain = pc.match_substring_regex(
+        values, pattern).to_numpy(zero_copy_only=False) & ~missing
     if plain.any():
       if dtype == np.int64:
         out[plain] = pc.cast(values.filter(pa.array(plain)),
@@ -653,10 +671,9 @@ class CleanseRows(beam.PTransform):
     self._config = config
 
   def expand(self, chunks):
-    return chunks | 'ParseAndCheck' >> beam.ParDo(
-        _CleanseFn(self._config)).with_output_types(
-            pa.RecordBatch).with_outputs(QUARANTINE_TAG, COUNTS_TAG,
-                                         main='rows')
+    return chunks | 'ParseAndCheck' >> beam.ParDo(_CleanseFn(
+        self._config)).with_output_types(pa.RecordBatch).with_outputs(
+            QUARANTINE_TAG, COUNTS_TAG, main='rows')
 
 
 class SumCounts(beam.CombineFn):

@@ -74,10 +74,10 @@ MIN_ROWS_PER_CLASS = 5
 ORDER_MIN_PRESENT = 0.95
 
 # Name words that mark an integer column as a code or a per-row id.
-CODE_WORDS = frozenset((
-    'id', 'ids', 'code', 'codes', 'zip', 'zipcode', 'postcode', 'postal',
-    'fips', 'area', 'tract', 'district', 'region', 'county', 'zone',
-    'station', 'category', 'type', 'class', 'kind', 'group'))
+CODE_WORDS = frozenset(
+    ('id', 'ids', 'code', 'codes', 'zip', 'zipcode', 'postcode', 'postal',
+     'fips', 'area', 'tract', 'district', 'region', 'county', 'zone', 'station',
+     'category', 'type', 'class', 'kind', 'group'))
 ID_WORDS = frozenset(('id', 'uuid', 'guid', 'key', 'index', 'idx', 'serial'))
 
 
@@ -96,8 +96,12 @@ class Finding:
   score: Optional[float] = None
 
   def to_json(self) -> Dict[str, Any]:
-    doc: Dict[str, Any] = {'column': self.column, 'check': self.check,
-                           'reason': self.reason, 'detail': self.detail}
+    doc: Dict[str, Any] = {
+        'column': self.column,
+        'check': self.check,
+        'reason': self.reason,
+        'detail': self.detail
+    }
     if self.score is not None:
       doc['score'] = round(self.score, 4)
     return doc
@@ -120,22 +124,27 @@ def _hint(name: str, words: frozenset) -> Optional[str]:
 
 
 def empty(name: str, rows: int, what: str = 'sampled rows') -> Finding:
-  return Finding(name, EMPTY, 'empty',
-                 f'{name} has no value in the {rows:,} {what}: nothing to '
-                 'learn from')
+  return Finding(
+      name, EMPTY, 'empty',
+      f'{name} has no value in the {rows:,} {what}: nothing to '
+      'learn from')
 
 
-def constant(name: str, value: Any, missing: int = 0,
+def constant(name: str,
+             value: Any,
+             missing: int = 0,
              imputed: bool = False) -> Finding:
   """One value in every row (missing rows, if any, imputed to it)."""
   shown = _show(value)
   if missing and imputed:
-    return Finding(name, CONSTANT, f'constant: {shown}, missing imputed',
-                   f'{name} has the one value {shown} (its {missing:,} missing '
-                   'values are imputed to it): nothing to learn from')
-  return Finding(name, CONSTANT, f'constant: {shown}',
-                 f'{name} has the one value {shown} in every row: nothing to '
-                 'learn from')
+    return Finding(
+        name, CONSTANT, f'constant: {shown}, missing imputed',
+        f'{name} has the one value {shown} (its {missing:,} missing '
+        'values are imputed to it): nothing to learn from')
+  return Finding(
+      name, CONSTANT, f'constant: {shown}',
+      f'{name} has the one value {shown} in every row: nothing to '
+      'learn from')
 
 
 def _show(value: Any) -> str:
@@ -163,15 +172,18 @@ def _fill(values: Sequence[int], counts: Mapping[int, int]) -> Tuple[int, int]:
       core.append(v)
   if len(core) < 3:
     core = ordered
-  step = functools.reduce(math.gcd, (b - a for a, b in zip(core, core[1:])),
-                          0) or 1
+  step = functools.reduce(math.gcd,
+                          (b - a for a, b in zip(core, core[1:])), 0) or 1
   span = (core[-1] - core[0]) // step + 1
   return int(span), len(core)
 
 
-def identifier(name: str, kind: str, present: int, distinct: int,
-               int_counts: Optional[Mapping[int, int]] = None
-              ) -> Optional[Finding]:
+def identifier(
+    name: str,
+    kind: str,
+    present: int,
+    distinct: int,
+    int_counts: Optional[Mapping[int, int]] = None) -> Optional[Finding]:
   """A column unique per row: text labels or ids, or consecutive integers.
 
   `kind` is 'string' or 'int' (other types are never ids: a float or a
@@ -194,12 +206,13 @@ def identifier(name: str, kind: str, present: int, distinct: int,
     span, filled = _fill(list(int_counts), int_counts)
     if not hint and span > SEQUENCE_SPARSITY * filled:
       return None
-    because = '; ' + (f'"{hint}" in the name' if hint else
-                      'consecutive integers')
-  return Finding(name, IDENTIFIER, f'identifier: {share:.0%} unique',
-                 f'{name} is unique per row ({distinct:,} values in '
-                 f'{present:,} rows{because}): an identifier, which a model '
-                 'can only memorise')
+    because = '; ' + (f'"{hint}" in the name'
+                      if hint else 'consecutive integers')
+  return Finding(
+      name, IDENTIFIER, f'identifier: {share:.0%} unique',
+      f'{name} is unique per row ({distinct:,} values in '
+      f'{present:,} rows{because}): an identifier, which a model '
+      'can only memorise')
 
 
 def integer_code(name: str, counts: Mapping[int, int]) -> Optional[Finding]:
@@ -221,16 +234,19 @@ def integer_code(name: str, counts: Mapping[int, int]) -> Optional[Finding]:
   if not hint and not (sparse and distinct <= MAX_CODES_WITHOUT_HINT):
     return None
   top = sum(n for _, n in collections.Counter(counts).most_common(TOP_VALUES))
-  evidence = [f'{distinct:,} distinct values',
-              f'the top {min(TOP_VALUES, distinct)} in {top / present:.0%} of '
-              'rows']
+  evidence = [
+      f'{distinct:,} distinct values',
+      f'the top {min(TOP_VALUES, distinct)} in {top / present:.0%} of '
+      'rows'
+  ]
   if hint:
     evidence.append(f'"{hint}" in the name')
   if sparse:
     evidence.append(f'spread over {span:,} possible values')
-  return Finding(name, INTEGER_CODE, f'integer code: {distinct:,} values',
-                 f'{name} looks like an integer code, not a quantity '
-                 f'({", ".join(evidence)})')
+  return Finding(
+      name, INTEGER_CODE, f'integer code: {distinct:,} values',
+      f'{name} looks like an integer code, not a quantity '
+      f'({", ".join(evidence)})')
 
 
 # ---------------------------------------------------------------- leakage
@@ -253,8 +269,8 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
   n0 = len(positive) - n1
   if not n1 or not n0:
     return float('nan')
-  _, inverse, counts = np.unique(scores, return_inverse=True,
-                                 return_counts=True)
+  _, inverse, counts = np.unique(
+      scores, return_inverse=True, return_counts=True)
   ends = np.cumsum(counts)
   ranks = (ends - (counts - 1) / 2.0)[inverse]
   return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
@@ -281,7 +297,8 @@ def _groups_of_numbers(x: np.ndarray) -> np.ndarray:
 def _groups_of_values(values: Sequence[Any]) -> np.ndarray:
   index: Dict[Any, int] = {}
   return np.fromiter((index.setdefault(v, len(index)) for v in values),
-                     dtype=np.int64, count=len(values))
+                     dtype=np.int64,
+                     count=len(values))
 
 
 def _out_of_fold(groups: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -317,10 +334,10 @@ def _macro_auc(scores: np.ndarray, labels: np.ndarray, classes: int,
 
 
 def _r2(prediction: np.ndarray, y: np.ndarray) -> float:
-  total = float(((y - y.mean()) ** 2).sum())
+  total = float(((y - y.mean())**2).sum())
   if total <= 0:
     return float('nan')
-  return 1.0 - float(((y - prediction) ** 2).sum()) / total
+  return 1.0 - float(((y - prediction)**2).sum()) / total
 
 
 def leakage_score(values: Sequence[Any], labels: Sequence[float], task: str,
@@ -341,8 +358,9 @@ def leakage_score(values: Sequence[Any], labels: Sequence[float], task: str,
     return None
   y = y[rows]
   if numeric:
-    x = np.array([np.nan if values[i] is None else float(values[i])
-                  for i in rows], dtype=np.float64)
+    x = np.array(
+        [np.nan if values[i] is None else float(values[i]) for i in rows],
+        dtype=np.float64)
     groups = _groups_of_numbers(x)
     present = ~np.isnan(x)
     ordered = present.mean() >= ORDER_MIN_PRESENT and present.sum() >= (
@@ -354,7 +372,7 @@ def leakage_score(values: Sequence[Any], labels: Sequence[float], task: str,
     by_group = _r2(_out_of_fold(groups, y[:, None])[:, 0], y)
     by_order = float('nan')
     if ordered and np.std(x[present]) > 0 and np.std(y[present]) > 0:
-      by_order = float(np.corrcoef(x[present], y[present])[0, 1] ** 2)
+      by_order = float(np.corrcoef(x[present], y[present])[0, 1]**2)
     metric = 'R²'
   else:
     classes = int(y.max()) + 1 if task == MULTICLASS else 2
@@ -363,19 +381,22 @@ def leakage_score(values: Sequence[Any], labels: Sequence[float], task: str,
       counts = np.bincount(labels_int, minlength=2)
       if counts.min() < MIN_ROWS_PER_CLASS:
         return None
-      by_group = roc_auc(_out_of_fold(groups, y[:, None])[:, 0],
-                         labels_int == 1)
+      by_group = roc_auc(
+          _out_of_fold(groups, y[:, None])[:, 0], labels_int == 1)
     else:
       one_hot = np.eye(classes)[labels_int]
-      by_group = _macro_auc(_out_of_fold(groups, one_hot), labels_int,
-                            classes, free_direction=False)
+      by_group = _macro_auc(
+          _out_of_fold(groups, one_hot),
+          labels_int,
+          classes,
+          free_direction=False)
     by_order = float('nan')
     if ordered and task == BINARY:
       auc = roc_auc(x[present], labels_int[present] == 1)
       by_order = max(auc, 1 - auc)
     elif ordered:
-      by_order = _macro_auc(x[present], labels_int[present], classes,
-                            free_direction=True)
+      by_order = _macro_auc(
+          x[present], labels_int[present], classes, free_direction=True)
     metric = 'AUC'
   known = [s for s in (by_group, by_order) if not math.isnan(s)]
   return Score(metric, max(known)) if known else None
@@ -383,10 +404,10 @@ def leakage_score(values: Sequence[Any], labels: Sequence[float], task: str,
 
 def leakage(name: str, score: Score, advice: str) -> Finding:
   """The finding for a column whose score says it gives the label away."""
-  return Finding(name, LEAKAGE, f'leakage: {score.metric} {score.value:.3f} '
-                 'alone',
-                 f'`{name}` alone predicts the label with {score.metric} '
-                 f'{score.value:.3f}: likely leakage; {advice}', score.value)
+  return Finding(
+      name, LEAKAGE, f'leakage: {score.metric} {score.value:.3f} '
+      'alone', f'`{name}` alone predicts the label with {score.metric} '
+      f'{score.value:.3f}: likely leakage; {advice}', score.value)
 
 
 DRAFT_ADVICE = ('add it back under `features:` if it is really known at '

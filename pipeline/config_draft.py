@@ -61,8 +61,8 @@ TEXT_MIN_MEAN_WORDS = 4.0
 SKEWNESS_FOR_LOG = 2.0
 
 
-def _read_sample(path: str, max_rows: int, encoding: str
-                ) -> Tuple[str, List[str]]:
+def _read_sample(path: str, max_rows: int,
+                 encoding: str) -> Tuple[str, List[str]]:
   """The first `max_rows` + 1 lines of the file, as text."""
   lines = []
   try:
@@ -84,8 +84,10 @@ def _read_sample(path: str, max_rows: int, encoding: str
 
 def _dialect(head: str, delimiter: Optional[str]) -> Type[csv.Dialect]:
   if delimiter:
+
     class Given(csv.excel):  # pylint: disable=missing-class-docstring
       pass
+
     Given.delimiter = delimiter
     return Given
   try:
@@ -134,10 +136,10 @@ def _skewness(numbers: Sequence[float]) -> float:
   if n < 3:
     return 0.0
   mean = sum(numbers) / n
-  var = sum((x - mean) ** 2 for x in numbers) / n
+  var = sum((x - mean)**2 for x in numbers) / n
   if var <= 0:
     return 0.0
-  return sum((x - mean) ** 3 for x in numbers) / n / var ** 1.5
+  return sum((x - mean)**3 for x in numbers) / n / var**1.5
 
 
 class _Column:
@@ -175,8 +177,8 @@ class _Column:
       return 'bool'
     if self.all(_is_timestamp):
       return 'timestamp'
-    if self.mean_words() >= TEXT_MIN_MEAN_WORDS and (
-        len(self.distinct) > 0.5 * len(self.present)):
+    if self.mean_words() >= TEXT_MIN_MEAN_WORDS and (len(self.distinct)
+                                                     > 0.5 * len(self.present)):
       return 'text'
     return 'string'
 
@@ -241,11 +243,17 @@ def _label(col: _Column, task: str) -> Tuple[str, Dict[str, Any], str]:
       raise UserError(f'--label {col.name}: {len(by_count)} values in the '
                       'sample; a binary task needs exactly two')
     # The minority class is the one worth finding.
-    return 'string', {'column': col.name, 'task': BINARY,
-                      'classes': sorted(by_count),
-                      'positive': by_count[-1]}, task
-  return 'string', {'column': col.name, 'task': MULTICLASS,
-                    'classes': sorted(by_count)}, task
+    return 'string', {
+        'column': col.name,
+        'task': BINARY,
+        'classes': sorted(by_count),
+        'positive': by_count[-1]
+    }, task
+  return 'string', {
+      'column': col.name,
+      'task': MULTICLASS,
+      'classes': sorted(by_count)
+  }, task
 
 
 def _label_targets(col: _Column, section: Dict[str, Any]) -> List[float]:
@@ -255,8 +263,10 @@ def _label_targets(col: _Column, section: Dict[str, Any]) -> List[float]:
   if section['task'] == REGRESSION:
     return [nan if v is None else float(v) for v in col.values]
   if section['task'] == BINARY:
-    return [nan if v is None else float(v == section['positive'])
-            for v in col.values]
+    return [
+        nan if v is None else float(v == section['positive'])
+        for v in col.values
+    ]
   index = {c: float(i) for i, c in enumerate(section['classes'])}
   return [nan if v is None else index[v] for v in col.values]
 
@@ -314,8 +324,8 @@ def _treatment(ctype: str, opts: Dict[str, Any], is_list: bool) -> str:
     return 'hour, weekday, month'
   if ctype == 'text':
     return f'word hashing ({opts["hash_buckets"]:,})'
-  kind = (f'hashing ({opts["hash_buckets"]:,})' if opts.get('hash_buckets')
-          else 'vocabulary')
+  kind = (f'hashing ({opts["hash_buckets"]:,})'
+          if opts.get('hash_buckets') else 'vocabulary')
   return kind + (' of items' if is_list else '')
 
 
@@ -330,17 +340,22 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
   distinct = len(col.distinct)
 
   def left_out(item, finding, shown_type):
-    return _Drafted(item, None, ColumnSummary(
-        name, shown_type, 'left out', missing, distinct, finding.reason),
-                    finding, finding.detail)
+    return _Drafted(
+        item, None,
+        ColumnSummary(name, shown_type, 'left out', missing, distinct,
+                      finding.reason), finding, finding.detail)
 
   if not col.present:
-    return left_out({'name': name, 'type': 'string'},
-                    column_checks.empty(name, rows), 'string')
+    return left_out({
+        'name': name,
+        'type': 'string'
+    }, column_checks.empty(name, rows), 'string')
   ctype = col.type()
   if distinct == 1 and not col.missing:
-    return left_out({'name': name, 'type': ctype}, column_checks.constant(
-        name, col.present[0]), ctype)
+    return left_out({
+        'name': name,
+        'type': ctype
+    }, column_checks.constant(name, col.present[0]), ctype)
   item: Dict[str, Any] = {'name': name, 'type': ctype}
   separator = col.list_separator() if ctype == 'string' else None
   why, comment, finding = [], '', None
@@ -348,9 +363,10 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
   if separator:
     item.update({'list': True, 'separator': separator})
     # Vocabulary or hashing is decided by the items, not the joined lists.
-    items = _Column(name, [i for v in col.present
-                           for i in raw_values.split_list(v, separator)],
-                    frozenset())
+    items = _Column(
+        name,
+        [i for v in col.present for i in raw_values.split_list(v, separator)],
+        frozenset())
     distinct = len(items.distinct)
   elif ctype in ('string', 'int'):
     int_counts = col.int_counts() if ctype == 'int' else None
@@ -379,20 +395,24 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
   if ctype != 'text' and not separator:
     values: List[Any]  # one per sampled row, None where missing
     if ctype == 'bool':  # true, yes and 1 are one value
-      values = [None if v is None else raw_values.parse_bool(v)
-                for v in col.values]
+      values = [
+          None if v is None else raw_values.parse_bool(v) for v in col.values
+      ]
     elif categorical:
       values = col.values
     elif ctype == 'timestamp':
-      values = [None if v is None else raw_values.parse_timestamp(v)
-                for v in col.values]
+      values = [
+          None if v is None else raw_values.parse_timestamp(v)
+          for v in col.values
+      ]
     else:
       values = [None if v is None else float(v) for v in col.values]
-    score = column_checks.leakage_score(values, targets, task,
-                                        numeric=not categorical)
+    score = column_checks.leakage_score(
+        values, targets, task, numeric=not categorical)
     if score is not None and score.leaks:
-      return left_out(item, column_checks.leakage(
-          name, score, column_checks.DRAFT_ADVICE), item['type'])
+      return left_out(
+          item, column_checks.leakage(name, score, column_checks.DRAFT_ADVICE),
+          item['type'])
 
   if ctype == 'text':
     opts = {'hash_buckets': 1000}
@@ -406,23 +426,25 @@ def _draft_column(col: _Column, rows: int, targets: List[float],
   else:
     opts, numeric_why = _numeric_feature(col)
     why.extend(numeric_why)
-  summary = ColumnSummary(
-      name, item['type'] + (' list' if separator else ''),
-      _treatment(item['type'], opts, bool(separator)), missing, distinct,
-      '; '.join(why))
+  summary = ColumnSummary(name, item['type'] + (' list' if separator else ''),
+                          _treatment(item['type'], opts, bool(separator)),
+                          missing, distinct, '; '.join(why))
   return _Drafted(item, opts, summary, finding, comment or '; '.join(why))
 
 
 def _comment(text: str, indent: str = '') -> str:
   """`text` as YAML comment lines within 80 columns."""
-  lines = textwrap.wrap(text, width=78 - len(indent),
-                        subsequent_indent='  ')
+  lines = textwrap.wrap(text, width=78 - len(indent), subsequent_indent='  ')
   return ''.join(f'{indent}# {line}\n' for line in lines)
 
 
 def _yaml(value: Any) -> str:
-  return yaml.safe_dump(value, sort_keys=False, default_flow_style=None,
-                        allow_unicode=True, width=80)
+  return yaml.safe_dump(
+      value,
+      sort_keys=False,
+      default_flow_style=None,
+      allow_unicode=True,
+      width=80)
 
 
 def _render(doc_head: Dict[str, Any], drafted: List[_Drafted],
@@ -437,8 +459,9 @@ def _render(doc_head: Dict[str, Any], drafted: List[_Drafted],
       continue
     d = by_name[n]
     if d.feature is None:
-      out.append(_comment(f'{n}: not a feature ({d.summary.why}); kept so '
-                          'that rows parse'))
+      out.append(
+          _comment(f'{n}: not a feature ({d.summary.why}); kept so '
+                   'that rows parse'))
     elif d.item['type'] == 'string' and d.finding is not None:
       out.append(_comment(f'{n}: integer code, read as text'))
     out.append(_yaml([d.item]))
@@ -460,9 +483,14 @@ def _render(doc_head: Dict[str, Any], drafted: List[_Drafted],
   return ''.join(out)
 
 
-def draft_config(path: str, label: str, *, name: str,
-                 task: str = 'auto', delimiter: Optional[str] = None,
-                 header: Optional[bool] = None, encoding: str = 'utf-8',
+def draft_config(path: str,
+                 label: str,
+                 *,
+                 name: str,
+                 task: str = 'auto',
+                 delimiter: Optional[str] = None,
+                 header: Optional[bool] = None,
+                 encoding: str = 'utf-8',
                  max_rows: int = DEFAULT_SAMPLE_ROWS,
                  tfdv_schema: Optional[str] = None) -> Draft:
   """The config drafted from the file at `path`, with its summary."""
@@ -476,8 +504,9 @@ def draft_config(path: str, label: str, *, name: str,
     except csv.Error:
       header = False
   try:
-    rows = list(csv.reader(io.StringIO('\n'.join(lines)), dialect,
-                           skipinitialspace=True))
+    rows = list(
+        csv.reader(
+            io.StringIO('\n'.join(lines)), dialect, skipinitialspace=True))
   except csv.Error as e:
     raise InputError(f'--input {path}: cannot split the lines: {e}') from None
   if header:
@@ -510,8 +539,11 @@ def draft_config(path: str, label: str, *, name: str,
   label_col = columns[label]
   label_type, label_section, task = _label(label_col, task)
   targets = _label_targets(label_col, label_section)
-  drafted = [_draft_column(columns[n], len(rows), targets, task)
-             for n in names if n != label]
+  drafted = [
+      _draft_column(columns[n], len(rows), targets, task)
+      for n in names
+      if n != label
+  ]
   if not any(d.feature is not None for d in drafted):
     reasons = '; '.join(f'{d.item["name"]}: {d.summary.why}'
                         for d in drafted) or 'no other column'
@@ -520,8 +552,7 @@ def draft_config(path: str, label: str, *, name: str,
   label_summary = ColumnSummary(
       label, label_type, f'label ({task})', label_col.missing / len(rows),
       len(label_col.distinct),
-      f'positive class {label_section["positive"]!r}' if task == BINARY
-      else '')
+      f'positive class {label_section["positive"]!r}' if task == BINARY else '')
   summaries = {d.item['name']: d.summary for d in drafted}
   summaries[label] = label_summary
 
@@ -530,20 +561,33 @@ def draft_config(path: str, label: str, *, name: str,
     head_doc['tfdv_schema'] = tfdv_schema
   head_doc['input'] = {
       'format': 'csv',
-      'csv': {'header': bool(header), 'delimiter': dialect.delimiter,
-              'skip_initial_space': True,
-              'quote_char': dialect.quotechar or '"', 'encoding': encoding},
+      'csv': {
+          'header': bool(header),
+          'delimiter': dialect.delimiter,
+          'skip_initial_space': True,
+          'quote_char': dialect.quotechar or '"',
+          'encoding': encoding
+      },
       'missing_values': sorted(missing),
   }
-  tail = {'split': {'ratios': {'train': 0.8, 'eval': 0.2}, 'seed': 42,
-                    'stratify': task != REGRESSION},
-          'model': {}}
+  tail = {
+      'split': {
+          'ratios': {
+              'train': 0.8,
+              'eval': 0.2
+          },
+          'seed': 42,
+          'stratify': task != REGRESSION
+      },
+      'model': {}
+  }
   text = (f'# Drafted by python -m pipeline.schema init from {path}\n'
           f'# ({len(rows):,} sampled rows). Review every choice below: types, '
           'transforms,\n# the label and its classes; see README "Adding a '
-          'dataset".\n' +
-          _render(head_doc, drafted, {'name': label, 'type': label_type},
-                  names, label, label_section, tail))
+          'dataset".\n' + _render(head_doc, drafted, {
+              'name': label,
+              'type': label_type
+          }, names, label, label_section, tail))
   return Draft(text, parse_config(text, where='drafted config'), len(rows),
                [summaries[n] for n in names],
                [d.finding for d in drafted if d.finding is not None])

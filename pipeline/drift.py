@@ -77,8 +77,12 @@ OK = 'ok'  # under the threshold, and within chance
 SMALL = 'small'  # significant, but under the threshold
 CHANCE = 'chance'  # over the threshold, but within chance at these sizes
 ANOMALY = 'anomaly'  # significant and over the threshold
-VERDICT_TEXT = {OK: 'ok', SMALL: 'ok (small)', CHANCE: 'ok (chance)',
-                ANOMALY: 'ANOMALY'}
+VERDICT_TEXT = {
+    OK: 'ok',
+    SMALL: 'ok (small)',
+    CHANCE: 'ok (chance)',
+    ANOMALY: 'ANOMALY'
+}
 LEGEND = ('ok (chance): over the threshold, but no more than chance gives at '
           'these sample sizes; ok (small): a real difference, smaller than '
           'the threshold')
@@ -134,14 +138,22 @@ class Decision:
     return self.distance > self.threshold
 
   def to_json(self) -> Dict[str, Any]:
-    return {'feature': self.feature, 'comparator': self.check,
-            'baseline': self.baseline, 'compared': self.compared,
-            'baseline_rows': self.baseline_rows,
-            'compared_rows': self.compared_rows,
-            'value': self.distance, 'threshold': self.threshold,
-            'test': self.test, 'p_value': self.p_value, 'level': self.level,
-            'verdict': self.verdict, 'flagged': self.flagged,
-            'detail': self.detail}
+    return {
+        'feature': self.feature,
+        'comparator': self.check,
+        'baseline': self.baseline,
+        'compared': self.compared,
+        'baseline_rows': self.baseline_rows,
+        'compared_rows': self.compared_rows,
+        'value': self.distance,
+        'threshold': self.threshold,
+        'test': self.test,
+        'p_value': self.p_value,
+        'level': self.level,
+        'verdict': self.verdict,
+        'flagged': self.flagged,
+        'detail': self.detail
+    }
 
 
 # ------------------------------------------------------------ distributions
@@ -215,14 +227,16 @@ class Cdf:
           out[i] = self.cum[j]
         else:
           out[i] = self.cum[j] + (y - self.xs[j]) / (
-              self.xs[j + 1] - self.xs[j]) * (self.cum[j + 1] - self.cum[j])
+              self.xs[j + 1] - self.xs[j]) * (
+                  self.cum[j + 1] - self.cum[j])
     return out
 
 
 def quantile_cdf(f: FeatureStats) -> Optional[Cdf]:
   """The Cdf of a numeric feature's statistics, or None without values."""
-  hist = next((h for h in f.num_stats.histograms
-               if h.type == Histogram.QUANTILES), None)
+  hist = next(
+      (h for h in f.num_stats.histograms if h.type == Histogram.QUANTILES),
+      None)
   if hist is None or not hist.buckets:
     return None
   total = sum(b.sample_count for b in hist.buckets)
@@ -244,8 +258,9 @@ def quantile_cdf(f: FeatureStats) -> Optional[Cdf]:
       below.append(running / total)
   cum[-1] = below[-1] = 1.0 if len(xs) > 1 else cum[-1]
   spiky = any(b.low_value == b.high_value for b in hist.buckets)
-  return Cdf(np.array(xs, float), np.array(cum, float), np.array(below, float),
-             float(total), spiky)
+  return Cdf(
+      np.array(xs, float), np.array(cum, float), np.array(below, float),
+      float(total), spiky)
 
 
 # ---------------------------------------------------------------- the tests
@@ -270,23 +285,25 @@ def binomial_sf(k: float, n: float, p: float) -> float:
     return 0.0
   if p >= 1.0:
     return 1.0
-  return float(tf.math.betainc(tf.constant(float(k), tf.float64),
-                               tf.constant(float(n - k + 1), tf.float64),
-                               tf.constant(p, tf.float64)).numpy())
+  return float(
+      tf.math.betainc(
+          tf.constant(float(k), tf.float64),
+          tf.constant(float(n - k + 1), tf.float64),
+          tf.constant(p, tf.float64)).numpy())
 
 
 def fisher_exact(a: int, b: int, c: int, d: int) -> float:
   """Two-sided Fisher exact test of the 2x2 table [[a, b], [c, d]]."""
   row1, col1, n = a + b, a + c, a + b + c + d
   lo, hi = max(0, col1 - (n - row1)), min(row1, col1)
-  base = (math.lgamma(row1 + 1) + math.lgamma(n - row1 + 1) +
-          math.lgamma(col1 + 1) + math.lgamma(n - col1 + 1) -
-          math.lgamma(n + 1))
+  base = (
+      math.lgamma(row1 + 1) + math.lgamma(n - row1 + 1) +
+      math.lgamma(col1 + 1) + math.lgamma(n - col1 + 1) - math.lgamma(n + 1))
 
   def logp(x):
-    return base - (math.lgamma(x + 1) + math.lgamma(row1 - x + 1) +
-                   math.lgamma(col1 - x + 1) +
-                   math.lgamma(n - row1 - col1 + x + 1))
+    return base - (
+        math.lgamma(x + 1) + math.lgamma(row1 - x + 1) +
+        math.lgamma(col1 - x + 1) + math.lgamma(n - row1 - col1 + x + 1))
 
   observed = logp(a)
   total = 0.0
@@ -297,8 +314,8 @@ def fisher_exact(a: int, b: int, c: int, d: int) -> float:
   return min(1.0, total)
 
 
-def _pool(a: np.ndarray, b: np.ndarray, adjacent: bool
-         ) -> Tuple[np.ndarray, np.ndarray]:
+def _pool(a: np.ndarray, b: np.ndarray,
+          adjacent: bool) -> Tuple[np.ndarray, np.ndarray]:
   """Merges cells until each expects MIN_EXPECTED in the smaller sample.
 
   Bins of numbers merge with their neighbours (`adjacent`); categories merge
@@ -351,11 +368,12 @@ def chi2_statistic(a: np.ndarray, b: np.ndarray) -> Tuple[float, int]:
     return 0.0, 0
   share = (a + b) / (na + nb)
   ea, eb = na * share, nb * share
-  stat = float(((a - ea) ** 2 / ea).sum() + ((b - eb) ** 2 / eb).sum())
+  stat = float(((a - ea)**2 / ea).sum() + ((b - eb)**2 / eb).sum())
   return stat, len(a) - 1
 
 
-def table_p_value(a: np.ndarray, b: np.ndarray,
+def table_p_value(a: np.ndarray,
+                  b: np.ndarray,
                   effect: float = 1.0) -> Optional[float]:
   """p-value of the homogeneity of two count vectors, or None (one cell).
 
@@ -381,12 +399,12 @@ def table_p_value(a: np.ndarray, b: np.ndarray,
     return None
   pooled = a + b
   rng = np.random.default_rng([int(x) for x in np.concatenate([a, b])])
-  drawn = rng.multivariate_hypergeometric(pooled, int(b.sum()),
-                                          size=MONTE_CARLO_TABLES)
+  drawn = rng.multivariate_hypergeometric(
+      pooled, int(b.sum()), size=MONTE_CARLO_TABLES)
   share = pooled / pooled.sum()
   ea, eb = a.sum() * share, b.sum() * share
-  sims = (((pooled - drawn) - ea) ** 2 / ea).sum(axis=1) + (
-      (drawn - eb) ** 2 / eb).sum(axis=1)
+  sims = (((pooled - drawn) - ea)**2 / ea).sum(axis=1) + (
+      (drawn - eb)**2 / eb).sum(axis=1)
   return float((1 + np.sum(sims >= stat - 1e-9)) / (MONTE_CARLO_TABLES + 1))
 
 
@@ -417,10 +435,11 @@ def _lattice_step(*points: np.ndarray) -> float:
   both sides show."""
   xs = np.unique(np.concatenate(points))
   for digits in range(7):
-    scaled = xs * 10.0 ** digits
-    if np.all(np.abs(scaled - np.round(scaled)) <=
-              1e-5 * np.maximum(1.0, np.abs(scaled))):
-      return 10.0 ** -digits
+    scaled = xs * 10.0**digits
+    if np.all(
+        np.abs(scaled - np.round(scaled)) <= 1e-5 *
+        np.maximum(1.0, np.abs(scaled))):
+      return 10.0**-digits
   return 0.0
 
 
@@ -447,15 +466,14 @@ def _readable(c: float, other: Cdf, step: float, smooth: bool) -> bool:
   return step == 0 or (xs[j + 1] - xs[j]) / step >= MIN_GRID_POINTS
 
 
-def _binned(cuts: np.ndarray, cdf_a: Cdf, cdf_b: Cdf
-           ) -> Tuple[np.ndarray, np.ndarray]:
+def _binned(cuts: np.ndarray, cdf_a: Cdf,
+            cdf_b: Cdf) -> Tuple[np.ndarray, np.ndarray]:
   a = np.diff(np.concatenate([[0.0], cdf_a.at(cuts), [1.0]])) * cdf_a.values
   b = np.diff(np.concatenate([[0.0], cdf_b.at(cuts), [1.0]])) * cdf_b.values
   return _pool(np.maximum(a, 0.0), np.maximum(b, 0.0), adjacent=True)
 
 
-def binned_test(cdf_a: Cdf, cdf_b: Cdf, effect: float = 1.0
-               ) -> Optional[float]:
+def binned_test(cdf_a: Cdf, cdf_b: Cdf, effect: float = 1.0) -> Optional[float]:
   """p-value of the chi-squared test on counts in quantile bins, or None.
 
   Bins are one side's quantile boundaries, where its counts are exact; the
@@ -472,8 +490,8 @@ def binned_test(cdf_a: Cdf, cdf_b: Cdf, effect: float = 1.0
   smooth = not (cdf_a.spiky or cdf_b.spiky or len(shared))
   results = []
   for own, other in ((cdf_a, cdf_b), (cdf_b, cdf_a)):
-    cuts = np.unique([c for c in own.xs[1:-1]
-                      if _readable(c, other, step, smooth)])
+    cuts = np.unique(
+        [c for c in own.xs[1:-1] if _readable(c, other, step, smooth)])
     if len(cuts):
       p = table_p_value(*_binned(cuts, cdf_a, cdf_b), effect)
       if p is not None:
@@ -489,8 +507,8 @@ def kolmogorov_sf(d: float, n: float) -> float:
   lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
   if lam < 0.2:
     return 1.0
-  total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam)
-              for k in range(1, 101))
+  total = sum(
+      (-1)**(k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
   return min(1.0, max(0.0, 2 * total))
 
 
@@ -534,8 +552,10 @@ def numeric_test(fa: FeatureStats, fb: FeatureStats) -> Optional[float]:
 def bernoulli_distance(check: str, pa: float, pb: float) -> float:
   """How far two missing shares are apart, in the comparator's unit."""
   if check == JENSEN_SHANNON:
+
     def kl(p, m):
       return sum(x * math.log2(x / y) for x, y in zip(p, m) if x > 0)
+
     p, q = (pa, 1 - pa), (pb, 1 - pb)
     m = ((pa + pb) / 2, 1 - (pa + pb) / 2)
     return (kl(p, m) + kl(q, m)) / 2
@@ -560,8 +580,8 @@ def missing_test(missing_a: int, present_a: int, missing_b: int,
 # ------------------------------------------------------------ the decisions
 
 
-def _comparator_checks(schema: schema_pb2.Schema, kind: str
-                      ) -> Dict[str, Tuple[str, float]]:
+def _comparator_checks(schema: schema_pb2.Schema,
+                       kind: str) -> Dict[str, Tuple[str, float]]:
   """{feature: (check, threshold)} for the drift or skew comparators."""
   out = {}
   for feature in schema.feature:
@@ -577,10 +597,11 @@ def _comparator_checks(schema: schema_pb2.Schema, kind: str
   return out
 
 
-def _measured(anomalies: anomalies_pb2.Anomalies, kind: str
-             ) -> Dict[Tuple[str, str], Tuple[float, float]]:
+def _measured(anomalies: anomalies_pb2.Anomalies,
+              kind: str) -> Dict[Tuple[str, str], Tuple[float, float]]:
   names = {
-      anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: L_INFINITY,
+      anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY:
+          L_INFINITY,
       anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE:
           JENSEN_SHANNON,
       anomalies_pb2.DriftSkewInfo.Measurement.NORMALIZED_ABSOLUTE_DIFFERENCE:
@@ -589,8 +610,8 @@ def _measured(anomalies: anomalies_pb2.Anomalies, kind: str
   out = {}
   for info in anomalies.drift_skew_info:
     feature = '.'.join(info.path.step)
-    items = (info.drift_measurements if kind == 'drift'
-             else info.skew_measurements)
+    items = (
+        info.drift_measurements if kind == 'drift' else info.skew_measurements)
     for m in items:
       out[(feature, names.get(m.type, 'unknown'))] = (float(m.value),
                                                       float(m.threshold))
@@ -615,8 +636,8 @@ def compare(baseline: DatasetStats, compared: DatasetStats,
     if a is None or b is None:
       continue
     d = Decision(feature, check, names[0], names[1],
-                 int(common(a).num_non_missing),
-                 int(common(b).num_non_missing), value, threshold)
+                 int(common(a).num_non_missing), int(common(b).num_non_missing),
+                 value, threshold)
     if a.WhichOneof('stats') == 'num_stats':
       d.test, d.p_value = 'binned chi-squared + KS', numeric_test(a, b)
     else:
@@ -633,11 +654,20 @@ def compare(baseline: DatasetStats, compared: DatasetStats,
       continue
     share_a, share_b = ma / (ma + pa), mb / (mb + pb)
     test, p = missing_test(ma, pa, mb, pb)
-    out.append(Decision(
-        feature, MISSING_SHARE + f' ({check})', names[0], names[1], ma + pa,
-        mb + pb, bernoulli_distance(check, share_a, share_b), threshold, test,
-        p, detail=f'missing in {share_a:.1%} of {names[0]} rows, '
-        f'{share_b:.1%} of {names[1]} rows'))
+    out.append(
+        Decision(
+            feature,
+            MISSING_SHARE + f' ({check})',
+            names[0],
+            names[1],
+            ma + pa,
+            mb + pb,
+            bernoulli_distance(check, share_a, share_b),
+            threshold,
+            test,
+            p,
+            detail=f'missing in {share_a:.1%} of {names[0]} rows, '
+            f'{share_b:.1%} of {names[1]} rows'))
   return out
 
 
@@ -660,19 +690,29 @@ def schema_rules(ds: DatasetStats, schema: schema_pb2.Schema,
     if feature.HasField('presence') and 0 < feature.presence.min_fraction < 1:
       allowed = 1.0 - feature.presence.min_fraction
       share = c.num_missing / rows if rows else 0.0
-      out.append(Decision(
-          feature.name, PRESENCE, '', name, 0, rows, share, allowed,
-          'binomial', binomial_sf(c.num_missing, rows, allowed),
-          detail=f'missing in {int(c.num_missing):,} of {rows:,} {name} rows '
-          f'({share:.1%}); the schema allows {allowed:.1%}'))
-    mass = (feature.distribution_constraints.min_domain_mass
-            if feature.HasField('distribution_constraints') else 1.0)
+      out.append(
+          Decision(
+              feature.name,
+              PRESENCE,
+              '',
+              name,
+              0,
+              rows,
+              share,
+              allowed,
+              'binomial',
+              binomial_sf(c.num_missing, rows, allowed),
+              detail=f'missing in {int(c.num_missing):,} of {rows:,} {name} rows '
+              f'({share:.1%}); the schema allows {allowed:.1%}'))
+    mass = (
+        feature.distribution_constraints.min_domain_mass
+        if feature.HasField('distribution_constraints') else 1.0)
     if (f.WhichOneof('stats') == 'string_stats' and 0 < mass < 1 and
         c.num_non_missing):
       kind = feature.WhichOneof('domain_info')
-      values = (domains.get(feature.domain) if kind == 'domain' else
-                set(feature.string_domain.value)
-                if kind == 'string_domain' else None)
+      values = (
+          domains.get(feature.domain) if kind == 'domain' else
+          set(feature.string_domain.value) if kind == 'string_domain' else None)
       if values is None:
         continue
       counts, rest = value_counts(f)
@@ -680,13 +720,22 @@ def schema_rules(ds: DatasetStats, schema: schema_pb2.Schema,
       outside = rest + sum(n for v, n in counts.items() if v not in values)
       allowed = 1.0 - mass
       share = outside / total if total else 0.0
-      out.append(Decision(
-          feature.name, DOMAIN, '', name, 0, int(total), share, allowed,
-          'binomial', binomial_sf(outside * _design_effect(f, f),
-                                  total * _design_effect(f, f), allowed),
-          detail=f'{int(outside):,} of {int(total):,} {name} values '
-          f'({share:.1%}) outside the domain; the schema allows '
-          f'{allowed:.1%}'))
+      out.append(
+          Decision(
+              feature.name,
+              DOMAIN,
+              '',
+              name,
+              0,
+              int(total),
+              share,
+              allowed,
+              'binomial',
+              binomial_sf(outside * _design_effect(f, f),
+                          total * _design_effect(f, f), allowed),
+              detail=f'{int(outside):,} of {int(total):,} {name} values '
+              f'({share:.1%}) outside the domain; the schema allows '
+              f'{allowed:.1%}'))
   return out
 
 
@@ -699,8 +748,8 @@ def decide(decisions: Sequence[Decision],
   significant when nothing changed is at most the rate, whatever the number
   of features.
   """
-  tested = sorted(((d.p_value, d) for d in decisions
-                   if d.p_value is not None), key=lambda pd: pd[0])
+  tested = sorted(((d.p_value, d) for d in decisions if d.p_value is not None),
+                  key=lambda pd: pd[0])
   m = len(tested)
   still = True
   for i, (p_value, d) in enumerate(tested):
@@ -717,7 +766,6 @@ def decide(decisions: Sequence[Decision],
 
 # ------------------------------------------------------------------ a review
 
-
 _COMPARATORS = (L_INFINITY, JENSEN_SHANNON)
 
 
@@ -733,21 +781,29 @@ class Review:
 
   def comparisons(self, compared: str) -> List[Decision]:
     """The distances TFDV measured for one compared dataset, decided."""
-    return [d for d in self.decisions
-            if d.compared == compared and d.check in _COMPARATORS]
+    return [
+        d for d in self.decisions
+        if d.compared == compared and d.check in _COMPARATORS
+    ]
 
   def missing_shares(self, compared: str) -> List[Decision]:
-    return [d for d in self.decisions if d.compared == compared and
-            d.check.startswith(MISSING_SHARE)]
+    return [
+        d for d in self.decisions
+        if d.compared == compared and d.check.startswith(MISSING_SHARE)
+    ]
 
   def rules(self) -> List[Decision]:
     """Schema rules one dataset broke by TFDV's fixed share, decided."""
-    return [d for d in self.decisions
-            if d.check in (PRESENCE, DOMAIN) and d.over_threshold]
+    return [
+        d for d in self.decisions
+        if d.check in (PRESENCE, DOMAIN) and d.over_threshold
+    ]
 
   def flagged_missing_shares(self) -> List[Decision]:
-    return [d for d in self.decisions
-            if d.check.startswith(MISSING_SHARE) and d.flagged]
+    return [
+        d for d in self.decisions
+        if d.check.startswith(MISSING_SHARE) and d.flagged
+    ]
 
   def decision_for(self, feature: str, type_name: str,
                    compared: str) -> Optional[Decision]:
@@ -786,8 +842,8 @@ def review(comparisons: Sequence[Tuple[DatasetStats, DatasetStats,
   schema rules of each of `datasets` ((statistics, name))."""
   decisions = []
   for baseline, compared, anomalies, kind, names in comparisons:
-    decisions.extend(compare(baseline, compared, schema, anomalies, kind,
-                             names))
+    decisions.extend(
+        compare(baseline, compared, schema, anomalies, kind, names))
   for ds, name in datasets:
     decisions.extend(schema_rules(ds, schema, name))
   decide(decisions, false_alarm_rate)

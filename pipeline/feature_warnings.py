@@ -106,8 +106,8 @@ def _csv_windows(path: str, rows: int) -> Iterator[sources.RawChunk]:
 
 def _head(path: str, fmt: str, rows: int) -> Iterator[sources.RawChunk]:
   reader = sources.RECORD_READERS[fmt]
-  records = list(itertools.islice(
-      reader(sources.FileRange(path, 0, None, 1)), rows))
+  records = list(
+      itertools.islice(reader(sources.FileRange(path, 0, None, 1)), rows))
   yield sources.RawChunk(path, 1, fmt, records)
 
 
@@ -119,15 +119,18 @@ def _label_targets(config: DatasetConfig, values: List[Any]) -> List[float]:
     if label.log_target:  # what the model fits
       out = [math.copysign(math.log1p(abs(v)), v) for v in out]
     return out
-  text = [None if v is None else (v.decode('utf-8') if isinstance(v, bytes)
-                                  else str(v)) for v in values]
+  text = [
+      None if v is None else
+      (v.decode('utf-8') if isinstance(v, bytes) else str(v)) for v in values
+  ]
   if label.task == BINARY:
     return [nan if v is None else float(v == label.positive) for v in text]
   index = {c: float(i) for i, c in enumerate(label.classes)}
   return [index.get(v, nan) if v is not None else nan for v in text]
 
 
-def sample_input(config: DatasetConfig, files: Sequence[str],
+def sample_input(config: DatasetConfig,
+                 files: Sequence[str],
                  max_rows: int = DEFAULT_SAMPLE_ROWS) -> Optional[Sample]:
   """Up to about `max_rows` cleansed rows of the input, or None if none.
 
@@ -141,11 +144,13 @@ def sample_input(config: DatasetConfig, files: Sequence[str],
   parser = cleanse.RowParser(config)
   batches = []
   for path in files:
-    splittable = (config.format == 'csv' and
-                  CompressionTypes.detect_compression_type(path) ==
-                  CompressionTypes.UNCOMPRESSED)
-    chunks = (_csv_windows(path, per_file) if splittable else
-              _head(path, config.format, per_file))
+    splittable = (
+        config.format == 'csv' and
+        CompressionTypes.detect_compression_type(path)
+        == CompressionTypes.UNCOMPRESSED)
+    chunks = (
+        _csv_windows(path, per_file) if splittable else _head(
+            path, config.format, per_file))
     for chunk in chunks:
       if chunk.records:
         batch, _, _ = parser.parse_chunk(chunk)
@@ -157,8 +162,10 @@ def sample_input(config: DatasetConfig, files: Sequence[str],
   lists = {c.name for c in config.columns if c.is_list}
   values = {}
   for name in table.column_names:
-    values[name] = [v if name in lists else (v[0] if v else None)
-                    for v in table.column(name).to_pylist()]
+    values[name] = [
+        v if name in lists else (v[0] if v else None)
+        for v in table.column(name).to_pylist()
+    ]
   return Sample(table.num_rows, values,
                 _label_targets(config, values[config.label.column]))
 
@@ -166,16 +173,15 @@ def sample_input(config: DatasetConfig, files: Sequence[str],
 # ------------------------------------------------------------------ checks
 
 
-def _common(f: statistics_pb2.FeatureNameStatistics
-           ) -> statistics_pb2.CommonStatistics:
+def _common(
+    f: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.CommonStatistics:
   kind = f.WhichOneof('stats')
   if kind in ('num_stats', 'string_stats', 'bytes_stats'):
     return getattr(f, kind).common_stats
   return statistics_pb2.CommonStatistics()
 
 
-def _with(finding: column_checks.Finding, advice: str
-         ) -> column_checks.Finding:
+def _with(finding: column_checks.Finding, advice: str) -> column_checks.Finding:
   return dataclasses.replace(finding, detail=finding.detail + advice)
 
 
@@ -194,8 +200,9 @@ def _from_statistics(config: DatasetConfig, column: Column,
   name = column.name
   common = _common(f) if f is not None else None
   if f is None or common is None or common.num_non_missing == 0:
-    return _with(column_checks.empty(name, rows, 'rows of the train split'),
-                 REMOVE_ADVICE)
+    return _with(
+        column_checks.empty(name, rows, 'rows of the train split'),
+        REMOVE_ADVICE)
   if column.is_list or column.type == 'text':
     return None
   missing = common.num_missing
@@ -204,14 +211,16 @@ def _from_statistics(config: DatasetConfig, column: Column,
     if ns.min == ns.max:
       imputed = _imputed_to(config, column, ns.min)
       if not missing or imputed:
-        return _with(column_checks.constant(name, ns.min, missing, imputed),
-                     REMOVE_ADVICE)
+        return _with(
+            column_checks.constant(name, ns.min, missing, imputed),
+            REMOVE_ADVICE)
     return None
   ss = f.string_stats
   if ss.unique == 1 and not missing:
-    return _with(column_checks.constant(
-        name, ss.top_values[0].value if ss.top_values else ''),
-                 REMOVE_ADVICE)
+    return _with(
+        column_checks.constant(name,
+                               ss.top_values[0].value if ss.top_values else ''),
+        REMOVE_ADVICE)
   found = column_checks.identifier(name, 'string', common.num_non_missing,
                                    ss.unique)
   return _with(found, REMOVE_ADVICE) if found else None
@@ -228,15 +237,14 @@ def _from_sample(config: DatasetConfig, column: Column,
   if column.type == 'int':
     counts = collections.Counter(v for v in values if v is not None)
     present = sum(counts.values())
-    found = column_checks.identifier(name, 'int', present, len(counts),
-                                     counts)
+    found = column_checks.identifier(name, 'int', present, len(counts), counts)
     if found:
       return _with(found, REMOVE_ADVICE)
     code = column_checks.integer_code(name, counts)
     if code:
       return _with(code, CODE_ADVICE)
-  score = column_checks.leakage_score(values, sample.labels, config.label.task,
-                                      numeric=numeric)
+  score = column_checks.leakage_score(
+      values, sample.labels, config.label.task, numeric=numeric)
   if score is not None and score.leaks:
     return column_checks.leakage(name, score, column_checks.CURATED_ADVICE)
   return None
@@ -260,10 +268,12 @@ def check_features(config: DatasetConfig,
   return findings
 
 
-def check_preprocessed(config: DatasetConfig, *, stats_path: str,
-                       input_files: Sequence[str],
-                       sample_rows: int = DEFAULT_SAMPLE_ROWS
-                      ) -> List[column_checks.Finding]:
+def check_preprocessed(
+    config: DatasetConfig,
+    *,
+    stats_path: str,
+    input_files: Sequence[str],
+    sample_rows: int = DEFAULT_SAMPLE_ROWS) -> List[column_checks.Finding]:
   """The checks for one preprocess run; prints each finding as a warning.
 
   `stats_path`: the train split's TFDV statistics the job wrote

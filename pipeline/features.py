@@ -5,7 +5,6 @@ batches the job carries, and the TFXIO tensor adapter that feeds them to
 tf.Transform and TFDV.
 """
 
-
 import pyarrow as pa
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import schema_utils

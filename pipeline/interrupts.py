@@ -46,7 +46,8 @@ class StopOnSignals:
   a second signal): it must remove partial output and say so in one line.
   """
 
-  def __init__(self, abandon: Callable[[str], None],
+  def __init__(self,
+               abandon: Callable[[str], None],
                grace_s: float = DEFAULT_GRACE_S):
     self._abandon = abandon
     self._grace_s = grace_s
@@ -89,8 +90,11 @@ class StopOnSignals:
       self.signum = signum
     else:
       self._end(signum)  # does not return
-    threading.Thread(target=self._watchdog, args=(signum,), daemon=True,
-                     name='stop-on-signal-watchdog').start()
+    threading.Thread(
+        target=self._watchdog,
+        args=(signum,),
+        daemon=True,
+        name='stop-on-signal-watchdog').start()
     if not self._deferring:
       raise Interrupted(signum)
 

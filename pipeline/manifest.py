@@ -34,8 +34,8 @@ def _input_summary(pattern: str, files: List[str],
       for k, v in sorted(counts.items())
       if k.startswith(cleanse.QUARANTINED_PREFIX)
   }
-  rows = counts.get(cleanse.ROWS_KEPT, 0) + counts.get(
-      cleanse.ROWS_QUARANTINED, 0)
+  rows = counts.get(cleanse.ROWS_KEPT, 0) + counts.get(cleanse.ROWS_QUARANTINED,
+                                                       0)
   return {
       'pattern': pattern,
       'files': files,
@@ -54,13 +54,18 @@ class ReconcileError(RuntimeError):
   """Counts that do not add up: a bug, never a data problem."""
 
 
-def build_manifest(*, config: DatasetConfig, config_path: str,
-                   inputs: Mapping[str, Dict[str, Any]],
-                   counts: Mapping[str, Any], split_names: List[str],
-                   seconds: Mapping[str, float], num_shards: int,
-                   pipeline_options: Mapping[str, Any],
-                   output_dir: str,
-                   feature_warnings: Sequence[Any] = ()) -> Dict[str, Any]:
+def build_manifest(
+    *,
+    config: DatasetConfig,
+    config_path: str,
+    inputs: Mapping[str, Dict[str, Any]],
+    counts: Mapping[str, Any],
+    split_names: List[str],
+    seconds: Mapping[str, float],
+    num_shards: int,
+    pipeline_options: Mapping[str, Any],
+    output_dir: str,
+    feature_warnings: Sequence[Any] = ()) -> Dict[str, Any]:
   """Assembles the manifest and checks that its counts reconcile.
 
   `inputs` maps an input name ('input', 'test_input') to {'pattern', 'files'};
@@ -69,8 +74,7 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
   for the config's features (pipeline/feature_warnings.py).
   """
   summaries = {
-      name: _input_summary(spec['pattern'], spec['files'],
-                           counts.get(name, {}))
+      name: _input_summary(spec['pattern'], spec['files'], counts.get(name, {}))
       for name, spec in inputs.items()
   }
   splits = {}
@@ -79,15 +83,16 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
     rows = c.get('rows', 0)
     splits[name] = {
         'rows': rows,
-        'label_positive_rate': (c.get('positive', 0) / rows
-                                if rows and config.label.positive is not None
-                                else None),
+        'label_positive_rate':
+            (c.get('positive', 0) /
+             rows if rows and config.label.positive is not None else None),
         'files': f'data/{name}-*-of-{num_shards:05d}.tfrecord.gz',
     }
   for name, summary in summaries.items():
     # Lines: every line is a row, blank, a comment or a header.
-    other = (summary['blank_lines'] + summary['comment_lines'] +
-             summary['header_lines'])
+    other = (
+        summary['blank_lines'] + summary['comment_lines'] +
+        summary['header_lines'])
     if summary['lines'] != summary['rows'] + other:
       raise ReconcileError(f'{name}: {summary["lines"]} lines != '
                            f'{summary["rows"]} rows + {other} other lines')
@@ -102,31 +107,47 @@ def build_manifest(*, config: DatasetConfig, config_path: str,
     for reason, n in s['quarantined_by_reason'].items():
       by_reason[reason] = by_reason.get(reason, 0) + n
   return {
-      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'),
-      'output_dir': output_dir,
-      'config': {'path': config_path, 'name': config.name,
-                 'sha256': config.config_hash},
-      'inputs': summaries,
+      'created':
+          datetime.datetime.now(datetime.timezone.utc
+                               ).isoformat(timespec='seconds'),
+      'output_dir':
+          output_dir,
+      'config': {
+          'path': config_path,
+          'name': config.name,
+          'sha256': config.config_hash
+      },
+      'inputs':
+          summaries,
       'rows': {
           'input': input_rows,
-          **{name: s['rows'] for name, s in splits.items()},
+          **{
+              name: s['rows'] for name, s in splits.items()
+          },
           'quarantined': quarantined,
       },
-      'quarantined_by_reason': dict(sorted(by_reason.items())),
+      'quarantined_by_reason':
+          dict(sorted(by_reason.items())),
       'feature_warnings': [f.to_json() for f in feature_warnings],
-      'splits': splits,
-      'seconds': {k: round(v, 3) for k, v in seconds.items()},
-      'versions': library_versions(),
-      'pipeline_options': dict(pipeline_options),
+      'splits':
+          splits,
+      'seconds': {
+          k: round(v, 3) for k, v in seconds.items()
+      },
+      'versions':
+          library_versions(),
+      'pipeline_options':
+          dict(pipeline_options),
   }
 
 
 def format_summary(manifest: Mapping[str, Any]) -> str:
   """A few human-readable lines for the console."""
   rows = manifest['rows']
-  lines = [f'input rows: {rows["input"]:,}  quarantined: '
-           f'{rows["quarantined"]:,}']
+  lines = [
+      f'input rows: {rows["input"]:,}  quarantined: '
+      f'{rows["quarantined"]:,}'
+  ]
   for name, split in manifest['splits'].items():
     rate = split['label_positive_rate']
     rate_text = f'{rate:.4f}' if rate is not None else 'n/a'
@@ -138,7 +159,6 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     lines.append(f'  feature warning {warning["column"]}: '
                  f'{warning["reason"]}')
   seconds = manifest['seconds']
-  lines.append('seconds: ' + ', '.join(f'{k} {v:.1f}'
-                                       for k, v in seconds.items()))
+  lines.append('seconds: ' +
+               ', '.join(f'{k} {v:.1f}' for k, v in seconds.items()))
   return '\n'.join(lines)
-

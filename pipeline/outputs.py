@@ -86,8 +86,11 @@ class StagedOutputDir:
       return
     if FileSystems.exists(self.final):
       FileSystems.delete([self.final])
-    sources = [m.path for r in FileSystems.match([self.staging + '/**'])
-               for m in r.metadata_list]
+    sources = [
+        m.path
+        for r in FileSystems.match([self.staging + '/**'])
+        for m in r.metadata_list
+    ]
     sources.sort(key=lambda p: p.endswith('/' + MANIFEST))
     for src in sources:
       dst = self.final + src[len(self.staging):]

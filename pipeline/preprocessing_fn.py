@@ -68,8 +68,9 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   missing = tf.logical_or(tf.logical_not(present), tf.math.is_nan(value))
   if spec.impute == 'mean':
     # Full-pass mean over the values that are present in train.
-    fill = tft.mean(tf.boolean_mask(value, tf.logical_not(missing)),
-                    name=spec.name + '_impute_mean')
+    fill = tft.mean(
+        tf.boolean_mask(value, tf.logical_not(missing)),
+        name=spec.name + '_impute_mean')
     fill = tf.where(tf.math.is_nan(fill), 0.0, fill)
   else:
     fill = tf.constant(0.0)
@@ -78,8 +79,7 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
     # Signed so that a negative value at serving time cannot produce NaN.
     value = tf.sign(value) * tf.math.log1p(tf.abs(value))
   if spec.scale == 'zscore':
-    outputs[spec.name] = tft.scale_to_z_score(value,
-                                              name=spec.name + '_zscore')
+    outputs[spec.name] = tft.scale_to_z_score(value, name=spec.name + '_zscore')
   elif spec.scale == 'minmax':
     outputs[spec.name] = tft.scale_to_0_1(value, name=spec.name + '_minmax')
   elif not spec.buckets:
@@ -120,8 +120,7 @@ def _set_id_range(ids, num_ids: int) -> None:
       values, tf.constant(0, tf.int64), tf.constant(num_ids - 1, tf.int64))
 
 
-def _list_strings(x: tf.SparseTensor, config: DatasetConfig
-                 ) -> tf.SparseTensor:
+def _list_strings(x: tf.SparseTensor, config: DatasetConfig) -> tf.SparseTensor:
   """The values of a list column, trimmed, with missing tokens dropped."""
   values = tf.strings.strip(x.values)
   keep = tf.ones_like(values, tf.bool)
@@ -177,11 +176,13 @@ def _timestamp(x, spec: TimestampFeature, outputs) -> None:
   seconds = tf.cast(_dense_column(x, tf.constant(0, tf.int64)), tf.int64)
   days = tf.math.floordiv(seconds, _SECONDS_PER_DAY)
   parts = {
-      'hour': tf.math.floordiv(tf.math.floormod(seconds, _SECONDS_PER_DAY),
-                               3600),
+      'hour':
+          tf.math.floordiv(tf.math.floormod(seconds, _SECONDS_PER_DAY), 3600),
       # 1970-01-01 was a Thursday; Monday is 0.
-      'day_of_week': tf.math.floormod(days + 3, 7),
-      'month': _civil_month(days) - 1,
+      'day_of_week':
+          tf.math.floormod(days + 3, 7),
+      'month':
+          _civil_month(days) - 1,
   }
   for part in spec.parts:
     n = TIMESTAMP_PARTS[part]
@@ -208,8 +209,9 @@ def label_transform(x, config: DatasetConfig) -> tf.Tensor:
     text = tf.strings.strip(_dense_column(x, ''))
     if label.task == BINARY:
       return tf.cast(tf.equal(text, label.positive), tf.int64)
-    matches = tf.equal(tf.expand_dims(text, 1),
-                       tf.constant(list(label.classes))[tf.newaxis, :])
+    matches = tf.equal(
+        tf.expand_dims(text, 1),
+        tf.constant(list(label.classes))[tf.newaxis, :])
     return tf.argmax(tf.cast(matches, tf.int64), axis=1)
   value = tf.cast(_dense_column(x, 0.0), tf.float32)
   if label.log_target:
@@ -217,9 +219,9 @@ def label_transform(x, config: DatasetConfig) -> tf.Tensor:
   return value
 
 
-def make_preprocessing_fn(config: DatasetConfig
-                         ) -> Callable[[Dict[str, tf.Tensor]],
-                                       Dict[str, tf.Tensor]]:
+def make_preprocessing_fn(
+    config: DatasetConfig
+) -> Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]:
   """Returns the preprocessing_fn for `config`.
 
   Inputs are the raw features (and the label when present), each a

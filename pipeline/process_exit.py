@@ -35,12 +35,14 @@ DEFAULT_TIMEOUT_S = 120.0
 
 def worker_threads() -> List[threading.Thread]:
   """Beam's in-process worker threads that are still alive."""
-  return [t for t in threading.enumerate()
-          if t.is_alive() and t.name.startswith(_WORKER_THREAD_PREFIXES)]
+  return [
+      t for t in threading.enumerate()
+      if t.is_alive() and t.name.startswith(_WORKER_THREAD_PREFIXES)
+  ]
 
 
-def wait_for_workers(timeout_s: float = DEFAULT_TIMEOUT_S
-                     ) -> List[threading.Thread]:
+def wait_for_workers(
+    timeout_s: float = DEFAULT_TIMEOUT_S) -> List[threading.Thread]:
   """Joins Beam's in-process worker threads; returns those still running."""
   deadline = time.monotonic() + timeout_s
   for thread in worker_threads():

@@ -62,28 +62,29 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
     stats_path = os.path.join(tmp, 'stats.pb')
     counts_path = os.path.join(tmp, 'counts.json')
     with beam.Pipeline(options=options) as p:
-      ingested = (p
-                  | 'Read' >> sources.ReadRawChunks(
-                      files, config.format, csv=config.csv)
-                  | 'Cleanse' >> cleanse.CleanseRows(config))
+      ingested = (
+          p
+          |
+          'Read' >> sources.ReadRawChunks(files, config.format, csv=config.csv)
+          | 'Cleanse' >> cleanse.CleanseRows(config))
       rows = ingested.rows
       if config.windows:  # as preprocess computes them, before statistics
         rows = rows | 'Windows' >> windows.AddWindowFeatures(config)
-      _ = (rows
-           | 'GenerateStatistics' >> tfdv.GenerateStatistics(
-               tfdv.StatsOptions())
-           | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(stats_path))
-      _ = (ingested.counts
-           | 'SumCounts' >> beam.CombineGlobally(cleanse.SumCounts())
-           | 'WriteCounts' >> sinks.WriteJson(counts_path))
+      _ = (
+          rows
+          | 'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+          | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(stats_path))
+      _ = (
+          ingested.counts
+          | 'SumCounts' >> beam.CombineGlobally(cleanse.SumCounts())
+          | 'WriteCounts' >> sinks.WriteJson(counts_path))
     counts = sinks.read_json(counts_path)
     kept = counts.get(cleanse.ROWS_KEPT, 0)
     if not kept:
       raise UserError(f'--input {pattern}: no usable rows (all '
                       f'{counts.get(cleanse.ROWS_QUARANTINED, 0)} rows '
                       'quarantined); check the config\'s input section')
-    schema = validation.draft_schema(tfdv.load_stats_binary(stats_path),
-                                     config)
+    schema = validation.draft_schema(tfdv.load_stats_binary(stats_path), config)
   if FileSystems.get_scheme(output) in (None, 'file'):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   validation.write_schema(schema, output)
@@ -95,20 +96,27 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
 # --------------------------------------------------------------------- init
 
 
-def init(pattern: str, label: str, output: str, *,
-         schema_output: Optional[str] = None, name: Optional[str] = None,
-         task: str = 'auto', delimiter: Optional[str] = None,
-         header: Optional[bool] = None, encoding: str = 'utf-8',
+def init(pattern: str,
+         label: str,
+         output: str,
+         *,
+         schema_output: Optional[str] = None,
+         name: Optional[str] = None,
+         task: str = 'auto',
+         delimiter: Optional[str] = None,
+         header: Optional[bool] = None,
+         encoding: str = 'utf-8',
          sample_rows: int = config_draft.DEFAULT_SAMPLE_ROWS,
-         overwrite: bool = False, beam_args: Sequence[str] = ()) -> str:
+         overwrite: bool = False,
+         beam_args: Sequence[str] = ()) -> str:
   """Drafts `output` (a config YAML) and its TFDV schema; returns the YAML.
 
   The config is drafted from a sample of the first file; the schema from
   every file, read and cleansed with that config exactly as preprocess will.
   """
   files = sources.resolve_files(pattern, '--input')
-  schema_output = schema_output or (
-      output[:-5] if output.endswith('.yaml') else output) + '_schema.pbtxt'
+  schema_output = schema_output or (output[:-5] if output.endswith('.yaml') else
+                                    output) + '_schema.pbtxt'
   for path, flag in ((output, '--output'), (schema_output, '--schema-output')):
     if FileSystems.exists(path) and not overwrite:
       raise UserError(f'{flag} {path}: already exists; pass --overwrite to '
@@ -116,12 +124,20 @@ def init(pattern: str, label: str, output: str, *,
   stem = os.path.basename(output)
   name = name or (stem[:-5] if stem.endswith('.yaml') else stem)
   # Relative to the YAML's directory, as tfdv_schema: paths are resolved.
-  relative = (os.path.relpath(schema_output, os.path.dirname(output) or '.')
-              if FileSystems.get_scheme(schema_output) in (None, 'file')
-              else schema_output)
+  relative = (
+      os.path.relpath(schema_output,
+                      os.path.dirname(output) or '.')
+      if FileSystems.get_scheme(schema_output) in (None,
+                                                   'file') else schema_output)
   draft = config_draft.draft_config(
-      files[0], label, name=name, task=task, delimiter=delimiter,
-      header=header, encoding=encoding, max_rows=sample_rows,
+      files[0],
+      label,
+      name=name,
+      task=task,
+      delimiter=delimiter,
+      header=header,
+      encoding=encoding,
+      max_rows=sample_rows,
       tfdv_schema=relative)
   config = draft.config
   if FileSystems.get_scheme(output) in (None, 'file'):
@@ -164,7 +180,8 @@ def _domain(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> str:
     return f'[{lo}, {hi}]'
   values = None
   if kind == 'domain':
-    values = next((list(d.value) for d in schema.string_domain
+    values = next((list(d.value)
+                   for d in schema.string_domain
                    if d.name == feature.domain), None)
   elif kind == 'string_domain':
     values = list(feature.string_domain.value)
@@ -212,12 +229,17 @@ def _comparator(feature: schema_pb2.Feature, field: str) -> str:
 def table(schema: schema_pb2.Schema) -> str:
   rows: List[List[str]] = []
   for f in schema.feature:
-    rows.append([f.name, schema_pb2.FeatureType.Name(f.type), _presence(f),
-                 _environments(f, schema), _comparator(f, 'skew_comparator'),
-                 _comparator(f, 'drift_comparator'), _domain(f, schema)])
-  return validation.format_table(
-      ('feature', 'type', 'presence', 'environments', 'skew', 'drift',
-       'domain'), rows)
+    rows.append([
+        f.name,
+        schema_pb2.FeatureType.Name(f.type),
+        _presence(f),
+        _environments(f, schema),
+        _comparator(f, 'skew_comparator'),
+        _comparator(f, 'drift_comparator'),
+        _domain(f, schema)
+    ])
+  return validation.format_table(('feature', 'type', 'presence', 'environments',
+                                  'skew', 'drift', 'domain'), rows)
 
 
 def show(path: str) -> None:
@@ -236,39 +258,55 @@ def _parser() -> argparse.ArgumentParser:
       description='Start a dataset (init: draft a config and its TFDV '
       'schema from a CSV), draft (infer) and inspect (show) TFDV schemas.')
   sub = parser.add_subparsers(dest='command', required=True)
-  p = sub.add_parser('init', help='draft a dataset config and its TFDV schema '
-                     'from a CSV file; unknown flags are Beam pipeline options')
-  p.add_argument('--input', required=True,
-                 help='CSV file pattern; the first file is sampled')
+  p = sub.add_parser(
+      'init',
+      help='draft a dataset config and its TFDV schema '
+      'from a CSV file; unknown flags are Beam pipeline options')
+  p.add_argument(
+      '--input',
+      required=True,
+      help='CSV file pattern; the first file is sampled')
   p.add_argument('--label', required=True, help='the label column')
   p.add_argument('--output', required=True, help='config to write (.yaml)')
-  p.add_argument('--schema-output', default=None,
-                 help='TFDV schema to write (default: OUTPUT without .yaml '
-                 '+ _schema.pbtxt)')
-  p.add_argument('--name', default=None,
-                 help='dataset name (default: the output file name)')
-  p.add_argument('--task', default='auto',
-                 choices=('auto', 'binary', 'multiclass', 'regression'),
-                 help='default: from the label column (%(default)s)')
-  p.add_argument('--delimiter', default=None,
-                 help='field delimiter (default: detected)')
-  p.add_argument('--header', default=None,
-                 action=argparse.BooleanOptionalAction,
-                 help='whether the first line names the columns (default: '
-                 'detected)')
+  p.add_argument(
+      '--schema-output',
+      default=None,
+      help='TFDV schema to write (default: OUTPUT without .yaml '
+      '+ _schema.pbtxt)')
+  p.add_argument(
+      '--name',
+      default=None,
+      help='dataset name (default: the output file name)')
+  p.add_argument(
+      '--task',
+      default='auto',
+      choices=('auto', 'binary', 'multiclass', 'regression'),
+      help='default: from the label column (%(default)s)')
+  p.add_argument(
+      '--delimiter', default=None, help='field delimiter (default: detected)')
+  p.add_argument(
+      '--header',
+      default=None,
+      action=argparse.BooleanOptionalAction,
+      help='whether the first line names the columns (default: '
+      'detected)')
   p.add_argument('--encoding', default='utf-8')
-  p.add_argument('--sample-rows', type=int,
-                 default=config_draft.DEFAULT_SAMPLE_ROWS,
-                 help='rows sampled to draft the config (default %(default)s)')
-  p.add_argument('--overwrite', action='store_true',
-                 help='replace existing output files')
-  p = sub.add_parser('infer', help='draft a TFDV schema from data; unknown '
-                     'flags are Beam pipeline options')
+  p.add_argument(
+      '--sample-rows',
+      type=int,
+      default=config_draft.DEFAULT_SAMPLE_ROWS,
+      help='rows sampled to draft the config (default %(default)s)')
+  p.add_argument(
+      '--overwrite', action='store_true', help='replace existing output files')
+  p = sub.add_parser(
+      'infer',
+      help='draft a TFDV schema from data; unknown '
+      'flags are Beam pipeline options')
   p.add_argument('--config', required=True, help='dataset config YAML')
   p.add_argument('--input', required=True, help='file pattern of the data')
   p.add_argument('--output', required=True, help='schema to write (.pbtxt)')
-  p.add_argument('--overwrite', action='store_true',
-                 help='replace --output if it exists')
+  p.add_argument(
+      '--overwrite', action='store_true', help='replace --output if it exists')
   p = sub.add_parser('show', help='print a schema as a table')
   p.add_argument('schema', help='TFDV schema in text format (.pbtxt)')
   return parser
@@ -281,14 +319,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
   args, extra = _parser().parse_known_args(argv)
   if args.command == 'init':
-    init(args.input, args.label, args.output,
-         schema_output=args.schema_output, name=args.name, task=args.task,
-         delimiter=args.delimiter, header=args.header,
-         encoding=args.encoding, sample_rows=args.sample_rows,
-         overwrite=args.overwrite, beam_args=extra)
+    init(
+        args.input,
+        args.label,
+        args.output,
+        schema_output=args.schema_output,
+        name=args.name,
+        task=args.task,
+        delimiter=args.delimiter,
+        header=args.header,
+        encoding=args.encoding,
+        sample_rows=args.sample_rows,
+        overwrite=args.overwrite,
+        beam_args=extra)
   elif args.command == 'infer':
-    schema = infer(args.config, args.input, args.output, args.overwrite,
-                   extra)
+    schema = infer(args.config, args.input, args.output, args.overwrite, extra)
     print(table(schema))
   else:
     if extra:

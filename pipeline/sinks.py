@@ -41,8 +41,9 @@ _LENGTH = struct.Struct('<I')
 
 
 def shard_paths(prefix: str, num_shards: int, suffix: str) -> List[str]:
-  return [f'{prefix}-{i:05d}-of-{num_shards:05d}{suffix}'
-          for i in range(num_shards)]
+  return [
+      f'{prefix}-{i:05d}-of-{num_shards:05d}{suffix}' for i in range(num_shards)
+  ]
 
 
 def _varint_bytes(values) -> Tuple[np.ndarray, np.ndarray]:
@@ -197,8 +198,8 @@ def encode_dense_examples(batch: pa.RecordBatch) -> Optional[List[bytes]]:
     entry_size = len(head) + body_size
     # Features.feature entry: 0a <entry len> <entry>.
     tag_size = add_varint(0x0A, entry_size)
-    blocks.append(np.broadcast_to(np.frombuffer(head, dtype=np.uint8),
-                                  (n, len(head))))
+    blocks.append(
+        np.broadcast_to(np.frombuffer(head, dtype=np.uint8), (n, len(head))))
     used.append(None)
     blocks.append(body)
     used.append(body_used)
@@ -220,7 +221,8 @@ def encode_dense_examples(batch: pa.RecordBatch) -> Optional[List[bytes]]:
   data = matrix[mask]
   return pa.LargeBinaryArray.from_buffers(
       pa.large_binary(), n,
-      [None, pa.py_buffer(offsets), pa.py_buffer(data)]).to_pylist()
+      [None, pa.py_buffer(offsets),
+       pa.py_buffer(data)]).to_pylist()
 
 
 class _EncodeExamplesFn(beam.DoFn):
@@ -270,8 +272,8 @@ def _write_run(path: str, records: List[bytes]) -> None:
   with FileSystems.create(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
     pack = _LENGTH.pack
-    f.write(b''.join([part for record in records
-                      for part in (pack(len(record)), record)]))
+    f.write(b''.join(
+        [part for record in records for part in (pack(len(record)), record)]))
 
 
 def _read_run(path: str) -> Iterable[bytes]:
@@ -325,7 +327,8 @@ class _SpillSortedRunsFn(beam.DoFn):
 
   def finish_bundle(self):
     for keyed in self._spill():
-      yield WindowedValue(keyed, window.GlobalWindow().max_timestamp(),
+      yield WindowedValue(keyed,
+                          window.GlobalWindow().max_timestamp(),
                           [window.GlobalWindow()])
 
   def _spill(self) -> List[Tuple[int, str]]:
@@ -358,8 +361,8 @@ class _MergeRunsFn(beam.DoFn):
     with tf.io.TFRecordWriter(path, options='GZIP') as writer:
       write = writer.write
       readers = [_read_run(r) for r in runs]
-      for record in (readers[0] if len(readers) == 1 else
-                     heapq.merge(*readers)):
+      for record in (readers[0] if len(readers) == 1 else heapq.merge(
+          *readers)):
         write(record)
         n += 1
     if runs:
@@ -376,7 +379,9 @@ class WriteShardedTFRecords(beam.PTransform):
   beside the shards).
   """
 
-  def __init__(self, prefix: str, num_shards: int,
+  def __init__(self,
+               prefix: str,
+               num_shards: int,
                temp_dir: Optional[str] = None,
                spill_bytes: int = SPILL_BYTES):
     super().__init__()
@@ -390,8 +395,9 @@ class WriteShardedTFRecords(beam.PTransform):
     runs = records | 'SpillSortedRuns' >> beam.ParDo(
         _SpillSortedRunsFn(self._temp_dir, n, self._spill_bytes))
     # Every shard gets a (possibly empty) group, so every shard file exists.
-    empty = (records.pipeline
-             | 'ShardIds' >> beam.Create([(i, None) for i in range(n)]))
+    empty = (
+        records.pipeline
+        | 'ShardIds' >> beam.Create([(i, None) for i in range(n)]))
     return ((runs, empty)
             | 'Merge' >> beam.Flatten()
             | 'GroupByShard' >> beam.GroupByKey()
@@ -435,10 +441,10 @@ class WriteQuarantine(beam.PTransform):
     self._directory = directory
 
   def expand(self, records):
-    return (records
-            | 'ToJson' >> beam.Map(
-                lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
-            | 'WriteLines' >> beam.io.WriteToText(
-                FileSystems.join(self._directory, 'part'),
-                file_name_suffix='.jsonl'))
-
+    return (
+        records
+        | 'ToJson' >>
+        beam.Map(lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
+        | 'WriteLines' >> beam.io.WriteToText(
+            FileSystems.join(self._directory, 'part'),
+            file_name_suffix='.jsonl'))

@@ -71,13 +71,20 @@ MALFORMED_JSON = 'malformed_json'
 _LAYOUT_REASONS = (cleanse.WRONG_ARITY, cleanse.HEADER_MISMATCH)
 _REJECTED = 'ROWS_REJECTED'
 _EXTENSIONS = {
-    '.csv': 'csv', '.txt': 'csv', '.data': 'csv', '.test': 'csv',
-    '.tfrecord': 'tfrecord', '.tfrecords': 'tfrecord', '.tfr': 'tfrecord',
-    '.jsonl': 'jsonl', '.json': 'jsonl', '.ndjson': 'jsonl', '.log': 'jsonl',
+    '.csv': 'csv',
+    '.txt': 'csv',
+    '.data': 'csv',
+    '.test': 'csv',
+    '.tfrecord': 'tfrecord',
+    '.tfrecords': 'tfrecord',
+    '.tfr': 'tfrecord',
+    '.jsonl': 'jsonl',
+    '.json': 'jsonl',
+    '.ndjson': 'jsonl',
+    '.log': 'jsonl',
     '.parquet': 'parquet',
 }
 _SNIFF_BYTES = 4096
-
 
 # ------------------------------------------------------------------- formats
 
@@ -142,8 +149,8 @@ class _BadRecord:
 
 # format: the records of a whole file, as cleanse.RowParser takes them.
 _READERS: Dict[str, Callable[[sources.FileRange], Iterator[Any]]] = {
-    **sources.RECORD_READERS, 'jsonl': _read_jsonl}
-
+    **sources.RECORD_READERS, 'jsonl': _read_jsonl
+}
 
 # ------------------------------------------------------------------- reading
 
@@ -169,14 +176,16 @@ class ServingData:
 
   def rejected_by_reason(self) -> Dict[str, int]:
     p = cleanse.QUARANTINED_PREFIX
-    return {k[len(p):]: v for k, v in sorted(self.counts.items())
-            if k.startswith(p)}
+    return {
+        k[len(p):]: v for k, v in sorted(self.counts.items()) if k.startswith(p)
+    }
 
 
 _MAX_SAMPLES = 20
 
 
-def read_serving_data(files: Sequence[str], config: DatasetConfig,
+def read_serving_data(files: Sequence[str],
+                      config: DatasetConfig,
                       fmt: str = 'auto') -> ServingData:
   """Reads and cleanses serving files like the training data, label optional.
 
@@ -205,7 +214,8 @@ def read_serving_data(files: Sequence[str], config: DatasetConfig,
     table = pa.Table.from_batches(data.batches).combine_chunks()
     data.batches = [
         windows.fill_windows(b, config.windows, only_missing=True)
-        for b in table.to_batches(max_chunksize=table.num_rows)]
+        for b in table.to_batches(max_chunksize=table.num_rows)
+    ]
   return data
 
 
@@ -217,8 +227,8 @@ def _error_text(e: Exception) -> str:
   return text.splitlines()[0] if text else repr(e)
 
 
-def _read_file(path: str, kind: str, parser: cleanse.RowParser,
-               known: set, data: ServingData) -> None:
+def _read_file(path: str, kind: str, parser: cleanse.RowParser, known: set,
+               data: ServingData) -> None:
   records: List[Any] = []
   first = 1
   whole = sources.FileRange(path, 0, None, 1)
@@ -254,8 +264,12 @@ def _reject(data: ServingData, path: str, line: int, reason: str,
   data.counts[cleanse.ROWS_QUARANTINED] += 1
   data.counts[cleanse.QUARANTINED_PREFIX + reason] += 1
   if len(data.rejected) < _MAX_SAMPLES:
-    data.rejected.append({'source': path, 'line': line, 'reason': reason,
-                          'detail': detail})
+    data.rejected.append({
+        'source': path,
+        'line': line,
+        'reason': reason,
+        'detail': detail
+    })
 
 
 def _flush(path: str, first: int, kind: str, records: List[Any],
@@ -263,13 +277,12 @@ def _flush(path: str, first: int, kind: str, records: List[Any],
   if not records:
     return
   batch, quarantine, counts = parser.parse_chunk(
-      sources.RawChunk(path, first, 'csv' if kind == 'csv' else kind,
-                       records))
+      sources.RawChunk(path, first, 'csv' if kind == 'csv' else kind, records))
   data.counts.update(counts)
   for q in quarantine:
     if len(data.rejected) < _MAX_SAMPLES:
-      data.rejected.append({k: q[k] for k in ('source', 'line', 'reason',
-                                               'detail')})
+      data.rejected.append(
+          {k: q[k] for k in ('source', 'line', 'reason', 'detail')})
   if batch is not None:
     data.batches.append(batch)
 
@@ -286,8 +299,8 @@ def check_usable(data: ServingData, config: DatasetConfig,
                     f'{config.name!r}; expected raw features: {expected}')
   by_reason = data.rejected_by_reason()
   if by_reason.get(cleanse.HEADER_MISMATCH):
-    first = next(r for r in data.rejected
-                 if r['reason'] == cleanse.HEADER_MISMATCH)
+    first = next(
+        r for r in data.rejected if r['reason'] == cleanse.HEADER_MISMATCH)
     raise UserError(f'{where}: wrong columns: {first["source"]}: '
                     f'{first["detail"]}')
   if not data.rows:
@@ -295,14 +308,14 @@ def check_usable(data: ServingData, config: DatasetConfig,
   if not data.rows_used:
     reasons = ', '.join(f'{k} {v}' for k, v in by_reason.items())
     first = data.rejected[0] if data.rejected else {}
-    kind = ('wrong columns' if set(by_reason) <= set(_LAYOUT_REASONS)
-            else 'unreadable data')
+    kind = ('wrong columns'
+            if set(by_reason) <= set(_LAYOUT_REASONS) else 'unreadable data')
     raise UserError(
         f'{where}: {kind}: all {data.rows} rows rejected ({reasons}); first, '
         f'{first.get("source", "")} line {first.get("line", "")}: '
-        f'{first.get("detail", "")}' + (f'; expected the columns of '
-                                        f'{config.name!r}: {expected}'
-                                        if kind == 'wrong columns' else ''))
+        f'{first.get("detail", "")}' +
+        (f'; expected the columns of '
+         f'{config.name!r}: {expected}' if kind == 'wrong columns' else ''))
   features = {c.name for c in config.feature_columns}
   if data.seen_features and not features & set(data.seen_features):
     raise UserError(f'{where}: wrong columns: no record has any of the raw '
@@ -329,14 +342,16 @@ def serving_statistics(batches: Sequence[pa.RecordBatch], config: DatasetConfig,
   """
   label = config.label.column
   batches = [_without_label(b, label) for b in batches]
-  options = PipelineOptions(['--runner=DirectRunner',
-                             '--direct_running_mode=in_memory',
-                             '--direct_num_workers=1'])
+  options = PipelineOptions([
+      '--runner=DirectRunner', '--direct_running_mode=in_memory',
+      '--direct_num_workers=1'
+  ])
   with beam.Pipeline(options=options) as p:
-    _ = (p
-         | 'Batches' >> beam.Create(batches, reshuffle=False)
-         | 'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-         | 'Write' >> tfdv.WriteStatisticsToBinaryFile(path))
+    _ = (
+        p
+        | 'Batches' >> beam.Create(batches, reshuffle=False)
+        | 'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+        | 'Write' >> tfdv.WriteStatisticsToBinaryFile(path))
   return tfdv.load_stats_binary(path)
 
 
@@ -352,16 +367,17 @@ class SkewResult:
   serving_anomalies: Any  # anomalies_pb2.Anomalies, SERVING environment
   skew_anomalies: Any  # anomalies_pb2.Anomalies, skew comparators
   review: drift.Review
-  within_chance: List[Dict[str, Any]] = dataclasses.field(
-      default_factory=list)
+  within_chance: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 TRAINING_NAME, SERVING_NAME = 'training', 'serving'
 
 
-def check_skew(train_stats, serving_stats, schema,
-               false_alarm_rate: float = drift.DEFAULT_FALSE_ALARM_RATE
-              ) -> SkewResult:
+def check_skew(
+    train_stats,
+    serving_stats,
+    schema,
+    false_alarm_rate: float = drift.DEFAULT_FALSE_ALARM_RATE) -> SkewResult:
   """Serving statistics against the schema (SERVING) and against training.
 
   Two TFDV validations: the serving data alone in the SERVING environment
@@ -372,28 +388,32 @@ def check_skew(train_stats, serving_stats, schema,
   drift.review decides which findings are more than chance at the two
   sample sizes; the others are returned as `within_chance`.
   """
-  serving = tfdv.validate_statistics(serving_stats, schema,
-                                     environment=validation.SERVING)
-  skew = tfdv.validate_statistics(train_stats, schema,
-                                  environment=validation.TRAINING,
-                                  serving_statistics=serving_stats)
-  review = drift.review(
-      [(validation.dataset(train_stats), validation.dataset(serving_stats),
-        skew, 'skew', (TRAINING_NAME, SERVING_NAME))],
-      [(validation.dataset(serving_stats), SERVING_NAME)], schema,
-      false_alarm_rate)
-  rows = (validation.anomaly_rows(serving, 'serving') +
-          validation.anomaly_rows(skew, 'skew',
-                                  types=validation.COMPARATOR_TYPES))
-  rows, dismissed = validation.reviewed_rows(
-      rows, review, {'serving': SERVING_NAME, 'skew': SERVING_NAME})
+  serving = tfdv.validate_statistics(
+      serving_stats, schema, environment=validation.SERVING)
+  skew = tfdv.validate_statistics(
+      train_stats,
+      schema,
+      environment=validation.TRAINING,
+      serving_statistics=serving_stats)
+  review = drift.review([(validation.dataset(train_stats),
+                          validation.dataset(serving_stats), skew, 'skew',
+                          (TRAINING_NAME, SERVING_NAME))],
+                        [(validation.dataset(serving_stats), SERVING_NAME)],
+                        schema, false_alarm_rate)
+  rows = (
+      validation.anomaly_rows(serving, 'serving') +
+      validation.anomaly_rows(skew, 'skew', types=validation.COMPARATOR_TYPES))
+  rows, dismissed = validation.reviewed_rows(rows, review, {
+      'serving': SERVING_NAME,
+      'skew': SERVING_NAME
+  })
   rows.sort(key=lambda r: (r.feature, r.type))
   return SkewResult(rows, review.comparisons(SERVING_NAME), serving, skew,
                     review, dismissed)
 
 
-def rejected_rows(data: ServingData, config: DatasetConfig
-                 ) -> List[validation.AnomalyRow]:
+def rejected_rows(data: ServingData,
+                  config: DatasetConfig) -> List[validation.AnomalyRow]:
   """Serving rows the parser refused: an anomaly too (the model never saw such
   values), one row per reason, naming the column when the detail does."""
   columns = {c.name for c in config.columns}
@@ -405,10 +425,14 @@ def rejected_rows(data: ServingData, config: DatasetConfig
     feature = feature if feature in columns else '*'
     where = (f'; first: {sample["source"]} line {sample["line"]}: {detail}'
              if sample else '')
-    rows.append(validation.AnomalyRow(
-        feature=feature, anomaly=f'Rows rejected ({reason})', type=_REJECTED,
-        description=f'{n} of {data.rows} serving rows could not be parsed '
-        f'as the training data is{where}', dataset='serving'))
+    rows.append(
+        validation.AnomalyRow(
+            feature=feature,
+            anomaly=f'Rows rejected ({reason})',
+            type=_REJECTED,
+            description=f'{n} of {data.rows} serving rows could not be parsed '
+            f'as the training data is{where}',
+            dataset='serving'))
   return rows
 
 
@@ -422,26 +446,42 @@ def _parse_args(argv: Optional[Sequence[str]]):
       'TFRecord, Parquet or the JSON-lines request log) against the training '
       'statistics and the schema of a preprocess run. Exit status: 0 no '
       'anomaly, 1 anomalies, 2 usage or input error.')
-  parser.add_argument('--preprocess-dir', required=True,
-                      help='output directory of python -m pipeline.preprocess')
-  parser.add_argument('--serving-data', required=True,
-                      help='file pattern of the serving data or request log')
-  parser.add_argument('--report-dir', default=DEFAULT_REPORT_DIR,
-                      help='where skew.json, skew.html and serving_stats.pb '
-                      'go (default: ./%(default)s)')
-  parser.add_argument('--format', choices=FORMATS, default='auto',
-                      help='format of the serving data; auto detects it from '
-                      'the file name, else the content (default)')
-  parser.add_argument('--schema', default=None,
-                      help='TFDV schema to use instead of '
-                      'PREPROCESS_DIR/schema.pbtxt')
-  parser.add_argument('--config', default=None,
-                      help='dataset config to parse the serving data with, '
-                      'instead of PREPROCESS_DIR/config.yaml')
-  parser.add_argument('--false-alarm-rate', type=_rate, default=None,
-                      help='chance that a check of unchanged data reports '
-                      'any skew (default: the config\'s '
-                      'validation.false_alarm_rate, else 0.01)')
+  parser.add_argument(
+      '--preprocess-dir',
+      required=True,
+      help='output directory of python -m pipeline.preprocess')
+  parser.add_argument(
+      '--serving-data',
+      required=True,
+      help='file pattern of the serving data or request log')
+  parser.add_argument(
+      '--report-dir',
+      default=DEFAULT_REPORT_DIR,
+      help='where skew.json, skew.html and serving_stats.pb '
+      'go (default: ./%(default)s)')
+  parser.add_argument(
+      '--format',
+      choices=FORMATS,
+      default='auto',
+      help='format of the serving data; auto detects it from '
+      'the file name, else the content (default)')
+  parser.add_argument(
+      '--schema',
+      default=None,
+      help='TFDV schema to use instead of '
+      'PREPROCESS_DIR/schema.pbtxt')
+  parser.add_argument(
+      '--config',
+      default=None,
+      help='dataset config to parse the serving data with, '
+      'instead of PREPROCESS_DIR/config.yaml')
+  parser.add_argument(
+      '--false-alarm-rate',
+      type=_rate,
+      default=None,
+      help='chance that a check of unchanged data reports '
+      'any skew (default: the config\'s '
+      'validation.false_alarm_rate, else 0.01)')
   return parser.parse_args(argv)
 
 
@@ -460,9 +500,8 @@ def _required(directory: str, path: str) -> str:
   """`path`, a file of the preprocess output `directory`, if it exists."""
   if not FileSystems.exists(path):
     name = path[len(directory):].lstrip('/')
-    raise UserError(
-        f'--preprocess-dir {directory}: {name} not found; expected '
-        'the published output of python -m pipeline.preprocess')
+    raise UserError(f'--preprocess-dir {directory}: {name} not found; expected '
+                    'the published output of python -m pipeline.preprocess')
   return path
 
 
@@ -474,8 +513,7 @@ class SkewReport:
   anomalies: List[validation.AnomalyRow]
   report_dir: str
 
-  missing_shares: List[drift.Decision] = dataclasses.field(
-      default_factory=list)
+  missing_shares: List[drift.Decision] = dataclasses.field(default_factory=list)
 
   @property
   def exit_code(self) -> int:
@@ -491,8 +529,8 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
   config_path = args.config or _required(pdir, published.config_path)
   config = load_config(config_path)
   schema_path = args.schema or _required(pdir, published.schema_path)
-  schema = validation.load_schema(schema_path,
-                                  what='--schema' if args.schema else 'schema')
+  schema = validation.load_schema(
+      schema_path, what='--schema' if args.schema else 'schema')
   validation.check_schema_matches(schema, config, schema_path)
   train_stats = validation.load_statistics(
       _required(pdir, published.stats_path('train')))
@@ -506,8 +544,9 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
     os.makedirs(report_dir, exist_ok=True)
   stats_path = FileSystems.join(report_dir, SERVING_STATS)
   serving_stats = serving_statistics(data.batches, config, stats_path)
-  rate = (args.false_alarm_rate if args.false_alarm_rate is not None
-          else config.false_alarm_rate)
+  rate = (
+      args.false_alarm_rate
+      if args.false_alarm_rate is not None else config.false_alarm_rate)
   result = check_skew(train_stats, serving_stats, schema, rate)
   anomalies = result.anomalies + rejected_rows(data, config)
   missing = result.review.missing_shares(SERVING_NAME)
@@ -539,12 +578,12 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
       'tests': result.review.tests,
   }
   sinks.write_json(FileSystems.join(report_dir, SKEW_JSON), doc)
-  tfdv.write_anomalies_text(result.serving_anomalies,
-                            FileSystems.join(report_dir,
-                                             'serving_anomalies.pbtxt'))
   tfdv.write_anomalies_text(
-      result.skew_anomalies,
-      FileSystems.join(report_dir, 'skew_anomalies.pbtxt'))
+      result.serving_anomalies,
+      FileSystems.join(report_dir, 'serving_anomalies.pbtxt'))
+  tfdv.write_anomalies_text(
+      result.skew_anomalies, FileSystems.join(report_dir,
+                                              'skew_anomalies.pbtxt'))
   sinks.write_text(
       FileSystems.join(report_dir, SKEW_HTML),
       stats_report.render(
@@ -552,13 +591,16 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
           datasets=[('training', validation.dataset(train_stats)),
                     ('serving', validation.dataset(serving_stats))],
           anomalies=anomalies,
-          measurements={'Skew: serving vs training':
-                        result.measurements + missing},
-          notes=[f'Training: {pdir}', f'Serving: {args.serving_data} '
-                 f'({data.rows_used} of {data.rows} rows used)',
-                 f'Schema: {schema_path} (SERVING environment)',
-                 f'Sample sizes: {result.review.tests} tests, false-alarm '
-                 f'rate {rate:g} per check (Holm); {drift.LEGEND}.']))
+          measurements={
+              'Skew: serving vs training': result.measurements + missing
+          },
+          notes=[
+              f'Training: {pdir}', f'Serving: {args.serving_data} '
+              f'({data.rows_used} of {data.rows} rows used)',
+              f'Schema: {schema_path} (SERVING environment)',
+              f'Sample sizes: {result.review.tests} tests, false-alarm '
+              f'rate {rate:g} per check (Holm); {drift.LEGEND}.'
+          ]))
   return SkewReport(doc, result.measurements, anomalies, report_dir, missing)
 
 
@@ -571,18 +613,20 @@ def _main(argv: Optional[Sequence[str]]) -> int:
   sd = report.doc['serving_data']
   print(f'serving rows: {sd["rows_used"]:,} used of {sd["rows"]:,} '
         f'(training examples: {report.doc["training_examples"]:,})')
-  print(validation.measurement_table(report.measurements +
-                                     report.missing_shares))
+  print(
+      validation.measurement_table(report.measurements + report.missing_shares))
   if report.doc['within_chance']:
-    print('within chance at these sizes: ' + ', '.join(
-        f'{d["feature"]} {d["anomaly"]} (p = {d["p_value"]:.2g})'
-        for d in report.doc['within_chance']))
+    print('within chance at these sizes: ' +
+          ', '.join(f'{d["feature"]} {d["anomaly"]} (p = {d["p_value"]:.2g})'
+                    for d in report.doc['within_chance']))
   html_path = FileSystems.join(report.report_dir, SKEW_HTML)
   if report.anomalies:
-    print('\n' + validation.anomaly_table(report.anomalies,
-                                          with_dataset=False), file=sys.stderr)
-    print(f'\nskew: {len(report.anomalies)} anomalies; see {html_path}',
-          file=sys.stderr)
+    print(
+        '\n' + validation.anomaly_table(report.anomalies, with_dataset=False),
+        file=sys.stderr)
+    print(
+        f'\nskew: {len(report.anomalies)} anomalies; see {html_path}',
+        file=sys.stderr)
   else:
     print(f'skew: no anomalies; report in {html_path}')
   return report.exit_code

@@ -33,15 +33,15 @@ import collections
 import csv as csv_lib
 import dataclasses
 from typing import (
-  Any,
-  Callable,
-  Dict,
-  Iterable,
-  Iterator,
-  List,
-  Optional,
-  Sequence,
-  Tuple,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
 )
 import zlib
 
@@ -154,11 +154,13 @@ def resolve_files(pattern: str, flag: str) -> List[str]:
 
 
 def _splittable(path: str, fmt: str) -> bool:
-  return (fmt == 'csv' and CompressionTypes.detect_compression_type(path) ==
-          CompressionTypes.UNCOMPRESSED)
+  return (fmt == 'csv' and CompressionTypes.detect_compression_type(path)
+          == CompressionTypes.UNCOMPRESSED)
 
 
-def plan_ranges(path: str, fmt: str, range_bytes: int = RANGE_BYTES,
+def plan_ranges(path: str,
+                fmt: str,
+                range_bytes: int = RANGE_BYTES,
                 csv: Optional[CsvOptions] = None) -> List[FileRange]:
   """Cuts a file into ranges of about `range_bytes` that start on lines.
 
@@ -202,8 +204,10 @@ def plan_ranges(path: str, fmt: str, range_bytes: int = RANGE_BYTES,
   cuts = [(start, line) for start, line in cuts if start < base]
   starts = [(0, 1)] + cuts
   ends = [start for start, _ in cuts] + [None]
-  return [FileRange(path, start, end, line)
-          for (start, line), end in zip(starts, ends)]
+  return [
+      FileRange(path, start, end, line)
+      for (start, line), end in zip(starts, ends)
+  ]
 
 
 def _quote_free_cut(block: bytes, i: int, quote: bytes) -> int:
@@ -231,8 +235,9 @@ def _quote_byte(csv: Optional[CsvOptions]) -> Optional[bytes]:
     return None
   try:
     quote = csv.quote_char.encode(csv.encoding)
-    ascii_compatible = (bytes(range(128)).decode(csv.encoding) ==
-                        bytes(range(128)).decode('ascii'))
+    ascii_compatible = (
+        bytes(range(128)).decode(csv.encoding) == bytes(
+            range(128)).decode('ascii'))
   except (UnicodeError, LookupError):
     return None
   return quote if len(quote) == 1 and ascii_compatible else None
@@ -249,8 +254,9 @@ def _read_lines(file_range: FileRange,
     yield record
 
 
-def _read_records(file_range: FileRange, csv: Optional[CsvOptions] = None
-                 ) -> Iterator[Tuple[int, bytes]]:
+def _read_records(
+    file_range: FileRange,
+    csv: Optional[CsvOptions] = None) -> Iterator[Tuple[int, bytes]]:
   """(line number, record) for the range's CSV records."""
   limit = csv.max_line_bytes if csv is not None else None
   lines = _physical_lines(file_range, limit)
@@ -321,10 +327,12 @@ def _csv_state(record: bytes, csv: CsvOptions) -> str:
   except UnicodeDecodeError:
     return _BROKEN
   try:
-    rows = list(csv_lib.reader([text], delimiter=csv.delimiter,
-                               quotechar=csv.quote_char,
-                               skipinitialspace=csv.skip_initial_space,
-                               strict=True))
+    rows = list(
+        csv_lib.reader([text],
+                       delimiter=csv.delimiter,
+                       quotechar=csv.quote_char,
+                       skipinitialspace=csv.skip_initial_space,
+                       strict=True))
   except csv_lib.Error as e:
     return _OPEN if 'unexpected end of data' in str(e) else _BROKEN
   return _CLOSED if len(rows) == 1 else _BROKEN
@@ -335,8 +343,9 @@ def _without_bom(lines: Iterator[bytes]) -> Iterator[bytes]:
   if first is None:
     return
   if first.startswith(UTF8_BOM):
-    first = (LongLine(first[len(UTF8_BOM):], first.length - len(UTF8_BOM))
-             if isinstance(first, LongLine) else first[len(UTF8_BOM):])
+    first = (
+        LongLine(first[len(UTF8_BOM):], first.length - len(UTF8_BOM))
+        if isinstance(first, LongLine) else first[len(UTF8_BOM):])
   yield first
   yield from lines
 
@@ -348,18 +357,19 @@ def _physical_lines(file_range: FileRange,
   keep = None if limit is None else max(limit + 1, LONG_LINE_PREFIX_BYTES)
   with FileSystems.open(
       file_range.path,
-      compression_type=(CompressionTypes.UNCOMPRESSED if file_range.start
-                        or file_range.end is not None else
+      compression_type=(CompressionTypes.UNCOMPRESSED
+                        if file_range.start or file_range.end is not None else
                         CompressionTypes.AUTO)) as f:
     if file_range.start:
       f.seek(file_range.start)
-    remaining = (None if file_range.end is None else
-                 file_range.end - file_range.start)
+    remaining = (None if file_range.end is None else file_range.end -
+                 file_range.start)
     tail = b''
     dropped = 0  # bytes of the current (over-long) line not kept in `tail`
     while remaining is None or remaining > 0:
-      size = (READ_BLOCK_BYTES if remaining is None else
-              min(READ_BLOCK_BYTES, remaining))
+      size = (
+          READ_BLOCK_BYTES if remaining is None else min(
+              READ_BLOCK_BYTES, remaining))
       block = f.read(size)
       if not block:
         break
@@ -377,8 +387,7 @@ def _physical_lines(file_range: FileRange,
       tail = lines.pop()
       lines = _without_cr(lines)
       if keep is not None and limit is not None:
-        lines = [l if len(l) <= limit else _long_line(l, len(l))
-                 for l in lines]
+        lines = [l if len(l) <= limit else _long_line(l, len(l)) for l in lines]
         if len(tail) > keep:
           dropped = len(tail) - keep
           tail = tail[:keep]
@@ -387,8 +396,8 @@ def _physical_lines(file_range: FileRange,
       yield _long_line(tail, len(tail) + dropped)
     elif tail:
       line = _without_cr([tail])[0]
-      yield (line if limit is None or len(line) <= limit else
-             _long_line(line, len(line)))
+      yield (line if limit is None or len(line) <= limit else _long_line(
+          line, len(line)))
 
 
 def _long_line(line: bytes, length: int) -> bytes:
@@ -416,8 +425,8 @@ def _read_tfrecord(file_range: FileRange) -> Iterator[dict]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = file_range.path
   compression = 'GZIP' if path.endswith('.gz') else ''
-  for record in tf.data.TFRecordDataset(path, compression_type=compression
-                                       ).as_numpy_iterator():
+  for record in tf.data.TFRecordDataset(
+      path, compression_type=compression).as_numpy_iterator():
     try:
       example = tf.train.Example.FromString(record)
     except message.DecodeError:
@@ -432,7 +441,10 @@ def _read_tfrecord(file_range: FileRange) -> Iterator[dict]:
 
 # The records of a file range, by input format (CSV: physical lines).
 RECORD_READERS: Dict[str, Callable[[FileRange], Iterator[Any]]] = {
-    'csv': _read_lines, 'parquet': _read_parquet, 'tfrecord': _read_tfrecord}
+    'csv': _read_lines,
+    'parquet': _read_parquet,
+    'tfrecord': _read_tfrecord
+}
 
 
 def _numbered(file_range: FileRange, fmt: str,
@@ -445,7 +457,9 @@ def _numbered(file_range: FileRange, fmt: str,
 
 class _ReadChunksFn(beam.DoFn):
 
-  def __init__(self, fmt: str, chunk_size: int,
+  def __init__(self,
+               fmt: str,
+               chunk_size: int,
                csv: Optional[CsvOptions] = None):
     self._format = fmt
     self._chunk_size = chunk_size
@@ -483,8 +497,11 @@ class ReadRawChunks(beam.PTransform):
   every line is a record.
   """
 
-  def __init__(self, files: Sequence[str], fmt: str,
-               chunk_size: int = CHUNK_SIZE, range_bytes: int = RANGE_BYTES,
+  def __init__(self,
+               files: Sequence[str],
+               fmt: str,
+               chunk_size: int = CHUNK_SIZE,
+               range_bytes: int = RANGE_BYTES,
                csv: Optional[CsvOptions] = None):
     super().__init__()
     self._files = list(files)
@@ -497,8 +514,8 @@ class ReadRawChunks(beam.PTransform):
     fmt, range_bytes, csv = self._format, self._range_bytes, self._csv
     return (pbegin
             | 'ListFiles' >> beam.Create(self._files)
-            | 'PlanRanges' >> beam.FlatMap(
-                lambda path: plan_ranges(path, fmt, range_bytes, csv))
+            | 'PlanRanges' >>
+            beam.FlatMap(lambda path: plan_ranges(path, fmt, range_bytes, csv))
             | 'Spread' >> _DeterministicReshuffle()
             | 'ReadRanges' >> beam.ParDo(
                 _ReadChunksFn(self._format, self._chunk_size, csv)))
@@ -518,8 +535,9 @@ class _DeterministicReshuffle(beam.PTransform):
   """
 
   def expand(self, ranges):
-    return (ranges
-            | 'KeyByPosition' >> beam.Map(lambda r: (_range_key(r), r))
-            | 'Group' >> beam.GroupByKey()
-            | 'Ungroup' >> beam.FlatMap(
-                lambda kv: sorted(kv[1], key=lambda r: (r.path, r.start))))
+    return (
+        ranges
+        | 'KeyByPosition' >> beam.Map(lambda r: (_range_key(r), r))
+        | 'Group' >> beam.GroupByKey()
+        | 'Ungroup' >>
+        beam.FlatMap(lambda kv: sorted(kv[1], key=lambda r: (r.path, r.start))))

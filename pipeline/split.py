@@ -29,8 +29,9 @@ HISTOGRAM_BINS = 1 << 14
 
 def split_names(config: DatasetConfig, has_test_input: bool) -> List[str]:
   """Splits drawn from --input, in order: train, eval, and test if configured."""
-  names = [n for n in ('train', 'eval', 'test')
-           if config.split.ratios.get(n, 0) > 0]
+  names = [
+      n for n in ('train', 'eval', 'test') if config.split.ratios.get(n, 0) > 0
+  ]
   if has_test_input and 'test' in names:
     names.remove('test')
   return names
@@ -51,7 +52,8 @@ def _label_groups(batch: pa.RecordBatch,
     return [(value, codes == code)
             for code, value in enumerate(encoded.dictionary.to_pylist())]
   labels = [v[0] if v else None for v in column.to_pylist()]
-  return [(value, np.array([v == value for v in labels], dtype=bool))
+  return [(value, np.array([v == value
+                            for v in labels], dtype=bool))
           for value in dict.fromkeys(labels)]
 
 
@@ -68,8 +70,7 @@ class _LabelHistograms(beam.CombineFn):
 
   def add_input(self, acc, batch: pa.RecordBatch):
     bins = np.minimum((row_positions(batch, self._seed, self._skip) *
-                       HISTOGRAM_BINS
-                      ).astype(np.int64), HISTOGRAM_BINS - 1)
+                       HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
     for value, mask in _label_groups(batch, self._label):
       counts = np.bincount(bins[mask], minlength=HISTOGRAM_BINS)
       if value in acc:
@@ -128,13 +129,15 @@ class _AssignSplitFn(beam.DoFn):
     self._ratios = [r / total for r in ratios]
     self._counters = {n: Metrics.counter('split', f'rows_{n}') for n in names}
 
-  def process(self, batch: pa.RecordBatch,
-              histograms: Optional[Mapping[Optional[bytes], np.ndarray]] = None):
+  def process(self,
+              batch: pa.RecordBatch,
+              histograms: Optional[Mapping[Optional[bytes],
+                                           np.ndarray]] = None):
     positions = row_positions(batch, self._seed, self._skip)
     split_index = np.empty(batch.num_rows, dtype=np.int64)
     if histograms is None:
-      split_index[:] = np.searchsorted(cut_points(self._ratios), positions,
-                                       side='right')
+      split_index[:] = np.searchsorted(
+          cut_points(self._ratios), positions, side='right')
     else:
       bins = np.minimum((positions * HISTOGRAM_BINS).astype(np.int64),
                         HISTOGRAM_BINS - 1) / HISTOGRAM_BINS
@@ -165,12 +168,11 @@ class SplitDataset(beam.PTransform):
           | 'LabelHistograms' >> beam.CombineGlobally(
               _LabelHistograms(self._config.label.column,
                                self._config.split.seed,
-                               [c.name for c in
-                                self._config.derived_columns])))
+                               [c.name for c in self._config.derived_columns])))
       side = [beam.pvalue.AsSingleton(histograms)]
     outputs = batches | 'AssignSplit' >> beam.ParDo(
-        _AssignSplitFn(self._config, self._names), *side).with_outputs(
-            *self._names)
+        _AssignSplitFn(self._config, self._names), *
+        side).with_outputs(*self._names)
     splits = {name: outputs[name] for name in self._names}
     for pcoll in splits.values():
       # Tagged outputs are untyped; typed, they travel with the compact
@@ -189,8 +191,9 @@ class SummarizeSplit(beam.PTransform):
   def __init__(self, config: DatasetConfig):
     super().__init__()
     self._label = config.label.column
-    self._positive = (config.label.positive.encode('utf-8')
-                      if config.label.positive is not None else None)
+    self._positive = (
+        config.label.positive.encode('utf-8')
+        if config.label.positive is not None else None)
 
   def expand(self, batches):
     label, positive = self._label, self._positive
@@ -198,9 +201,10 @@ class SummarizeSplit(beam.PTransform):
     def summarize(batch):
       if positive is None:
         return {'rows': batch.num_rows, 'positive': 0}
-      positives = sum(int(mask.sum())
-                      for value, mask in _label_groups(batch, label)
-                      if value == positive)
+      positives = sum(
+          int(mask.sum())
+          for value, mask in _label_groups(batch, label)
+          if value == positive)
       return {'rows': batch.num_rows, 'positive': positives}
 
     return (batches

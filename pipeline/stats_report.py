@@ -110,8 +110,8 @@ def _pct(x: float) -> str:
 # ---------------------------------------------------------------- accessors
 
 
-def _features(ds: statistics_pb2.DatasetFeatureStatistics
-             ) -> Dict[str, FeatureStats]:
+def _features(
+    ds: statistics_pb2.DatasetFeatureStatistics) -> Dict[str, FeatureStats]:
   return {'.'.join(f.path.step) or f.name: f for f in ds.features}
 
 
@@ -193,8 +193,10 @@ def _numeric_chart(name: str,
   plot_w, plot_h = w - pad_l - 10, h - pad_b - 10
   group = plot_w / HISTOGRAM_BINS
   bar = max(1.0, (group - 2) / len(series))
-  parts = [f'<svg class="chart" role="img" width="{w}" height="{h}" '
-           f'viewBox="0 0 {w} {h}" aria-label="histogram of {_e(name)}">']
+  parts = [
+      f'<svg class="chart" role="img" width="{w}" height="{h}" '
+      f'viewBox="0 0 {w} {h}" aria-label="histogram of {_e(name)}">'
+  ]
   parts.append(f'<line x1="{pad_l}" y1="{10 + plot_h}" x2="{w - 10}" '
                f'y2="{10 + plot_h}" stroke="#999"/>')
   names = [n for n, _ in items]
@@ -227,16 +229,16 @@ def _value_fractions(f: FeatureStats) -> Dict[str, float]:
   if not total:
     return {}
   buckets = ss.rank_histogram.buckets or [
-      statistics_pb2.RankHistogram.Bucket(label=v.value,
-                                          sample_count=v.frequency)
-      for v in ss.top_values]
+      statistics_pb2.RankHistogram.Bucket(
+          label=v.value, sample_count=v.frequency) for v in ss.top_values
+  ]
   return {b.label: b.sample_count / total for b in buckets}
 
 
-def _categorical_chart(name: str,
-                       items: Sequence[Tuple[str, Optional[FeatureStats]]]
-                      ) -> str:
-  present = [(n, _value_fractions(f)) for n, f in items
+def _categorical_chart(
+    name: str, items: Sequence[Tuple[str, Optional[FeatureStats]]]) -> str:
+  present = [(n, _value_fractions(f))
+             for n, f in items
              if _present(f) and f.WhichOneof('stats') == 'string_stats']
   if not present:
     return ''
@@ -250,8 +252,10 @@ def _categorical_chart(name: str,
   label_w, w = 150, CHART_WIDTH
   h = row_h * len(values) + 8
   names = [n for n, _ in items]
-  parts = [f'<svg class="chart" role="img" width="{w}" height="{h}" '
-           f'viewBox="0 0 {w} {h}" aria-label="top values of {_e(name)}">']
+  parts = [
+      f'<svg class="chart" role="img" width="{w}" height="{h}" '
+      f'viewBox="0 0 {w} {h}" aria-label="top values of {_e(name)}">'
+  ]
   for vi, value in enumerate(values):
     y0 = 4 + vi * row_h
     label = value if len(value) <= 24 else value[:23] + '\u2026'
@@ -295,8 +299,11 @@ def _stat_rows(items: Sequence[Tuple[str, Optional[FeatureStats]]],
 
     row('mean', lambda f, n: _fmt(ns(f).mean) if _present(f) else '')
     row('std dev', lambda f, n: _fmt(ns(f).std_dev) if _present(f) else '')
-    row('zeros', lambda f, n: _pct(ns(f).num_zeros / max(
-        1, _common(f).num_non_missing)) if _present(f) else '')
+    row(
+        'zeros',
+        lambda f, n: _pct(ns(f).num_zeros / max(1,
+                                                _common(f).num_non_missing))
+        if _present(f) else '')
     row('min', lambda f, n: _fmt(ns(f).min) if _present(f) else '')
     row('median', lambda f, n: _fmt(ns(f).median) if _present(f) else '')
     row('max', lambda f, n: _fmt(ns(f).max) if _present(f) else '')
@@ -306,17 +313,22 @@ def _stat_rows(items: Sequence[Tuple[str, Optional[FeatureStats]]],
       return f.string_stats
 
     row('unique', lambda f, n: _fmt(ss(f).unique) if _present(f) else '')
-    row('top value', lambda f, n: ss(f).top_values[0].value
+    row(
+        'top value', lambda f, n: ss(f).top_values[0].value
         if _present(f) and ss(f).top_values else '')
     row('avg length', lambda f, n: _fmt(ss(f).avg_length)
         if _present(f) else '')
   return [header] + rows
 
 
-def _html_table(rows: Sequence[Sequence[str]], classes: Sequence[str] = (),
-                text_cols: Sequence[int] = (), table_class: str = '') -> str:
-  out = [f'<table class="{table_class}"><thead><tr>' if table_class else
-         '<table><thead><tr>']
+def _html_table(rows: Sequence[Sequence[str]],
+                classes: Sequence[str] = (),
+                text_cols: Sequence[int] = (),
+                table_class: str = '') -> str:
+  out = [
+      f'<table class="{table_class}"><thead><tr>'
+      if table_class else '<table><thead><tr>'
+  ]
   out.extend(f'<th>{_e(c)}</th>' for c in rows[0])
   out.append('</tr></thead><tbody>')
   for i, r in enumerate(rows[1:]):
@@ -343,23 +355,34 @@ def _decision_table(items: Sequence) -> str:
   not decide).
   """
   base, other = items[0].baseline, items[0].compared
-  head = ['feature', 'comparator', f'{base} rows', f'{other} rows',
-          'distance', 'threshold', 'p-value', 'needed below', 'verdict',
-          'counted']
-  verdicts = {'ok': 'ok', 'small': 'ok (small)', 'chance': 'ok (chance)',
-              'anomaly': 'ANOMALY'}
+  head = [
+      'feature', 'comparator', f'{base} rows', f'{other} rows', 'distance',
+      'threshold', 'p-value', 'needed below', 'verdict', 'counted'
+  ]
+  verdicts = {
+      'ok': 'ok',
+      'small': 'ok (small)',
+      'chance': 'ok (chance)',
+      'anomaly': 'ANOMALY'
+  }
 
   def p(x):
     return '' if x is None else (f'{x:.2g}' if x >= 1e-4 else f'{x:.0e}')
 
-  rows = [head] + [
-      [d.feature, d.check, _fmt(d.baseline_rows), _fmt(d.compared_rows),
-       f'{d.distance:.4f}', f'{d.threshold:.4f}', p(d.p_value),
-       '' if d.level is None else f'{d.level:.2g}',
-       verdicts.get(d.verdict, d.verdict), d.detail] for d in items]
-  return (_html_table(rows, classes=['flagged' if d.flagged else
-                                     'warned' if d.verdict == 'chance' else ''
-                                     for d in items], text_cols=[9]) +
+  rows = [head] + [[
+      d.feature, d.check,
+      _fmt(d.baseline_rows),
+      _fmt(d.compared_rows), f'{d.distance:.4f}', f'{d.threshold:.4f}',
+      p(d.p_value), '' if d.level is None else f'{d.level:.2g}',
+      verdicts.get(d.verdict, d.verdict), d.detail
+  ] for d in items]
+  return (_html_table(
+      rows,
+      classes=[
+          'flagged' if d.flagged else 'warned' if d.verdict == 'chance' else ''
+          for d in items
+      ],
+      text_cols=[9]) +
           '<p><small>ok (chance): over the threshold, but no more than chance '
           'gives at these sample sizes; ok (small): a real difference, '
           'smaller than the threshold; p-values are Holm-corrected over the '
@@ -376,20 +399,23 @@ def _side_by_side(d, datasets: Sequence[Dataset]) -> str:
   if not known:
     return ''
   numeric = any(_is_numeric(f) for f in known)
-  chart = (_numeric_chart(d.feature, items) if numeric else
-           _categorical_chart(d.feature, items))
+  chart = (
+      _numeric_chart(d.feature, items) if numeric else _categorical_chart(
+          d.feature, items))
   return (f'<section class="feature anomalous"><h2>{_e(d.feature)} <small>'
           f'{_e(d.check)}: {_e(" vs ".join(reversed(names)))}</small></h2>'
-          f'{_legend(names)}<div class="row">' +
-          _html_table(_stat_rows(items, numeric, [counts[n] for n in names]),
-                      table_class='stats') +
-          (chart or '<p>No values to chart.</p>') + '</div></section>')
+          f'{_legend(names)}<div class="row">' + _html_table(
+              _stat_rows(items, numeric, [counts[n] for n in names]),
+              table_class='stats') + (chart or '<p>No values to chart.</p>') +
+          '</div></section>')
 
 
 # ------------------------------------------------------------------- report
 
 
-def render(title: str, datasets: Sequence[Dataset], anomalies=(),
+def render(title: str,
+           datasets: Sequence[Dataset],
+           anomalies=(),
            measurements: Optional[Dict[str, Sequence]] = None,
            notes: Sequence[str] = (),
            feature_warnings: Optional[Sequence] = None) -> str:
@@ -420,20 +446,24 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
   body.append('<nav id="index"></nav>')
 
   body.append('<h2>Datasets</h2>')
-  body.append(_html_table([['dataset', 'examples', 'features']] + [
-      [n, _fmt(ds.num_examples), str(len(ds.features))] for n, ds in datasets
-  ]))
+  body.append(
+      _html_table([['dataset', 'examples', 'features']] +
+                  [[n, _fmt(ds.num_examples),
+                    str(len(ds.features))] for n, ds in datasets]))
 
   body.append(f'<h2>Anomalies <small class="{"bad" if anomalies else "ok"}">'
               f'{len(anomalies)}</small></h2>')
   if anomalies:
     with_ds = any(getattr(a, 'dataset', '') for a in anomalies)
-    head = (['dataset'] if with_ds else []) + ['feature', 'anomaly',
-                                               'description']
+    head = (['dataset']
+            if with_ds else []) + ['feature', 'anomaly', 'description']
     rows = [head] + [([a.dataset] if with_ds else []) +
                      [a.feature, a.anomaly, a.description] for a in anomalies]
-    body.append(_html_table(rows, classes=['flagged'] * len(anomalies),
-                            text_cols=[len(head) - 1]))
+    body.append(
+        _html_table(
+            rows,
+            classes=['flagged'] * len(anomalies),
+            text_cols=[len(head) - 1]))
   else:
     body.append('<p class="ok">None: the data meets the schema.</p>')
 
@@ -442,10 +472,11 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
                 f'{"bad" if feature_warnings else "ok"}">'
                 f'{len(feature_warnings)}</small></h2>')
     if feature_warnings:
-      rows = [['feature', 'check', 'warning']] + [
-          [w.column, w.reason, w.detail] for w in feature_warnings]
-      body.append(_html_table(rows, classes=['warned'] * len(feature_warnings),
-                              text_cols=[2]))
+      rows = [['feature', 'check', 'warning']
+             ] + [[w.column, w.reason, w.detail] for w in feature_warnings]
+      body.append(
+          _html_table(
+              rows, classes=['warned'] * len(feature_warnings), text_cols=[2]))
     else:
       body.append('<p class="ok">None: no feature is empty, constant, an '
                   'identifier, an integer code scaled as a quantity, or a '
@@ -460,11 +491,13 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
       body.append(_decision_table(items))
       body.extend(_side_by_side(d, datasets) for d in items if d.flagged)
       continue
-    rows = [['feature', 'comparator', 'distance', 'threshold', 'status']] + [
-        [m.feature, m.comparator, f'{m.value:.4f}', f'{m.threshold:.4f}',
-         'over threshold' if m.flagged else 'ok'] for m in items]
-    body.append(_html_table(rows, classes=['flagged' if m.flagged else ''
-                                           for m in items]))
+    rows = [['feature', 'comparator', 'distance', 'threshold', 'status']] + [[
+        m.feature, m.comparator, f'{m.value:.4f}', f'{m.threshold:.4f}',
+        'over threshold' if m.flagged else 'ok'
+    ] for m in items]
+    body.append(
+        _html_table(
+            rows, classes=['flagged' if m.flagged else '' for m in items]))
 
   body.append('<h2>Features</h2>')
   body.append(_legend(names))
@@ -478,10 +511,12 @@ def render(title: str, datasets: Sequence[Dataset], anomalies=(),
     body.append(f'<section class="{cls}" id="f-{_e(fname)}" '
                 f'data-feature="{_e(fname)}"><h2>{_e(fname)} '
                 f'<small>{kind}</small></h2><div class="row">')
-    body.append(_html_table(_stat_rows(items, numeric, num_examples),
-                            table_class='stats'))
-    chart = (_numeric_chart(fname, items) if numeric else
-             _categorical_chart(fname, items))
+    body.append(
+        _html_table(
+            _stat_rows(items, numeric, num_examples), table_class='stats'))
+    chart = (
+        _numeric_chart(fname, items) if numeric else _categorical_chart(
+            fname, items))
     body.append(chart or '<p>No values to chart.</p>')
     body.append('</div></section>')
   body.append('</main>')

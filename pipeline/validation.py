@@ -67,16 +67,17 @@ DRAFT_MIN_DOMAIN_MASS = 0.99  # tolerate 1% of values outside a string domain
 
 _AnomalyType = anomalies_pb2.AnomalyInfo.Type
 COMPARATOR_TYPES = frozenset(
-    _AnomalyType.Value(n) for n in _AnomalyType.keys()
+    _AnomalyType.Value(n)
+    for n in _AnomalyType.keys()
     if n.startswith('COMPARATOR_'))
 _MEASUREMENT_NAMES = {
-    anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: 'L-infinity',
+    anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY:
+        'L-infinity',
     anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE:
         'Jensen-Shannon divergence',
     anomalies_pb2.DriftSkewInfo.Measurement.NORMALIZED_ABSOLUTE_DIFFERENCE:
         'normalized absolute difference',
 }
-
 
 # ------------------------------------------------------------------- schema
 
@@ -103,8 +104,7 @@ def configured_schema_path(config: DatasetConfig,
   if not config.tfdv_schema:
     return None
   path = config.tfdv_schema
-  if os.path.isabs(path) or FileSystems.get_scheme(path) not in (None,
-                                                                  'file'):
+  if os.path.isabs(path) or FileSystems.get_scheme(path) not in (None, 'file'):
     return path
   base = config_path.rsplit('/', 1)[0] if '/' in config_path else '.'
   return FileSystems.join(base, path)
@@ -149,8 +149,8 @@ def check_presence_matches(schema: schema_pb2.Schema, config: DatasetConfig,
       continue
     feature = features[column.name]
     expected = 1.0 - column.max_missing
-    actual = (feature.presence.min_fraction
-              if feature.HasField('presence') else 0.0)
+    actual = (
+        feature.presence.min_fraction if feature.HasField('presence') else 0.0)
     if abs(actual - expected) > 1e-9:
       raise UserError(
           f'{where}: feature {column.name!r} has presence.min_fraction '
@@ -159,9 +159,10 @@ def check_presence_matches(schema: schema_pb2.Schema, config: DatasetConfig,
           f'{expected:g}; make the two agree')
 
 
-def resolve_schema(config: DatasetConfig, config_path: str,
-                   override: Optional[str] = None
-                  ) -> Optional[schema_pb2.Schema]:
+def resolve_schema(
+    config: DatasetConfig,
+    config_path: str,
+    override: Optional[str] = None) -> Optional[schema_pb2.Schema]:
   """The curated schema for a run (--schema, else the config's), or None.
 
   Loaded before the Beam job starts so that a wrong path fails in a second,
@@ -194,8 +195,11 @@ def draft_schema(statistics: statistics_pb2.DatasetFeatureStatisticsList,
   schema.default_environment.extend([TRAINING, SERVING])
   label = config.label.column
   domains = {d.name for d in schema.string_domain}
-  max_missing = {c.name: c.max_missing for c in config.raw_columns
-                 if c.max_missing is not None}
+  max_missing = {
+      c.name: c.max_missing
+      for c in config.raw_columns
+      if c.max_missing is not None
+  }
   for feature in schema.feature:
     if feature.name in max_missing:
       feature.presence.min_fraction = 1.0 - max_missing[feature.name]
@@ -230,8 +234,9 @@ def _canonical_order(schema: schema_pb2.Schema,
   same bytes on every runner.
   """
   position = {c.name: i for i, c in enumerate(config.columns)}
-  features = sorted(schema.feature,
-                    key=lambda f: (position.get(f.name, len(position)), f.name))
+  features = sorted(
+      schema.feature,
+      key=lambda f: (position.get(f.name, len(position)), f.name))
   domains = sorted(schema.string_domain, key=lambda d: d.name)
   ordered = schema_pb2.Schema()
   ordered.CopyFrom(schema)
@@ -251,8 +256,9 @@ def load_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
   return tfdv.load_stats_binary(path)
 
 
-def dataset(stats: statistics_pb2.DatasetFeatureStatisticsList
-           ) -> statistics_pb2.DatasetFeatureStatistics:
+def dataset(
+    stats: statistics_pb2.DatasetFeatureStatisticsList
+) -> statistics_pb2.DatasetFeatureStatistics:
   """The single (unsliced) dataset of a statistics list."""
   return stats.datasets[0]
 
@@ -286,12 +292,17 @@ class Measurement:
     return self.value > self.threshold
 
   def to_json(self) -> Dict[str, Any]:
-    return {'feature': self.feature, 'comparator': self.comparator,
-            'value': self.value, 'threshold': self.threshold,
-            'flagged': self.flagged}
+    return {
+        'feature': self.feature,
+        'comparator': self.comparator,
+        'value': self.value,
+        'threshold': self.threshold,
+        'flagged': self.flagged
+    }
 
 
-def anomaly_rows(anomalies: anomalies_pb2.Anomalies, dataset_name: str = '',
+def anomaly_rows(anomalies: anomalies_pb2.Anomalies,
+                 dataset_name: str = '',
                  types: Optional[frozenset] = None) -> List[AnomalyRow]:
   """One row per reason; `types` keeps only those AnomalyInfo types."""
   rows = []
@@ -304,12 +315,13 @@ def anomaly_rows(anomalies: anomalies_pb2.Anomalies, dataset_name: str = '',
       rtype = getattr(reason, 'type', _AnomalyType.UNKNOWN_TYPE)
       if types is not None and rtype not in types:
         continue
-      rows.append(AnomalyRow(
-          feature=feature,
-          anomaly=reason.short_description or info.short_description,
-          type=_AnomalyType.Name(rtype),
-          description=reason.description or info.description,
-          dataset=dataset_name))
+      rows.append(
+          AnomalyRow(
+              feature=feature,
+              anomaly=reason.short_description or info.short_description,
+              type=_AnomalyType.Name(rtype),
+              description=reason.description or info.description,
+              dataset=dataset_name))
   return rows
 
 
@@ -319,35 +331,41 @@ def measurements(anomalies: anomalies_pb2.Anomalies,
   out = []
   for info in anomalies.drift_skew_info:
     feature = '.'.join(info.path.step)
-    items = (info.drift_measurements if kind == 'drift'
-             else info.skew_measurements)
+    items = (
+        info.drift_measurements if kind == 'drift' else info.skew_measurements)
     for m in items:
-      out.append(Measurement(feature, _MEASUREMENT_NAMES.get(m.type, 'unknown'),
-                             float(m.value), float(m.threshold)))
+      out.append(
+          Measurement(feature, _MEASUREMENT_NAMES.get(m.type, 'unknown'),
+                      float(m.value), float(m.threshold)))
   return sorted(out, key=lambda m: m.feature)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A plain-text table; the last column is left unpadded (descriptions)."""
   cells = [[str(c) for c in r] for r in rows]
-  widths = [max([len(headers[i])] + [len(r[i]) for r in cells])
-            for i in range(len(headers) - 1)]
+  widths = [
+      max([len(headers[i])] + [len(r[i])
+                               for r in cells])
+      for i in range(len(headers) - 1)
+  ]
 
   def line(values):
     head = '  '.join(v.ljust(w) for v, w in zip(values, widths))
     return (head + '  ' + values[-1]).rstrip()
 
-  out = [line(list(headers)), line(['-' * w for w in widths] +
-                                   ['-' * len(headers[-1])])]
+  out = [
+      line(list(headers)),
+      line(['-' * w for w in widths] + ['-' * len(headers[-1])])
+  ]
   out.extend(line(r) for r in cells)
   return '\n'.join(out)
 
 
 def anomaly_table(rows: Sequence[AnomalyRow], with_dataset: bool) -> str:
   if with_dataset:
-    return format_table(('split', 'feature', 'anomaly', 'description'),
-                        [(r.dataset, r.feature, r.anomaly, r.description)
-                         for r in rows])
+    return format_table(
+        ('split', 'feature', 'anomaly', 'description'),
+        [(r.dataset, r.feature, r.anomaly, r.description) for r in rows])
   return format_table(('feature', 'anomaly', 'description'),
                       [(r.feature, r.anomaly, r.description) for r in rows])
 
@@ -362,16 +380,16 @@ def measurement_table(items: Sequence[Any]) -> str:
           'ANOMALY' if m.flagged else 'ok') for m in items])
   base, other = items[0].baseline, items[0].compared
   return format_table(
-      ('feature', 'comparator', f'{base} rows' if base else '',
-       f'{other} rows', 'distance', 'threshold', 'p-value', 'needed',
-       'verdict'),
+      ('feature', 'comparator', f'{base} rows' if base else '', f'{other} rows',
+       'distance', 'threshold', 'p-value', 'needed', 'verdict'),
       [(d.feature, d.check, f'{d.baseline_rows:,}' if d.baseline else '',
         f'{d.compared_rows:,}', f'{d.distance:.4f}', f'{d.threshold:.4f}',
         drift_tests.p_text(d), drift_tests.level_text(d),
         drift_tests.VERDICT_TEXT[d.verdict]) for d in items])
 
 
-def reviewed_rows(rows: Sequence[AnomalyRow], review: 'drift_tests.Review',
+def reviewed_rows(rows: Sequence[AnomalyRow],
+                  review: 'drift_tests.Review',
                   compared_of: Optional[Mapping[str, str]] = None):
   """(kept, within chance): TFDV's anomaly rows after the sample-size test.
 
@@ -386,29 +404,38 @@ def reviewed_rows(rows: Sequence[AnomalyRow], review: 'drift_tests.Review',
     compared = (compared_of or {}).get(r.dataset, r.dataset)
     d = review.decision_for(r.feature, r.type, compared)
     if d is None or d.flagged:
-      kept.append(dataclasses.replace(r, description=(
-          f'{r.description} ({drift_tests.why(d)})' if d else
-          r.description)))
+      kept.append(
+          dataclasses.replace(
+              r,
+              description=(f'{r.description} ({drift_tests.why(d)})'
+                           if d else r.description)))
     else:
-      dismissed.append(dict(r.to_json(), p_value=d.p_value, level=d.level,
-                            verdict=d.verdict, detail=d.detail))
+      dismissed.append(
+          dict(
+              r.to_json(),
+              p_value=d.p_value,
+              level=d.level,
+              verdict=d.verdict,
+              detail=d.detail))
   names = {v: k for k, v in (compared_of or {}).items()}
   for d in review.flagged_missing_shares():
-    kept.append(AnomalyRow(
-        feature=d.feature, anomaly='Missing share changed',
-        type=drift_tests.MISSING_SHARE_TYPE,
-        description=drift_tests.missing_description(d),
-        dataset=names.get(d.compared, d.compared)))
+    kept.append(
+        AnomalyRow(
+            feature=d.feature,
+            anomaly='Missing share changed',
+            type=drift_tests.MISSING_SHARE_TYPE,
+            description=drift_tests.missing_description(d),
+            dataset=names.get(d.compared, d.compared)))
   return kept, dismissed
 
 
 # ---------------------------------------------------- validating the splits
 
-
 StatsList: TypeAlias = statistics_pb2.DatasetFeatureStatisticsList
 
 
-def review_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
+def review_splits(schema: schema_pb2.Schema,
+                  stats: Mapping[str, StatsList],
                   results: Mapping[str, anomalies_pb2.Anomalies],
                   false_alarm_rate: float = 0.01,
                   baseline: str = 'train') -> 'drift_tests.Review':
@@ -420,9 +447,10 @@ def review_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
       [(dataset(stats[n]), n) for n in stats], schema, false_alarm_rate)
 
 
-def validate_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
-                    baseline: str = 'train'
-                   ) -> Dict[str, anomalies_pb2.Anomalies]:
+def validate_splits(
+    schema: schema_pb2.Schema,
+    stats: Mapping[str, StatsList],
+    baseline: str = 'train') -> Dict[str, anomalies_pb2.Anomalies]:
   """Every split against the schema (TRAINING), every other split for drift.
 
   Train is the baseline: it is what the analyzers and the model saw, so eval
@@ -432,8 +460,7 @@ def validate_splits(schema: schema_pb2.Schema, stats: Mapping[str, StatsList],
   for name, split_stats in stats.items():
     previous = stats[baseline] if name != baseline else None
     results[name] = tfdv.validate_statistics(
-        split_stats, schema, environment=TRAINING,
-        previous_statistics=previous)
+        split_stats, schema, environment=TRAINING, previous_statistics=previous)
   return results
 
 
@@ -450,7 +477,10 @@ class AnomaliesFound(Exception):
     return f'{self.table}\n\n{self.message}'
 
 
-def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
+def validate_output(out,
+                    *,
+                    config: DatasetConfig,
+                    split_names: Sequence[str],
                     schema: Optional[schema_pb2.Schema],
                     schema_source: Optional[str],
                     on_anomalies: str = FAIL,
@@ -467,8 +497,7 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
   run. It can only say how eval and test differ from train, with default
   thresholds nobody chose, so its findings are warnings, never a failure.
   """
-  stats = {n: load_statistics(out.files.stats_path(n))
-           for n in split_names}
+  stats = {n: load_statistics(out.files.stats_path(n)) for n in split_names}
   curated = schema is not None
   if not curated:
     schema = draft_schema(stats['train'], config)
@@ -494,8 +523,7 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
   write_schema(schema, out.files.schema_path)
   tf.io.gfile.makedirs(out.path(ANOMALIES_DIR))
   for name, anomalies in results.items():
-    tfdv.write_anomalies_text(anomalies,
-                              out.files.anomalies_proto_path(name))
+    tfdv.write_anomalies_text(anomalies, out.files.anomalies_proto_path(name))
   doc = {
       'status': status,
       'schema': schema_source,
@@ -504,9 +532,12 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
       'baseline': 'train',
       'on_anomalies': on_anomalies,
       'anomalies': [r.to_json() for r in rows],
-      'drift': {n: [m.to_json() for m in ms] for n, ms in drift.items()},
-      'missing_share': {n: [d.to_json() for d in review.missing_shares(n)]
-                        for n in drift},
+      'drift': {
+          n: [m.to_json() for m in ms] for n, ms in drift.items()
+      },
+      'missing_share': {
+          n: [d.to_json() for d in review.missing_shares(n)] for n in drift
+      },
       'schema_shares': [d.to_json() for d in review.rules()],
       'within_chance': dismissed,
       'false_alarm_rate': review.false_alarm_rate,
@@ -519,15 +550,19 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
           title=f'{config.name}: statistics of the preprocessed splits',
           datasets=[(n, dataset(stats[n])) for n in split_names],
           anomalies=rows,
-          measurements={f'drift {n} vs train': ms + review.missing_shares(n)
-                        for n, ms in drift.items()},
-          notes=[f'Schema: {schema_source}', f'Validation: {status}',
-                 _chance_note(review, dismissed)],
+          measurements={
+              f'drift {n} vs train': ms + review.missing_shares(n)
+              for n, ms in drift.items()
+          },
+          notes=[
+              f'Schema: {schema_source}', f'Validation: {status}',
+              _chance_note(review, dismissed)
+          ],
           feature_warnings=feature_warnings))
 
   for name in drift:
-    print(f'preprocess: drift {name} vs train\n' + measurement_table(
-        drift[name] + review.missing_shares(name)))
+    print(f'preprocess: drift {name} vs train\n' +
+          measurement_table(drift[name] + review.missing_shares(name)))
   if dismissed:
     print(_chance_note(review, dismissed))
   if not rows:
@@ -536,9 +571,11 @@ def validate_output(out, *, config: DatasetConfig, split_names: Sequence[str],
     return doc
   table = anomaly_table(rows, with_dataset=True)
   if on_anomalies == WARN:
-    print(f'{table}\n\npreprocess: warning: {len(rows)} data anomalies '
-          f'(see {ANOMALIES_FILE} and {STATS_DIR}/{REPORT_FILE} in the '
-          'output directory); published anyway', file=sys.stderr)
+    print(
+        f'{table}\n\npreprocess: warning: {len(rows)} data anomalies '
+        f'(see {ANOMALIES_FILE} and {STATS_DIR}/{REPORT_FILE} in the '
+        'output directory); published anyway',
+        file=sys.stderr)
     return doc
   rejected = keep_evidence(out)
   raise AnomaliesFound(
@@ -554,9 +591,9 @@ def _chance_note(review: 'drift_tests.Review', dismissed: Sequence) -> str:
           f'{drift_tests.LEGEND}.')
   if dismissed:
     text += (f' {len(dismissed)} TFDV finding(s) within chance at these '
-             'sizes: ' + ', '.join(
-                 f'{d["dataset"]} {d["feature"]} (p = {d["p_value"]:.2g})'
-                 for d in dismissed) + '.')
+             'sizes: ' +
+             ', '.join(f'{d["dataset"]} {d["feature"]} (p = {d["p_value"]:.2g})'
+                       for d in dismissed) + '.')
   return text
 
 
@@ -573,8 +610,11 @@ def keep_evidence(out) -> str:
     src = out.path(name)
     if not FileSystems.exists(src):
       continue
-    files = [m.path for r in FileSystems.match([src + '/**'])
-             for m in r.metadata_list] or [src]
+    files = [
+        m.path
+        for r in FileSystems.match([src + '/**'])
+        for m in r.metadata_list
+    ] or [src]
     for path in files:
       target = dest + path[len(out.staging):]
       parent = target.rsplit('/', 1)[0]

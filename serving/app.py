@@ -56,10 +56,9 @@ from serving.request_log import RequestLog
 
 log = logging.getLogger('serving')
 
-_PATH = re.compile(
-    r'^/v1/models/(?P<name>[^/:]+)'
-    r'(?:/versions/(?P<version>[^/:]+))?'
-    r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$')
+_PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
+                   r'(?:/versions/(?P<version>[^/:]+))?'
+                   r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$')
 VERBS = ('predict', 'classify', 'regress')
 # A version is a non-negative int64 written in ASCII digits (str.isdigit()
 # would also take '²', which int() does not).
@@ -85,8 +84,8 @@ def error_response(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def json_errors(
-    request: web.Request,
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    request: web.Request, handler: Callable[[web.Request],
+                                            Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
   """Every error as {"error": ...}; nothing a client sends escapes as a
   traceback or stops the server."""
@@ -117,9 +116,11 @@ async def healthz(request: web.Request) -> web.Response:
   model = request.app[STORE].current
   if model is None:
     return error_response(503, 'no model loaded')
-  return web.json_response({'status': 'ok',
-                            'model': request.app[SETTINGS]['model_name'],
-                            'version': str(model.version)})
+  return web.json_response({
+      'status': 'ok',
+      'model': request.app[SETTINGS]['model_name'],
+      'version': str(model.version)
+  })
 
 
 def _route(request: web.Request) -> Dict[str, Optional[str]]:
@@ -157,24 +158,31 @@ def _model_for(request: web.Request, version: Optional[str]) -> LoadedModel:
 async def get_model(request: web.Request) -> web.Response:
   parts = _route(request)
   if parts['verb'] is not None:
-    raise request_checks.RequestError(
-        f':{parts["verb"]} needs POST', 405)
+    raise request_checks.RequestError(f':{parts["verb"]} needs POST', 405)
   name = request.app[SETTINGS]['model_name']
   if parts['metadata']:
     model = _model_for(request, parts['version'])
-    return web.json_response({
-        'model_spec': {'name': name, 'signature_name': '',
-                       'version': str(model.version)},
-        'metadata': {'signature_def': {
-            'signature_def': model.signature_defs}},
-    }, dumps=_dumps)
+    return web.json_response(
+        {
+            'model_spec': {
+                'name': name,
+                'signature_name': '',
+                'version': str(model.version)
+            },
+            'metadata': {
+                'signature_def': {
+                    'signature_def': model.signature_defs
+                }
+            },
+        },
+        dumps=_dumps)
   version = int(parts['version']) if parts['version'] is not None else None
   entries = request.app[STORE].status(version)
   if not entries:
     what = f'version {version} of ' if version is not None else ''
     raise request_checks.RequestError(
-        f'Could not find any versions of model {name}' if version is None
-        else f'Could not find {what}model {name}', 404)
+        f'Could not find any versions of model {name}'
+        if version is None else f'Could not find {what}model {name}', 404)
   return web.json_response({'model_version_status': entries})
 
 
@@ -196,7 +204,9 @@ async def _read_body(request: web.Request) -> Any:
     _abandon_body(request)
     raise request_checks.RequestError(
         f'request body not received within {timeout:g} s '
-        '(--body-timeout)', 408, close=True) from None
+        '(--body-timeout)',
+        408,
+        close=True) from None
   except (ConnectionError, web.HTTPException):
     raise
   except Exception as e:  # noqa: BLE001 - an unreadable body is a 400
@@ -205,8 +215,8 @@ async def _read_body(request: web.Request) -> Any:
     _abandon_body(request)
     reason = str(e).strip().splitlines()[-1].strip() if str(e).strip() else ''
     raise request_checks.RequestError(
-        'request body cannot be read' + (f': {reason[:100]}' if reason else
-                                         ''), close=True) from None
+        'request body cannot be read' + (f': {reason[:100]}' if reason else ''),
+        close=True) from None
   return request_checks.parse_json(body)
 
 
@@ -232,18 +242,18 @@ async def post_model(request: web.Request) -> web.Response:
   settings = request.app[SETTINGS]
   if verb == 'predict':
     rows = request_checks.parse_predict(obj, model.schema,
-                                    settings['max_instances'])
+                                        settings['max_instances'])
     signature = request_checks.check_signature(rows.signature_name, RAW,
-                                           model.signature_names)
+                                               model.signature_names)
   else:
     if verb == 'classify':
       check_classifier(model)
     else:
       check_regressor(model)
     rows = request_checks.parse_classify(obj, model.schema,
-                                     settings['max_instances'], verb)
+                                         settings['max_instances'], verb)
     signature = request_checks.check_signature(rows.signature_name, EXAMPLES,
-                                           model.signature_names)
+                                               model.signature_names)
   outputs = await request.app[BATCHER].predict(model, signature, rows.rows)
   columns = {name: json_column(value) for name, value in outputs.items()}
   n = len(rows)
@@ -255,36 +265,44 @@ async def post_model(request: web.Request) -> web.Response:
   elif rows.columnar:
     body = {'outputs': columns}
   else:
-    body = {'predictions': [{name: column[i]
-                             for name, column in columns.items()}
-                            for i in range(n)]}
+    body = {
+        'predictions': [{
+            name: column[i] for name, column in columns.items()
+        } for i in range(n)]
+    }
   request_log = request.app[REQUEST_LOG]
   if request_log is not None:
     request_log.write(model.version, rows.received,
                       [log_prediction(columns, i) for i in range(n)])
   version = str(model.version)
   body['model_version'] = version
-  return web.json_response(body, headers={'X-Model-Version': version},
-                           dumps=_dumps)
+  return web.json_response(
+      body, headers={'X-Model-Version': version}, dumps=_dumps)
 
 
 # ----------------------------------------------------------------------- app
 
 
-def make_app(store: ModelStore, batcher: MicroBatcher,
-             request_log: Optional[RequestLog], model_name: str,
-             max_body_bytes: int, max_instances: int,
+def make_app(store: ModelStore,
+             batcher: MicroBatcher,
+             request_log: Optional[RequestLog],
+             model_name: str,
+             max_body_bytes: int,
+             max_instances: int,
              body_timeout: float = 30.0) -> web.Application:
   # aiohttp's own body limit sits just above ours, so that our check (and its
   # 400 message) answers first.
-  app = web.Application(middlewares=[json_errors],
-                        client_max_size=max_body_bytes + 1)
+  app = web.Application(
+      middlewares=[json_errors], client_max_size=max_body_bytes + 1)
   app[STORE] = store
   app[BATCHER] = batcher
   app[REQUEST_LOG] = request_log
-  app[SETTINGS] = {'model_name': model_name, 'max_body_bytes': max_body_bytes,
-                   'max_instances': max_instances,
-                   'body_timeout': body_timeout}
+  app[SETTINGS] = {
+      'model_name': model_name,
+      'max_body_bytes': max_body_bytes,
+      'max_instances': max_instances,
+      'body_timeout': body_timeout
+  }
   app.router.add_get('/healthz', healthz)
   app.router.add_get('/v1/models/{rest:.+}', get_model)
   app.router.add_post('/v1/models/{rest:.+}', post_model)

@@ -75,8 +75,8 @@ class MicroBatcher:
     keep: Deque[_Item] = collections.deque()
     while self._pending:
       item = self._pending.popleft()
-      if (item.model is first.model and item.signature == first.signature
-          and total + len(item.rows) <= self.max_batch_rows):
+      if (item.model is first.model and item.signature == first.signature and
+          total + len(item.rows) <= self.max_batch_rows):
         batch.append(item)
         total += len(item.rows)
       else:
@@ -102,8 +102,9 @@ class MicroBatcher:
     except Exception as e:  # noqa: BLE001 - becomes the requests' error
       if len(batch) == 1:
         return [e]
-      log.warning('a merged call of %d requests failed (%s); retrying them '
-                  'one by one', len(batch), e)
+      log.warning(
+          'a merged call of %d requests failed (%s); retrying them '
+          'one by one', len(batch), e)
       results: List[Any] = []
       for item in batch:
         try:
@@ -114,8 +115,7 @@ class MicroBatcher:
     results, start = [], 0
     for item in batch:
       end = start + len(item.rows)
-      results.append({name: value[start:end]
-                      for name, value in outputs.items()})
+      results.append({name: value[start:end] for name, value in outputs.items()})
       start = end
     return results
 

@@ -68,7 +68,9 @@ class PressureLog:
   """Logs each kind of pressure once, then a count at most every `interval`
   seconds: an attack of thousands of connections is a few lines."""
 
-  def __init__(self, cap: int, interval: float = SUMMARY_SECONDS,
+  def __init__(self,
+               cap: int,
+               interval: float = SUMMARY_SECONDS,
                clock: Callable[[], float] = time.monotonic):
     self._cap = cap
     self._interval = interval
@@ -83,9 +85,10 @@ class PressureLog:
     if last is None:
       self._last[kind] = now
       self._pending[kind] = 0
-      log.warning('%s; further such events are counted and logged at most '
-                  'once every %d s', _LIMIT_EVENTS[kind].format(cap=self._cap),
-                  self._interval)
+      log.warning(
+          '%s; further such events are counted and logged at most '
+          'once every %d s', _LIMIT_EVENTS[kind].format(cap=self._cap),
+          self._interval)
     elif now - last >= self._interval:
       self._report(kind, now - last)
 
@@ -147,14 +150,16 @@ class _Handler(web_protocol.RequestHandler):
     finally:
       self.idle_since = time.monotonic()
 
-  def handle_error(self, request: web.BaseRequest, status: int = 500,
+  def handle_error(self,
+                   request: web.BaseRequest,
+                   status: int = 500,
                    exc: Optional[BaseException] = None,
                    message: Optional[str] = None) -> web.StreamResponse:
     """aiohttp's answer to a request it could not parse (or to a failure
     outside the app's middleware), as the API's JSON error."""
     if status >= 500:
-      log.error('error handling a request from %s', request.remote,
-                exc_info=exc)
+      log.error(
+          'error handling a request from %s', request.remote, exc_info=exc)
       text = f'internal error: {type(exc).__name__}' if exc else (
           'internal error')
     else:
@@ -259,8 +264,8 @@ class ConnectionGuard:
       self._pressure.note('evicted')
     # The keyword arguments aiohttp's own Server would give a handler.
     kwargs = dict(getattr(server, '_kwargs', {}))
-    handler = _Handler(server, self, self._pressure,
-                       loop=asyncio.get_running_loop(), **kwargs)
+    handler = _Handler(
+        server, self, self._pressure, loop=asyncio.get_running_loop(), **kwargs)
     self._open.add(handler)
     return handler
 
@@ -268,8 +273,12 @@ class ConnectionGuard:
 class GuardedSite(web.TCPSite):
   """web.TCPSite whose connections go through a ConnectionGuard."""
 
-  def __init__(self, runner: web.AppRunner, host: str, port: int,
-               guard: ConnectionGuard, backlog: int = 128):
+  def __init__(self,
+               runner: web.AppRunner,
+               host: str,
+               port: int,
+               guard: ConnectionGuard,
+               backlog: int = 128):
     super().__init__(runner, host, port, backlog=backlog)
     self._guard = guard
 
@@ -277,8 +286,12 @@ class GuardedSite(web.TCPSite):
     await web.BaseSite.start(self)  # registers the site with the runner
     loop = asyncio.get_running_loop()
     self._server = await loop.create_server(
-        self._guard, self._host, self._port, backlog=self._backlog,
-        reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        self._guard,
+        self._host,
+        self._port,
+        backlog=self._backlog,
+        reuse_address=self._reuse_address,
+        reuse_port=self._reuse_port)
     self._bound_port = self._server.sockets[0].getsockname()[1]
 
 
@@ -306,8 +319,7 @@ def install_accept_error_handler(loop: asyncio.AbstractEventLoop,
   pauses accepting for a second by itself) rather than logged with a
   traceback each time; every other loop error goes to the default handler."""
 
-  def handler(loop: asyncio.AbstractEventLoop,
-              context: Dict[str, Any]) -> None:
+  def handler(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
     if 'out of system resource' in str(context.get('message', '')):
       pressure.note('accept')
       return

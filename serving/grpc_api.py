@@ -76,11 +76,13 @@ DEFAULT_PORT = 8500  # TF Serving's gRPC port
 SIGNATURE_DEF = 'signature_def'  # the one metadata field TF Serving has
 
 # A refused request's REST status -> the gRPC code for the same refusal.
-_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT,
-          404: grpc.StatusCode.NOT_FOUND,
-          408: grpc.StatusCode.DEADLINE_EXCEEDED,
-          413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          503: grpc.StatusCode.UNAVAILABLE}
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE
+}
 _CLIP = 60
 # Draining ends once no call has arrived for this long (see GrpcServer.stop).
 _QUIET_SECONDS = 0.2
@@ -103,9 +105,9 @@ _OUTPUT_FIELDS = {
 }
 
 
-def tensor_proto(array: np.ndarray,
-                 proto: Optional[tensor_pb2.TensorProto] = None
-                ) -> tensor_pb2.TensorProto:
+def tensor_proto(
+    array: np.ndarray,
+    proto: Optional[tensor_pb2.TensorProto] = None) -> tensor_pb2.TensorProto:
   """An output as TF Serving answers it: the values in the field of their
   dtype (float_val, string_val, ...), which clients reading
   `outputs[name].float_val` rely on; tf.make_ndarray reads it as well.
@@ -149,8 +151,8 @@ class _Serving:
     self.last_arrival = 0.0  # time.monotonic() of the latest call
 
   async def answer(self, context: grpc.aio.ServicerContext,
-                   method: Callable[[Request], Awaitable[Any]],
-                   request: Request) -> Any:
+                   method: Callable[[Request],
+                                    Awaitable[Any]], request: Request) -> Any:
     """The method's response, or the call aborted with the status a TF
     Serving client expects; nothing a client sends takes the server down."""
     self.last_arrival = time.monotonic()
@@ -174,8 +176,9 @@ class _Serving:
         self.idle.set()
     # A message may quote what the client sent: lone surrogates are escaped
     # so that the status message is valid UTF-8.
-    await context.abort(code, details.encode('utf-8', 'backslashreplace')
-                        .decode('utf-8'))
+    await context.abort(
+        code,
+        details.encode('utf-8', 'backslashreplace').decode('utf-8'))
 
   def _spec(self, request: Any) -> model_pb2.ModelSpec:
     if not request.HasField('model_spec'):
@@ -209,10 +212,10 @@ class _Serving:
           f'{model.version} is served', 404)
     return model
 
-  def answer_spec(self, model: LoadedModel,
+  def answer_spec(self,
+                  model: LoadedModel,
                   signature: str = '') -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=self.model_name,
-                               signature_name=signature)
+    spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature)
     spec.version.value = model.version
     return spec
 
@@ -220,16 +223,17 @@ class _Serving:
           outputs: Dict[str, np.ndarray]) -> None:
     """Writes the served rows to the request log, as REST does."""
     if self.request_log is not None:
-      columns = {name: answers.json_column(value)
-                 for name, value in outputs.items()}
+      columns = {
+          name: answers.json_column(value) for name, value in outputs.items()
+      }
       self.request_log.write(
           model.version, rows.received,
           [answers.log_prediction(columns, i) for i in range(len(rows))])
 
   # --------------------------------------------------------------- methods
 
-  async def predict(self, request: predict_pb2.PredictRequest
-                   ) -> predict_pb2.PredictResponse:
+  async def predict(
+      self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     model = self.model_for(request)
     signature = request_checks.check_signature(
         request.model_spec.signature_name, EXAMPLES, model.signature_names)
@@ -247,8 +251,8 @@ class _Serving:
       rows = grpc_requests.raw_tensor_rows(request.inputs, model.schema,
                                            self.max_instances)
     else:
-      rows = grpc_requests.serialized_example_rows(
-          request.inputs, model.schema, self.max_instances)
+      rows = grpc_requests.serialized_example_rows(request.inputs, model.schema,
+                                                   self.max_instances)
     outputs = await self.batcher.predict(model, signature, rows.rows)
     self.log(model, rows, outputs)
     response = predict_pb2.PredictResponse(
@@ -258,8 +262,9 @@ class _Serving:
         tensor_proto(value, response.outputs[name])
     return response
 
-  async def classify(self, request: classification_pb2.ClassificationRequest
-                    ) -> classification_pb2.ClassificationResponse:
+  async def classify(
+      self, request: classification_pb2.ClassificationRequest
+  ) -> classification_pb2.ClassificationResponse:
     model = self.model_for(request)
     answers.check_classifier(model, answers.GRPC_NAMES)
     signature = request_checks.check_signature(
@@ -277,8 +282,9 @@ class _Serving:
         classes.add(label=label, score=score)
     return response
 
-  async def regress(self, request: regression_pb2.RegressionRequest
-                   ) -> regression_pb2.RegressionResponse:
+  async def regress(
+      self, request: regression_pb2.RegressionRequest
+  ) -> regression_pb2.RegressionResponse:
     model = self.model_for(request)
     answers.check_regressor(model, answers.GRPC_NAMES)
     signature = request_checks.check_signature(
@@ -294,9 +300,9 @@ class _Serving:
       response.result.regressions.add(value=value)
     return response
 
-  async def metadata(self, request: get_model_metadata_pb2.
-                     GetModelMetadataRequest
-                    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+  async def metadata(
+      self, request: get_model_metadata_pb2.GetModelMetadataRequest
+  ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     model = self.model_for(request)
     fields = list(request.metadata_field)
     if not fields:
@@ -309,20 +315,20 @@ class _Serving:
             f'Metadata field {_clip(field)!r} is not supported; the one '
             f'field is {SIGNATURE_DEF!r}')
     signatures = get_model_metadata_pb2.SignatureDefMap()
-    json_format.ParseDict({'signature_def': model.signature_defs},
-                          signatures)
+    json_format.ParseDict({'signature_def': model.signature_defs}, signatures)
     response = get_model_metadata_pb2.GetModelMetadataResponse(
         model_spec=self.answer_spec(model))
     response.metadata[SIGNATURE_DEF].Pack(signatures)
     return response
 
-  async def status(self, request: get_model_status_pb2.GetModelStatusRequest
-                  ) -> get_model_status_pb2.GetModelStatusResponse:
+  async def status(
+      self, request: get_model_status_pb2.GetModelStatusRequest
+  ) -> get_model_status_pb2.GetModelStatusResponse:
     spec = self._spec(request)
     specific = spec.WhichOneof('version_choice') == 'version'
     version = spec.version.value if specific else None
-    entries = (self.store.status(version) if spec.name == self.model_name
-               else [])
+    entries = (
+        self.store.status(version) if spec.name == self.model_name else [])
     if not entries:
       raise request_checks.RequestError(
           f'Could not find version {version} of model {_clip(spec.name)}'
@@ -343,31 +349,38 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   def __init__(self, serving: _Serving):
     self._serving = serving
 
-  async def Predict(self, request: predict_pb2.PredictRequest,
-                    context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
+  async def Predict(
+      self, request: predict_pb2.PredictRequest,
+      context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
     serving = self._serving
     return await serving.answer(context, serving.predict, request)
 
-  async def Classify(self, request: classification_pb2.ClassificationRequest,
-                     context: grpc.aio.ServicerContext) -> classification_pb2.ClassificationResponse:
+  async def Classify(
+      self, request: classification_pb2.ClassificationRequest,
+      context: grpc.aio.ServicerContext
+  ) -> classification_pb2.ClassificationResponse:
     serving = self._serving
     return await serving.answer(context, serving.classify, request)
 
-  async def Regress(self, request: regression_pb2.RegressionRequest,
-                    context: grpc.aio.ServicerContext) -> regression_pb2.RegressionResponse:
+  async def Regress(
+      self, request: regression_pb2.RegressionRequest,
+      context: grpc.aio.ServicerContext) -> regression_pb2.RegressionResponse:
     serving = self._serving
     return await serving.answer(context, serving.regress, request)
 
-  async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
+  async def GetModelMetadata(
+      self, request: get_model_metadata_pb2.GetModelMetadataRequest,
+      context: grpc.aio.ServicerContext
+  ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     serving = self._serving
     return await serving.answer(context, serving.metadata, request)
 
   async def MultiInference(self, request: Any,
                            context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                        'MultiInference is not served; call Classify or '
-                        'Regress')
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        'MultiInference is not served; call Classify or '
+        'Regress')
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -376,16 +389,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
   def __init__(self, serving: _Serving):
     self._serving = serving
 
-  async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
-                           context: grpc.aio.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
+  async def GetModelStatus(
+      self, request: get_model_status_pb2.GetModelStatusRequest,
+      context: grpc.aio.ServicerContext
+  ) -> get_model_status_pb2.GetModelStatusResponse:
     serving = self._serving
     return await serving.answer(context, serving.status, request)
 
-  async def HandleReloadConfigRequest(self, request: Any,
-                                      context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                        'there is no model config to reload: new versions '
-                        'under the model base path are picked up by polling')
+  async def HandleReloadConfigRequest(
+      self, request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        'there is no model config to reload: new versions '
+        'under the model base path are picked up by polling')
 
 
 # pylint: enable=invalid-name
@@ -397,9 +413,14 @@ class GrpcServer:
   Create, start and stop it inside the running loop (grpc.aio binds to it).
   """
 
-  def __init__(self, store: ModelStore, batcher: MicroBatcher,
-               request_log: Optional[RequestLog], model_name: str, *,
-               max_message_bytes: int, max_instances: int,
+  def __init__(self,
+               store: ModelStore,
+               batcher: MicroBatcher,
+               request_log: Optional[RequestLog],
+               model_name: str,
+               *,
+               max_message_bytes: int,
+               max_instances: int,
                max_calls: Optional[int] = None,
                idle_timeout: Optional[float] = None):
     options = [
@@ -409,10 +430,9 @@ class GrpcServer:
         ('grpc.so_reuseport', 0),
     ]
     if idle_timeout:
-      options.append(('grpc.max_connection_idle_ms',
-                      int(idle_timeout * 1000)))
-    self._server = grpc.aio.server(options=options,
-                                   maximum_concurrent_rpcs=max_calls)
+      options.append(('grpc.max_connection_idle_ms', int(idle_timeout * 1000)))
+    self._server = grpc.aio.server(
+        options=options, maximum_concurrent_rpcs=max_calls)
     self._serving = _Serving(store, batcher, request_log, model_name,
                              max_instances)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

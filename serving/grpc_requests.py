@@ -52,17 +52,23 @@ from serving.request_checks import Rows
 from serving.request_checks import RowSchema
 
 # The dtype of each raw feature kind in the serving_raw signature.
-DTYPES = {'int': types_pb2.DT_INT64, 'float': types_pb2.DT_FLOAT,
-          'string': types_pb2.DT_STRING}
+DTYPES = {
+    'int': types_pb2.DT_INT64,
+    'float': types_pb2.DT_FLOAT,
+    'string': types_pb2.DT_STRING
+}
 # Where a tensor of a dtype keeps its values; the little-endian layout of
 # its tensor_content (None: strings have none).
 _VALUES: Dict[int, Tuple[str, Optional[np.dtype]]] = {
     types_pb2.DT_INT64: ('int64_val', np.dtype('<i8')),
-           types_pb2.DT_FLOAT: ('float_val', np.dtype('<f4')),
-           types_pb2.DT_STRING: ('string_val', None)}
-_VALUE_FIELDS = frozenset(
-    [f.name for f in tensor_pb2.TensorProto.DESCRIPTOR.fields
-     if f.name.endswith('_val')] + ['tensor_content'])
+    types_pb2.DT_FLOAT: ('float_val', np.dtype('<f4')),
+    types_pb2.DT_STRING: ('string_val', None)
+}
+_VALUE_FIELDS = frozenset([
+    f.name
+    for f in tensor_pb2.TensorProto.DESCRIPTOR.fields
+    if f.name.endswith('_val')
+] + ['tensor_content'])
 
 
 def dtype_name(dtype: int) -> str:
@@ -142,8 +148,7 @@ def tensor_values(name: str, proto: tensor_pb2.TensorProto,
     raise RequestError(f'input {name!r}: {len(values)} values for shape '
                        f'[{n}]')
   if not values:
-    elsewhere = sorted({f.name for f, _ in proto.ListFields()} &
-                       _VALUE_FIELDS)
+    elsewhere = sorted({f.name for f, _ in proto.ListFields()} & _VALUE_FIELDS)
     where = f'{field} or tensor_content' if layout is not None else field
     raise RequestError(
         f'input {name!r}: no values for shape [{n}]; a '
@@ -189,8 +194,10 @@ def raw_tensor_rows(inputs: Mapping[str, tensor_pb2.TensorProto],
   rows, received = [], []
   for i in range(n):
     where = f'inputs (instance {i})'
-    row = {name: schema.native_value(name, columns[name][i], where)
-           for name in names}
+    row = {
+        name: schema.native_value(name, columns[name][i], where)
+        for name in names
+    }
     sent = {name: _logged(columns[name][i]) for name in names}
     if schema.windows:
       schema.fill_windows(row, None, where)
@@ -222,13 +229,14 @@ def _features(example: example_pb2.Example, schema: RowSchema,
   return out
 
 
-def example_rows(examples: Sequence[example_pb2.Example], schema: RowSchema,
+def example_rows(examples: Sequence[example_pb2.Example],
+                 schema: RowSchema,
                  context: Optional[example_pb2.Example] = None,
                  signature: Optional[str] = None) -> Rows:
   """Rows of tf.Examples (count already checked); a context's features
   count for every example, and a feature may not be in both."""
-  common = (_features(context, schema, 'context') if context is not None
-            else {})
+  common = (
+      _features(context, schema, 'context') if context is not None else {})
   rows, received = [], []
   for i, example in enumerate(examples):
     where = f'examples[{i}]'

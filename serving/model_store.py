@@ -35,8 +35,8 @@ from serving import request_checks
 log = logging.getLogger('serving')
 
 # Signatures the server can call, and how they take a batch of rows.
-RAW = ExportDir.RAW_SIGNATURE            # one [N] tensor per raw feature
-EXAMPLES = ExportDir.DEFAULT_SIGNATURE   # serialized tf.Examples
+RAW = ExportDir.RAW_SIGNATURE  # one [N] tensor per raw feature
+EXAMPLES = ExportDir.DEFAULT_SIGNATURE  # serialized tf.Examples
 _INTERNAL_SIGNATURES = ('__saved_model_init_op',)
 
 
@@ -48,10 +48,13 @@ def _signature_defs(export_dir: str) -> Dict[str, Any]:
     proto.ParseFromString(f.read())
   defs = proto.meta_graphs[0].signature_def
   return {
-      name: json_format.MessageToDict(defs[name],
-                                      preserving_proto_field_name=True,
-                                      including_default_value_fields=True)
-      for name in sorted(defs) if name not in _INTERNAL_SIGNATURES
+      name:
+          json_format.MessageToDict(
+              defs[name],
+              preserving_proto_field_name=True,
+              including_default_value_fields=True)
+      for name in sorted(defs)
+      if name not in _INTERNAL_SIGNATURES
   }
 
 
@@ -71,10 +74,11 @@ class LoadedModel:
     self.positive: Optional[str] = label.positive
     self.signature_defs = _signature_defs(export_dir)
     self._saved = tf.saved_model.load(export_dir)
-    self._signatures = {RAW: self._saved.signatures[RAW],
-                        EXAMPLES: self._saved.signatures[EXAMPLES]}
-    self._int_features = [n for n, k in self.schema.kinds.items()
-                          if k == 'int']
+    self._signatures = {
+        RAW: self._saved.signatures[RAW],
+        EXAMPLES: self._saved.signatures[EXAMPLES]
+    }
+    self._int_features = [n for n, k in self.schema.kinds.items() if k == 'int']
     # serving_raw takes one value per row and feature: a list column can
     # only be sent as tf.Examples.
     self._examples_only = bool(self.schema.lists)
@@ -85,8 +89,7 @@ class LoadedModel:
 
   # --------------------------------------------------------------- predict
 
-  def predict(self, rows: Sequence[Dict[str, Any]], signature: str
-             ) -> Outputs:
+  def predict(self, rows: Sequence[Dict[str, Any]], signature: str) -> Outputs:
     """The signature's outputs for the rows, in order. Runs TensorFlow: call
     it from a worker thread, never on the event loop.
 
@@ -99,8 +102,10 @@ class LoadedModel:
     """
     if signature == EXAMPLES or self._examples_only:
       return self._call_examples(rows)
-    need_examples = [i for i, r in enumerate(rows)
-                     if any(r[n] is None for n in self._int_features)]
+    need_examples = [
+        i for i, r in enumerate(rows)
+        if any(r[n] is None for n in self._int_features)
+    ]
     if not need_examples:
       return self._call_raw(rows)
     if len(need_examples) == len(rows):
@@ -124,8 +129,9 @@ class LoadedModel:
       if kind == 'int':
         inputs[name] = tf.constant(np.array(column, dtype=np.int64))
       elif kind == 'float':
-        inputs[name] = tf.constant(np.array(
-            [np.nan if v is None else v for v in column], dtype=np.float32))
+        inputs[name] = tf.constant(
+            np.array([np.nan if v is None else v for v in column],
+                     dtype=np.float32))
       else:
         inputs[name] = tf.constant(
             [b'' if v is None else v.encode('utf-8') for v in column],
@@ -141,8 +147,7 @@ class LoadedModel:
       if value is None:
         continue
       if isinstance(value, list):  # a list column; [] is left out
-        feature[name].bytes_list.value.extend(
-            v.encode('utf-8') for v in value)
+        feature[name].bytes_list.value.extend(v.encode('utf-8') for v in value)
       elif kind == 'int':
         feature[name].int64_list.value.append(value)
       elif kind == 'float':
@@ -154,8 +159,9 @@ class LoadedModel:
   def _call_examples(self, rows: Sequence[Dict[str, Any]]) -> Outputs:
     serialized = tf.constant([self.encode_example(r) for r in rows],
                              dtype=tf.string)
-    return self._outputs(self._signatures[EXAMPLES](
-        **{ExportDir.EXAMPLES_INPUT: serialized}))
+    return self._outputs(self._signatures[EXAMPLES](**{
+        ExportDir.EXAMPLES_INPUT: serialized
+    }))
 
   @staticmethod
   def _outputs(out: Mapping[str, Any]) -> Outputs:
@@ -168,7 +174,8 @@ class LoadedModel:
     row = {name: None for name in self.schema.names}
     typed: Dict[str, Any] = {
         name: (0 if k == 'int' else 0.0 if k == 'float' else '')
-        for name, k in self.schema.kinds.items()}
+        for name, k in self.schema.kinds.items()
+    }
     typed.update({name: ['x'] for name in self.schema.lists})
     for signature in (RAW, EXAMPLES):
       outputs = self.predict([typed, row], signature)
@@ -278,8 +285,8 @@ class ModelStore:
         message = str(e) or type(e).__name__
         self._failed[target] = (files, message.splitlines()[0][:500])
         log.error('version %d in %s failed to load; still serving %s: %s',
-                  target, self.base_path,
-                  current.version if current else None, message)
+                  target, self.base_path, current.version if current else None,
+                  message)
         return None
       finally:
         self.loading = None
@@ -332,7 +339,15 @@ class ModelStore:
     return entries
 
 
-def _status_entry(version: int, state: str, code: str = 'OK',
+def _status_entry(version: int,
+                  state: str,
+                  code: str = 'OK',
                   message: str = '') -> Dict[str, Any]:
-  return {'version': str(version), 'state': state,
-          'status': {'error_code': code, 'error_message': message}}
+  return {
+      'version': str(version),
+      'state': state,
+      'status': {
+          'error_code': code,
+          'error_message': message
+      }
+  }

@@ -18,10 +18,16 @@ from serving import request_checks
 from serving.model_store import LoadedModel
 
 # How an error message names the methods: REST's URL verbs by default.
-REST_NAMES = {'predict': ':predict', 'classify': ':classify',
-              'regress': ':regress'}
-GRPC_NAMES = {'predict': 'Predict', 'classify': 'Classify',
-              'regress': 'Regress'}
+REST_NAMES = {
+    'predict': ':predict',
+    'classify': ':classify',
+    'regress': ':regress'
+}
+GRPC_NAMES = {
+    'predict': 'Predict',
+    'classify': 'Classify',
+    'regress': 'Regress'
+}
 
 
 def json_column(value: np.ndarray) -> List[Any]:
@@ -55,8 +61,8 @@ def log_prediction(columns: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
         prediction['probabilities'] = value
     elif name == ExportDir.CLASSES:
       prediction['class'] = value
-    elif name == ExportDir.PREDICTIONS and isinstance(value, list) and len(
-        value) == 1:
+    elif name == ExportDir.PREDICTIONS and isinstance(value,
+                                                      list) and len(value) == 1:
       prediction['prediction'] = value[0]
     else:
       prediction[name] = value
@@ -89,9 +95,10 @@ def regress_results(outputs: Dict[str, np.ndarray],
   return outputs[ExportDir.PREDICTIONS].reshape(-1).astype(np.float64).tolist()
 
 
-def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray],
-                     names: Mapping[str, str] = REST_NAMES
-                    ) -> List[List[List[Any]]]:
+def classify_results(
+    model: LoadedModel,
+    outputs: Dict[str, np.ndarray],
+    names: Mapping[str, str] = REST_NAMES) -> List[List[List[Any]]]:
   """TF Serving's classify result: [[label, score], ...] per example, one
   pair per class. A single probability column is P(positive) of a binary
   label; otherwise one column per class, in the config's class order."""
@@ -105,8 +112,7 @@ def classify_results(model: LoadedModel, outputs: Dict[str, np.ndarray],
   if probs.shape[1] == 1 and len(classes) == 2:
     positive = model.positive if model.positive in classes else classes[1]
     negative = [c for c in classes if c != positive][0]
-    return [[[negative, 1.0 - p], [positive, p]]
-            for p in probs[:, 0].tolist()]
+    return [[[negative, 1.0 - p], [positive, p]] for p in probs[:, 0].tolist()]
   if probs.shape[1] == len(classes):
     return [[[c, p] for c, p in zip(classes, row)] for row in probs.tolist()]
   raise request_checks.RequestError(

@@ -42,13 +42,13 @@ instead of the history.
 import dataclasses
 import json
 from typing import (
-  Any,
-  Collection,
-  Dict,
-  Iterable,
-  List,
-  Optional,
-  Sequence,
+    Any,
+    Collection,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
 )
 
 from core import features as raw_features
@@ -138,8 +138,9 @@ class RowSchema:
     spec = raw_features.raw_feature_spec(config, include_label=False)
     # What the signatures take, from the spec's dtypes: int64, float32 and
     # string, whatever the config calls the column's type.
-    self.kinds: Dict[str, str] = {name: _KINDS[s.dtype.name]
-                                  for name, s in spec.items()}
+    self.kinds: Dict[str, str] = {
+        name: _KINDS[s.dtype.name] for name, s in spec.items()
+    }
     self.names: List[str] = list(spec)
     columns = {c.name: c for c in config.columns}
     # Columns with several spellings (bool, timestamp) are normalised by
@@ -147,29 +148,35 @@ class RowSchema:
     # carry a list of strings per row.
     self.types: Dict[str, str] = {n: columns[n].type for n in self.names}
     self.lists: Dict[str, str] = {
-        n: getattr(columns[n], 'separator', '|') for n in self.names
-        if getattr(columns[n], 'is_list', False)}
+        n: getattr(columns[n], 'separator', '|')
+        for n in self.names
+        if getattr(columns[n], 'is_list', False)
+    }
     self.label: str = config.label.column
     self._name_set = frozenset(self.names)
     # JSON values checked and normalised exactly as the Beam job's cleanse
     # stage reads training rows (core.values); a string outside a column's
     # `values:` list is left to the vocabulary's out-of-vocabulary bucket.
-    self._parsers = {n: raw_values.value_parser(columns[n], json=True,
-                                                check_allowed=False)
-                     for n in self.names}
+    self._parsers = {
+        n: raw_values.value_parser(columns[n], json=True, check_allowed=False)
+        for n in self.names
+    }
     # tf.Example and tensor values (gRPC) are read as the Beam job reads
     # tf.Examples: the same parsers, on native values instead of JSON.
-    self._native_parsers = {n: raw_values.value_parser(columns[n],
-                                                       check_allowed=False)
-                            for n in self.names}
+    self._native_parsers = {
+        n: raw_values.value_parser(columns[n], check_allowed=False)
+        for n in self.names
+    }
     # Window columns: optional in a request, computed when left out.
     self.windows = tuple(config.windows)
     self.derived = frozenset(w.name for w in self.windows)
-    self._history_keys = tuple(dict.fromkeys(
-        n for w in self.windows for n in (w.entity, w.timestamp, w.value)
-        if n))
-    self._history_required = tuple(dict.fromkeys(
-        n for w in self.windows for n in (w.timestamp, w.value) if n))
+    self._history_keys = tuple(
+        dict.fromkeys(
+            n for w in self.windows for n in (w.entity, w.timestamp, w.value)
+            if n))
+    self._history_required = tuple(
+        dict.fromkeys(
+            n for w in self.windows for n in (w.timestamp, w.value) if n))
 
   def is_extra(self, key: Any) -> bool:
     """A key of an instance that is not a feature but is allowed."""
@@ -187,8 +194,8 @@ class RowSchema:
                          'allowed; send null for a missing value')
     if isinstance(value, (list, dict)) and name not in self.lists:
       hint = (' (binary values are not supported: every raw feature is a '
-              'number or text)' if isinstance(value, dict) and 'b64' in value
-              else '')
+              'number or text)'
+              if isinstance(value, dict) and 'b64' in value else '')
       raise RequestError(f'{where}: feature {name!r}: expected one {kind} '
                          f'value, got {describe(value)}{hint}')
     try:
@@ -253,8 +260,7 @@ class RowSchema:
 
   # -------------------------------------------------------------- windows
 
-  def fill_windows(self, row: Dict[str, Any], history: Any,
-                   where: str) -> None:
+  def fill_windows(self, row: Dict[str, Any], history: Any, where: str) -> None:
     """Computes each window column the row lacks from `history` (the
     instance's "history" field) plus the row itself."""
     todo = [w for w in self.windows if w.name not in row]
@@ -267,8 +273,8 @@ class RowSchema:
       mine = [e for e in events if e.get(w.entity, entity) == entity]
       row[w.name] = window_lib.window_value(
           w, [e[w.timestamp] for e in mine],
-          [e[w.value] for e in mine] if w.value else None,
-          row.get(w.timestamp), row.get(w.value) if w.value else None)
+          [e[w.value] for e in mine] if w.value else None, row.get(w.timestamp),
+          row.get(w.value) if w.value else None)
 
   def _history(self, history: Any, where: str) -> List[Dict[str, Any]]:
     if history is None:
@@ -349,10 +355,12 @@ def parse_predict(obj: Any, schema: RowSchema, max_instances: int) -> Rows:
                          f'{{"feature": value, ...}}, got '
                          f'{_type_name(instances)}')
     _check_count(len(instances), 'instances', max_instances)
-    rows = [schema.row(inst, f'instances[{i}]')
-            for i, inst in enumerate(instances)]
-    received = ([schema.logged(inst, row) for inst, row in zip(instances, rows)]
-                if schema.windows else instances)
+    rows = [
+        schema.row(inst, f'instances[{i}]') for i, inst in enumerate(instances)
+    ]
+    received = ([
+        schema.logged(inst, row) for inst, row in zip(instances, rows)
+    ] if schema.windows else instances)
     return Rows(rows, received, signature)
   return _parse_columns(obj['inputs'], schema, max_instances, signature)
 
@@ -390,11 +398,11 @@ def _parse_columns(inputs: Any, schema: RowSchema, max_instances: int,
     history = inputs.get(HISTORY_FIELD)
     if history is not None and (not isinstance(history, list) or
                                 len(history) != n):
-      raise RequestError(f'inputs: {HISTORY_FIELD!r}: expected a list with '
-                         f'one list of events (or null) per instance, got '
-                         f'{_type_name(history)}' + (
-                             f' of {len(history)}'
-                             if isinstance(history, list) else ''))
+      raise RequestError(
+          f'inputs: {HISTORY_FIELD!r}: expected a list with '
+          f'one list of events (or null) per instance, got '
+          f'{_type_name(history)}' +
+          (f' of {len(history)}' if isinstance(history, list) else ''))
     for i in range(n):
       schema.fill_windows(rows[i], history[i] if history else None,
                           f'inputs (instance {i})')
@@ -402,7 +410,9 @@ def _parse_columns(inputs: Any, schema: RowSchema, max_instances: int,
   return Rows(rows, received, signature, columnar=True)
 
 
-def parse_classify(obj: Any, schema: RowSchema, max_instances: int,
+def parse_classify(obj: Any,
+                   schema: RowSchema,
+                   max_instances: int,
                    verb: str = 'classify') -> Rows:
   """A :classify or :regress body: tf.Example-style "examples" plus optional
   "context".

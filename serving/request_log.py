@@ -33,8 +33,7 @@ from typing import Any, Dict, Sequence
 class RequestLog:
   """Appends served instances to FILE as JSON lines, rotated by size."""
 
-  def __init__(self, path: str, max_bytes: int = 64 * 2**20,
-               backups: int = 5):
+  def __init__(self, path: str, max_bytes: int = 64 * 2**20, backups: int = 5):
     if max_bytes < 0 or backups < 0:
       raise ValueError('max_bytes and backups must not be negative')
     if max_bytes > 0 and backups < 1:
@@ -56,14 +55,23 @@ class RequestLog:
     """Queues one line per instance; returns at once."""
     if self._closed:
       return
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec='milliseconds')
+    now = datetime.datetime.now(
+        datetime.timezone.utc).isoformat(timespec='milliseconds')
     for row, prediction in zip(features, predictions):
-      line = json.dumps({'time': now, 'model_version': model_version,
-                         'features': row, 'prediction': prediction},
-                        ensure_ascii=False)
-      self._queue.put(logging.makeLogRecord({'msg': line, 'args': None,
-                                             'levelno': logging.INFO}))
+      line = json.dumps(
+          {
+              'time': now,
+              'model_version': model_version,
+              'features': row,
+              'prediction': prediction
+          },
+          ensure_ascii=False)
+      self._queue.put(
+          logging.makeLogRecord({
+              'msg': line,
+              'args': None,
+              'levelno': logging.INFO
+          }))
 
   def close(self) -> None:
     """Writes everything queued, flushes and closes the file."""

@@ -66,77 +66,123 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       'model status and metadata), logging every served instance for the '
       'skew check.')
   where = parser.add_mutually_exclusive_group(required=True)
-  where.add_argument('--model-base-path', default=None, metavar='BASE',
-                     help='TF Serving model base path: versions are read '
-                     'from BASE/<version>/ (what trainer.push publishes '
-                     'into)')
-  where.add_argument('--model-dir', default=None,
-                     help='a model directory of trainer.task; versions are '
-                     'read from MODEL_DIR/export/<version>/')
-  parser.add_argument('--port', type=int, default=DEFAULT_PORT,
-                      help='TCP port (default %(default)s; 0 picks a free '
-                      'port, printed at start-up)')
-  parser.add_argument('--grpc-port', type=int,
-                      default=grpc_api.DEFAULT_PORT,
-                      help='TCP port of the gRPC API (default %(default)s, '
-                      'TF Serving\'s; 0 picks a free port, printed at '
-                      'start-up; -1 turns gRPC off)')
-  parser.add_argument('--host', default='127.0.0.1',
-                      help='address to bind (default %(default)s; 0.0.0.0 '
-                      'for every interface)')
-  parser.add_argument('--model-name', default=None,
-                      help='NAME in /v1/models/NAME (default: the dataset '
-                      'name in the export\'s config)')
-  parser.add_argument('--request-log', default=None, metavar='FILE',
-                      help='append each served instance to FILE as a JSON '
-                      'line (input for python -m pipeline.skew)')
-  parser.add_argument('--request-log-max-bytes', type=int,
-                      default=DEFAULT_LOG_MAX_BYTES,
-                      help='rotate the request log at this size (default '
-                      '%(default)s; 0: never rotate)')
-  parser.add_argument('--request-log-backups', type=int,
-                      default=DEFAULT_LOG_BACKUPS,
-                      help='rotated files kept: FILE.1 ... FILE.N (default '
-                      '%(default)s)')
-  parser.add_argument('--poll-seconds', type=float, default=2.0,
-                      help='how often to look for a new version (default '
-                      '%(default)s; 0: never)')
-  parser.add_argument('--max-instances', type=int,
-                      default=DEFAULT_MAX_INSTANCES,
-                      help='instances per request (default %(default)s)')
-  parser.add_argument('--max-body-bytes', type=int,
-                      default=DEFAULT_MAX_BODY_BYTES,
-                      help='request size limit: a REST body or a gRPC '
-                      'message (default %(default)s)')
-  parser.add_argument('--model-threads', type=int, default=2,
-                      help='signature calls running at once (default '
-                      '%(default)s)')
-  parser.add_argument('--max-batch-rows', type=int, default=256,
-                      help='rows merged into one signature call from '
-                      'concurrent requests (default %(default)s; 1: no '
-                      'merging)')
-  parser.add_argument('--shutdown-timeout', type=float, default=30.0,
-                      help='seconds requests in flight get to finish on '
-                      'SIGTERM (default %(default)s)')
-  parser.add_argument('--max-connections', type=int, default=None,
-                      help='connections open at once; at the limit the '
-                      'longest-idle one is closed to make room, and when '
-                      'every one is busy a new one gets 503; over gRPC, '
-                      'calls in progress at once, more get '
-                      'RESOURCE_EXHAUSTED (default '
-                      f'{connections.DEFAULT_MAX_CONNECTIONS}, fewer if the '
-                      'open-file limit is lower)')
-  parser.add_argument('--idle-timeout', type=float,
-                      default=connections.DEFAULT_IDLE_TIMEOUT,
-                      help='seconds a connection may stay open without '
-                      'sending a complete request head, after connecting or '
-                      'after its last response (default %(default)s)')
-  parser.add_argument('--body-timeout', type=float,
-                      default=DEFAULT_BODY_TIMEOUT,
-                      help='seconds a request body may take to arrive; '
-                      'slower ones get 408 (default %(default)s)')
-  parser.add_argument('--verbose', action='store_true',
-                      help='log every request (aiohttp access log)')
+  where.add_argument(
+      '--model-base-path',
+      default=None,
+      metavar='BASE',
+      help='TF Serving model base path: versions are read '
+      'from BASE/<version>/ (what trainer.push publishes '
+      'into)')
+  where.add_argument(
+      '--model-dir',
+      default=None,
+      help='a model directory of trainer.task; versions are '
+      'read from MODEL_DIR/export/<version>/')
+  parser.add_argument(
+      '--port',
+      type=int,
+      default=DEFAULT_PORT,
+      help='TCP port (default %(default)s; 0 picks a free '
+      'port, printed at start-up)')
+  parser.add_argument(
+      '--grpc-port',
+      type=int,
+      default=grpc_api.DEFAULT_PORT,
+      help='TCP port of the gRPC API (default %(default)s, '
+      'TF Serving\'s; 0 picks a free port, printed at '
+      'start-up; -1 turns gRPC off)')
+  parser.add_argument(
+      '--host',
+      default='127.0.0.1',
+      help='address to bind (default %(default)s; 0.0.0.0 '
+      'for every interface)')
+  parser.add_argument(
+      '--model-name',
+      default=None,
+      help='NAME in /v1/models/NAME (default: the dataset '
+      'name in the export\'s config)')
+  parser.add_argument(
+      '--request-log',
+      default=None,
+      metavar='FILE',
+      help='append each served instance to FILE as a JSON '
+      'line (input for python -m pipeline.skew)')
+  parser.add_argument(
+      '--request-log-max-bytes',
+      type=int,
+      default=DEFAULT_LOG_MAX_BYTES,
+      help='rotate the request log at this size (default '
+      '%(default)s; 0: never rotate)')
+  parser.add_argument(
+      '--request-log-backups',
+      type=int,
+      default=DEFAULT_LOG_BACKUPS,
+      help='rotated files kept: FILE.1 ... FILE.N (default '
+      '%(default)s)')
+  parser.add_argument(
+      '--poll-seconds',
+      type=float,
+      default=2.0,
+      help='how often to look for a new version (default '
+      '%(default)s; 0: never)')
+  parser.add_argument(
+      '--max-instances',
+      type=int,
+      default=DEFAULT_MAX_INSTANCES,
+      help='instances per request (default %(default)s)')
+  parser.add_argument(
+      '--max-body-bytes',
+      type=int,
+      default=DEFAULT_MAX_BODY_BYTES,
+      help='request size limit: a REST body or a gRPC '
+      'message (default %(default)s)')
+  parser.add_argument(
+      '--model-threads',
+      type=int,
+      default=2,
+      help='signature calls running at once (default '
+      '%(default)s)')
+  parser.add_argument(
+      '--max-batch-rows',
+      type=int,
+      default=256,
+      help='rows merged into one signature call from '
+      'concurrent requests (default %(default)s; 1: no '
+      'merging)')
+  parser.add_argument(
+      '--shutdown-timeout',
+      type=float,
+      default=30.0,
+      help='seconds requests in flight get to finish on '
+      'SIGTERM (default %(default)s)')
+  parser.add_argument(
+      '--max-connections',
+      type=int,
+      default=None,
+      help='connections open at once; at the limit the '
+      'longest-idle one is closed to make room, and when '
+      'every one is busy a new one gets 503; over gRPC, '
+      'calls in progress at once, more get '
+      'RESOURCE_EXHAUSTED (default '
+      f'{connections.DEFAULT_MAX_CONNECTIONS}, fewer if the '
+      'open-file limit is lower)')
+  parser.add_argument(
+      '--idle-timeout',
+      type=float,
+      default=connections.DEFAULT_IDLE_TIMEOUT,
+      help='seconds a connection may stay open without '
+      'sending a complete request head, after connecting or '
+      'after its last response (default %(default)s)')
+  parser.add_argument(
+      '--body-timeout',
+      type=float,
+      default=DEFAULT_BODY_TIMEOUT,
+      help='seconds a request body may take to arrive; '
+      'slower ones get 408 (default %(default)s)')
+  parser.add_argument(
+      '--verbose',
+      action='store_true',
+      help='log every request (aiohttp access log)')
   args = parser.parse_args(argv)
   for flag in ('max_instances', 'max_body_bytes', 'model_threads',
                'max_batch_rows'):
@@ -171,27 +217,38 @@ async def serve(args: argparse.Namespace, store: ModelStore,
     loop.add_signal_handler(sig, stop.set)
   pressure = connections.PressureLog(args.max_connections)
   connections.install_accept_error_handler(loop, pressure)
-  batcher = MicroBatcher(workers=args.model_threads,
-                         max_batch_rows=args.max_batch_rows)
+  batcher = MicroBatcher(
+      workers=args.model_threads, max_batch_rows=args.max_batch_rows)
   current = store.current
   assert current is not None  # load_initial() succeeded
   name = args.model_name or current.config.name
-  application = app_lib.make_app(store, batcher, request_log, name,
-                                 args.max_body_bytes, args.max_instances,
-                                 body_timeout=args.body_timeout)
-  runner = web.AppRunner(application, handle_signals=False,
-                         shutdown_timeout=args.shutdown_timeout,
-                         access_log=log if args.verbose else None,
-                         keepalive_timeout=args.idle_timeout,
-                         lingering_time=_LINGERING_SECONDS)
+  application = app_lib.make_app(
+      store,
+      batcher,
+      request_log,
+      name,
+      args.max_body_bytes,
+      args.max_instances,
+      body_timeout=args.body_timeout)
+  runner = web.AppRunner(
+      application,
+      handle_signals=False,
+      shutdown_timeout=args.shutdown_timeout,
+      access_log=log if args.verbose else None,
+      keepalive_timeout=args.idle_timeout,
+      lingering_time=_LINGERING_SECONDS)
   await runner.setup()
   grpc_server: Optional[grpc_api.GrpcServer] = None
   try:
     if args.grpc_port >= 0:
       grpc_server = grpc_api.GrpcServer(
-          store, batcher, request_log, name,
+          store,
+          batcher,
+          request_log,
+          name,
           max_message_bytes=args.max_body_bytes,
-          max_instances=args.max_instances, max_calls=args.max_connections,
+          max_instances=args.max_instances,
+          max_calls=args.max_connections,
           idle_timeout=args.idle_timeout)
       grpc_port = await grpc_server.start(args.host, args.grpc_port)
     site = connections.GuardedSite(
@@ -204,8 +261,10 @@ async def serve(args: argparse.Namespace, store: ModelStore,
           from None
     port = runner.addresses[0][1]
     host = args.host if ':' not in args.host else f'[{args.host}]'
-    lines = [f'serving model {name!r} version {current.version} at '
-             f'http://{host}:{port}/v1/models/{name}']
+    lines = [
+        f'serving model {name!r} version {current.version} at '
+        f'http://{host}:{port}/v1/models/{name}'
+    ]
     if grpc_server is not None:
       lines.append(f'serving model {name!r} version {current.version} over '
                    f'gRPC at {host}:{grpc_port}')
@@ -233,8 +292,9 @@ def _terminate(signum: int, frame: Any) -> NoReturn:  # pylint: disable=unused-a
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
-  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                      format='%(asctime)s %(levelname)s %(message)s')
+  logging.basicConfig(
+      level=logging.INFO if args.verbose else logging.WARNING,
+      format='%(asctime)s %(levelname)s %(message)s')
   # Until serve() installs the event loop's handlers, a stop request during
   # the (slow) model load still ends the process cleanly with status 0.
   signal.signal(signal.SIGTERM, _terminate)
@@ -251,10 +311,12 @@ def _run(args: argparse.Namespace) -> int:
   if args.max_connections is None:
     args.max_connections = connections.default_max_connections(file_limit)
   elif args.max_connections + connections.RESERVED_FILES > file_limit:
-    print(f'serve: error: --max-connections {args.max_connections} needs '
-          f'{args.max_connections + connections.RESERVED_FILES} open files '
-          f'with the server\'s own, but the limit is {file_limit} (ulimit '
-          '-n); lower it or raise the limit', file=sys.stderr)
+    print(
+        f'serve: error: --max-connections {args.max_connections} needs '
+        f'{args.max_connections + connections.RESERVED_FILES} open files '
+        f'with the server\'s own, but the limit is {file_limit} (ulimit '
+        '-n); lower it or raise the limit',
+        file=sys.stderr)
     return 2
   if args.model_dir is not None:
     base_path = ModelDir(args.model_dir).export_base
@@ -269,9 +331,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f'serve: error: {e}', file=sys.stderr)
     return 2
   except Exception as e:  # noqa: BLE001 - any load failure: one line, exit 2
-    print(f'serve: error: cannot load the model in {base_path}: '
-          f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
-          file=sys.stderr)
+    print(
+        f'serve: error: cannot load the model in {base_path}: '
+        f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
+        file=sys.stderr)
     return 2
   request_log = None
   if args.request_log:
@@ -279,8 +342,9 @@ def _run(args: argparse.Namespace) -> int:
       request_log = RequestLog(args.request_log, args.request_log_max_bytes,
                                args.request_log_backups)
     except OSError as e:
-      print(f'serve: error: --request-log {args.request_log}: {e}',
-            file=sys.stderr)
+      print(
+          f'serve: error: --request-log {args.request_log}: {e}',
+          file=sys.stderr)
       return 2
   try:
     asyncio.run(serve(args, store, request_log))

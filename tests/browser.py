@@ -44,9 +44,11 @@ def dump_dom(path, tmp_path) -> str:
   browser = require_chromium()
   profile = tmp_path / 'chromium-profile'
   profile.mkdir(exist_ok=True)
-  cmd = [browser, *_FLAGS, f'--user-data-dir={profile}', '--dump-dom',
-         'file://' + os.path.abspath(path)]
-  result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          check=False)
+  cmd = [
+      browser, *_FLAGS, f'--user-data-dir={profile}', '--dump-dom',
+      'file://' + os.path.abspath(path)
+  ]
+  result = subprocess.run(
+      cmd, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   return result.stdout

@@ -11,7 +11,9 @@ TOY_HEADER = 'height,visits,city,color,note,outcome'
 TOY_CITIES = ['paris', 'oslo', 'lima', 'kyiv', 'rome']
 
 
-def toy_rows(n: int, seed: int = 0, positive_rate: float = 0.25,
+def toy_rows(n: int,
+             seed: int = 0,
+             positive_rate: float = 0.25,
              missing_rate: float = 0.05) -> List[str]:
   """CSV lines (no header) for tests/data/toy.yaml; the label depends on
   height and city so that a model can learn it."""
@@ -24,8 +26,10 @@ def toy_rows(n: int, seed: int = 0, positive_rate: float = 0.25,
     color = rng.choice(['red', 'green', 'blue'])
     score = (height - 170) / 10 + (1.0 if city in ('oslo', 'rome') else -0.5)
     positive = rng.random() < positive_rate * (2.5 if score > 0.5 else 0.6)
-    fields = [str(height), str(visits), city, color, f'row {i}',
-              'yes' if positive else 'no']
+    fields = [
+        str(height),
+        str(visits), city, color, f'row {i}', 'yes' if positive else 'no'
+    ]
     for j in range(4):
       if rng.random() < missing_rate:
         fields[j] = rng.choice(['?', '', 'NA'])
@@ -33,7 +37,9 @@ def toy_rows(n: int, seed: int = 0, positive_rate: float = 0.25,
   return rows
 
 
-def write_lines(path: str, lines: List[str], header: Optional[str] = None,
+def write_lines(path: str,
+                lines: List[str],
+                header: Optional[str] = None,
                 trailing_blank: bool = True) -> str:
   with open(path, 'w', encoding='utf-8') as f:
     if header is not None:
@@ -46,12 +52,16 @@ def write_lines(path: str, lines: List[str], header: Optional[str] = None,
 
 
 MIXED_HEADER = 'amount,visits,member,signup,shop,tags,review,target'
-_WORDS = ['great', 'slow', 'friendly', 'cheap', 'broken', 'fast', 'late',
-          'perfect', 'rude', 'clean']
+_WORDS = [
+    'great', 'slow', 'friendly', 'cheap', 'broken', 'fast', 'late', 'perfect',
+    'rude', 'clean'
+]
 _TAGS = ['sale', 'new', 'gift', 'bulk', 'promo']
 
 
-def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
+def mixed_rows(n: int,
+               seed: int = 0,
+               task: str = 'binary',
                missing_rate: float = 0.05,
                iso_timestamps_only: bool = False) -> List[str]:
   """CSV lines (no header) for tests/data/mixed.yaml: one column of every
@@ -71,8 +81,8 @@ def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
     shop = f'shop{rng.randint(0, 300)}'
     tags = rng.sample(_TAGS, rng.randint(0, 3))
     words = rng.sample(_WORDS, rng.randint(2, 6))
-    score = (0.8 * member + 0.02 * visits + 0.5 * ('great' in words) -
-             0.5 * ('rude' in words) + 0.3 * ('sale' in tags) +
+    score = (0.8 * member + 0.02 * visits + 0.5 * ('great' in words) - 0.5 *
+             ('rude' in words) + 0.3 * ('sale' in tags) +
              0.2 * math.log(amount) + rng.gauss(0, 0.3))
     if task == 'regression':
       target = f'{math.exp(score):.4f}'
@@ -81,11 +91,15 @@ def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
     else:
       target = 'high' if score > 1.3 else 'low'
     stamp = datetime.datetime.fromtimestamp(signup, datetime.timezone.utc)
-    fields = [str(amount), str(visits), rng.choice(['true', 'yes', '1'])
-              if member else rng.choice(['false', 'no', '0']),
-              stamp.strftime('%Y-%m-%dT%H:%M:%SZ')
-              if iso_timestamps_only or rng.random() < 0.5 else str(signup), shop, '|'.join(tags),
-              '"' + ' '.join(words).capitalize() + ', the service!"', target]
+    fields = [
+        str(amount),
+        str(visits),
+        rng.choice(['true', 'yes', '1'])
+        if member else rng.choice(['false', 'no', '0']),
+        stamp.strftime('%Y-%m-%dT%H:%M:%SZ') if iso_timestamps_only or
+        rng.random() < 0.5 else str(signup), shop, '|'.join(tags),
+        '"' + ' '.join(words).capitalize() + ', the service!"', target
+    ]
     for j in range(7):
       if rng.random() < missing_rate:
         fields[j] = rng.choice(['?', '', 'NA'])
@@ -96,12 +110,13 @@ def mixed_rows(n: int, seed: int = 0, task: str = 'binary',
 TRIP_HEADER = ('trip_id,pickup_area,distance,passengers,payment,notes,vendor,'
                'tip,tipped')
 # Community-area-like codes: 20 integers scattered over 1..999.
-TRIP_AREAS = [3, 8, 24, 32, 41, 76, 77, 105, 118, 230, 256, 317, 422, 508,
-              590, 611, 707, 812, 903, 950]
+TRIP_AREAS = [
+    3, 8, 24, 32, 41, 76, 77, 105, 118, 230, 256, 317, 422, 508, 590, 611, 707,
+    812, 903, 950
+]
 
 
-def trip_rows(n: int, seed: int = 0, missing_rate: float = 0.03
-             ) -> List[str]:
+def trip_rows(n: int, seed: int = 0, missing_rate: float = 0.03) -> List[str]:
   """CSV lines (no header) of a trip table with one column of each kind a
   drafted config must handle: a per-row id (trip_id), an integer code with
   20 values (pickup_area), a skewed genuine number (distance), a small
@@ -122,8 +137,13 @@ def trip_rows(n: int, seed: int = 0, missing_rate: float = 0.03
              area_effect[area] + rng.gauss(0, 0.8))
     tipped = score > 1.5
     tip = round(max(0.0, rng.gauss(3.5 if tipped else 0.0, 0.8)), 2)
-    fields = [str(50_000 + i), str(area), str(distance), str(passengers),
-              payment, '', 'acme', str(tip), 'yes' if tipped else 'no']
+    fields = [
+        str(50_000 + i),
+        str(area),
+        str(distance),
+        str(passengers), payment, '', 'acme',
+        str(tip), 'yes' if tipped else 'no'
+    ]
     for j in (1, 2, 4):
       if rng.random() < missing_rate:
         fields[j] = ''
@@ -141,6 +161,15 @@ def trip_config_with_every_column(draft_text: str) -> str:
     if column['name'] == 'pickup_area':
       column['type'] = 'int'
   doc['features'] = {
-      'trip_id': {}, 'pickup_area': {'buckets': 10}, 'distance': {},
-      'passengers': {}, 'payment': {}, 'notes': {}, 'vendor': {}, 'tip': {}}
+      'trip_id': {},
+      'pickup_area': {
+          'buckets': 10
+      },
+      'distance': {},
+      'passengers': {},
+      'payment': {},
+      'notes': {},
+      'vendor': {},
+      'tip': {}
+  }
   return yaml.safe_dump(doc, sort_keys=False)

@@ -49,8 +49,8 @@ def example(instance, config):
     if column.is_list:
       items = value if isinstance(value, list) else value.split(
           column.separator)
-      feature.bytes_list.value.extend(i.strip().encode() for i in items
-                                      if i.strip())
+      feature.bytes_list.value.extend(
+          i.strip().encode() for i in items if i.strip())
     elif isinstance(value, bool):
       feature.int64_list.value.append(int(value))
     elif isinstance(value, int):
@@ -66,8 +66,9 @@ def examples_request(instances, config, name, **kwargs):
   """Predict on serving_default (the default signature): serialized
   tf.Examples in input 'examples'."""
   request = spec(predict_pb2.PredictRequest(), name, **kwargs)
-  request.inputs['examples'].CopyFrom(tf.make_tensor_proto(
-      [example(i, config).SerializeToString() for i in instances]))
+  request.inputs['examples'].CopyFrom(
+      tf.make_tensor_proto(
+          [example(i, config).SerializeToString() for i in instances]))
   return request
 
 
@@ -75,15 +76,15 @@ def raw_request(instances, kinds, name, signature='serving_raw', **kwargs):
   """Predict on serving_raw: one tensor per raw feature, in the signature's
   dtype; NaN for a missing float and '' for a missing string, as the
   signature documents (an int has no missing value)."""
-  request = spec(predict_pb2.PredictRequest(), name, signature=signature,
-                 **kwargs)
+  request = spec(
+      predict_pb2.PredictRequest(), name, signature=signature, **kwargs)
   for feature, kind in kinds.items():
     column = [i[feature] for i in instances]
     if kind == 'int':
       proto = tf.make_tensor_proto(np.array(column, np.int64))
     elif kind == 'float':
-      proto = tf.make_tensor_proto(np.array(
-          [math.nan if v is None else v for v in column], np.float32))
+      proto = tf.make_tensor_proto(
+          np.array([math.nan if v is None else v for v in column], np.float32))
     else:
       proto = tf.make_tensor_proto(['' if v is None else v for v in column])
     request.inputs[feature].CopyFrom(proto)

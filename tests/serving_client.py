@@ -26,11 +26,14 @@ class Server:
     self.err_path = os.path.join(workdir, 'server.err')
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
     with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
-      self.proc = subprocess.Popen(
-          [sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
-           '--port', '0', '--grpc-port', '0', *flags], cwd=str(ROOT),
-          stdout=out, stderr=err,
-          env=env)
+      self.proc = subprocess.Popen([
+          sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
+          '--port', '0', '--grpc-port', '0', *flags
+      ],
+                                   cwd=str(ROOT),
+                                   stdout=out,
+                                   stderr=err,
+                                   env=env)
     deadline = time.time() + 180
     while True:
       with open(self.out_path) as f:
@@ -79,8 +82,7 @@ class Server:
   def post(self, verb, body, version=None):
     where = f'/versions/{version}' if version is not None else ''
     status, doc, _ = self.request('POST',
-                                  f'/v1/models/{self.name}{where}:{verb}',
-                                  body)
+                                  f'/v1/models/{self.name}{where}:{verb}', body)
     return status, doc
 
   def stop(self, sig=signal.SIGTERM, timeout=60):

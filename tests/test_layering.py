@@ -27,30 +27,40 @@ def _loaded_after(modules):
           '  importlib.import_module(m)\n'
           f'print(json.dumps([m for m in {list(HEAVY)!r} if m in '
           'sys.modules]))\n')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore',
-             PYTHONPATH=str(ROOT))
+  env = dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONWARNINGS='ignore',
+      PYTHONPATH=str(ROOT))
   # tf.Transform sets this on import (in this test process, once any test
   # module has imported it); inherited, it makes TensorFlow load tf_keras.
   env.pop('TF_USE_LEGACY_KERAS', None)
-  proc = subprocess.run([sys.executable, '-c', code], cwd=str(ROOT), env=env,
-                        capture_output=True, text=True, timeout=300,
+  proc = subprocess.run([sys.executable, '-c', code],
+                        cwd=str(ROOT),
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
                         check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return set(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def test_core_imports_nothing_heavy():
-  loaded = _loaded_after(['core.config', 'core.values', 'core.layout',
-                          'core.windows', 'core.hashing', 'core.features',
-                          'core.html', 'core.errors'])
+  loaded = _loaded_after([
+      'core.config', 'core.values', 'core.layout', 'core.windows',
+      'core.hashing', 'core.features', 'core.html', 'core.errors'
+  ])
   assert not loaded, f'core/ loaded {sorted(loaded)}'
 
 
-@pytest.mark.parametrize('entry', ['serving.server', 'trainer.serve',
-                                   'serving.__main__', 'trainer.predict'])
+@pytest.mark.parametrize(
+    'entry',
+    ['serving.server', 'trainer.serve', 'serving.__main__', 'trainer.predict'])
 def test_serving_and_predict_load_no_beam(entry):
   loaded = _loaded_after([entry])
-  assert not loaded & {'apache_beam', 'tensorflow_data_validation',
-                       'tensorflow_transform.beam'}, sorted(loaded)
+  assert not loaded & {
+      'apache_beam', 'tensorflow_data_validation', 'tensorflow_transform.beam'
+  }, sorted(loaded)
   # Nor anything else the export does not need to run.
   assert not loaded, sorted(loaded)

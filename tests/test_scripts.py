@@ -26,17 +26,22 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / 'scripts'
 
-DATAFLOW = ['--project', 'my-project', '--region', 'europe-west1',
-            '--temp-location', 'gs://bucket/tmp',
-            '--input', 'gs://bucket/raw/adult-*.csv',
-            '--output-dir', 'gs://bucket/preprocess']
+DATAFLOW = [
+    '--project', 'my-project', '--region', 'europe-west1', '--temp-location',
+    'gs://bucket/tmp', '--input', 'gs://bucket/raw/adult-*.csv', '--output-dir',
+    'gs://bucket/preprocess'
+]
 
 
 def run_script(name, *args, env=None, cwd=ROOT):
   base = {'PATH': os.environ['PATH'], 'HOME': os.environ.get('HOME', '/tmp')}
   base.update(env or {})
-  return subprocess.run([str(SCRIPTS / name), *args], cwd=str(cwd), env=base,
-                        capture_output=True, text=True, timeout=60,
+  return subprocess.run([str(SCRIPTS / name), *args],
+                        cwd=str(cwd),
+                        env=base,
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
                         check=False)
 
 
@@ -47,9 +52,12 @@ def dry_run(name, *args, env=None, cwd=ROOT):
   lines = [l for l in proc.stdout.splitlines() if not l.startswith('#')]
   words = shlex.split(' '.join(l.rstrip('\\').strip() for l in lines))
   assert words[1:3] == ['-m', 'pipeline.preprocess'], proc.stdout
-  own = [w for w in words[3:] if w.split('=')[0] in (
-      '--config', '--input', '--test-input', '--output-dir', '--num-shards',
-      '--overwrite', '--write-raw')]
+  own = [
+      w for w in words[3:]
+      if w.split('=')[0] in ('--config', '--input', '--test-input',
+                             '--output-dir', '--num-shards', '--overwrite',
+                             '--write-raw')
+  ]
   beam_args = [w for w in words[3:] if w not in own]
   return dict(w.split('=', 1) if '=' in w else (w, True) for w in own), \
       PipelineOptions(beam_args), proc.stdout
@@ -62,8 +70,9 @@ def fails(name, *args, env=None):
   return proc.stderr
 
 
-@pytest.mark.parametrize('name', ['run_local.sh', 'submit_dataflow.sh',
-                                  'submit_flink.sh', 'submit_spark.sh'])
+@pytest.mark.parametrize('name', [
+    'run_local.sh', 'submit_dataflow.sh', 'submit_flink.sh', 'submit_spark.sh'
+])
 def test_help_lists_flags_and_env_vars(name):
   proc = run_script(name, '--help')
   assert proc.returncode == 0, proc.stderr
@@ -73,10 +82,12 @@ def test_help_lists_flags_and_env_vars(name):
 
 def test_run_local_defaults_to_adult_on_the_direct_runner():
   flags, options, _ = dry_run('run_local.sh')
-  assert flags == {'--config': 'schemas/census.yaml',
-                   '--input': 'data/census/adult.data',
-                   '--test-input': 'data/census/adult.test',
-                   '--output-dir': 'out/preprocess'}
+  assert flags == {
+      '--config': 'schemas/census.yaml',
+      '--input': 'data/census/adult.data',
+      '--test-input': 'data/census/adult.test',
+      '--output-dir': 'out/preprocess'
+  }
   assert options.view_as(StandardOptions).runner == 'DirectRunner'
 
 
@@ -84,8 +95,12 @@ def test_run_local_multi_processing():
   flags, options, _ = dry_run('run_local.sh', '--input', 'in/*.csv',
                               '--output-dir=o', '--direct-num-workers', '2',
                               '--overwrite', '--', '--job_name=x')
-  assert flags == {'--config': 'schemas/census.yaml', '--input': 'in/*.csv',
-                   '--output-dir': 'o', '--overwrite': True}
+  assert flags == {
+      '--config': 'schemas/census.yaml',
+      '--input': 'in/*.csv',
+      '--output-dir': 'o',
+      '--overwrite': True
+  }
   direct = options.view_as(DirectOptions)
   assert direct.direct_num_workers == 2
   assert direct.direct_running_mode == 'multi_processing'
@@ -94,12 +109,20 @@ def test_run_local_multi_processing():
 
 def test_run_local_takes_env_vars_and_caller_relative_paths(tmp_path):
   flags, options, _ = dry_run(
-      'run_local.sh', '--config', 'my.yaml', cwd=tmp_path,
-      env={'INPUT': 'a b/*.csv', 'OUTPUT_DIR': '/abs/out',
-           'DIRECT_RUNNING_MODE': 'multi_threading'})
-  assert flags == {'--config': f'{tmp_path}/my.yaml',
-                   '--input': f'{tmp_path}/a b/*.csv',
-                   '--output-dir': '/abs/out'}
+      'run_local.sh',
+      '--config',
+      'my.yaml',
+      cwd=tmp_path,
+      env={
+          'INPUT': 'a b/*.csv',
+          'OUTPUT_DIR': '/abs/out',
+          'DIRECT_RUNNING_MODE': 'multi_threading'
+      })
+  assert flags == {
+      '--config': f'{tmp_path}/my.yaml',
+      '--input': f'{tmp_path}/a b/*.csv',
+      '--output-dir': '/abs/out'
+  }
   assert options.view_as(DirectOptions).direct_running_mode == 'multi_threading'
 
 
@@ -115,10 +138,12 @@ def test_run_local_rejects_bad_values():
 def test_dataflow_options():
   flags, options, text = dry_run('submit_dataflow.sh', *DATAFLOW,
                                  '--max-workers', '25', '--write-raw')
-  assert flags == {'--config': 'schemas/census.yaml',
-                   '--input': 'gs://bucket/raw/adult-*.csv',
-                   '--output-dir': 'gs://bucket/preprocess',
-                   '--write-raw': True}
+  assert flags == {
+      '--config': 'schemas/census.yaml',
+      '--input': 'gs://bucket/raw/adult-*.csv',
+      '--output-dir': 'gs://bucket/preprocess',
+      '--write-raw': True
+  }
   assert options.view_as(StandardOptions).runner == 'DataflowRunner'
   gcp = options.view_as(GoogleCloudOptions)
   assert (gcp.project, gcp.region) == ('my-project', 'europe-west1')
@@ -134,15 +159,22 @@ def test_dataflow_options():
 
 def test_dataflow_settings_from_env():
   _, options, _ = dry_run(
-      'submit_dataflow.sh', env={
-          'GOOGLE_CLOUD_PROJECT': 'p1', 'REGION': 'us-central1',
-          'TEMP_LOCATION': 'gs://b/t', 'STAGING_LOCATION': 'gs://b/s',
-          'INPUT': 'gs://b/in.csv', 'TEST_INPUT': 'gs://b/test.csv',
-          'OUTPUT_DIR': 'gs://b/out', 'MACHINE_TYPE': 'n2-highmem-8',
-          'JOB_NAME': 'nightly', 'SDK_CONTAINER_IMAGE': 'gcr.io/p1/img:1'})
+      'submit_dataflow.sh',
+      env={
+          'GOOGLE_CLOUD_PROJECT': 'p1',
+          'REGION': 'us-central1',
+          'TEMP_LOCATION': 'gs://b/t',
+          'STAGING_LOCATION': 'gs://b/s',
+          'INPUT': 'gs://b/in.csv',
+          'TEST_INPUT': 'gs://b/test.csv',
+          'OUTPUT_DIR': 'gs://b/out',
+          'MACHINE_TYPE': 'n2-highmem-8',
+          'JOB_NAME': 'nightly',
+          'SDK_CONTAINER_IMAGE': 'gcr.io/p1/img:1'
+      })
   gcp = options.view_as(GoogleCloudOptions)
-  assert (gcp.project, gcp.region, gcp.staging_location, gcp.job_name) == (
-      'p1', 'us-central1', 'gs://b/s', 'nightly')
+  assert (gcp.project, gcp.region, gcp.staging_location,
+          gcp.job_name) == ('p1', 'us-central1', 'gs://b/s', 'nightly')
   worker = options.view_as(WorkerOptions)
   assert worker.machine_type == 'n2-highmem-8'
   assert worker.sdk_container_image == 'gcr.io/p1/img:1'
@@ -170,15 +202,15 @@ def test_dataflow_rejects_local_paths():
   args[args.index('--output-dir') + 1] = 'out/preprocess'
   assert '--output-dir must be a gs:// path on Dataflow' in fails(
       'submit_dataflow.sh', *args)
-  assert '--job-name must be lower-case' in fails(
-      'submit_dataflow.sh', *DATAFLOW, '--job-name', 'Nightly_Run')
+  assert '--job-name must be lower-case' in fails('submit_dataflow.sh',
+                                                  *DATAFLOW, '--job-name',
+                                                  'Nightly_Run')
 
 
 def test_flink_runner():
   _, options, _ = dry_run('submit_flink.sh', '--flink-master',
-                          'flink.example:8081', '--parallelism', '8',
-                          '--input', 'gs://b/in.csv', '--output-dir',
-                          'gs://b/out')
+                          'flink.example:8081', '--parallelism', '8', '--input',
+                          'gs://b/in.csv', '--output-dir', 'gs://b/out')
   assert options.view_as(StandardOptions).runner == 'FlinkRunner'
   assert options.view_as(FlinkRunnerOptions).flink_master == (
       'flink.example:8081')
@@ -189,16 +221,15 @@ def test_flink_runner():
 
 
 def test_flink_job_endpoint():
-  _, options, _ = dry_run('submit_flink.sh', '--job-endpoint',
-                          'localhost:8099', '--environment-type', 'external',
-                          '--environment-config', 'localhost:50000',
-                          '--input', 'gs://b/in.csv', '--output-dir',
-                          'gs://b/out')
+  _, options, _ = dry_run('submit_flink.sh', '--job-endpoint', 'localhost:8099',
+                          '--environment-type', 'external',
+                          '--environment-config', 'localhost:50000', '--input',
+                          'gs://b/in.csv', '--output-dir', 'gs://b/out')
   assert options.view_as(StandardOptions).runner == 'PortableRunner'
   portable = options.view_as(PortableOptions)
   assert portable.job_endpoint == 'localhost:8099'
-  assert (portable.environment_type, portable.environment_config) == (
-      'EXTERNAL', 'localhost:50000')
+  assert (portable.environment_type,
+          portable.environment_config) == ('EXTERNAL', 'localhost:50000')
   # SDK workers are kept between stages unless told otherwise.
   assert int(portable.environment_cache_millis) == 60000
   _, options, _ = dry_run('submit_flink.sh', '--job-endpoint', 'h:8099',
@@ -215,7 +246,10 @@ def test_flink_missing_or_conflicting_target():
   assert 'where to run is required: pass --flink-master' in message
   assert 'JOB_ENDPOINT' in message
   assert 'exclude each other' in fails(
-      'submit_flink.sh', *args, '--job-endpoint', 'h:1',
+      'submit_flink.sh',
+      *args,
+      '--job-endpoint',
+      'h:1',
       env={'FLINK_MASTER': 'h:8081'})
   assert ('--environment-type EXTERNAL: the environment config is required'
           in fails('submit_flink.sh', *args, '--job-endpoint', 'h:1',
@@ -231,8 +265,8 @@ def test_flink_warns_about_local_paths():
 
 def test_spark_runner_modes():
   args = ['--input', 'gs://b/in.csv', '--output-dir', 'gs://b/out']
-  _, options, _ = dry_run('submit_spark.sh', *args,
-                          env={'SPARK_MASTER_URL': 'spark://m:7077'})
+  _, options, _ = dry_run(
+      'submit_spark.sh', *args, env={'SPARK_MASTER_URL': 'spark://m:7077'})
   assert options.view_as(StandardOptions).runner == 'SparkRunner'
   assert options.view_as(SparkRunnerOptions).spark_master_url == (
       'spark://m:7077')
@@ -255,7 +289,7 @@ def test_spark_runner_modes():
 
 
 def test_spark_missing_target():
-  message = fails('submit_spark.sh', '--input', 'gs://b/in.csv',
-                  '--output-dir', 'gs://b/out')
+  message = fails('submit_spark.sh', '--input', 'gs://b/in.csv', '--output-dir',
+                  'gs://b/out')
   assert 'where to run is required: pass --spark-master-url' in message
   assert 'SPARK_MASTER_URL' in message

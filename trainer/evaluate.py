@@ -26,8 +26,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
   if n_pos == 0 or n_neg == 0:
     return float('nan')
   ranks = _average_ranks(scores)
-  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) /
-               (n_pos * n_neg))
+  return float(
+      (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -87,16 +87,22 @@ def roc_curve(labels, scores) -> Dict[str, np.ndarray]:
   t, tp, fp = _operating_points(labels, scores)
   y = np.asarray(labels).reshape(-1).astype(bool)
   n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-  return {'fpr': np.r_[0.0, fp / n_neg], 'tpr': np.r_[0.0, tp / n_pos],
-          'thresholds': np.r_[np.inf, t]}
+  return {
+      'fpr': np.r_[0.0, fp / n_neg],
+      'tpr': np.r_[0.0, tp / n_pos],
+      'thresholds': np.r_[np.inf, t]
+  }
 
 
 def pr_curve(labels, scores) -> Dict[str, np.ndarray]:
   """Precision and recall at every distinct threshold, highest first."""
   t, tp, fp = _operating_points(labels, scores)
   n_pos = max(int(np.sum(np.asarray(labels).astype(bool))), 1)
-  return {'precision': tp / np.maximum(tp + fp, 1), 'recall': tp / n_pos,
-          'thresholds': t}
+  return {
+      'precision': tp / np.maximum(tp + fp, 1),
+      'recall': tp / n_pos,
+      'thresholds': t
+  }
 
 
 def calibration(labels, probabilities, bins: int = 10) -> Dict[str, List]:
@@ -107,7 +113,11 @@ def calibration(labels, probabilities, bins: int = 10) -> Dict[str, List]:
   p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
   idx = np.minimum((p * bins).astype(int), bins - 1)
   out: Dict[str, List[float]] = {
-      'mean_predicted': [], 'observed_rate': [], 'rows': [], 'bin': []}
+      'mean_predicted': [],
+      'observed_rate': [],
+      'rows': [],
+      'bin': []
+  }
   for b in range(bins):
     mask = idx == b
     if mask.any():
@@ -123,14 +133,18 @@ def expected_calibration_error(labels, probabilities, bins: int = 10) -> float:
   n = sum(c['rows'])
   if not n:
     return float('nan')
-  return float(sum(r * abs(m - o) for r, m, o in zip(
-      c['rows'], c['mean_predicted'], c['observed_rate'])) / n)
+  return float(
+      sum(r * abs(m - o) for r, m, o in zip(c['rows'], c['mean_predicted'],
+                                            c['observed_rate'])) / n)
 
 
 THRESHOLD_OBJECTIVES = ('max_f1', 'precision', 'recall', 'fixed')
 
 
-def choose_threshold(labels, scores, objective: str, target: float = 0.8,
+def choose_threshold(labels,
+                     scores,
+                     objective: str,
+                     target: float = 0.8,
                      fixed: float = 0.5) -> Dict[str, Any]:
   """The decision threshold for `objective`, from one split's predictions.
 
@@ -150,9 +164,11 @@ def choose_threshold(labels, scores, objective: str, target: float = 0.8,
     raise ValueError(f'unknown threshold objective {objective!r}')
   labels = np.asarray(labels).reshape(-1).astype(bool)
   scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-  result = {'objective': objective,
-            'target': None if objective in ('max_f1', 'fixed') else target,
-            'reached': True}
+  result = {
+      'objective': objective,
+      'target': None if objective in ('max_f1', 'fixed') else target,
+      'reached': True
+  }
   t, tp, fp = _operating_points(labels, scores)
   n_pos = int(labels.sum())
   if objective == 'fixed' or not t.size or n_pos == 0:
@@ -160,8 +176,9 @@ def choose_threshold(labels, scores, objective: str, target: float = 0.8,
   else:
     precision = tp / np.maximum(tp + fp, 1)
     recall = tp / n_pos
-    f1 = np.where(precision + recall > 0, 2 * precision * recall /
-                  np.maximum(precision + recall, 1e-12), 0.0)
+    f1 = np.where(
+        precision + recall > 0,
+        2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     if objective == 'max_f1':
       i = int(np.argmax(f1))  # first maximum: the highest such threshold
     elif objective == 'precision':
@@ -176,15 +193,20 @@ def choose_threshold(labels, scores, objective: str, target: float = 0.8,
   # Keep it a usable probability threshold for the export's (0, 1) check.
   threshold = float(min(max(threshold, 1e-6), 1.0 - 1e-6))
   m = binary_metrics(labels, scores, threshold)
-  result.update({'threshold': threshold, 'precision': m['precision'],
-                 'recall': m['recall'], 'f1': m['f1']})
+  result.update({
+      'threshold': threshold,
+      'precision': m['precision'],
+      'recall': m['recall'],
+      'f1': m['f1']
+  })
   return result
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
   y = np.asarray(labels, dtype=np.float64)
-  p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS,
-              1 - LOG_LOSS_EPS)
+  p = np.clip(
+      np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS,
+      1 - LOG_LOSS_EPS)
   return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
@@ -206,8 +228,8 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
   tn = int(np.sum(~pred & ~y))
   precision = _ratio(tp, tp + fp)
   recall = _ratio(tp, tp + fn)
-  f1 = _ratio(2 * precision * recall, precision + recall) if (
-      precision + recall) else 0.0
+  f1 = _ratio(2 * precision * recall, precision + recall) if (precision +
+                                                              recall) else 0.0
   return {
       'rows': int(y.size),
       'accuracy': _ratio(tp + tn, y.size),
@@ -222,12 +244,17 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
       'base_rate': _ratio(int(y.sum()), y.size),
       'predicted_positive_rate': _ratio(int(pred.sum()), y.size),
       'threshold': float(threshold),
-      'confusion_matrix': {'tn': tn, 'fp': fp, 'fn': fn, 'tp': tp},
+      'confusion_matrix': {
+          'tn': tn,
+          'fp': fp,
+          'fn': fn,
+          'tp': tp
+      },
   }
 
 
-def predict_dataset(model, dataset: tf.data.Dataset
-                   ) -> Tuple[np.ndarray, np.ndarray]:
+def predict_dataset(model,
+                    dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
   """(labels, outputs) over a finite (features, label) dataset.
 
   Labels are collected from the same batches the model scores, so they line
@@ -237,8 +264,9 @@ def predict_dataset(model, dataset: tf.data.Dataset
 
   # One trace per call: the signature comes from the dataset's element spec
   # (batch dimension None), so a short last batch does not retrace.
-  step = tf.function(lambda x: model(x, training=False),
-                     input_signature=[dataset.element_spec[0]])
+  step = tf.function(
+      lambda x: model(x, training=False),
+      input_signature=[dataset.element_spec[0]])
 
   labels, outputs = [], []
   for x, y in dataset:
@@ -283,9 +311,10 @@ def format_table(by_split: Mapping[str, Mapping[str, Any]],
   width = max(12, max((len(s) for s in splits), default=0) + 2)
   lines = ['metric'.ljust(12) + ''.join(s.rjust(width) for s in splits)]
   for key, title, fmt in rows:
-    lines.append(title.ljust(12) + ''.join(
-        _fmt(fmt, by_split[s].get(key, float('nan'))).rjust(width)
-        for s in splits))
+    lines.append(
+        title.ljust(12) + ''.join(
+            _fmt(fmt, by_split[s].get(key, float('nan'))).rjust(width)
+            for s in splits))
   for s in (splits if confusion else ()):
     cm = by_split[s]['confusion_matrix']
     lines.append(f'confusion matrix [{s}] (rows: true 0/1, columns: '
@@ -294,9 +323,9 @@ def format_table(by_split: Mapping[str, Mapping[str, Any]],
   return '\n'.join(lines)
 
 
-def format_fold_table(summary: Mapping[str, Mapping[str, Any]],
-                      rows: Sequence[Tuple[str, str, str]] = BINARY_TABLE_ROWS
-                     ) -> str:
+def format_fold_table(
+    summary: Mapping[str, Mapping[str, Any]],
+    rows: Sequence[Tuple[str, str, str]] = BINARY_TABLE_ROWS) -> str:
   """K-fold results: mean +- std per metric, one column per evaluated set."""
   sets = list(summary)
   width = max(22, max((len(s) for s in sets), default=0) + 2)
@@ -328,24 +357,28 @@ def write_metrics(path: str, doc: Mapping[str, Any]) -> None:
     f.write(json.dumps(_json_safe(dict(doc)), indent=2, sort_keys=True) + '\n')
 
 
-def predict_splits(model, datasets: Mapping[str, tf.data.Dataset]
-                  ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+def predict_splits(
+    model, datasets: Mapping[str, tf.data.Dataset]
+) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
   """split -> (labels, probabilities)."""
   return {name: predict_dataset(model, ds) for name, ds in datasets.items()}
 
 
-def summarize_folds(per_fold: Sequence[Mapping[str, Any]]
-                   ) -> Dict[str, Dict[str, float]]:
+def summarize_folds(
+    per_fold: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[str, float]]:
   """mean and sample std (ddof=1; 0 for one fold) of every numeric metric."""
-  keys = [k for k, v in per_fold[0].items()
-          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  keys = [
+      k for k, v in per_fold[0].items()
+      if isinstance(v, (int, float)) and not isinstance(v, bool)
+  ]
   out = {}
   for k in keys:
     values = np.array([float(m[k]) for m in per_fold], dtype=np.float64)
     out[k] = {
         'mean': float(np.mean(values)),
         'std': float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
-        'min': float(np.min(values)), 'max': float(np.max(values)),
+        'min': float(np.min(values)),
+        'max': float(np.max(values)),
     }
   return out
 

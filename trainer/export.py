@@ -70,14 +70,18 @@ def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
 class ServingModule(tf.Module):
   """What gets saved: model + transform layer + threshold + signatures."""
 
-  def __init__(self, model, tft_layer, config: DatasetConfig,
-               feature_names: Sequence[str], threshold: float,
+  def __init__(self,
+               model,
+               tft_layer,
+               config: DatasetConfig,
+               feature_names: Sequence[str],
+               threshold: float,
                head: Optional[heads.Head] = None):
     super().__init__(name='wide_deep_serving')
     self.model = model
     self.tft_layer = tft_layer
-    self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False,
-                                 name='threshold')
+    self.threshold = tf.Variable(
+        threshold, dtype=tf.float32, trainable=False, name='threshold')
     self._feature_names = list(feature_names)
     self._raw_spec = raw_features.raw_feature_spec(config, include_label=False)
     self._head = head or heads.make_head(config)
@@ -89,23 +93,22 @@ class ServingModule(tf.Module):
     # Without AutoGraph: these functions have no Python control flow on
     # tensors, and converting them would rewrite tf_keras and tf.Transform's
     # layer from source on every export (seconds, for nothing).
-    self.serve_examples = tf.function(self._serve_examples,
-                                      input_signature=examples, autograph=False)
-    self.serve_raw = tf.function(self._serve_raw, input_signature=[raw_inputs],
-                                 autograph=False)
+    self.serve_examples = tf.function(
+        self._serve_examples, input_signature=examples, autograph=False)
+    self.serve_raw = tf.function(
+        self._serve_raw, input_signature=[raw_inputs], autograph=False)
     # Not a signature: lets tests (and debugging) see the exact transformed
     # features the exported graph computes from raw tf.Examples.
-    self.transform_examples = tf.function(self._transform_examples,
-                                          input_signature=examples,
-                                          autograph=False)
+    self.transform_examples = tf.function(
+        self._transform_examples, input_signature=examples, autograph=False)
 
-  def _transform(self, raw: Mapping[str, tf.SparseTensor]
-                ) -> Dict[str, tf.Tensor]:
+  def _transform(self, raw: Mapping[str,
+                                    tf.SparseTensor]) -> Dict[str, tf.Tensor]:
     transformed = self.tft_layer(dict(raw))
     return {name: transformed[name] for name in self._feature_names}
 
-  def _predict(self, raw: Mapping[str, tf.SparseTensor]
-              ) -> Dict[str, tf.Tensor]:
+  def _predict(self, raw: Mapping[str,
+                                  tf.SparseTensor]) -> Dict[str, tf.Tensor]:
     outputs = self.model(self._transform(raw), training=False)
     return self._head.serving_outputs(outputs, self.threshold)
 
@@ -130,9 +133,12 @@ def _new_version_dir(export_root: str) -> Tuple[int, str]:
   return version, join(export_root, str(version))
 
 
-def export_model(model, tft_output: tft.TFTransformOutput,
-                 config: DatasetConfig, feature_names: Sequence[str],
-                 model_dir: str, threshold: float,
+def export_model(model,
+                 tft_output: tft.TFTransformOutput,
+                 config: DatasetConfig,
+                 feature_names: Sequence[str],
+                 model_dir: str,
+                 threshold: float,
                  extra_metadata: Optional[Mapping[str, Any]] = None,
                  write: bool = True,
                  head: Optional[heads.Head] = None) -> str:
@@ -163,12 +169,17 @@ def export_model(model, tft_output: tft.TFTransformOutput,
   with tf.io.gfile.GFile(written.config_path, 'w') as f:
     f.write(config.source_text)
   metadata = {
-      'version': version,
-      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'),
-      'dataset': config.name,
-      'config_sha256': config.config_hash,
-      'threshold': head.export_threshold(threshold),
+      'version':
+          version,
+      'created':
+          datetime.datetime.now(datetime.timezone.utc
+                               ).isoformat(timespec='seconds'),
+      'dataset':
+          config.name,
+      'config_sha256':
+          config.config_hash,
+      'threshold':
+          head.export_threshold(threshold),
       'label': {
           'column': config.label.column,
           'task': config.label.task,
@@ -177,14 +188,22 @@ def export_model(model, tft_output: tft.TFTransformOutput,
           'log_target': config.label.log_target,
       },
       'signatures': {
-          DEFAULT_SIGNATURE: {'inputs': {EXAMPLES_INPUT: 'string'}},
-          RAW_SIGNATURE: {'inputs': {
-              name: spec.dtype.name
-              for name, spec in raw_features.raw_feature_spec(
-                  config, include_label=False).items()}},
+          DEFAULT_SIGNATURE: {
+              'inputs': {
+                  EXAMPLES_INPUT: 'string'
+              }
+          },
+          RAW_SIGNATURE: {
+              'inputs': {
+                  name: spec.dtype.name
+                  for name, spec in raw_features.raw_feature_spec(
+                      config, include_label=False).items()
+              }
+          },
           'outputs': head.output_metadata(),
       },
-      'model_features': list(feature_names),
+      'model_features':
+          list(feature_names),
   }
   metadata.update(extra_metadata or {})
   with tf.io.gfile.GFile(written.metadata_path, 'w') as f:

@@ -198,9 +198,8 @@ def resolve(config_model: Mapping[str, Any],
   values = {}
   for key, value in (config_model or {}).items():
     if key not in _FIELDS:
-      raise ConfigError(
-          f'model.{key}: unknown hyperparameter; allowed keys: '
-          f'{", ".join(sorted(_FIELDS))}')
+      raise ConfigError(f'model.{key}: unknown hyperparameter; allowed keys: '
+                        f'{", ".join(sorted(_FIELDS))}')
     values[key] = _coerce(key, value, f'model.{key}')
   for key, value in overrides.items():
     if value is None:

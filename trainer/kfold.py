@@ -34,8 +34,9 @@ def run_folds(config: DatasetConfig, tft_output: tft.TFTransformOutput,
               verbose: int, total_start: float) -> Dict[str, Any]:
   """Trains and scores `folds` models; writes MDIR/metrics.json (on the
   chief) and returns the metrics document."""
-  files = (PreprocessOutput(preprocess_dir).require_data_files('train') +
-           PreprocessOutput(preprocess_dir).require_data_files('eval'))
+  files = (
+      PreprocessOutput(preprocess_dir).require_data_files('train') +
+      PreprocessOutput(preprocess_dir).require_data_files('eval'))
   test = training.eval_datasets(config, tft_output, preprocess_dir, ('test',))
   per_fold = []
   for fold in range(folds):
@@ -43,51 +44,73 @@ def run_folds(config: DatasetConfig, tft_output: tft.TFTransformOutput,
     keras.utils.set_random_seed(hp.seed)
     held_out = training.Records(files, data.fold_filter(folds, fold, True))
     m, _, head, summary = training.train(
-        config, tft_output, hp, preprocess_dir, model_dir, strategy, chief,
+        config,
+        tft_output,
+        hp,
+        preprocess_dir,
+        model_dir,
+        strategy,
+        chief,
         verbose,
-        train_records=training.Records(
-            files, data.fold_filter(folds, fold, False)),
+        train_records=training.Records(files,
+                                       data.fold_filter(folds, fold, False)),
         val_records=held_out,
         log_dir=join(ModelDir(model_dir).logs_dir, f'fold_{fold}'))
     datasets = dict(test)
     datasets[HELD_OUT] = training.eval_dataset(config, tft_output, held_out)
     predictions = evaluate.predict_splits(m, datasets)
-    entry = {'fold': fold,
-             'epochs_run': summary['epochs_run'],
-             'best_epoch': summary['best_epoch'],
-             'seconds': summary['seconds'],
-             'train_rows': summary['train_rows']}
+    entry = {
+        'fold': fold,
+        'epochs_run': summary['epochs_run'],
+        'best_epoch': summary['best_epoch'],
+        'seconds': summary['seconds'],
+        'train_rows': summary['train_rows']
+    }
     entry.update(head.fold_metrics(predictions, hp, HELD_OUT))
     per_fold.append(entry)
     if verbose:
       key, title, _ = head.table_rows()[1]
-      print(f'trainer: fold {fold + 1}/{folds}: held-out {title} '
-            f'{entry[HELD_OUT][key]:.4f} ({summary["epochs_run"]} epochs, '
-            f'{summary["seconds"]:.1f}s)', flush=True)
+      print(
+          f'trainer: fold {fold + 1}/{folds}: held-out {title} '
+          f'{entry[HELD_OUT][key]:.4f} ({summary["epochs_run"]} epochs, '
+          f'{summary["seconds"]:.1f}s)',
+          flush=True)
   sets = head.fold_sets([HELD_OUT] + (['test'] if test else []))
   doc = {
-      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'),
-      'mode': 'kfold',
-      'folds': folds,
-      'fold_assignment': 'fingerprint of the serialized record modulo K '
-                         '(tf.strings.to_hash_bucket_fast), over train + eval',
-      'dataset': config.name,
-      'task': config.label.task,
-      'preprocess_dir': preprocess_dir,
-      'hparams': hp.to_json(),
-      'per_fold': per_fold,
-      'summary': {name: evaluate.summarize_folds([f[name] for f in per_fold])
-                  for name in sets},
-      'summary_other': evaluate.summarize_folds(
-          [{key: f[key] for key in ('threshold', 'epochs_run', 'best_epoch',
-                                    'seconds', 'train_rows')}
-           for f in per_fold]),
+      'created':
+          datetime.datetime.now(datetime.timezone.utc
+                               ).isoformat(timespec='seconds'),
+      'mode':
+          'kfold',
+      'folds':
+          folds,
+      'fold_assignment':
+          'fingerprint of the serialized record modulo K '
+          '(tf.strings.to_hash_bucket_fast), over train + eval',
+      'dataset':
+          config.name,
+      'task':
+          config.label.task,
+      'preprocess_dir':
+          preprocess_dir,
+      'hparams':
+          hp.to_json(),
+      'per_fold':
+          per_fold,
+      'summary': {
+          name: evaluate.summarize_folds([f[name] for f in per_fold])
+          for name in sets
+      },
+      'summary_other':
+          evaluate.summarize_folds([{
+              key: f[key] for key in ('threshold', 'epochs_run', 'best_epoch',
+                                     'seconds', 'train_rows')
+          } for f in per_fold]),
       'table_rows': [list(r) for r in head.table_rows()],
-      'seconds_total': round(time.monotonic() - total_start, 2),
+      'seconds_total':
+          round(time.monotonic() - total_start, 2),
   }
   doc.update(head.label_fields())
   if chief:
-    evaluate.write_metrics(ModelDir(model_dir).metrics_path,
-                           doc)
+    evaluate.write_metrics(ModelDir(model_dir).metrics_path, doc)
   return doc

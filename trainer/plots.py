@@ -42,16 +42,21 @@ def learning_curves(history: Mapping[str, Sequence[float]],
                     metric_title: str) -> None:
   """Loss and `metric` per epoch, train and eval, the best epoch marked."""
   fig, axes = _subplots(1, 2, figsize=(10, 4))
-  for ax, key, title in ((axes[0], 'loss', 'loss'),
-                         (axes[1], metric, metric_title)):
+  for ax, key, title in ((axes[0], 'loss', 'loss'), (axes[1], metric,
+                                                     metric_title)):
     for prefix, split in (('', 'train'), ('val_', 'eval')):
       values = history.get(prefix + key)
       if values:
-        ax.plot(range(1, len(values) + 1), values, marker='.',
-                color=SPLIT_COLORS[split], label=split)
+        ax.plot(
+            range(1,
+                  len(values) + 1),
+            values,
+            marker='.',
+            color=SPLIT_COLORS[split],
+            label=split)
     if best_epoch:
-      ax.axvline(best_epoch, ls='--', color='grey',
-                 label=f'best epoch {best_epoch}')
+      ax.axvline(
+          best_epoch, ls='--', color='grey', label=f'best epoch {best_epoch}')
     ax.set(xlabel='epoch', title=title)
     ax.legend()
   _save(fig, path)
@@ -66,16 +71,24 @@ def roc_curves(predictions: Predictions, doc: Mapping[str, Any],
   fig, ax = _subplots()
   for split, (y, p) in predictions.items():
     c = evaluate.roc_curve(y, p)
-    ax.plot(c['fpr'], c['tpr'], color=SPLIT_COLORS.get(split),
-            label=f'{split} (AUC {doc[split]["roc_auc"]:.4f})')
+    ax.plot(
+        c['fpr'],
+        c['tpr'],
+        color=SPLIT_COLORS.get(split),
+        label=f'{split} (AUC {doc[split]["roc_auc"]:.4f})')
     cm = doc[split]['confusion_matrix']
-    ax.plot(cm['fp'] / max(cm['fp'] + cm['tn'], 1),
-            cm['tp'] / max(cm['tp'] + cm['fn'], 1), 'o',
-            color=SPLIT_COLORS.get(split))
+    ax.plot(
+        cm['fp'] / max(cm['fp'] + cm['tn'], 1),
+        cm['tp'] / max(cm['tp'] + cm['fn'], 1),
+        'o',
+        color=SPLIT_COLORS.get(split))
   ax.plot([0, 1], [0, 1], ':', color='grey', label='chance')
-  ax.set(xlabel='false positive rate', ylabel='true positive rate',
-         title=f'ROC (dots: threshold {doc["threshold"]:.3f})',
-         xlim=(0, 1), ylim=(0, 1.01))
+  ax.set(
+      xlabel='false positive rate',
+      ylabel='true positive rate',
+      title=f'ROC (dots: threshold {doc["threshold"]:.3f})',
+      xlim=(0, 1),
+      ylim=(0, 1.01))
   ax.legend(loc='lower right')
   _save(fig, path)
 
@@ -87,16 +100,25 @@ def precision_recall_curves(predictions: Predictions, doc: Mapping[str, Any],
   fig, ax = _subplots()
   for split, (y, p) in predictions.items():
     c = evaluate.pr_curve(y, p)
-    ax.step(np.r_[0.0, c['recall']], np.r_[1.0, c['precision']], where='post',
-            color=SPLIT_COLORS.get(split),
-            label=f'{split} (AP {doc[split]["pr_auc"]:.4f})')
-    ax.plot(doc[split]['recall'], doc[split]['precision'], 'o',
-            color=SPLIT_COLORS.get(split))
-    ax.axhline(doc[split]['base_rate'], ls=':', color=SPLIT_COLORS.get(split),
-               lw=0.8)
-  ax.set(xlabel='recall', ylabel='precision',
-         title=f'Precision-recall (dots: threshold {doc["threshold"]:.3f})',
-         xlim=(0, 1), ylim=(0, 1.01))
+    ax.step(
+        np.r_[0.0, c['recall']],
+        np.r_[1.0, c['precision']],
+        where='post',
+        color=SPLIT_COLORS.get(split),
+        label=f'{split} (AP {doc[split]["pr_auc"]:.4f})')
+    ax.plot(
+        doc[split]['recall'],
+        doc[split]['precision'],
+        'o',
+        color=SPLIT_COLORS.get(split))
+    ax.axhline(
+        doc[split]['base_rate'], ls=':', color=SPLIT_COLORS.get(split), lw=0.8)
+  ax.set(
+      xlabel='recall',
+      ylabel='precision',
+      title=f'Precision-recall (dots: threshold {doc["threshold"]:.3f})',
+      xlim=(0, 1),
+      ylim=(0, 1.01))
   ax.legend(loc='lower left')
   _save(fig, path)
 
@@ -105,19 +127,27 @@ def binary_confusion(doc: Mapping[str, Any], splits: Sequence[str],
                      classes: Sequence[str], path: str) -> None:
   """The 2 x 2 counts at the threshold per split; `classes` are the
   negative and the positive class's names."""
-  fig, axes = _subplots(1, len(splits), figsize=(4.2 * len(splits), 3.8),
-                        squeeze=False)
+  fig, axes = _subplots(
+      1, len(splits), figsize=(4.2 * len(splits), 3.8), squeeze=False)
   for ax, split in zip(axes[0], splits, strict=True):
     cm = doc[split]['confusion_matrix']
     grid = np.array([[cm['tn'], cm['fp']], [cm['fn'], cm['tp']]])
     ax.imshow(grid, cmap='Blues')
     for (i, j), v in np.ndenumerate(grid):
-      ax.text(j, i, f'{v:,d}', ha='center', va='center',
-              color='white' if v > grid.max() / 2 else 'black', fontsize=12)
+      ax.text(
+          j,
+          i,
+          f'{v:,d}',
+          ha='center',
+          va='center',
+          color='white' if v > grid.max() / 2 else 'black',
+          fontsize=12)
     ax.set_xticks([0, 1], labels=classes)
     ax.set_yticks([0, 1], labels=classes)
-    ax.set(xlabel='predicted', ylabel='true',
-           title=f'{split} (threshold {doc["threshold"]:.3f})')
+    ax.set(
+        xlabel='predicted',
+        ylabel='true',
+        title=f'{split} (threshold {doc["threshold"]:.3f})')
   _save(fig, path)
 
 
@@ -128,18 +158,34 @@ def calibration(predictions: Predictions, path: str) -> None:
   ax.plot([0, 1], [0, 1], ':', color='grey', label='perfectly calibrated')
   for split, (y, p) in predictions.items():
     c = evaluate.calibration(y, p)
-    ax.plot(c['mean_predicted'], c['observed_rate'], marker='o',
-            color=SPLIT_COLORS.get(split), label=split)
-  ax.set(xlabel='mean predicted probability (10 bins)',
-         ylabel='observed positive rate', title='Calibration', xlim=(0, 1),
-         ylim=(0, 1))
+    ax.plot(
+        c['mean_predicted'],
+        c['observed_rate'],
+        marker='o',
+        color=SPLIT_COLORS.get(split),
+        label=split)
+  ax.set(
+      xlabel='mean predicted probability (10 bins)',
+      ylabel='observed positive rate',
+      title='Calibration',
+      xlim=(0, 1),
+      ylim=(0, 1))
   ax.legend(loc='upper left')
   ax = axes[1]
   for split, (_, p) in predictions.items():
-    ax.hist(p, bins=40, range=(0, 1), histtype='step', lw=1.5,
-            color=SPLIT_COLORS.get(split), label=split)
-  ax.set(xlabel='predicted probability', ylabel='rows', yscale='log',
-         title='Distribution of predictions')
+    ax.hist(
+        p,
+        bins=40,
+        range=(0, 1),
+        histtype='step',
+        lw=1.5,
+        color=SPLIT_COLORS.get(split),
+        label=split)
+  ax.set(
+      xlabel='predicted probability',
+      ylabel='rows',
+      yscale='log',
+      title='Distribution of predictions')
   ax.legend()
   _save(fig, path)
 
@@ -153,8 +199,8 @@ def class_confusion(doc: Mapping[str, Any], splits: Sequence[str],
   class (so rare classes stay readable)."""
   k = len(doc[splits[0]]['classes'])
   size = max(4.2, 0.55 * k + 2)
-  fig, axes = _subplots(1, len(splits), figsize=(size * len(splits), size),
-                        squeeze=False)
+  fig, axes = _subplots(
+      1, len(splits), figsize=(size * len(splits), size), squeeze=False)
   for ax, split in zip(axes[0], splits, strict=True):
     classes = doc[split]['classes']
     grid = np.array(doc[split]['confusion_matrix'], dtype=np.int64)
@@ -162,8 +208,14 @@ def class_confusion(doc: Mapping[str, Any], splits: Sequence[str],
     ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
     if k <= 20:
       for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f'{v:,d}', ha='center', va='center', fontsize=9,
-                color='white' if share[i, j] > 0.5 else 'black')
+        ax.text(
+            j,
+            i,
+            f'{v:,d}',
+            ha='center',
+            va='center',
+            fontsize=9,
+            color='white' if share[i, j] > 0.5 else 'black')
     ax.set_xticks(range(k), labels=classes, rotation=45, ha='right')
     ax.set_yticks(range(k), labels=classes)
     ax.set(xlabel='predicted', ylabel='true', title=split)
@@ -188,8 +240,7 @@ def predicted_vs_actual(predictions: Predictions, log_scale: bool,
     if y.size:
       low = min(low, float(y.min()), float(p.min()))
       high = max(high, float(y.max()), float(p.max()))
-    ax.scatter(y, p, s=6, alpha=0.4, color=SPLIT_COLORS.get(split),
-               label=split)
+    ax.scatter(y, p, s=6, alpha=0.4, color=SPLIT_COLORS.get(split), label=split)
   if math.isfinite(low):
     ax.plot([low, high], [low, high], ':', color='grey', label='y = x')
   if log_scale:
@@ -205,10 +256,17 @@ def residuals(predictions: Predictions, path: str) -> None:
   for split, (y, p) in predictions.items():
     err = p - y
     if err.size:
-      ax.hist(err, bins=50, histtype='step', lw=1.5,
-              color=SPLIT_COLORS.get(split), label=split)
+      ax.hist(
+          err,
+          bins=50,
+          histtype='step',
+          lw=1.5,
+          color=SPLIT_COLORS.get(split),
+          label=split)
   ax.axvline(0, ls=':', color='grey')
-  ax.set(xlabel='predicted - actual', ylabel='rows',
-         title='Distribution of errors')
+  ax.set(
+      xlabel='predicted - actual',
+      ylabel='rows',
+      title='Distribution of errors')
   ax.legend()
   _save(fig, path)

@@ -49,7 +49,6 @@ _UTF8_BOM = b'\xef\xbb\xbf'
 # What an error line keeps of a line over the length limit.
 _RAW_PREFIX_CHARS = 4096
 
-
 RowError = raw_values.RowError
 
 
@@ -63,8 +62,10 @@ class RowEncoder:
     self._features = {c.name: c for c in config.feature_columns}
     # Values are read as the preprocess job reads them; a value outside a
     # column's `values:` list is left to the vocabulary, as in serving.
-    self.parsers = {c.name: raw_values.value_parser(c, check_allowed=False)
-                    for c in config.columns}
+    self.parsers = {
+        c.name: raw_values.value_parser(c, check_allowed=False)
+        for c in config.columns
+    }
     all_names = config.column_names
     self._layouts = {len(all_names): all_names}
     without_label = [n for n in all_names if n != self._label]
@@ -82,10 +83,12 @@ class RowEncoder:
   def split(self, text: str) -> List[str]:
     opts = self.config.csv
     try:
-      return next(csv.reader([text], delimiter=opts.delimiter,
-                             quotechar=opts.quote_char,
-                             skipinitialspace=opts.skip_initial_space,
-                             strict=True))
+      return next(
+          csv.reader([text],
+                     delimiter=opts.delimiter,
+                     quotechar=opts.quote_char,
+                     skipinitialspace=opts.skip_initial_space,
+                     strict=True))
     except csv.Error as e:
       raise RowError(raw_values.MALFORMED_CSV,
                      f'cannot split the line: {e}') from None
@@ -93,15 +96,17 @@ class RowEncoder:
   def _names_for(self, fields: Sequence[str]) -> Sequence[str]:
     if self._header is not None:
       if len(fields) != len(self._header):
-        raise RowError(raw_values.WRONG_ARITY,
-                       f'expected {len(self._header)} fields (as in the '
-                       f'header), got {len(fields)}')
+        raise RowError(
+            raw_values.WRONG_ARITY,
+            f'expected {len(self._header)} fields (as in the '
+            f'header), got {len(fields)}')
       return self._header
     if len(fields) not in self._layouts:
       expected = ' or '.join(str(n) for n in sorted(self._layouts))
-      raise RowError(raw_values.WRONG_ARITY,
-                     f'expected {expected} fields (with or without the label '
-                     f'column {self._label!r}), got {len(fields)}')
+      raise RowError(
+          raw_values.WRONG_ARITY,
+          f'expected {expected} fields (with or without the label '
+          f'column {self._label!r}), got {len(fields)}')
     return self._layouts[len(fields)]
 
   def encode(self, fields: Sequence[str]) -> Tuple[bytes, Optional[str]]:
@@ -131,8 +136,7 @@ class RowEncoder:
     return example.SerializeToString(), label
 
 
-def _data_lines(path: str, encoder: 'RowEncoder'
-               ) -> Iterator[Tuple[int, Any]]:
+def _data_lines(path: str, encoder: 'RowEncoder') -> Iterator[Tuple[int, Any]]:
   """(1-based line number, text or a UnicodeDecodeError) per data line of a
   file in the config's dialect: blank and comment lines skipped, the header
   line (when the dialect has one) given to the encoder instead."""
@@ -168,21 +172,23 @@ class LineTooLong:
   def __init__(self, raw: bytes, limit: int, encoding: str):
     self.length = len(raw)
     self.limit = limit
-    self.prefix = raw[:_RAW_PREFIX_CHARS].decode(encoding,
-                                                  errors='backslashreplace')
+    self.prefix = raw[:_RAW_PREFIX_CHARS].decode(
+        encoding, errors='backslashreplace')
 
   def error(self) -> Dict[str, Any]:
-    return {'error': f'line is {self.length} bytes; the limit '
-                     f'(input.csv.max_line_bytes) is {self.limit}; raw holds '
-                     f'its first {_RAW_PREFIX_CHARS} bytes',
-            'raw': self.prefix}
+    return {
+        'error': f'line is {self.length} bytes; the limit '
+                 f'(input.csv.max_line_bytes) is {self.limit}; raw holds '
+                 f'its first {_RAW_PREFIX_CHARS} bytes',
+        'raw': self.prefix
+    }
 
 
 # ------------------------------------------------- window features of a file
 
 
-def file_window_values(config: DatasetConfig, path: str
-                      ) -> Dict[int, Dict[str, float]]:
+def file_window_values(config: DatasetConfig,
+                       path: str) -> Dict[int, Dict[str, float]]:
   """{line number: {window column: value}} over the data rows of `path`.
 
   The config's window aggregations (pipeline/windows.py) computed over the
@@ -197,8 +203,9 @@ def file_window_values(config: DatasetConfig, path: str
   from core import windows  # pylint: disable=g-import-not-at-top
   encoder = RowEncoder(config)
   missing = frozenset(config.missing_values)
-  used = {n for w in config.windows for n in (w.entity, w.timestamp, w.value)
-          if n}
+  used = {
+      n for w in config.windows for n in (w.entity, w.timestamp, w.value) if n
+  }
 
   def typed(name: str, text: str) -> Any:
     text = text.strip()
@@ -224,12 +231,15 @@ def file_window_values(config: DatasetConfig, path: str
     line_numbers.append(line_no)
     rows.append({n: typed(n, v) for n, v in zip(names, fields) if n in used})
   values = windows.rows_window_values(config.windows, rows)
-  return {n: {k: v for k, v in row.items() if v is not None}
-          for n, row in zip(line_numbers, values)}
+  return {
+      n: {
+          k: v for k, v in row.items() if v is not None
+      } for n, row in zip(line_numbers, values)
+  }
 
 
-def with_window_values(serialized: bytes, values: Optional[Dict[str, float]]
-                      ) -> bytes:
+def with_window_values(serialized: bytes,
+                       values: Optional[Dict[str, float]]) -> bytes:
   """A serialized raw tf.Example with window columns added."""
   if not values:
     return serialized
@@ -252,8 +262,10 @@ class Predictor:
 
   def predict(self, serialized: Sequence[bytes]) -> Dict[str, Any]:
     """The signature's outputs (numpy) for a batch of raw tf.Examples."""
-    out = self._fn(**{layout.ExportDir.EXAMPLES_INPUT: tf.constant(
-        list(serialized), tf.string)})
+    out = self._fn(**{
+        layout.ExportDir.EXAMPLES_INPUT:
+            tf.constant(list(serialized), tf.string)
+    })
     return {k: v.numpy() for k, v in out.items()}
 
   def rows(self, serialized: Sequence[bytes]) -> List[Dict[str, Any]]:
@@ -273,12 +285,17 @@ class Predictor:
     label = label.decode('utf-8') if isinstance(label, bytes) else str(label)
     if len(probabilities) == 1:
       return {'probability': float(probabilities[0]), 'class': label}
-    return {'class': label,
-            'probabilities': {c: float(p) for c, p in
-                              zip(self.classes, probabilities)}}
+    return {
+        'class': label,
+        'probabilities': {
+            c: float(p) for c, p in zip(self.classes, probabilities)
+        }
+    }
 
 
-def predict_file(predictor: Predictor, path: str, write,
+def predict_file(predictor: Predictor,
+                 path: str,
+                 write,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> Dict[str, int]:
   """Scores every data row of `path`, calling write(dict) per row in order."""
   config = predictor.config
@@ -287,8 +304,7 @@ def predict_file(predictor: Predictor, path: str, write,
   counts = {'rows': 0, 'scored': 0, 'errors': 0}
   pending: List[Dict[str, Any]] = []  # results in input order
   batch: List[Tuple[int, bytes]] = []  # (index into pending, example)
-  window_values = (file_window_values(config, path) if config.windows
-                   else None)
+  window_values = (file_window_values(config, path) if config.windows else None)
 
   def flush():
     if batch:
@@ -305,9 +321,13 @@ def predict_file(predictor: Predictor, path: str, write,
     if isinstance(text, UnicodeDecodeError):
       counts['rows'] += 1
       counts['errors'] += 1
-      pending.append({'source': path, 'line': line_no,
-                      'error': f'not valid {opts.encoding} at byte '
-                               f'{text.start}', 'raw': None})
+      pending.append({
+          'source': path,
+          'line': line_no,
+          'error': f'not valid {opts.encoding} at byte '
+                   f'{text.start}',
+          'raw': None
+      })
       continue
     if isinstance(text, LineTooLong):
       counts['rows'] += 1
@@ -340,13 +360,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       prog='python -m trainer.predict',
       description='Score raw rows (the dataset\'s CSV dialect) with an '
       'exported model; one JSON line per row.')
-  parser.add_argument('--model-dir', required=True,
-                      help='model directory (latest export used) or one '
-                      'export/<version> directory')
-  parser.add_argument('--input', required=True,
-                      help='raw CSV file(s): a path or glob pattern')
-  parser.add_argument('--output', default='-',
-                      help='JSON lines output file (default: stdout)')
+  parser.add_argument(
+      '--model-dir',
+      required=True,
+      help='model directory (latest export used) or one '
+      'export/<version> directory')
+  parser.add_argument(
+      '--input', required=True, help='raw CSV file(s): a path or glob pattern')
+  parser.add_argument(
+      '--output', default='-', help='JSON lines output file (default: stdout)')
   parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE)
   args = parser.parse_args(argv)
   if args.batch_size < 1:
@@ -361,17 +383,18 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     raise UserError(f'--input {args.input}: no file matches')
   predictor = Predictor(args.model_dir)
   if predictor.config.format != 'csv':
-    raise UserError(f'the model\'s dataset config reads {predictor.config.format}'
-                    ' files; trainer.predict reads CSV rows only')
+    raise UserError(
+        f'the model\'s dataset config reads {predictor.config.format}'
+        ' files; trainer.predict reads CSV rows only')
   # Row counts, and the export that scored them ('export_dir').
   totals: Dict[str, Any] = {'rows': 0, 'scored': 0, 'errors': 0}
-  out = (sys.stdout if args.output == '-' else
-         tf.io.gfile.GFile(args.output, 'w'))
+  out = (
+      sys.stdout if args.output == '-' else tf.io.gfile.GFile(args.output, 'w'))
   try:
     for path in files:
-      counts = predict_file(
-          predictor, path, lambda r: out.write(json.dumps(r) + '\n'),
-          args.batch_size)
+      counts = predict_file(predictor, path,
+                            lambda r: out.write(json.dumps(r) + '\n'),
+                            args.batch_size)
       for k, v in counts.items():
         totals[k] += v
   finally:
@@ -387,9 +410,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]]) -> int:
   totals = run(argv)
-  print(f'predict: {totals["rows"]} rows, {totals["scored"]} scored, '
-        f'{totals["errors"]} with errors (model {totals["export_dir"]})',
-        file=sys.stderr)
+  print(
+      f'predict: {totals["rows"]} rows, {totals["scored"]} scored, '
+      f'{totals["errors"]} with errors (model {totals["export_dir"]})',
+      file=sys.stderr)
   return cli.OK
 
 

@@ -66,7 +66,6 @@ window.addEventListener('load', function () {
 });
 '''
 
-
 # ------------------------------------------------------ pieces of sections
 
 
@@ -82,9 +81,11 @@ def number_cell(value: Any, spec: str, key: str) -> str:
   return html.cell(fmt(value, spec), class_='num', data_key=key)
 
 
-def metrics_table(doc: Mapping[str, Any], splits: Sequence[str],
+def metrics_table(doc: Mapping[str, Any],
+                  splits: Sequence[str],
                   rows: Sequence[Tuple[str, str, str]],
-                  source_key: str = '', key_prefix: str = '') -> str:
+                  source_key: str = '',
+                  key_prefix: str = '') -> str:
   """One row per (metric key, title, format) of `rows`, one column per
   split, from doc[split] (doc[source_key][split] when given); a metric a
   split lacks is an empty cell."""
@@ -93,12 +94,14 @@ def metrics_table(doc: Mapping[str, Any], splits: Sequence[str],
     cells = [html.cell(title, 'th', scope='row')]
     for s in splits:
       m = doc[source_key][s] if source_key else doc[s]
-      cells.append(number_cell(m[key], spec, f'{key_prefix}{s}.{key}')
-                   if key in m else html.cell(''))
+      cells.append(
+          number_cell(m[key], spec, f'{key_prefix}{s}.{key}') if key in
+          m else html.cell(''))
     body.append(html.row(cells))
-  return html.table([html.cell('metric', 'th')] +
-                    [html.cell(s, 'th') for s in splits], body,
-                    class_='metrics')
+  return html.table(
+      [html.cell('metric', 'th')] + [html.cell(s, 'th') for s in splits],
+      body,
+      class_='metrics')
 
 
 def img(key: str, alt: str) -> str:
@@ -149,16 +152,15 @@ def render(doc: Mapping[str, Any], model_dir: str, head) -> str:
 
 
 def write_report(model_dir: str, doc: Mapping[str, Any],
-                 predictions: Mapping[str, Tuple[np.ndarray, np.ndarray]],
-                 head) -> str:
+                 predictions: Mapping[str, Tuple[np.ndarray,
+                                                 np.ndarray]], head) -> str:
   """Writes MDIR/report.html and the head's PNGs; returns the page's path.
 
   `doc` is the metrics document (as written to metrics.json), `predictions`
   split -> (labels, model outputs) for the splits in it.
   """
   splits = evaluate.splits_in_order(s for s in predictions if s in doc)
-  head.write_plots(model_dir, doc, {s: predictions[s] for s in splits},
-                   splits)
+  head.write_plots(model_dir, doc, {s: predictions[s] for s in splits}, splits)
   path = ModelDir(model_dir).report_path
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(render(doc, model_dir, head))

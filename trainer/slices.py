@@ -33,9 +33,10 @@ def _raw_files(preprocess_dir: str, split: str) -> List[str]:
   return PreprocessOutput(preprocess_dir).raw_files(split)
 
 
-def _score_raw(export_dir: str, config: DatasetConfig, files: Sequence[str],
-               columns: Sequence[str]
-              ) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+def _score_raw(
+    export_dir: str, config: DatasetConfig, files: Sequence[str],
+    columns: Sequence[str]
+) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
   """(labels, probabilities, raw column values) of raw tf.Example rows,
   scored by the export's serving_default signature."""
   loaded = tf.saved_model.load(export_dir)
@@ -45,8 +46,8 @@ def _score_raw(export_dir: str, config: DatasetConfig, files: Sequence[str],
   wanted = [label_col] + [c for c in columns if c != label_col]
   prob_batches: List[np.ndarray] = []
   values: Dict[str, List[np.ndarray]] = {c: [] for c in wanted}
-  ds = tf.data.TFRecordDataset(list(files), compression_type='GZIP').batch(
-      _BATCH)
+  ds = tf.data.TFRecordDataset(
+      list(files), compression_type='GZIP').batch(_BATCH)
   for batch in ds:
     out = serve(**{ExportDir.EXAMPLES_INPUT: batch})
     prob_batches.append(out[ExportDir.PROBABILITIES].numpy().reshape(-1))
@@ -55,8 +56,10 @@ def _score_raw(export_dir: str, config: DatasetConfig, files: Sequence[str],
       values[c].append(_dense(parsed[c], _is_string(config, c)))
   raw_labels = np.concatenate(values.pop(label_col))
   aliases = config.label.aliases
-  strings = [aliases.get(v.strip(), v.strip()) if v is not None else None
-             for v in raw_labels]
+  strings = [
+      aliases.get(v.strip(), v.strip()) if v is not None else None
+      for v in raw_labels
+  ]
   labels = np.array([s == config.label.positive for s in strings])
   known = np.array([s in config.label.classes for s in strings])
   probs = np.concatenate(prob_batches)
@@ -74,8 +77,10 @@ def _dense(sparse: tf.SparseTensor, is_string: bool) -> np.ndarray:
   (numbers) where missing."""
   n = int(sparse.dense_shape[0])
   indices = sparse.indices.numpy()
-  first = np.r_[True, indices[1:, 0] != indices[:-1, 0]] if len(
-      indices) else np.zeros(0, bool)
+  first = np.r_[True, indices[1:,
+                              0] != indices[:-1,
+                                            0]] if len(indices) else np.zeros(
+                                                0, bool)
   rows = indices[first, 0]
   vals = sparse.values.numpy()[first]
   if is_string:
@@ -100,8 +105,8 @@ def _fmt_number(x: float) -> str:
   return f'{x:g}'
 
 
-def numeric_slice_names(values: np.ndarray, edges: Sequence[float]
-                       ) -> np.ndarray:
+def numeric_slice_names(values: np.ndarray,
+                        edges: Sequence[float]) -> np.ndarray:
   """'[a, b)' bucket names (first '< b', last '>= a'); missing separately."""
   names = []
   bounds = list(edges)
@@ -122,17 +127,20 @@ def numeric_slice_names(values: np.ndarray, edges: Sequence[float]
   return np.array(names, dtype=object)
 
 
-def categorical_slice_names(values: np.ndarray, config: DatasetConfig,
-                            keep: Optional[Sequence[str]] = None
-                           ) -> np.ndarray:
+def categorical_slice_names(values: np.ndarray,
+                            config: DatasetConfig,
+                            keep: Optional[Sequence[str]] = None) -> np.ndarray:
   """Trimmed values, missing tokens as one slice, rare ones as '(other)'."""
   missing = set(config.missing_values)
-  names = np.array([MISSING if v is None or v.strip() in missing
-                    else v.strip() for v in values], dtype=object)
+  names = np.array([
+      MISSING if v is None or v.strip() in missing else v.strip()
+      for v in values
+  ],
+                   dtype=object)
   if keep is not None:
     kept = set(keep)
-    names = np.array([n if n in kept or n == MISSING else OTHER
-                      for n in names], dtype=object)
+    names = np.array([n if n in kept or n == MISSING else OTHER for n in names],
+                     dtype=object)
   return names
 
 
@@ -164,21 +172,32 @@ def slice_metrics(export_dir: str, preprocess_dir: str, config: DatasetConfig,
   """
   columns = list(columns)
   if not columns:
-    return {'available': False, 'columns': [],
-            'reason': 'no slice columns configured (model: slices)'}
+    return {
+        'available': False,
+        'columns': [],
+        'reason': 'no slice columns configured (model: slices)'
+    }
   files = {s: _raw_files(preprocess_dir, s) for s in splits}
   files = {s: f for s, f in files.items() if f}
   if not files:
-    return {'available': False, 'columns': columns,
-            'reason': f'no raw rows in {PreprocessOutput(preprocess_dir).path(PreprocessOutput.RAW_DIR)}'
-                      ' (run the preprocess job with --write-raw)'}
-  scored = {s: _score_raw(export_dir, config, f, columns)
-            for s, f in files.items()}
+    return {
+        'available': False,
+        'columns': columns,
+        'reason':
+            f'no raw rows in {PreprocessOutput(preprocess_dir).path(PreprocessOutput.RAW_DIR)}'
+            ' (run the preprocess job with --write-raw)'
+    }
+  scored = {
+      s: _score_raw(export_dir, config, f, columns) for s, f in files.items()
+  }
   reference = scored['eval' if 'eval' in scored else next(iter(scored))]
   out: Dict[str, Any] = {
-      'available': True, 'columns': columns,
+      'available': True,
+      'columns': columns,
       'source': 'raw rows (preprocess --write-raw) scored by the export',
-      'buckets': {}, 'splits': {}}
+      'buckets': {},
+      'splits': {}
+  }
   # Bucket edges and the categories shown come from one split (eval), so the
   # slices of every split are the same.
   # column: ('string', the values kept (None: all), their order) or
@@ -188,10 +207,13 @@ def slice_metrics(export_dir: str, preprocess_dir: str, config: DatasetConfig,
     if _is_string(config, c):
       names = categorical_slice_names(reference[2][c], config)
       uniq, counts = np.unique(names[names != MISSING], return_counts=True)
-      top = [str(u) for u, _ in sorted(zip(uniq, counts, strict=True),
-                                       key=lambda t: (-t[1], t[0]))]
-      plan[c] = ('string', top[:MAX_CATEGORIES] if len(top) > MAX_CATEGORIES
-                 else None, top[:MAX_CATEGORIES])
+      top = [
+          str(u) for u, _ in sorted(
+              zip(uniq, counts, strict=True), key=lambda t: (-t[1], t[0]))
+      ]
+      plan[c] = ('string',
+                 top[:MAX_CATEGORIES] if len(top) > MAX_CATEGORIES else None,
+                 top[:MAX_CATEGORIES])
     else:
       edges = numeric_edges(reference[2][c], buckets)
       plan[c] = ('number', edges, None)
@@ -211,7 +233,8 @@ def slice_metrics(export_dir: str, preprocess_dir: str, config: DatasetConfig,
       per_column[c] = rows
     out['splits'][split] = {
         'overall': evaluate.binary_metrics(y, p, threshold),
-        'columns': per_column}
+        'columns': per_column
+    }
   return out
 
 
@@ -222,14 +245,16 @@ def _slice_order(names: np.ndarray, kind: str, edges, order) -> List[str]:
   if kind == 'number':
     # One probe value per bucket, lowest first, then missing.
     probes = ([edges[0] - 1.0] + list(edges)) if edges else [0.0]
-    ordered = list(dict.fromkeys(numeric_slice_names(
-        np.array(probes + [np.nan]), edges).tolist()))
+    ordered = list(
+        dict.fromkeys(
+            numeric_slice_names(np.array(probes + [np.nan]), edges).tolist()))
   else:
     uniq, counts = np.unique(names, return_counts=True)
-    by_count = [str(u) for u, _ in sorted(zip(uniq, counts, strict=True),
-                                          key=lambda t: (-t[1], t[0]))]
+    by_count = [
+        str(u) for u, _ in sorted(
+            zip(uniq, counts, strict=True), key=lambda t: (-t[1], t[0]))
+    ]
     ordered = list(order) + [n for n in by_count if n not in order]
-    ordered = [o for o in ordered if o not in (OTHER, MISSING)] + [
-        OTHER, MISSING]
+    ordered = [o for o in ordered if o not in (OTHER, MISSING)
+              ] + [OTHER, MISSING]
   return [o for o in ordered if o in present]
-

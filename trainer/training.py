@@ -49,14 +49,19 @@ class Records:
   record_filter: Optional[Callable] = None
 
 
-def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
-          hp: hparams.HParams, preprocess_dir: str, model_dir: str,
-          strategy: tf.distribute.Strategy, chief: bool = True,
-          verbose: int = 2, train_records: Optional[Records] = None,
-          val_records: Optional[Records] = None,
-          log_dir: Optional[str] = None
-         ) -> Tuple[keras.Model, List[model.ModelFeature], heads.Head,
-                    Dict[str, Any]]:
+def train(
+    config: DatasetConfig,
+    tft_output: tft.TFTransformOutput,
+    hp: hparams.HParams,
+    preprocess_dir: str,
+    model_dir: str,
+    strategy: tf.distribute.Strategy,
+    chief: bool = True,
+    verbose: int = 2,
+    train_records: Optional[Records] = None,
+    val_records: Optional[Records] = None,
+    log_dir: Optional[str] = None
+) -> Tuple[keras.Model, List[model.ModelFeature], heads.Head, Dict[str, Any]]:
   """Builds and fits the model; returns (model, features, head, training
   summary).
 
@@ -79,46 +84,73 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
   # oversampling first.
   stream = head.oversampling(hp, counts)
   steps_per_epoch = stream.steps_per_epoch
-  schedule_steps = steps_per_epoch or math.ceil(labels['rows'] /
-                                                hp.batch_size)
+  schedule_steps = steps_per_epoch or math.ceil(labels['rows'] / hp.batch_size)
   class_weight = head.class_weight(hp, counts)
 
   train_ds = data.make_dataset(
-      train_records.files, spec, label, hp.batch_size, training=True,
-      shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, cache=hp.cache,
+      train_records.files,
+      spec,
+      label,
+      hp.batch_size,
+      training=True,
+      shuffle_buffer=hp.shuffle_buffer,
+      seed=hp.seed,
+      cache=hp.cache,
       repeat=hp.steps_per_epoch is not None,
-      record_filter=train_records.record_filter, oversample=hp.oversample,
-      minority_label=stream.minority_label, label_dtype=head.label_dtype)
-  eval_ds = data.make_dataset(val_records.files, spec, label, EVAL_BATCH_SIZE,
-                              training=False, cache=hp.cache,
-                              record_filter=val_records.record_filter,
-                              label_dtype=head.label_dtype)
+      record_filter=train_records.record_filter,
+      oversample=hp.oversample,
+      minority_label=stream.minority_label,
+      label_dtype=head.label_dtype)
+  eval_ds = data.make_dataset(
+      val_records.files,
+      spec,
+      label,
+      EVAL_BATCH_SIZE,
+      training=False,
+      cache=hp.cache,
+      record_filter=val_records.record_filter,
+      label_dtype=head.label_dtype)
 
   features = model.model_features(config, tft_output, hp)
   with strategy.scope():
-    m = model.compile_model(model.build_model(features, hp, head), hp, head,
-                            steps_per_epoch=schedule_steps)
+    m = model.compile_model(
+        model.build_model(features, hp, head),
+        hp,
+        head,
+        steps_per_epoch=schedule_steps)
 
   early = keras.callbacks.EarlyStopping(
-      monitor=head.monitor, mode=head.monitor_mode,
+      monitor=head.monitor,
+      mode=head.monitor_mode,
       patience=hp.early_stopping_patience,
-      restore_best_weights=True, verbose=1 if verbose else 0)
+      restore_best_weights=True,
+      verbose=1 if verbose else 0)
   timer = _EpochTimer()
   callbacks = [early, timer]
   plateau = None
   if hp.lr_schedule == 'plateau':
-    plateau = model.ReduceOnPlateau(head.monitor, hp.lr_decay_factor,
-                                    hp.lr_patience, hp.lr_min_fraction,
-                                    mode=head.monitor_mode)
+    plateau = model.ReduceOnPlateau(
+        head.monitor,
+        hp.lr_decay_factor,
+        hp.lr_patience,
+        hp.lr_min_fraction,
+        mode=head.monitor_mode)
     callbacks.append(plateau)
   if chief:
-    callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=log_dir or ModelDir(model_dir).logs_dir,
-        update_freq='epoch', profile_batch=0))
+    callbacks.append(
+        keras.callbacks.TensorBoard(
+            log_dir=log_dir or ModelDir(model_dir).logs_dir,
+            update_freq='epoch',
+            profile_batch=0))
   start = time.monotonic()
-  history = m.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                  class_weight=class_weight, verbose=verbose)
+  history = m.fit(
+      train_ds,
+      validation_data=eval_ds,
+      epochs=hp.epochs,
+      steps_per_epoch=steps_per_epoch,
+      callbacks=callbacks,
+      class_weight=class_weight,
+      verbose=verbose)
   seconds = time.monotonic() - start
   watched = history.history.get(head.monitor, [])
   best = (max if head.monitor_mode == 'max' else min)
@@ -130,13 +162,15 @@ def train(config: DatasetConfig, tft_output: tft.TFTransformOutput,
       'best_monitor_streaming': float(best(watched)) if watched else None,
       'replicas': strategy.num_replicas_in_sync,
       'train_rows': labels['rows'],
-      'class_weight': ({str(k): v for k, v in class_weight.items()}
-                       if class_weight else None),
+      'class_weight': ({
+          str(k): v for k, v in class_weight.items()
+      } if class_weight else None),
       'oversample': hp.oversample or None,
       'steps_per_epoch': steps_per_epoch,
       'lr_reduced_after_epochs': plateau.reductions if plateau else None,
-      'history': {k: [float(v) for v in vals]
-                  for k, vals in history.history.items()},
+      'history': {
+          k: [float(v) for v in vals] for k, vals in history.history.items()
+      },
   }
   summary.update(head.train_label_summary(labels, counts))
   return m, features, head, summary
@@ -146,8 +180,12 @@ def eval_dataset(config: DatasetConfig, tft_output: tft.TFTransformOutput,
                  records: Records) -> tf.data.Dataset:
   """Finite (features, label) batches of `records` for scoring."""
   return data.make_dataset(
-      records.files, data.feature_spec(tft_output), config.label.column,
-      EVAL_BATCH_SIZE, training=False, record_filter=records.record_filter,
+      records.files,
+      data.feature_spec(tft_output),
+      config.label.column,
+      EVAL_BATCH_SIZE,
+      training=False,
+      record_filter=records.record_filter,
       label_dtype=heads.make_head(config).label_dtype)
 
 

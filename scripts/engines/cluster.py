@@ -36,17 +36,25 @@ def _free_port() -> int:
 
 
 def _port_vars(engine: str) -> Dict[str, str]:
-  names = {'flink': ['FLINK_REST_PORT', 'FLINK_RPC_PORT'],
-           'spark': ['SPARK_MASTER_PORT', 'SPARK_MASTER_WEBUI_PORT',
-                     'SPARK_WORKER_WEBUI_PORT']}[engine]
-  return {name: str(_free_port()) for name in
-          names + ['JOB_SERVER_PORT', 'WORKER_POOL_PORT']}
+  names = {
+      'flink': ['FLINK_REST_PORT', 'FLINK_RPC_PORT'],
+      'spark': [
+          'SPARK_MASTER_PORT', 'SPARK_MASTER_WEBUI_PORT',
+          'SPARK_WORKER_WEBUI_PORT'
+      ]
+  }[engine]
+  return {
+      name: str(_free_port())
+      for name in names + ['JOB_SERVER_PORT', 'WORKER_POOL_PORT']
+  }
 
 
 class Cluster:
   """One local cluster of `engine` ('flink' or 'spark') in `state_dir`."""
 
-  def __init__(self, engine: str, state_dir: pathlib.Path,
+  def __init__(self,
+               engine: str,
+               state_dir: pathlib.Path,
                extra_env: Optional[Dict[str, str]] = None):
     self.engine = engine
     self.state_dir = pathlib.Path(state_dir)
@@ -59,9 +67,13 @@ class Cluster:
     self.up_output = ''
 
   def _run(self, command: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([str(self.script), command], cwd=str(ROOT),
-                          env=self._env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run([str(self.script), command],
+                          cwd=str(ROOT),
+                          env=self._env,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout,
+                          check=False)
 
   def up(self) -> 'Cluster':
     proc = self._run('up', UP_TIMEOUT_S)

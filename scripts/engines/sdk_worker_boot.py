@@ -49,8 +49,8 @@ _GRPC_OPTIONS = [('grpc.max_receive_message_length', 64 << 20)]
 
 
 def _log(message: str) -> None:
-  print(f'sdk-worker-boot[{os.getpid()}]: {message}', file=sys.stderr,
-        flush=True)
+  print(
+      f'sdk-worker-boot[{os.getpid()}]: {message}', file=sys.stderr, flush=True)
 
 
 def _provision_info(endpoint: str, worker_id: str):
@@ -98,8 +98,8 @@ def _packages_to_install(staged_dir: str, names: list) -> list:
   """The staged packages, in the order Beam's container installs them."""
   packages = []
   if EXTRA_PACKAGES_FILE in names:
-    with open(os.path.join(staged_dir, EXTRA_PACKAGES_FILE),
-              encoding='utf-8') as f:
+    with open(
+        os.path.join(staged_dir, EXTRA_PACKAGES_FILE), encoding='utf-8') as f:
       packages += [line.strip() for line in f if line.strip()]
   if WORKFLOW_TARBALL in names:
     packages.append(WORKFLOW_TARBALL)
@@ -132,8 +132,8 @@ def _unmet_requirements(site_dir: str) -> list:
       except importlib.metadata.PackageNotFoundError:
         unmet.append(f'{dist.metadata["Name"]} needs {req}: not installed')
         continue
-      if req.specifier and not req.specifier.contains(version,
-                                                      prereleases=True):
+      if req.specifier and not req.specifier.contains(
+          version, prereleases=True):
         unmet.append(f'{dist.metadata["Name"]} needs {req}: {version} is '
                      'installed')
   return unmet
@@ -148,25 +148,26 @@ def _install(packages: list, root: str) -> str:
     if not os.path.exists(os.path.join(site_dir, '.installed')):
       _log(f'installing {[os.path.basename(p) for p in packages]} into '
            f'{site_dir}')
-      subprocess.run(
-          [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
-           '--no-build-isolation', '--disable-pip-version-check',
-           '--no-index', '--upgrade', '--target', site_dir, *packages],
-          check=True, stdout=sys.stderr)
+      subprocess.run([
+          sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
+          '--no-build-isolation', '--disable-pip-version-check', '--no-index',
+          '--upgrade', '--target', site_dir, *packages
+      ],
+                     check=True,
+                     stdout=sys.stderr)
       unmet = _unmet_requirements(site_dir)
       if unmet:
         raise SystemExit(
             'sdk-worker-boot: this worker environment lacks what the staged '
             'packages require: ' + '; '.join(unmet))
-      with open(os.path.join(site_dir, '.installed'), 'w',
-                encoding='utf-8'):
+      with open(os.path.join(site_dir, '.installed'), 'w', encoding='utf-8'):
         pass
   return site_dir
 
 
 def _descriptor(url: str) -> str:
-  return text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(
-      url=url))
+  return text_format.MessageToString(
+      endpoints_pb2.ApiServiceDescriptor(url=url))
 
 
 def main(argv=None) -> None:
@@ -182,8 +183,7 @@ def main(argv=None) -> None:
   # The pool pipes stdout and never reads it: keep everything on stderr.
   os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
   work = os.path.abspath(os.environ.get('SDK_WORKER_BOOT_DIR', 'boot'))
-  semi_persist = args.semi_persist_dir or os.path.join(work, 'workers',
-                                                       args.id)
+  semi_persist = args.semi_persist_dir or os.path.join(work, 'workers', args.id)
   os.makedirs(semi_persist, exist_ok=True)
 
   info = _provision_info(args.provision_endpoint, args.id)
@@ -208,14 +208,14 @@ def main(argv=None) -> None:
   if logging_endpoint:
     env['LOGGING_API_SERVICE_DESCRIPTOR'] = _descriptor(logging_endpoint)
   if info.status_endpoint.url:
-    env['STATUS_API_SERVICE_DESCRIPTOR'] = _descriptor(
-        info.status_endpoint.url)
+    env['STATUS_API_SERVICE_DESCRIPTOR'] = _descriptor(info.status_endpoint.url)
   env['RUNNER_CAPABILITIES'] = ' '.join(info.runner_capabilities)
   _log(f'worker {args.id}: {len(names)} artifacts, starting the SDK harness '
        f'with {json.dumps(path)} on its path')
   os.chdir(semi_persist)
-  os.execve(sys.executable, [
-      sys.executable, '-m', 'apache_beam.runners.worker.sdk_worker_main'], env)
+  os.execve(
+      sys.executable,
+      [sys.executable, '-m', 'apache_beam.runners.worker.sdk_worker_main'], env)
 
 
 if __name__ == '__main__':

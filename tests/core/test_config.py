@@ -44,8 +44,8 @@ def test_toy_config_loads():
   assert config.csv.header
   # 'note' is a column of the data but not a feature: not carried.
   assert 'note' not in [c.name for c in config.raw_columns]
-  assert [c.name for c in config.raw_columns] == [
-      'height', 'visits', 'city', 'color', 'outcome']
+  assert [c.name for c in config.raw_columns
+         ] == ['height', 'visits', 'city', 'color', 'outcome']
 
 
 def test_config_hash_changes_with_text():
@@ -92,8 +92,8 @@ def test_cross_of_unknown_feature_is_named():
 
 
 def test_cross_of_numeric_without_buckets_is_rejected():
-  msg = _error(lambda c: c['crosses'][0].update(
-      features=['education', 'fnlwgt']))
+  msg = _error(
+      lambda c: c['crosses'][0].update(features=['education', 'fnlwgt']))
   assert "'fnlwgt' cannot be crossed" in msg
 
 
@@ -161,11 +161,16 @@ def test_settings_beyond_their_type_are_config_errors():
   assert 'features.age.buckets' in msg and 'digits' in msg and len(msg) < 300
   raw = _census_dict()
   raw['columns'].append({'name': 'at', 'type': 'timestamp'})
-  for window, fragment in (('9' * 5000 + 'd', 'not a duration'),
-                           ('99999999999d', 'longer than'),
+  for window, fragment in (('9' * 5000 + 'd',
+                            'not a duration'), ('99999999999d', 'longer than'),
                            (10**30, 'longer than'), ('٣d', 'not a duration')):
-    raw['windows'] = [{'name': 'w', 'entity': 'workclass', 'timestamp': 'at',
-                       'window': window, 'aggregate': 'count'}]
+    raw['windows'] = [{
+        'name': 'w',
+        'entity': 'workclass',
+        'timestamp': 'at',
+        'window': window,
+        'aggregate': 'count'
+    }]
     with pytest.raises(ConfigError) as e:
       parse_config(yaml.safe_dump(raw))
     assert 'windows[0].window' in str(e.value) and fragment in str(e.value)

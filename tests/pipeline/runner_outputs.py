@@ -25,10 +25,12 @@ RUN_TIMEOUT_S = 600
 # names, and TFDV's statistics sum floats in whatever order bundles finish.
 NOT_COMPARED = ('manifest.json', 'transform_fn/saved_model.pb',
                 'transform_fn/fingerprint.pb', 'stats/')
-BAD_LINES = ['1.0, 2, paris, red, note',  # wrong arity
-             'tall, 2, paris, red, note, yes',  # not a number
-             '170, 2, paris, purple, note, yes',  # value not allowed
-             '170, 2, paris, red, note, maybe']  # unknown label
+BAD_LINES = [
+    '1.0, 2, paris, red, note',  # wrong arity
+    'tall, 2, paris, red, note, yes',  # not a number
+    '170, 2, paris, purple, note, yes',  # value not allowed
+    '170, 2, paris, red, note, maybe'
+]  # unknown label
 SAMPLE_QUARANTINED = 6
 SAMPLE_TEST_ROWS = 1500
 
@@ -51,21 +53,33 @@ def write_sample(d):
     rows = datagen.toy_rows(n, seed=100 + i)
     rows[n // 2:n // 2] = BAD_LINES[i:i + 2]
     datagen.write_lines(str(d / name), rows, header=datagen.TOY_HEADER)
-  datagen.write_lines(str(d / 'test.csv'),
-                      datagen.toy_rows(SAMPLE_TEST_ROWS, seed=200),
-                      header=datagen.TOY_HEADER)
-  return {'input': str(d / 'part-*.csv'), 'test_input': str(d / 'test.csv'),
-          'dir': d}
+  datagen.write_lines(
+      str(d / 'test.csv'),
+      datagen.toy_rows(SAMPLE_TEST_ROWS, seed=200),
+      header=datagen.TOY_HEADER)
+  return {
+      'input': str(d / 'part-*.csv'),
+      'test_input': str(d / 'test.csv'),
+      'dir': d
+  }
 
 
 def run_preprocess(sample, out, *beam_args):
   """Runs the job on the sample into `out`; returns its manifest."""
-  cmd = [sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
-         '--input', sample['input'], '--test-input', sample['test_input'],
-         '--output-dir', out, *beam_args]
+  cmd = [
+      sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
+      '--input', sample['input'], '--test-input', sample['test_input'],
+      '--output-dir', out, *beam_args
+  ]
   start = time.monotonic()
-  proc = subprocess.run(cmd, cwd=str(ROOT), env=env(), capture_output=True,
-                        text=True, timeout=RUN_TIMEOUT_S, check=False)
+  proc = subprocess.run(
+      cmd,
+      cwd=str(ROOT),
+      env=env(),
+      capture_output=True,
+      text=True,
+      timeout=RUN_TIMEOUT_S,
+      check=False)
   assert proc.returncode == 0, (
       f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}')
   print(f'{" ".join(beam_args) or "in-process"}: '
@@ -94,8 +108,9 @@ def _quarantine_lines(root):
 
 
 def _manifest_counts(doc):
-  return {k: doc[k] for k in ('rows', 'inputs', 'splits',
-                              'quarantined_by_reason')}
+  return {
+      k: doc[k] for k in ('rows', 'inputs', 'splits', 'quarantined_by_reason')
+  }
 
 
 def assert_same_outputs(reference, out, manifest):
@@ -107,10 +122,14 @@ def assert_same_outputs(reference, out, manifest):
   assert any(rel.startswith('transform_fn/assets/') for rel in ref_files)
   assert sorted(r for r in files if not r.startswith('quarantine/')) == sorted(
       r for r in ref_files if not r.startswith('quarantine/'))
-  compared = [rel for rel in ref_files
-              if not rel.startswith(NOT_COMPARED + ('quarantine/',))]
-  differ = [rel for rel in compared
-            if not filecmp.cmp(ref_files[rel], files[rel], shallow=False)]
+  compared = [
+      rel for rel in ref_files
+      if not rel.startswith(NOT_COMPARED + ('quarantine/',))
+  ]
+  differ = [
+      rel for rel in compared
+      if not filecmp.cmp(ref_files[rel], files[rel], shallow=False)
+  ]
   assert not differ, f'files differ from the in-process run: {differ}'
   assert _quarantine_lines(out) == _quarantine_lines(ref_dir)
   counts = _manifest_counts(manifest)

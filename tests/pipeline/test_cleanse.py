@@ -155,9 +155,10 @@ def test_malformed_quoting(parser):
 def test_quoted_field_with_delimiter():
   toy = load_config(TOY_CONFIG)
   p = cleanse.RowParser(toy)
-  batch, quarantine, counts = _parse(
-      p, [b'height,visits,city,color,note,outcome',
-          b'170.5, 3, "paris, fr", red, "a, b", yes'])
+  batch, quarantine, counts = _parse(p, [
+      b'height,visits,city,color,note,outcome',
+      b'170.5, 3, "paris, fr", red, "a, b", yes'
+  ])
   assert quarantine == [] and counts[cleanse.HEADER_LINES] == 1
   assert batch.to_pylist()[0]['city'] == [b'paris, fr']
 
@@ -189,17 +190,19 @@ def test_header_mismatch_is_quarantined():
 
 
 def test_line_numbers_follow_chunk_offset(parser):
-  _, quarantine, _ = _parse(parser, [GOOD, b'bad', GOOD, b'bad'],
-                            first_line=101)
+  _, quarantine, _ = _parse(
+      parser, [GOOD, b'bad', GOOD, b'bad'], first_line=101)
   assert [q['line'] for q in quarantine] == [102, 104]
 
 
 def test_dict_records_from_parquet_or_tfrecord(census):
   p = cleanse.RowParser(census)
-  row = dict(zip(census.column_names, [
-      39, 'State-gov', 77516, 'Bachelors', 13, 'Never-married',
-      'Adm-clerical', 'Not-in-family', 'White', 'Male', 2174, 0, 40,
-      'United-States', '>50K.']))
+  row = dict(
+      zip(census.column_names, [
+          39, 'State-gov', 77516, 'Bachelors', 13, 'Never-married',
+          'Adm-clerical', 'Not-in-family', 'White', 'Male', 2174, 0, 40,
+          'United-States', '>50K.'
+      ]))
   missing = dict(row, workclass=None, age=float('nan'))
   multi = {k: [v] for k, v in row.items()}
   multi['age'] = [1, 2]
@@ -210,8 +213,8 @@ def test_dict_records_from_parquet_or_tfrecord(census):
   rows = batch.to_pylist()
   assert rows[0]['income_bracket'] == [b'>50K']
   assert rows[1]['workclass'] is None and rows[1]['age'] is None
-  assert [q['reason'] for q in quarantine] == [
-      cleanse.MULTIPLE_VALUES, cleanse.WRONG_TYPE]
+  assert [q['reason'] for q in quarantine
+         ] == [cleanse.MULTIPLE_VALUES, cleanse.WRONG_TYPE]
   assert json.loads(quarantine[0]['raw'])['age'] == [1, 2]
 
 
@@ -219,22 +222,28 @@ def test_cleanse_rows_ptransform(census):
   chunk_a = RawChunk('a.csv', 1, 'csv', [GOOD, b'', b'oops'])
   chunk_b = RawChunk('b.csv', 1, 'csv', [GOOD.replace(b'39,', b'x,', 1), GOOD])
   with TestPipeline() as p:
-    result = (p | beam.Create([chunk_a, chunk_b])
-              | cleanse.CleanseRows(census))
+    result = (p | beam.Create([chunk_a, chunk_b]) | cleanse.CleanseRows(census))
     rows = result.rows | 'Rows' >> beam.Map(lambda b: b.num_rows)
     reasons = result.quarantine | 'Reasons' >> beam.Map(
         lambda q: (q['source'], q['line'], q['reason']))
     totals = result.counts | beam.CombineGlobally(cleanse.SumCounts())
     assert_that(rows, equal_to([1, 1]), label='CheckRows')
-    assert_that(reasons, equal_to([('a.csv', 3, cleanse.WRONG_ARITY),
-                                   ('b.csv', 1, cleanse.NOT_A_NUMBER)]),
-                label='CheckQuarantine')
-    assert_that(totals, equal_to([{
-        cleanse.LINES: 5, cleanse.BLANK_LINES: 1, cleanse.ROWS_KEPT: 2,
-        cleanse.ROWS_QUARANTINED: 2,
-        cleanse.QUARANTINED_PREFIX + cleanse.WRONG_ARITY: 1,
-        cleanse.QUARANTINED_PREFIX + cleanse.NOT_A_NUMBER: 1,
-    }]), label='CheckCounts')
+    assert_that(
+        reasons,
+        equal_to([('a.csv', 3, cleanse.WRONG_ARITY),
+                  ('b.csv', 1, cleanse.NOT_A_NUMBER)]),
+        label='CheckQuarantine')
+    assert_that(
+        totals,
+        equal_to([{
+            cleanse.LINES: 5,
+            cleanse.BLANK_LINES: 1,
+            cleanse.ROWS_KEPT: 2,
+            cleanse.ROWS_QUARANTINED: 2,
+            cleanse.QUARANTINED_PREFIX + cleanse.WRONG_ARITY: 1,
+            cleanse.QUARANTINED_PREFIX + cleanse.NOT_A_NUMBER: 1,
+        }]),
+        label='CheckCounts')
 
 
 # ------------------------------------------- the vectorised CSV path
@@ -243,9 +252,11 @@ def test_cleanse_rows_ptransform(census):
 def _mutated_lines(lines, seed, n=1500):
   """Plain lines, many of them broken or unusual in some way."""
   rng = random.Random(seed)
-  odd = ['?', '', ' ', 'NA', '39.0', '39.5', '1e3', 'inf', 'nan', '-0', '+5',
-         '007', '1_000', '\xa040', '40\x1f', 'abc', '"quoted, x"', '"bad',
-         '.5', '5.', '-.5', '1e400', ' 12 ', '\t7\t', 'Mail', '>50K.', 'rich']
+  odd = [
+      '?', '', ' ', 'NA', '39.0', '39.5', '1e3', 'inf', 'nan', '-0', '+5',
+      '007', '1_000', '\xa040', '40\x1f', 'abc', '"quoted, x"', '"bad', '.5',
+      '5.', '-.5', '1e400', ' 12 ', '\t7\t', 'Mail', '>50K.', 'rich'
+  ]
   out = []
   for _ in range(n):
     fields = rng.choice(lines).split(', ')
@@ -269,13 +280,14 @@ def _mutated_lines(lines, seed, n=1500):
   return out
 
 
-@pytest.mark.parametrize('config_path, header', [
-    (CENSUS_CONFIG, None), (TOY_CONFIG, datagen.TOY_HEADER.encode())])
+@pytest.mark.parametrize('config_path, header',
+                         [(CENSUS_CONFIG, None),
+                          (TOY_CONFIG, datagen.TOY_HEADER.encode())])
 def test_vectorised_csv_path_matches_record_by_record(config_path, header):
   config = load_config(config_path)
   p = cleanse.RowParser(config)
-  base = ([GOOD.decode()] * 5 if header is None else
-          datagen.toy_rows(200, seed=1))
+  base = ([GOOD.decode()] *
+          5 if header is None else datagen.toy_rows(200, seed=1))
   for seed in range(3):
     records = ([header] if header else []) + _mutated_lines(base, seed)
     for first_line in (1, 7):
@@ -292,8 +304,11 @@ def test_vectorised_csv_path_matches_record_by_record(config_path, header):
 
 def test_vectorised_path_keeps_line_order_of_mixed_rows(parser):
   slow = GOOD.replace(b'39,', b'39.0,', 1)  # converted by the Python path
-  batch, _, _ = _parse(parser, [GOOD, slow, b'bad', GOOD.replace(
-      b'39,', b'41,', 1), slow.replace(b'39.0', b'42.0')])
+  batch, _, _ = _parse(parser, [
+      GOOD, slow, b'bad',
+      GOOD.replace(b'39,', b'41,', 1),
+      slow.replace(b'39.0', b'42.0')
+  ])
   assert batch.column('age').to_pylist() == [[39], [39], [41], [42]]
 
 
@@ -323,10 +338,9 @@ def _reference_lines(path):
 def test_ranges_read_every_line_once_with_its_number(tmp_path, ending):
   rng = random.Random(3)
   body = b'\n'.join(
-      (b'x' * rng.choice([0, 1, 5, 40, 300])) + b'%d' % i
-      if i % 17 else b'' for i in range(400)).replace(b'\n', b'\r\n'
-                                                       if ending == b'\r\n'
-                                                       else b'\n')
+      (b'x' * rng.choice([0, 1, 5, 40, 300])) + b'%d' % i if i % 17 else b''
+      for i in range(400)).replace(b'\n',
+                                   b'\r\n' if ending == b'\r\n' else b'\n')
   path = str(tmp_path / 'in.csv')
   with open(path, 'wb') as f:
     f.write(body + ending)
@@ -348,13 +362,15 @@ def test_ranges_read_every_line_once_with_its_number(tmp_path, ending):
 def _read_all(path, csv, range_bytes=1 << 20, chunk_size=3):
   """Every chunk of the file, through the planner and the reader."""
   read = sources._ReadChunksFn('csv', chunk_size, csv)  # pylint: disable=protected-access
-  return [chunk
-          for r in sources.plan_ranges(path, 'csv', range_bytes, csv)
-          for chunk in read.process(r)]
+  return [
+      chunk for r in sources.plan_ranges(path, 'csv', range_bytes, csv)
+      for chunk in read.process(r)
+  ]
 
 
 def _numbered(chunks):
-  return sorted((chunk.line(i), record) for chunk in chunks
+  return sorted((chunk.line(i), record)
+                for chunk in chunks
                 for i, record in enumerate(chunk.records))
 
 
@@ -372,8 +388,8 @@ def test_byte_order_mark_costs_no_row(tmp_path, census):
   assert _numbered(_read_all(str(path), latin))[0] == (1, GOOD)
   # Only at the start of a file; elsewhere it is data.
   path.write_bytes(GOOD + b'\n' + sources.UTF8_BOM + GOOD + b'\n')
-  assert _numbered(_read_all(str(path), census.csv))[1] == (
-      2, sources.UTF8_BOM + GOOD)
+  assert _numbered(_read_all(str(path),
+                             census.csv))[1] == (2, sources.UTF8_BOM + GOOD)
 
 
 _QUOTED = (b'height,visits,city,color,note,outcome\n'
@@ -406,8 +422,8 @@ def test_quoted_line_break_is_one_row(tmp_path, range_bytes):
     rows.extend(batch.to_pylist() if batch is not None else [])
     quarantine.extend(q)
     assert counts[cleanse.LINES] == len(chunk.records)
-  assert [(q['line'], q['reason']) for q in quarantine] == [
-      (8, cleanse.MALFORMED_CSV), (10, cleanse.MALFORMED_CSV)]
+  assert [(q['line'], q['reason']) for q in quarantine
+         ] == [(8, cleanse.MALFORMED_CSV), (10, cleanse.MALFORMED_CSV)]
   assert [r['city'] for r in rows] == [[b'paris\nfr'], [b'oslo'], [b'rome'],
                                        [b'rome'], [b'lima']]
 
@@ -428,8 +444,8 @@ def test_long_line_is_held_as_a_prefix_and_its_length(tmp_path, census,
   path = tmp_path / 'in.csv'
   size = 3 << 20
   with open(path, 'wb') as f:
-    f.write(GOOD + b'\n' + b'7' * size + b'\r\n' + GOOD + b'\n' +
-            b'8' * (size + 1))
+    f.write(GOOD + b'\n' + b'7' * size + b'\r\n' + GOOD + b'\n' + b'8' *
+            (size + 1))
   numbered = _numbered(_read_all(str(path), census.csv))
   assert [n for n, _ in numbered] == [1, 2, 3, 4]
   for n in (2, 4):
@@ -449,8 +465,8 @@ def test_compressed_files_are_one_range(tmp_path):
   path = str(tmp_path / 'in.csv.gz')
   with gzip.open(path, 'wb') as f:
     f.write(b'a\nb\n' * 1000)
-  assert sources.plan_ranges(path, 'csv', 10) == [
-      sources.FileRange(path, 0, None, 1)]
+  assert sources.plan_ranges(path, 'csv',
+                             10) == [sources.FileRange(path, 0, None, 1)]
 
 
 # ----------------------------------- write stage: the same bytes, any route
@@ -458,22 +474,23 @@ def test_compressed_files_are_one_range(tmp_path):
 
 def _reference_examples(batch):
   encoder = example_coder.RecordBatchToExamplesEncoder(None)
-  return [example_pb2.Example.FromString(r).SerializeToString(
-      deterministic=True) for r in encoder.encode(batch)]
+  return [
+      example_pb2.Example.FromString(r).SerializeToString(deterministic=True)
+      for r in encoder.encode(batch)
+  ]
 
 
 def _dense_batch(rng, n, names):
   arrays, fields = [], []
   for name in names:
     if rng.random() < 0.5:
-      values = rng.normal(0, 10.0 ** rng.integers(-3, 30), n).astype(
-          np.float32)
+      values = rng.normal(0, 10.0**rng.integers(-3, 30), n).astype(np.float32)
       values[rng.random(n) < 0.1] = 0.0
       values[rng.random(n) < 0.05] = -0.0
       value_type = pa.float32()
     else:
-      values = rng.integers(-2**63, 2**63 - 1, n,
-                            dtype=np.int64) >> rng.integers(0, 64, n)
+      values = rng.integers(
+          -2**63, 2**63 - 1, n, dtype=np.int64) >> rng.integers(0, 64, n)
       value_type = pa.int64()
     large = rng.random() < 0.5
     offsets = pa.array(np.arange(n + 1), pa.int64() if large else pa.int32())
@@ -485,8 +502,10 @@ def _dense_batch(rng, n, names):
 
 def test_array_encoder_writes_the_bytes_of_deterministic_serialization():
   rng = np.random.default_rng(0)
-  names = ['age', 'age_bucket', 'age_bucket_x_education', 'education',
-           'education_num', 'b', 'a_', 'x' * 200, 'label']
+  names = [
+      'age', 'age_bucket', 'age_bucket_x_education', 'education',
+      'education_num', 'b', 'a_', 'x' * 200, 'label'
+  ]
   for _ in range(10):
     batch = _dense_batch(rng, int(rng.integers(1, 500)),
                          list(rng.permutation(names)))
@@ -508,24 +527,32 @@ def _shards(directory, prefix):
   out = {}
   for path in sorted(glob.glob(os.path.join(directory, prefix + '-*'))):
     out[os.path.basename(path)] = [
-        r.numpy() for r in tf.data.TFRecordDataset(path, compression_type='GZIP')]
+        r.numpy()
+        for r in tf.data.TFRecordDataset(path, compression_type='GZIP')
+    ]
   return out
 
 
 def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   rng = random.Random(5)
-  records = [bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
-             for _ in range(3000)]
+  records = [
+      bytes(rng.randrange(256)
+            for _ in range(rng.randint(1, 40)))
+      for _ in range(3000)
+  ]
   records += records[:100]  # duplicates are kept
   lists = [records[i:i + 250] for i in range(0, len(records), 250)]
   for name, spill in (('one', 1 << 30), ('many', 2000)):
     with TestPipeline() as p:
-      _ = (p | name >> beam.Create(lists)
-           | sinks.WriteShardedTFRecords(
-               str(tmp_path / name / 'data'), 5, str(tmp_path / 'runs' / name),
-               spill_bytes=spill))
-  one, many = _shards(str(tmp_path / 'one'), 'data'), _shards(
-      str(tmp_path / 'many'), 'data')
+      _ = (
+          p | name >> beam.Create(lists)
+          | sinks.WriteShardedTFRecords(
+              str(tmp_path / name / 'data'),
+              5,
+              str(tmp_path / 'runs' / name),
+              spill_bytes=spill))
+  one, many = _shards(str(tmp_path / 'one'),
+                      'data'), _shards(str(tmp_path / 'many'), 'data')
   assert list(one) == [f'data-0000{i}-of-00005.tfrecord.gz' for i in range(5)]
   assert one == many
   for i, (_, shard) in enumerate(sorted(one.items())):
@@ -535,9 +562,10 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
 
 def test_every_shard_file_exists_even_when_empty(tmp_path):
   with TestPipeline() as p:
-    _ = (p | beam.Create([[b'only one record']])
-         | sinks.WriteShardedTFRecords(str(tmp_path / 'data'), 3,
-                                       str(tmp_path / 'runs')))
+    _ = (
+        p | beam.Create([[b'only one record']])
+        | sinks.WriteShardedTFRecords(
+            str(tmp_path / 'data'), 3, str(tmp_path / 'runs')))
   shards = _shards(str(tmp_path), 'data')
   assert len(shards) == 3
   assert sorted(sum(shards.values(), [])) == [b'only one record']

@@ -95,6 +95,7 @@ def test_p_values_match_textbook_values():
 
 
 def test_holm_decides_the_whole_run_together():
+
   def d(p, distance=1.0):
     return drift.Decision('f', drift.L_INFINITY, 'a', 'b', 10, 10, distance,
                           0.5, 'chi-squared', p)
@@ -104,12 +105,14 @@ def test_holm_decides_the_whole_run_together():
   # Sorted, the p-values face 0.05/5, 0.05/4, 0.05/3, 0.05/2 and 0.05/1:
   # all but 0.3 pass. 0.0001 is significant but under its threshold.
   assert [x.verdict for x in items] == [
-      drift.ANOMALY, drift.ANOMALY, drift.ANOMALY, drift.OK, drift.SMALL]
+      drift.ANOMALY, drift.ANOMALY, drift.ANOMALY, drift.OK, drift.SMALL
+  ]
   assert items[4].level == pytest.approx(0.01)
   # With a stricter rate the step-down stops at the first failure.
   drift.decide(items, 0.005)
   assert [x.verdict for x in items] == [
-      drift.ANOMALY, drift.CHANCE, drift.CHANCE, drift.OK, drift.SMALL]
+      drift.ANOMALY, drift.CHANCE, drift.CHANCE, drift.OK, drift.SMALL
+  ]
 
 
 def test_numeric_test_is_quiet_for_one_distribution_and_sees_shifts():
@@ -118,16 +121,26 @@ def test_numeric_test_is_quiet_for_one_distribution_and_sees_shifts():
   def spiky(n):
     return np.where(rng.random(n) < 0.45, 40, rng.integers(1, 99, n))
 
-  base = _df_stats(pd.DataFrame({'x': rng.normal(50, 10, 8000),
-                                 'h': spiky(8000)}))
-  same = _df_stats(pd.DataFrame({'x': rng.normal(50, 10, 2000),
-                                 'h': spiky(2000)}))
-  moved = _df_stats(pd.DataFrame({'x': rng.normal(52.5, 10, 2000),
-                                  'h': spiky(2000) + 3}))
+  base = _df_stats(
+      pd.DataFrame({
+          'x': rng.normal(50, 10, 8000),
+          'h': spiky(8000)
+      }))
+  same = _df_stats(
+      pd.DataFrame({
+          'x': rng.normal(50, 10, 2000),
+          'h': spiky(2000)
+      }))
+  moved = _df_stats(
+      pd.DataFrame({
+          'x': rng.normal(52.5, 10, 2000),
+          'h': spiky(2000) + 3
+      }))
 
   def p(other, name):
-    return drift.numeric_test(drift.feature_map(base.datasets[0])[name],
-                              drift.feature_map(other.datasets[0])[name])
+    return drift.numeric_test(
+        drift.feature_map(base.datasets[0])[name],
+        drift.feature_map(other.datasets[0])[name])
 
   assert p(same, 'x') > 0.01 and p(same, 'h') > 0.01
   # A quarter of a standard deviation, and a spike moved by 3.
@@ -147,9 +160,9 @@ def test_random_splits_of_one_file_pass(toy, rows):
     train_stats = _stats(_batch(toy, train))
     other_batch = _batch(toy, other)
     flagged, raw, review = _drift(schema, train_stats, _stats(other_batch))
-    assert flagged == set(), [
-        (d.feature, d.check, d.distance, d.p_value)
-        for d in review.decisions if d.flagged]
+    assert flagged == set(), [(d.feature, d.check, d.distance, d.p_value)
+                              for d in review.decisions
+                              if d.flagged]
     raw_flags += bool(raw)
     serving = _stats(_without_label(other_batch))
     result = skew.check_skew(train_stats, serving, schema)
@@ -185,20 +198,21 @@ def test_large_shifts_are_flagged_exactly(toy):
       f[1] = ''  # visits: 30% more missing
     shifted.append(', '.join(f))
   train_stats = _stats(_batch(toy, train))
-  flagged, _, review = _drift(schema, train_stats,
-                              _stats(_batch(toy, shifted)))
+  flagged, _, review = _drift(schema, train_stats, _stats(_batch(toy, shifted)))
   assert flagged == {'city', 'height', 'visits'}
-  by = {(d.feature, d.check.split(' (')[0]): d for d in review.decisions
-        if d.compared == 'eval'}
+  by = {
+      (d.feature, d.check.split(' (')[0]): d
+      for d in review.decisions
+      if d.compared == 'eval'
+  }
   assert by[('city', drift.L_INFINITY)].verdict == drift.ANOMALY
   assert by[('height', drift.JENSEN_SHANNON)].verdict == drift.ANOMALY
   assert by[('visits', drift.MISSING_SHARE)].verdict == drift.ANOMALY
   # visits' values did not move: only their presence did.
   assert by[('visits', drift.JENSEN_SHANNON)].verdict in (drift.OK,
-                                                         drift.CHANCE)
+                                                          drift.CHANCE)
   result = skew.check_skew(train_stats,
-                           _stats(_without_label(_batch(toy, shifted))),
-                           schema)
+                           _stats(_without_label(_batch(toy, shifted))), schema)
   assert {r.feature for r in result.anomalies} == {'city', 'height', 'visits'}
   assert 'MISSING_SHARE_CHANGED' in {r.type for r in result.anomalies}
   # The report: the decision table, and each flagged feature's training and
@@ -207,11 +221,12 @@ def test_large_shifts_are_flagged_exactly(toy):
       'toy', [('training', validation.dataset(train_stats)),
               ('serving', validation.dataset(_stats(_batch(toy, shifted))))],
       anomalies=result.anomalies,
-      measurements={'skew': result.measurements +
-                    result.review.missing_shares('serving')})
+      measurements={
+          'skew': result.measurements + result.review.missing_shares('serving')
+      })
   assert 'training rows' in page and 'needed below' in page
-  for feature, check in (('city', 'L-infinity'),
-                         ('height', 'Jensen-Shannon divergence'),
+  for feature, check in (('city', 'L-infinity'), ('height',
+                                                  'Jensen-Shannon divergence'),
                          ('visits', 'missing share')):
     assert f'{feature} <small>{check}' in page
 
@@ -220,10 +235,10 @@ def test_threshold_is_the_smallest_effect_worth_flagging():
   """A 2-point share change in 400,000 rows is real, and under the 3-point
   threshold: reported as small, not an anomaly."""
   rng = np.random.default_rng(0)
-  a = _df_stats(pd.DataFrame({'c': rng.choice(['x', 'y'], 200_000,
-                                              p=[0.5, 0.5])}))
-  b = _df_stats(pd.DataFrame({'c': rng.choice(['x', 'y'], 200_000,
-                                              p=[0.52, 0.48])}))
+  a = _df_stats(
+      pd.DataFrame({'c': rng.choice(['x', 'y'], 200_000, p=[0.5, 0.5])}))
+  b = _df_stats(
+      pd.DataFrame({'c': rng.choice(['x', 'y'], 200_000, p=[0.52, 0.48])}))
   schema = tfdv.infer_schema(a)
   schema.feature[0].drift_comparator.infinity_norm.threshold = 0.03
   anomalies = tfdv.validate_statistics(b, schema, previous_statistics=a)
@@ -238,14 +253,15 @@ def test_threshold_is_the_smallest_effect_worth_flagging():
 def test_schema_shares_are_judged_at_the_sample_size():
   """presence.min_fraction 0.9: 2 missing of 10 is chance, 300 of 1000 is
   not; TFDV flags both."""
+
   def stats(missing, n):
-    return _df_stats(pd.DataFrame(
-        {'c': ['a'] * (n - missing) + [None] * missing}))
+    return _df_stats(
+        pd.DataFrame({'c': ['a'] * (n - missing) + [None] * missing}))
 
   schema = tfdv.infer_schema(stats(0, 10), infer_feature_shape=False)
   schema.feature[0].presence.min_fraction = 0.9
-  for missing, n, verdict in ((2, 10, drift.CHANCE),
-                              (300, 1000, drift.ANOMALY)):
+  for missing, n, verdict in ((2, 10, drift.CHANCE), (300, 1000,
+                                                      drift.ANOMALY)):
     s = stats(missing, n)
     anomalies = tfdv.validate_statistics(s, schema)
     assert 'c' in anomalies.anomaly_info
@@ -262,11 +278,11 @@ def test_false_alarm_rate_comes_from_the_config(tmp_path):
   text = open(TOY_CONFIG, encoding='utf-8').read()
   assert load_config(TOY_CONFIG).false_alarm_rate == 0.01
   path = tmp_path / 'toy.yaml'
-  path.write_text(text + '\nvalidation: {false_alarm_rate: 0.05}\n',
-                  encoding='utf-8')
+  path.write_text(
+      text + '\nvalidation: {false_alarm_rate: 0.05}\n', encoding='utf-8')
   assert load_config(str(path)).false_alarm_rate == 0.05
-  path.write_text(text + '\nvalidation: {false_alarm_rate: 2}\n',
-                  encoding='utf-8')
+  path.write_text(
+      text + '\nvalidation: {false_alarm_rate: 2}\n', encoding='utf-8')
   with pytest.raises(Exception, match='false_alarm_rate'):
     load_config(str(path))
 
@@ -277,18 +293,18 @@ def test_false_alarm_rate_comes_from_the_config(tmp_path):
 @pytest.mark.parametrize('rows', [300, 1000])
 def test_schema_init_then_preprocess_publishes(tmp_path, capsys, rows):
   data = datagen.write_lines(
-      str(tmp_path / 'trips.csv'), datagen.trip_rows(rows, seed=21),
+      str(tmp_path / 'trips.csv'),
+      datagen.trip_rows(rows, seed=21),
       header=datagen.TRIP_HEADER)
   out = str(tmp_path / 'schemas' / 'trips.yaml')
-  assert schema_cli.main(['init', '--input', data, '--label', 'tipped',
-                          '--output', out]) == 0
+  assert schema_cli.main(
+      ['init', '--input', data, '--label', 'tipped', '--output', out]) == 0
   pp = str(tmp_path / 'pp')
-  manifest = preprocess.run(['--config', out, '--input', data,
-                             '--output-dir', pp])
+  manifest = preprocess.run(
+      ['--config', out, '--input', data, '--output-dir', pp])
   assert manifest['rows']['train'] + manifest['rows']['eval'] == rows
   printed = capsys.readouterr().out
-  with open(os.path.join(pp, validation.ANOMALIES_FILE),
-            encoding='utf-8') as f:
+  with open(os.path.join(pp, validation.ANOMALIES_FILE), encoding='utf-8') as f:
     doc = json.load(f)
   assert doc['status'] == 'ok' and doc['anomalies'] == []
   assert doc['false_alarm_rate'] == 0.01 and doc['tests'] > 0

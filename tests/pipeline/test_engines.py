@@ -49,8 +49,7 @@ def _start(engine, tmp_path_factory, extra_env=None):
     if IN_CI:
       pytest.fail(message)
     pytest.skip(message)
-  cluster = engines.Cluster(engine, tmp_path_factory.mktemp(engine),
-                            extra_env)
+  cluster = engines.Cluster(engine, tmp_path_factory.mktemp(engine), extra_env)
   try:
     cluster.up()
   except engines.ClusterError as e:
@@ -78,8 +77,7 @@ def spark(tmp_path_factory):
     holder.bind(('127.0.0.1', 0))
     holder.listen()
     taken = holder.getsockname()[1]
-    cluster = _start('spark', tmp_path_factory,
-                     {'JOB_SERVER_PORT': str(taken)})
+    cluster = _start('spark', tmp_path_factory, {'JOB_SERVER_PORT': str(taken)})
   cluster.taken_port = taken
   try:
     yield cluster
@@ -88,11 +86,12 @@ def spark(tmp_path_factory):
 
 
 def _submit_command(script, cluster, sample, out, *flags):
-  return [str(ROOT / 'scripts' / script), '--job-endpoint',
-          cluster.job_endpoint, '--environment-type', 'EXTERNAL',
-          '--environment-config', cluster.worker_pool, *flags,
-          '--config', TOY_CONFIG, '--input', sample['input'],
-          '--test-input', sample['test_input'], '--output-dir', out]
+  return [
+      str(ROOT / 'scripts' / script), '--job-endpoint', cluster.job_endpoint,
+      '--environment-type', 'EXTERNAL', '--environment-config',
+      cluster.worker_pool, *flags, '--config', TOY_CONFIG, '--input',
+      sample['input'], '--test-input', sample['test_input'], '--output-dir', out
+  ]
 
 
 def _user_env():
@@ -107,9 +106,14 @@ def _user_env():
 
 def _submit(command, cwd):
   start = time.monotonic()
-  proc = subprocess.run(command, cwd=str(cwd), env=_user_env(),
-                        capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
-                        check=False)
+  proc = subprocess.run(
+      command,
+      cwd=str(cwd),
+      env=_user_env(),
+      capture_output=True,
+      text=True,
+      timeout=JOB_TIMEOUT_S,
+      check=False)
   print(f'{pathlib.Path(command[0]).name}: {time.monotonic() - start:.1f}s')
   assert proc.returncode == 0, (
       f'{" ".join(command)} failed ({proc.returncode}):\n'
@@ -126,19 +130,24 @@ def _assert_project_was_shipped(cluster):
   """The SDK workers got the project from the runner's staged artifacts."""
   pool_log = cluster.log('worker-pool')
   assert "installing ['workflow.tar.gz']" in pool_log, pool_log[-3000:]
-  worker_python = (engines.ROOT / '.cache' / 'engines' / 'sdk-worker-env' /
-                   'bin' / 'python')
+  worker_python = (
+      engines.ROOT / '.cache' / 'engines' / 'sdk-worker-env' / 'bin' / 'python')
   if os.environ.get('ENGINES_CACHE'):
-    worker_python = (pathlib.Path(os.environ['ENGINES_CACHE']) /
-                     'sdk-worker-env' / 'bin' / 'python')
+    worker_python = (
+        pathlib.Path(os.environ['ENGINES_CACHE']) / 'sdk-worker-env' / 'bin' /
+        'python')
   # The workers' interpreter has the pinned stack but not the project.
-  probe = subprocess.run(
-      [str(worker_python), '-c',
-       'import apache_beam, tensorflow_transform\n'
-       'try:\n  import pipeline\nexcept ImportError:\n  print("absent")\n'
-       'else:\n  print(pipeline.__file__)'],
-      cwd=str(cluster.state_dir), env=_user_env(), capture_output=True,
-      text=True, timeout=120, check=False)
+  probe = subprocess.run([
+      str(worker_python), '-c', 'import apache_beam, tensorflow_transform\n'
+      'try:\n  import pipeline\nexcept ImportError:\n  print("absent")\n'
+      'else:\n  print(pipeline.__file__)'
+  ],
+                         cwd=str(cluster.state_dir),
+                         env=_user_env(),
+                         capture_output=True,
+                         text=True,
+                         timeout=120,
+                         check=False)
   assert probe.stdout.strip() == 'absent', (probe.stdout, probe.stderr[-2000:])
 
 
@@ -148,8 +157,10 @@ class TestFlink:
   def test_parallelism_two_through_worker_pool_matches_in_process(
       self, flink, sample, reference, tmp_path):
     out = str(tmp_path / 'flink')
-    _submit(_submit_command('submit_flink.sh', flink, sample, out,
-                            '--parallelism', '2'), cwd=tmp_path)
+    _submit(
+        _submit_command('submit_flink.sh', flink, sample, out, '--parallelism',
+                        '2'),
+        cwd=tmp_path)
     manifest = _manifest(out)
     options = manifest['pipeline_options']
     assert options['job_endpoint'] == flink.job_endpoint
@@ -173,16 +184,19 @@ class TestFlink:
     command = _submit_command('submit_flink.sh', flink, sample, str(out),
                               '--parallelism', '2')
     rest = f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
-    proc = subprocess.Popen(command, cwd=str(tmp_path), env=_user_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        command,
+        cwd=str(tmp_path),
+        env=_user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True)
     try:
       # Mid-job: once the cluster has finished some of the job's tasks.
       deadline = time.monotonic() + 600
       while time.monotonic() < deadline and proc.poll() is None:
         with urllib.request.urlopen(f'{rest}/jobs/overview', timeout=10) as r:
-          running = [j for j in json.load(r)['jobs']
-                     if j['state'] == 'RUNNING']
+          running = [j for j in json.load(r)['jobs'] if j['state'] == 'RUNNING']
         if running and running[0]['tasks']['finished'] >= 20:
           break
         time.sleep(0.5)
@@ -197,8 +211,9 @@ class TestFlink:
     assert 'failed in state FAILED' in stderr, stderr[-4000:]
     assert 'nothing published' in stderr, stderr[-4000:]
     assert not out.exists()
-    assert not [p.name for p in tmp_path.iterdir()
-                if p.name.startswith('killed')]
+    assert not [
+        p.name for p in tmp_path.iterdir() if p.name.startswith('killed')
+    ]
 
 
 class TestSpark:
@@ -207,8 +222,8 @@ class TestSpark:
   def test_through_worker_pool_matches_in_process(self, spark, sample,
                                                   reference, tmp_path):
     out = str(tmp_path / 'spark')
-    _submit(_submit_command('submit_spark.sh', spark, sample, out),
-            cwd=tmp_path)
+    _submit(
+        _submit_command('submit_spark.sh', spark, sample, out), cwd=tmp_path)
     manifest = _manifest(out)
     options = manifest['pipeline_options']
     assert options['job_endpoint'] == spark.job_endpoint

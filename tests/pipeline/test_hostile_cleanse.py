@@ -37,10 +37,15 @@ from tests.fuzzing import timestamps
 
 MIXED_CONFIG = str(ROOT / 'tests' / 'data' / 'mixed.yaml')
 EVENTS_CONFIG = str(ROOT / 'tests' / 'data' / 'events.yaml')
-CONFIGS = {'census': CENSUS_CONFIG, 'toy': TOY_CONFIG, 'mixed': MIXED_CONFIG,
-           'events': EVENTS_CONFIG}
+CONFIGS = {
+    'census': CENSUS_CONFIG,
+    'toy': TOY_CONFIG,
+    'mixed': MIXED_CONFIG,
+    'events': EVENTS_CONFIG
+}
 REASONS = frozenset(
-    getattr(cleanse, name) for name in dir(cleanse)
+    getattr(cleanse, name)
+    for name in dir(cleanse)
     if name.isupper() and isinstance(getattr(cleanse, name), str) and
     name not in ('QUARANTINE_TAG', 'COUNTS_TAG', 'LINES', 'BLANK_LINES',
                  'COMMENT_LINES', 'HEADER_LINES', 'ROWS_KEPT',
@@ -70,8 +75,9 @@ def _plain_value(column, config):
   if column.type == 'float':
     return st.floats(-1e6, 1e6, width=32).map(repr)
   if column.type == 'timestamp':
-    return st.one_of(st.integers(0, 2 * 10**9).map(str),
-                     st.sampled_from(['2024-05-01T10:00:00Z', '1999-12-31']))
+    return st.one_of(
+        st.integers(0, 2 * 10**9).map(str),
+        st.sampled_from(['2024-05-01T10:00:00Z', '1999-12-31']))
   if column.type == 'bool':
     return st.sampled_from(['true', 'no', '1', '0', 'yes'])
   if column.allowed_values:
@@ -99,9 +105,11 @@ def csv_lines(config):
   delimiter = opts.delimiter + (' ' if opts.skip_initial_space else '')
   columns = [c for c in config.columns if not c.derived]
   plain = st.tuples(*[_plain_value(c, config) for c in columns]).map(list)
-  changes = st.lists(st.integers(0, len(columns) - 1).flatmap(
-      lambda i: st.tuples(st.just(i), _hostile_value(columns[i], config))),
-                     max_size=3)
+  changes = st.lists(
+      st.integers(0,
+                  len(columns) - 1).flatmap(lambda i: st.tuples(
+                      st.just(i), _hostile_value(columns[i], config))),
+      max_size=3)
 
   def mutate(pair):
     fields, edits = pair
@@ -110,26 +118,28 @@ def csv_lines(config):
     return fields
 
   typed_row = st.tuples(plain, changes).map(mutate)
-  ragged_row = st.lists(st.one_of(field_text, spelled_numbers),
-                        max_size=len(columns) + 2)
-  text = st.one_of(typed_row, typed_row, typed_row, ragged_row).map(
-      delimiter.join)
+  ragged_row = st.lists(
+      st.one_of(field_text, spelled_numbers), max_size=len(columns) + 2)
+  text = st.one_of(typed_row, typed_row, typed_row,
+                   ragged_row).map(delimiter.join)
   encoded = text.map(lambda t: t.encode('utf-8', 'surrogatepass'))
   limit = opts.max_line_bytes
-  near_limit = st.tuples(encoded, st.integers(limit - 3, limit + 3)).map(
-      lambda pair: (pair[0] + b' ' * limit)[:pair[1]])
+  near_limit = st.tuples(encoded, st.integers(
+      limit - 3,
+      limit + 3)).map(lambda pair: (pair[0] + b' ' * limit)[:pair[1]])
   return st.one_of(
-      encoded, encoded, encoded,
-      st.binary(max_size=300),
-      near_limit,
+      encoded, encoded, encoded, st.binary(max_size=300), near_limit,
       encoded.map(lambda b: sources.UTF8_BOM + b),
-      st.sampled_from([b'', b'   ', b'\r', b'#', b'|', b'"', b'\xef\xbb',
-                       b'\xff\xfe', b'\x00' * 20]))
+      st.sampled_from([
+          b'', b'   ', b'\r', b'#', b'|', b'"', b'\xef\xbb', b'\xff\xfe',
+          b'\x00' * 20
+      ]))
 
 
 def chunks(config):
-  return st.tuples(st.lists(csv_lines(config), min_size=1, max_size=12),
-                   st.sampled_from([1, 2, 1000]))
+  return st.tuples(
+      st.lists(csv_lines(config), min_size=1, max_size=12),
+      st.sampled_from([1, 2, 1000]))
 
 
 # ------------------------------------------------------------- invariants
@@ -167,8 +177,9 @@ def check_parsed(parser, config, chunk):
   assert batch.equals(reference[0])
   for column in config.raw_columns:
     if column.raw_type == 'float':
-      values = [v for row in batch.column(column.name).to_pylist()
-                if row for v in row]
+      values = [
+          v for row in batch.column(column.name).to_pylist() if row for v in row
+      ]
       assert all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in values)
   return batch
 
@@ -194,14 +205,22 @@ def test_any_csv_line_is_kept_or_quarantined_with_a_reason(parsers, name):
 
 
 @fuzz_settings(60)
-@given(st.lists(st.dictionaries(
-    st.sampled_from(['amount', 'visits', 'member', 'signup', 'shop', 'tags',
-                     'review', 'target', 'other']),
-    st.one_of(st.none(), integers, st.floats(), st.binary(max_size=20),
-              st.text(max_size=20), timestamps,
-              st.lists(st.one_of(integers, st.floats(), st.binary(max_size=5),
-                                 st.text(max_size=5)), max_size=3))),
-    min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from([
+                'amount', 'visits', 'member', 'signup', 'shop', 'tags',
+                'review', 'target', 'other'
+            ]),
+            st.one_of(
+                st.none(), integers, st.floats(), st.binary(max_size=20),
+                st.text(max_size=20), timestamps,
+                st.lists(
+                    st.one_of(integers, st.floats(), st.binary(max_size=5),
+                              st.text(max_size=5)),
+                    max_size=3))),
+        min_size=1,
+        max_size=8))
 def test_any_parquet_or_tfrecord_record_is_kept_or_quarantined(records):
   config = load_config(MIXED_CONFIG)
   parser = cleanse.RowParser(config)
@@ -215,23 +234,23 @@ def test_any_parquet_or_tfrecord_record_is_kept_or_quarantined(records):
 
 # ------------------------------------------------ each numeric path, named
 
-
 GOOD = (b'39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, '
         b'Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K')
 
 
 @pytest.mark.parametrize('column', [b'39,', b'77516,', b'2174,'])
-@pytest.mark.parametrize('value', [b'9223372036854775808',
-                                   b'99999999999999999999', b'1e300',
-                                   b'-9223372036854775809', b'1' * 5000])
+@pytest.mark.parametrize('value', [
+    b'9223372036854775808', b'99999999999999999999', b'1e300',
+    b'-9223372036854775809', b'1' * 5000
+])
 def test_integers_beyond_int64_are_out_of_range(parsers, column, value):
   _, parser = parsers['census']
   line = GOOD.replace(column, value + b',', 1)
   batch, quarantine, counts = parser.parse_chunk(
       RawChunk('in.csv', 1, 'csv', [GOOD, line, GOOD]))
   assert batch.num_rows == 2
-  assert [(q['line'], q['reason']) for q in quarantine] == [
-      (2, cleanse.OUT_OF_RANGE)]
+  assert [(q['line'], q['reason']) for q in quarantine
+         ] == [(2, cleanse.OUT_OF_RANGE)]
   assert 'does not fit in a 64-bit integer' in quarantine[0]['detail']
   assert counts['quarantined.out_of_range'] == 1
 
@@ -239,8 +258,8 @@ def test_integers_beyond_int64_are_out_of_range(parsers, column, value):
 def test_largest_int64_is_kept(parsers):
   _, parser = parsers['census']
   line = GOOD.replace(b'77516,', b'9223372036854775807,')
-  batch, quarantine, _ = parser.parse_chunk(RawChunk('in.csv', 1, 'csv',
-                                                     [line]))
+  batch, quarantine, _ = parser.parse_chunk(
+      RawChunk('in.csv', 1, 'csv', [line]))
   assert quarantine == []
   assert batch.column('fnlwgt').to_pylist() == [[2**63 - 1]]
 
@@ -262,30 +281,44 @@ def test_every_numeric_path_names_out_of_range(parsers):
   lines = [header, good]
   for prefix in cases:
     lines.append(prefix + good[good.index(b',yes'):])
-  stamps = {b'253402300800': cleanse.OUT_OF_RANGE,
-            b'1e20': cleanse.OUT_OF_RANGE,
-            b'9999-12-31T23:59:59-01:00': cleanse.OUT_OF_RANGE,
-            b'9999-12-31T23:59:59Z': None,
-            b'2024-02-30': cleanse.NOT_A_TIMESTAMP}
+  stamps = {
+      b'253402300800': cleanse.OUT_OF_RANGE,
+      b'1e20': cleanse.OUT_OF_RANGE,
+      b'9999-12-31T23:59:59-01:00': cleanse.OUT_OF_RANGE,
+      b'9999-12-31T23:59:59Z': None,
+      b'2024-02-30': cleanse.NOT_A_TIMESTAMP
+  }
   for stamp in stamps:
     lines.append(good.replace(b'2024-05-01T10:00:00Z', stamp))
-  batch, quarantine, _ = parser.parse_chunk(RawChunk('in.csv', 1, 'csv',
-                                                     lines))
+  batch, quarantine, _ = parser.parse_chunk(RawChunk('in.csv', 1, 'csv', lines))
   reasons = {q['line']: q['reason'] for q in quarantine}
   expected = list(cases.values()) + list(stamps.values())
   assert [reasons.get(i + 3) for i in range(len(expected))] == expected
   assert batch.num_rows == 2  # the good row and the year-9999 one
 
-  records = [{'amount': 2.0**200, 'visits': 1}, {'visits': 2**64},
-             {'amount': [1.0], 'visits': [2**63]}, {'signup': 10**30},
-             {'signup': float('inf')}, {'amount': 10**400}]
+  records = [{
+      'amount': 2.0**200,
+      'visits': 1
+  }, {
+      'visits': 2**64
+  }, {
+      'amount': [1.0],
+      'visits': [2**63]
+  }, {
+      'signup': 10**30
+  }, {
+      'signup': float('inf')
+  }, {
+      'amount': 10**400
+  }]
   for record in records:
     record.setdefault('target', 'high')
-  _, quarantine, _ = parser.parse_chunk(RawChunk('in.parquet', 1, 'parquet',
-                                                 records))
+  _, quarantine, _ = parser.parse_chunk(
+      RawChunk('in.parquet', 1, 'parquet', records))
   assert [q['reason'] for q in quarantine] == [
       cleanse.OUT_OF_RANGE, cleanse.OUT_OF_RANGE, cleanse.OUT_OF_RANGE,
-      cleanse.OUT_OF_RANGE, cleanse.NOT_A_TIMESTAMP, cleanse.OUT_OF_RANGE]
+      cleanse.OUT_OF_RANGE, cleanse.NOT_A_TIMESTAMP, cleanse.OUT_OF_RANGE
+  ]
 
 
 def test_regression_label_beyond_its_type_is_out_of_range():
@@ -299,24 +332,26 @@ def test_regression_label_beyond_its_type_is_out_of_range():
   from core.config import parse_config  # pylint: disable=g-import-not-at-top
   parser = cleanse.RowParser(parse_config(text))
   good = b'12.5,3,yes,2024-05-01T10:00:00Z,s1,a|b,fine,'
-  _, quarantine, _ = parser.parse_chunk(RawChunk('in.csv', 2, 'csv', [
-      good + b'1.5', good + b'1e40', good + b'-1e999']))
+  _, quarantine, _ = parser.parse_chunk(
+      RawChunk('in.csv', 2, 'csv',
+               [good + b'1.5', good + b'1e40', good + b'-1e999']))
   assert [q['reason'] for q in quarantine] == [cleanse.OUT_OF_RANGE] * 2
 
 
 # ------------------------------------------------------- the real job
 
 
-def test_preprocess_quarantines_overflowing_rows_and_succeeds(tmp_path,
-                                                              capsys):
+def test_preprocess_quarantines_overflowing_rows_and_succeeds(tmp_path, capsys):
   """Rows that used to end the whole job with OverflowError (and exit 1,
   the code for data anomalies) are quarantined as out_of_range; the job
   publishes its output with exit 0 and the counts reconcile. A byte-order
   mark at the start of the file costs no row."""
   rows = datagen.toy_rows(300, seed=5)
   hostile = []
-  for i, value in enumerate(['9223372036854775808', '99999999999999999999',
-                             '1e300', '-9223372036854775809', '1' * 400]):
+  for i, value in enumerate([
+      '9223372036854775808', '99999999999999999999', '1e300',
+      '-9223372036854775809', '1' * 400
+  ]):
     fields = rows[i].split(', ')
     fields[1] = value  # visits: int
     hostile.append(', '.join(fields))
@@ -328,15 +363,22 @@ def test_preprocess_quarantines_overflowing_rows_and_succeeds(tmp_path,
   text = datagen.TOY_HEADER + '\n' + '\n'.join(rows + hostile) + '\n'
   path.write_bytes(sources.UTF8_BOM + text.encode('utf-8'))
   out = tmp_path / 'out'
-  code = preprocess.main(['--config', TOY_CONFIG, '--input', str(path),
-                          '--output-dir', str(out), '--num-shards', '1'])
+  code = preprocess.main([
+      '--config', TOY_CONFIG, '--input',
+      str(path), '--output-dir',
+      str(out), '--num-shards', '1'
+  ])
   assert code == 0, capsys.readouterr().err
   manifest = json.loads((out / 'manifest.json').read_text())
-  records = [json.loads(line)
-             for name in glob.glob(str(out / 'quarantine' / '*'))
-             for line in open(name, encoding='utf-8') if line.strip()]
+  records = [
+      json.loads(line)
+      for name in glob.glob(str(out / 'quarantine' / '*'))
+      for line in open(name, encoding='utf-8')
+      if line.strip()
+  ]
   assert sorted(r['line'] for r in records) == list(
-      range(len(rows) + 2, len(rows) + 2 + len(hostile)))
+      range(len(rows) + 2,
+            len(rows) + 2 + len(hostile)))
   assert {r['reason'] for r in records} == {cleanse.OUT_OF_RANGE}
   assert all(len(r['raw']) <= 4096 for r in records)
   text = json.dumps(manifest)

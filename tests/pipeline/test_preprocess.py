@@ -56,12 +56,14 @@ def _decoded(out, split_name):
         values = feature.float_list.value or feature.int64_list.value
         row[key] = values[0]
       rows.append(row)
+
   def ints(r):
     return tuple(v for _, v in sorted(r.items()) if isinstance(v, int))
 
   def floats(r):
-    return tuple(round(v, 4) for _, v in sorted(r.items())
-                 if isinstance(v, float))
+    return tuple(
+        round(v, 4) for _, v in sorted(r.items()) if isinstance(v, float))
+
   return sorted(rows, key=lambda r: (ints(r), floats(r)))
 
 
@@ -87,8 +89,10 @@ def _graph_constants(out):
 
 
 def _assets(out):
-  return {os.path.basename(p): open(p, 'rb').read()
-          for p in glob.glob(os.path.join(out, 'transform_fn', 'assets', '*'))}
+  return {
+      os.path.basename(p): open(p, 'rb').read()
+      for p in glob.glob(os.path.join(out, 'transform_fn', 'assets', '*'))
+  }
 
 
 # ----------------------------------------------------------------- real Adult
@@ -98,8 +102,7 @@ def test_adult_counts_reconcile_exactly(adult_preprocessed):
   _, manifest = adult_preprocessed
   data, test = manifest['inputs']['input'], manifest['inputs']['test_input']
   # adult.data: 32,561 rows and one trailing blank line.
-  assert (data['lines'], data['rows'], data['blank_lines']) == (32562, 32561,
-                                                                1)
+  assert (data['lines'], data['rows'], data['blank_lines']) == (32562, 32561, 1)
   # adult.test: the junk first line, 16,281 rows, one trailing blank line.
   assert (test['lines'], test['rows'], test['comment_lines'],
           test['blank_lines']) == (16283, 16281, 1, 1)
@@ -118,10 +121,10 @@ def test_adult_output_layout(adult_preprocessed):
   assert not os.path.exists(out + '.tmp')
   for name in ('train', 'eval', 'test'):
     n = manifest['rows'][name]
-    assert _count_records(os.path.join(out, 'data', f'{name}-*.tfrecord.gz')
-                         ) == n
-    assert _count_records(os.path.join(out, 'raw', f'{name}-*.tfrecord.gz')
-                         ) == n
+    assert _count_records(os.path.join(out, 'data',
+                                       f'{name}-*.tfrecord.gz')) == n
+    assert _count_records(os.path.join(out, 'raw',
+                                       f'{name}-*.tfrecord.gz')) == n
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     with open(os.path.join(out, 'stats', f'{name}.pb'), 'rb') as f:
       stats.ParseFromString(f.read())
@@ -177,18 +180,20 @@ def _toy_variant(tmp_path, name, **changes):
 
 
 def _run(config, inputs, out, *extra):
-  args = ['--config', config, '--input', inputs, '--output-dir', str(out),
-          '--num-shards', '2', *extra]
+  args = [
+      '--config', config, '--input', inputs, '--output-dir',
+      str(out), '--num-shards', '2', *extra
+  ]
   return preprocess.run(args)
 
 
 @pytest.fixture(scope='module')
 def toy_files(tmp_path_factory):
   d = tmp_path_factory.mktemp('toy')
-  train = datagen.write_lines(str(d / 'train.csv'), datagen.toy_rows(600, 1),
-                              header=datagen.TOY_HEADER)
-  test = datagen.write_lines(str(d / 'test.csv'), datagen.toy_rows(200, 2),
-                             header=datagen.TOY_HEADER)
+  train = datagen.write_lines(
+      str(d / 'train.csv'), datagen.toy_rows(600, 1), header=datagen.TOY_HEADER)
+  test = datagen.write_lines(
+      str(d / 'test.csv'), datagen.toy_rows(200, 2), header=datagen.TOY_HEADER)
   return train, test
 
 
@@ -209,8 +214,9 @@ def _eval_lines(config_path, lines):
   batch, _, _ = cleanse.RowParser(config).parse_chunk(
       RawChunk('x', 2, 'csv', [l.encode() for l in lines]))
   positions = split.row_positions(batch, config.split.seed)
-  return [i for i, u in enumerate(positions)
-          if u >= config.split.ratios['train']]
+  return [
+      i for i, u in enumerate(positions) if u >= config.split.ratios['train']
+  ]
 
 
 def test_analyzers_see_train_only(toy_files, tmp_path):
@@ -220,10 +226,11 @@ def test_analyzers_see_train_only(toy_files, tmp_path):
   base = _run(config, train, tmp_path / 'base', '--test-input', test)
 
   # Different test rows: wild values and unseen categories.
-  wild = [f'{900 + i}.5, {10**6 + i}, atlantis{i}, red, z, yes'
-          for i in range(50)]
-  other_test = datagen.write_lines(str(tmp_path / 'test2.csv'), wild,
-                                   header=datagen.TOY_HEADER)
+  wild = [
+      f'{900 + i}.5, {10**6 + i}, atlantis{i}, red, z, yes' for i in range(50)
+  ]
+  other_test = datagen.write_lines(
+      str(tmp_path / 'test2.csv'), wild, header=datagen.TOY_HEADER)
   # Different eval rows, changed so that each still hashes into eval.
   changed = list(lines)
   n_changed = 0
@@ -235,13 +242,15 @@ def test_analyzers_see_train_only(toy_files, tmp_path):
         n_changed += 1
         break
   assert n_changed > 100
-  other_train = datagen.write_lines(str(tmp_path / 'train2.csv'), changed,
-                                    header=datagen.TOY_HEADER)
+  other_train = datagen.write_lines(
+      str(tmp_path / 'train2.csv'), changed, header=datagen.TOY_HEADER)
   runs = {
-      'test changed': _run(config, train, tmp_path / 'test_changed',
-                           '--test-input', other_test),
-      'eval changed': _run(config, other_train, tmp_path / 'eval_changed',
-                           '--test-input', test),
+      'test changed':
+          _run(config, train, tmp_path / 'test_changed', '--test-input',
+               other_test),
+      'eval changed':
+          _run(config, other_train, tmp_path / 'eval_changed', '--test-input',
+               test),
   }
   base_dir = str(tmp_path / 'base')
   for name, manifest in runs.items():
@@ -250,9 +259,11 @@ def test_analyzers_see_train_only(toy_files, tmp_path):
     assert _assets(out) == _assets(base_dir), name
     assert _graph_constants(out) == _graph_constants(base_dir), name
     # The train split itself, transformed, is byte-identical too.
-    assert {k: v for k, v in _data_bytes(out).items() if k.startswith('train')
-           } == {k: v for k, v in _data_bytes(base_dir).items()
-                 if k.startswith('train')}, name
+    assert {
+        k: v for k, v in _data_bytes(out).items() if k.startswith('train')
+    } == {
+        k: v for k, v in _data_bytes(base_dir).items() if k.startswith('train')
+    }, name
 
 
 def test_parquet_and_tfrecord_inputs_match_csv(toy_files, tmp_path):
@@ -260,23 +271,26 @@ def test_parquet_and_tfrecord_inputs_match_csv(toy_files, tmp_path):
   csv_run = _run(TOY_CONFIG, train, tmp_path / 'csv', '--write-raw')
   # The same rows as Parquet, with native types and nulls for missing values.
   config = load_config(TOY_CONFIG)
-  batch, _, _ = cleanse.RowParser(config).parse_chunk(RawChunk(
-      'x', 1, 'csv', open(train, 'rb').read().splitlines()))
+  batch, _, _ = cleanse.RowParser(config).parse_chunk(
+      RawChunk('x', 1, 'csv',
+               open(train, 'rb').read().splitlines()))
   table = pa.table({
       name: [v[0] if v else None for v in batch.column(name).to_pylist()]
-      for name in batch.schema.names})
+      for name in batch.schema.names
+  })
   table = table.set_column(
       table.schema.get_field_index('city'), 'city',
-      pa.array([v.decode() if v else None for v in table.column('city')
-                .to_pylist()]))
+      pa.array([
+          v.decode() if v else None for v in table.column('city').to_pylist()
+      ]))
   pq.write_table(table, str(tmp_path / 'train.parquet'))
-  parquet_run = _run(_toy_variant(tmp_path, 'parquet', input__format='parquet'),
-                     str(tmp_path / 'train.parquet'), tmp_path / 'parquet')
+  parquet_run = _run(
+      _toy_variant(tmp_path, 'parquet', input__format='parquet'),
+      str(tmp_path / 'train.parquet'), tmp_path / 'parquet')
   # And the raw tf.Examples that the CSV run wrote.
-  tfrecord_run = _run(_toy_variant(tmp_path, 'tfrecord',
-                                   input__format='tfrecord'),
-                      str(tmp_path / 'csv' / 'raw' / '*.tfrecord.gz'),
-                      tmp_path / 'tfrecord')
+  tfrecord_run = _run(
+      _toy_variant(tmp_path, 'tfrecord', input__format='tfrecord'),
+      str(tmp_path / 'csv' / 'raw' / '*.tfrecord.gz'), tmp_path / 'tfrecord')
   for manifest in (parquet_run, tfrecord_run):
     assert manifest['rows']['quarantined'] == 0
     assert manifest['rows']['train'] + manifest['rows']['eval'] == (
@@ -302,19 +316,19 @@ def test_parquet_and_tfrecord_inputs_match_csv(toy_files, tmp_path):
 def test_bad_rows_are_quarantined_and_counted(tmp_path):
   good = datagen.toy_rows(300, 3)
   bad = [
-      '1, 2, 3',                                  # wrong arity
-      'tall, 3, paris, red, x, yes',              # not a number
-      '170, 3, paris, purple, x, yes',            # value not allowed
-      '170, 3, paris, red, x, maybe',             # unknown label
-      '170, 3, paris, red, x, ?',                 # missing label
+      '1, 2, 3',  # wrong arity
+      'tall, 3, paris, red, x, yes',  # not a number
+      '170, 3, paris, purple, x, yes',  # value not allowed
+      '170, 3, paris, red, x, maybe',  # unknown label
+      '170, 3, paris, red, x, ?',  # missing label
   ]
   path = tmp_path / 'in.csv'
   with open(path, 'wb') as f:
     f.write((datagen.TOY_HEADER + '\n').encode())
     for line in good[:100] + bad + good[100:]:
       f.write(line.encode() + b'\n')
-    f.write(b'170, 3, p\xe4ris, red, x, yes\n')     # not UTF-8
-    f.write(b'9' * (1 << 20) + b'\n')               # a 1 MB line
+    f.write(b'170, 3, p\xe4ris, red, x, yes\n')  # not UTF-8
+    f.write(b'9' * (1 << 20) + b'\n')  # a 1 MB line
     f.write(b'\n# a comment\n')
   manifest = _run(TOY_CONFIG, str(path), tmp_path / 'out')
   summary = manifest['inputs']['input']
@@ -324,9 +338,14 @@ def test_bad_rows_are_quarantined_and_counted(tmp_path):
   assert manifest['rows']['quarantined'] == 7
   assert manifest['rows']['train'] + manifest['rows']['eval'] == 300
   assert manifest['quarantined_by_reason'] == {
-      'invalid_encoding': 1, 'line_too_long': 1, 'missing_label': 1,
-      'not_a_number': 1, 'unknown_label': 1, 'value_not_allowed': 1,
-      'wrong_arity': 1}
+      'invalid_encoding': 1,
+      'line_too_long': 1,
+      'missing_label': 1,
+      'not_a_number': 1,
+      'unknown_label': 1,
+      'value_not_allowed': 1,
+      'wrong_arity': 1
+  }
   records = []
   for p in glob.glob(str(tmp_path / 'out' / 'quarantine' / '*.jsonl')):
     with open(p, encoding='utf-8') as f:
@@ -353,8 +372,10 @@ def test_missing_input_is_one_clear_line(capsys, tmp_path):
                     str(tmp_path / 'nope-*.csv'), '--output-dir',
                     str(tmp_path / 'out'))
   assert code == 2
-  assert err == [f'preprocess: error: --input {tmp_path}/nope-*.csv: no file '
-                 'matches this pattern']
+  assert err == [
+      f'preprocess: error: --input {tmp_path}/nope-*.csv: no file '
+      'matches this pattern'
+  ]
   assert not os.path.exists(tmp_path / 'out')
 
 
@@ -392,8 +413,9 @@ def test_existing_output_needs_overwrite(capsys, tmp_path):
 
 
 def test_no_usable_rows_leaves_no_output(capsys, tmp_path):
-  path = datagen.write_lines(str(tmp_path / 'junk.csv'),
-                             ['a, b', 'c, d, e'], header=datagen.TOY_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'junk.csv'), ['a, b', 'c, d, e'],
+      header=datagen.TOY_HEADER)
   code, err = _main(capsys, '--config', TOY_CONFIG, '--input', path,
                     '--output-dir', str(tmp_path / 'out'))
   assert code == 2 and len(err) == 1, err
@@ -403,18 +425,27 @@ def test_no_usable_rows_leaves_no_output(capsys, tmp_path):
   # The message points at the quarantine where it really is.
   kept = str(tmp_path / 'out') + '.rejected'
   assert err[0].endswith(f'see the quarantine in {kept}/quarantine')
-  reasons = [json.loads(line)['reason'] for path in glob.glob(
-      os.path.join(kept, 'quarantine', '*')) for line in open(path)]
+  reasons = [
+      json.loads(line)['reason']
+      for path in glob.glob(os.path.join(kept, 'quarantine', '*'))
+      for line in open(path)
+  ]
   assert sorted(reasons) == [cleanse.WRONG_ARITY, cleanse.WRONG_ARITY]
 
 
 def test_cli_exit_code_and_message(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore')
-  result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
-       '--input', str(tmp_path / 'missing.csv'), '--output-dir',
-       str(tmp_path / 'out')],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
+      '--input',
+      str(tmp_path / 'missing.csv'), '--output-dir',
+      str(tmp_path / 'out')
+  ],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       f'preprocess: error: --input {tmp_path}/missing.csv: no file matches '
@@ -423,21 +454,25 @@ def test_cli_exit_code_and_message(tmp_path):
 
 def _start_cli(args, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore')
-  return subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.preprocess', *args], cwd=ROOT, env=env,
-      stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'stderr.txt', 'w'),
-      text=True)
+  return subprocess.Popen([sys.executable, '-m', 'pipeline.preprocess', *args],
+                          cwd=ROOT,
+                          env=env,
+                          stdout=subprocess.DEVNULL,
+                          stderr=open(tmp_path / 'stderr.txt', 'w'),
+                          text=True)
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
   """Ctrl-C (or a scheduler's SIGTERM) in the middle of the Beam job."""
-  path = datagen.write_lines(str(tmp_path / 'in.csv'),
-                             datagen.toy_rows(60000, seed=5),
-                             header=datagen.TOY_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'in.csv'),
+      datagen.toy_rows(60000, seed=5),
+      header=datagen.TOY_HEADER)
   out = tmp_path / 'out'
-  proc = _start_cli(['--config', TOY_CONFIG, '--input', path,
-                     '--output-dir', str(out)], tmp_path)
+  proc = _start_cli(
+      ['--config', TOY_CONFIG, '--input', path, '--output-dir',
+       str(out)], tmp_path)
   try:
     # Beam's temporary files appear once the job itself is running.
     deadline = time.monotonic() + 240
@@ -479,13 +514,16 @@ def test_quoted_line_break_is_one_row_in_the_job(tmp_path):
   rows = datagen.toy_rows(300, seed=9)
   rows[10] = '171.0, 3, oslo, red, "first line\nsecond line", yes'
   rows[20] = '165.0, 1, lima, blue, "unterminated, no'
-  path = datagen.write_lines(str(tmp_path / 'in.csv'), rows,
-                             header=datagen.TOY_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'in.csv'), rows, header=datagen.TOY_HEADER)
   doc = _run(TOY_CONFIG, path, tmp_path / 'out')
   assert doc['rows']['input'] == 301 - 1  # header counted apart
   assert doc['rows']['quarantined'] == 1
   assert doc['rows']['train'] + doc['rows']['eval'] == 299
-  [q] = [json.loads(line) for p in glob.glob(
-      str(tmp_path / 'out' / 'quarantine' / '*')) for line in open(p)]
+  [q] = [
+      json.loads(line)
+      for p in glob.glob(str(tmp_path / 'out' / 'quarantine' / '*'))
+      for line in open(p)
+  ]
   assert q['line'] == 1 + 20 + 2  # header, 20 rows, the two-line record
   assert q['raw'].startswith('165.0, 1, lima, blue, "unterminated')

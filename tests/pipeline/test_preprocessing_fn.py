@@ -45,11 +45,11 @@ def transform_output(toy, tmp_path_factory):
   batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
       RawChunk('train.csv', 2, 'csv', [l.encode() for l in TRAIN]))
   assert quarantine == []
-  with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out,
-                                                                     'tmp')):
-    transform_fn = ((p | beam.Create([batch]),
-                     features.tensor_adapter_config(toy))
-                    | tft_beam.AnalyzeDataset(make_preprocessing_fn(toy)))
+  with beam.Pipeline() as p, tft_beam.Context(
+      temp_dir=os.path.join(out, 'tmp')):
+    transform_fn = (
+        (p | beam.Create([batch]), features.tensor_adapter_config(toy))
+        | tft_beam.AnalyzeDataset(make_preprocessing_fn(toy)))
     _ = transform_fn | tft_beam.WriteTransformFn(out)
   return tft.TFTransformOutput(out)
 
@@ -68,8 +68,7 @@ def _raw(rows, toy):
     dtype = core_features.tf_dtype(column)
     tensors[column.name] = tf.SparseTensor(
         tf.constant(indices, tf.int64, shape=[len(indices), 2]),
-        tf.constant(values, dtype, shape=[len(values)]),
-        [len(rows), 1])
+        tf.constant(values, dtype, shape=[len(values)]), [len(rows), 1])
   return tensors
 
 
@@ -94,24 +93,40 @@ def test_zscore_uses_train_statistics(transform_output, toy):
 
 
 def test_log1p_minmax_with_zero_imputation(transform_output, toy):
-  out = _transform(transform_output, toy,
-                   [{'visits': 0}, {'visits': 99}, {'visits': None},
-                    {'visits': 1000}])
+  out = _transform(transform_output, toy, [{
+      'visits': 0
+  }, {
+      'visits': 99
+  }, {
+      'visits': None
+  }, {
+      'visits': 1000
+  }])
   assert out['visits'][0] == pytest.approx(0.0)
   assert out['visits'][1] == pytest.approx(1.0)
   assert out['visits'][2] == pytest.approx(0.0)  # impute: zero
   # Out of the train range: extrapolates, never an error.
-  assert out['visits'][3] == pytest.approx(math.log1p(1000) / math.log1p(99),
-                                           rel=1e-5)
+  assert out['visits'][3] == pytest.approx(
+      math.log1p(1000) / math.log1p(99), rel=1e-5)
 
 
 def test_vocabulary_frequency_threshold_and_oov(transform_output, toy):
   vocab = transform_output.vocabulary_by_name('city')
   # paris and oslo appear twice; lima and the missing value only once.
   assert sorted(vocab) == [b'oslo', b'paris']
-  out = _transform(transform_output, toy, [
-      {'city': 'paris'}, {'city': '  paris '}, {'city': 'lima'},
-      {'city': 'atlantis'}, {'city': '?'}, {'city': None}])
+  out = _transform(transform_output, toy, [{
+      'city': 'paris'
+  }, {
+      'city': '  paris '
+  }, {
+      'city': 'lima'
+  }, {
+      'city': 'atlantis'
+  }, {
+      'city': '?'
+  }, {
+      'city': None
+  }])
   ids = out['city']
   assert ids[0] == ids[1]  # stray spaces are trimmed inside the graph
   oov = len(vocab)  # one OOV bucket, right after the vocabulary
@@ -129,21 +144,30 @@ def test_missing_value_unseen_in_train_goes_to_oov(transform_output, toy):
 
 def test_buckets_and_cross_have_id_ranges(transform_output):
   schema = transform_output.transformed_metadata.schema
-  domains = {f.name: f.int_domain for f in schema.feature
-             if f.HasField('int_domain')}
+  domains = {
+      f.name: f.int_domain for f in schema.feature if f.HasField('int_domain')
+  }
   assert (domains['height_bucket'].min, domains['height_bucket'].max) == (0, 3)
   assert (domains['city_x_height_bucket'].min,
           domains['city_x_height_bucket'].max) == (0, 49)
   assert domains['city'].max == 2  # 2 words + 1 OOV bucket
   assert set(transform_output.transformed_feature_spec()) == {
       'height', 'height_bucket', 'visits', 'city', 'color',
-      'city_x_height_bucket', 'outcome'}
+      'city_x_height_bucket', 'outcome'
+  }
 
 
 def test_cross_is_a_deterministic_hash(transform_output, toy):
-  rows = [{'city': 'paris', 'height': 150.0}, {'city': 'paris',
-                                               'height': 150.0},
-          {'city': 'oslo', 'height': 190.0}]
+  rows = [{
+      'city': 'paris',
+      'height': 150.0
+  }, {
+      'city': 'paris',
+      'height': 150.0
+  }, {
+      'city': 'oslo',
+      'height': 190.0
+  }]
   out = _transform(transform_output, toy, rows)
   crosses = out['city_x_height_bucket']
   assert crosses[0] == crosses[1]

@@ -55,11 +55,20 @@ def _run(tmp_path, mode):
   script = tmp_path / 'job.py'
   script.write_text(JOB)
   marker = tmp_path / f'marker-{mode}'
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore',
-             PYTHONPATH=str(ROOT))
-  proc = subprocess.run([sys.executable, str(script), str(marker), mode],
-                        cwd=str(tmp_path), env=env, capture_output=True,
-                        text=True, timeout=300, check=False)
+  env = dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONWARNINGS='ignore',
+      PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(script),
+       str(marker), mode],
+      cwd=str(tmp_path),
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False)
   return proc, marker
 
 

@@ -43,12 +43,17 @@ class JobService:
   def __init__(self, workdir: pathlib.Path):
     self._port_file = workdir / 'job_service.port'
     self._log = open(workdir / 'job_service.log', 'w', encoding='utf-8')
-    self._proc = subprocess.Popen(
-        [sys.executable, '-m',
-         'apache_beam.runners.portability.local_job_service_main',
-         '--port', '0', '--port_file', str(self._port_file),
-         '--staging_dir', str(workdir / 'job_service_staging')],
-        cwd=str(ROOT), env=runner_outputs.env(), stdout=self._log, stderr=subprocess.STDOUT)
+    self._proc = subprocess.Popen([
+        sys.executable, '-m',
+        'apache_beam.runners.portability.local_job_service_main', '--port', '0',
+        '--port_file',
+        str(self._port_file), '--staging_dir',
+        str(workdir / 'job_service_staging')
+    ],
+                                  cwd=str(ROOT),
+                                  env=runner_outputs.env(),
+                                  stdout=self._log,
+                                  stderr=subprocess.STDOUT)
 
   def endpoint(self, timeout_s: float = 120) -> str:
     deadline = time.monotonic() + timeout_s
@@ -76,9 +81,10 @@ def test_portable_runner_matches_in_process(sample, reference, tmp_path):
   try:
     endpoint = service.endpoint()
     out = str(tmp_path / 'portable')
-    manifest = runner_outputs.run_preprocess(sample, out, '--runner', 'PortableRunner',
-                           '--job_endpoint', endpoint,
-                           '--environment_type', 'LOOPBACK')
+    manifest = runner_outputs.run_preprocess(sample, out, '--runner',
+                                             'PortableRunner', '--job_endpoint',
+                                             endpoint, '--environment_type',
+                                             'LOOPBACK')
   finally:
     service.stop()
   # Not 'runner': PortableRunner clears it in the options object it is given
@@ -89,11 +95,12 @@ def test_portable_runner_matches_in_process(sample, reference, tmp_path):
   runner_outputs.assert_same_outputs(reference, out, manifest)
 
 
-def test_multi_processing_direct_runner_matches_in_process(sample, reference,
-                                                           tmp_path):
+def test_multi_processing_direct_runner_matches_in_process(
+    sample, reference, tmp_path):
   out = str(tmp_path / 'multi_processing')
   manifest = runner_outputs.run_preprocess(sample, out, '--direct_running_mode',
-                         'multi_processing', '--direct_num_workers', '2')
+                                           'multi_processing',
+                                           '--direct_num_workers', '2')
   options = manifest['pipeline_options']
   assert options['direct_running_mode'] == 'multi_processing'
   assert options['direct_num_workers'] == 2

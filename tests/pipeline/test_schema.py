@@ -22,15 +22,16 @@ def toy_csv(tmp_path_factory):
   d = tmp_path_factory.mktemp('schema')
   rows = datagen.toy_rows(400, seed=5)
   rows.append('1.0, 2, oslo, purple, bad color, no')  # quarantined
-  return datagen.write_lines(str(d / 'toy.csv'), rows,
-                             header=datagen.TOY_HEADER)
+  return datagen.write_lines(
+      str(d / 'toy.csv'), rows, header=datagen.TOY_HEADER)
 
 
 def test_infer_drafts_a_schema_with_environments_and_comparators(
     toy_csv, tmp_path, capsys):
   out = str(tmp_path / 'nested' / 'toy_schema.pbtxt')
-  assert schema_cli.main(['infer', '--config', TOY_CONFIG, '--input', toy_csv,
-                          '--output', out]) == 0
+  assert schema_cli.main(
+      ['infer', '--config', TOY_CONFIG, '--input', toy_csv, '--output',
+       out]) == 0
   printed = capsys.readouterr().out
   assert 'from 400 rows of 1 file(s) (1 quarantined)' in printed
   schema = tfdv.load_schema_text(out)
@@ -61,28 +62,36 @@ def test_infer_drafts_a_schema_with_environments_and_comparators(
   assert 'city' in printed and 'TRAINING, SERVING' in printed
 
 
-def test_infer_refuses_to_overwrite_and_reports_bad_input(toy_csv, tmp_path,
-                                                          capsys):
+def test_infer_refuses_to_overwrite_and_reports_bad_input(
+    toy_csv, tmp_path, capsys):
   out = tmp_path / 'curated.pbtxt'
   out.write_text('# curated by hand\n', encoding='utf-8')
-  args = ['infer', '--config', TOY_CONFIG, '--input', toy_csv, '--output',
-          str(out)]
+  args = [
+      'infer', '--config', TOY_CONFIG, '--input', toy_csv, '--output',
+      str(out)
+  ]
   assert schema_cli.main(args) == 2
   assert 'already exists' in capsys.readouterr().err
   assert out.read_text(encoding='utf-8') == '# curated by hand\n'
-  assert schema_cli.main(['infer', '--config', TOY_CONFIG, '--input',
-                          str(tmp_path / 'none*.csv'), '--output',
-                          str(tmp_path / 's.pbtxt')]) == 2
+  assert schema_cli.main([
+      'infer', '--config', TOY_CONFIG, '--input',
+      str(tmp_path / 'none*.csv'), '--output',
+      str(tmp_path / 's.pbtxt')
+  ]) == 2
   assert 'no file matches' in capsys.readouterr().err
 
 
 def test_show_prints_one_row_per_feature(capsys):
   assert schema_cli.main(['show', CURATED]) == 0
   lines = capsys.readouterr().out.splitlines()
-  assert lines[0].split() == ['feature', 'type', 'presence', 'environments',
-                              'skew', 'drift', 'domain']
-  rows = {l.split()[0]: l for l in lines[2:] if l.strip() and
-          not l.startswith('15 features')}
+  assert lines[0].split() == [
+      'feature', 'type', 'presence', 'environments', 'skew', 'drift', 'domain'
+  ]
+  rows = {
+      l.split()[0]: l
+      for l in lines[2:]
+      if l.strip() and not l.startswith('15 features')
+  }
   assert len(rows) == 15
   assert 'TRAINING, SERVING' in rows['age'] and '[17, 90]' in rows['age']
   assert 'JSD 0.05 (quantiles)' in rows['age']
@@ -112,7 +121,8 @@ def test_show_errors(tmp_path, capsys):
 def trips_draft(tmp_path_factory):
   path = datagen.write_lines(
       str(tmp_path_factory.mktemp('trips') / 'trips.csv'),
-      datagen.trip_rows(3000, seed=3), header=datagen.TRIP_HEADER)
+      datagen.trip_rows(3000, seed=3),
+      header=datagen.TRIP_HEADER)
   return config_draft.draft_config(path, 'tipped', name='trips')
 
 
@@ -120,19 +130,26 @@ def test_init_leaves_out_what_a_model_must_not_see(trips_draft):
   config = trips_draft.config
   # Every column still parses; only these are features.
   assert config.column_names == datagen.TRIP_HEADER.split(',')
-  assert [c.name for c in config.feature_columns] == [
-      'pickup_area', 'distance', 'passengers', 'payment']
+  assert [c.name for c in config.feature_columns
+         ] == ['pickup_area', 'distance', 'passengers', 'payment']
   found = {f.column: f.check for f in trips_draft.findings}
-  assert found == {'trip_id': 'identifier', 'pickup_area': 'integer_code',
-                   'notes': 'empty', 'vendor': 'constant', 'tip': 'leakage'}
+  assert found == {
+      'trip_id': 'identifier',
+      'pickup_area': 'integer_code',
+      'notes': 'empty',
+      'vendor': 'constant',
+      'tip': 'leakage'
+  }
   [leak] = trips_draft.warnings
   assert re.fullmatch(
       r'`tip` alone predicts the label with AUC 0\.99\d: likely leakage; add '
       r'it back under `features:` if it is really known at serving time',
       leak.detail), leak.detail
   # Each is named with its reason in a comment of the draft.
-  comments = ' '.join(l.strip('# ') for l in trips_draft.text.splitlines()
-                      if l.lstrip().startswith('#'))
+  comments = ' '.join(
+      l.strip('# ')
+      for l in trips_draft.text.splitlines()
+      if l.lstrip().startswith('#'))
   for text in ('notes has no value in the 3,000 sampled rows',
                "vendor has the one value 'acme' in every row",
                'trip_id is unique per row (3,000 values in 3,000 rows; "id" '
@@ -145,10 +162,17 @@ def test_init_leaves_out_what_a_model_must_not_see(trips_draft):
 def test_init_keeps_genuine_columns_and_makes_codes_categorical(trips_draft):
   config = trips_draft.config
   types = {c.name: c.type for c in config.columns}
-  assert types == {'trip_id': 'int', 'pickup_area': 'string',
-                   'distance': 'float', 'passengers': 'int',
-                   'payment': 'string', 'notes': 'string',
-                   'vendor': 'string', 'tip': 'float', 'tipped': 'string'}
+  assert types == {
+      'trip_id': 'int',
+      'pickup_area': 'string',
+      'distance': 'float',
+      'passengers': 'int',
+      'payment': 'string',
+      'notes': 'string',
+      'vendor': 'string',
+      'tip': 'float',
+      'tipped': 'string'
+  }
   numeric = {f.name: f for f in config.numeric}
   categorical = {f.name: f for f in config.categorical}
   assert set(numeric) == {'distance', 'passengers'}
@@ -164,25 +188,30 @@ def test_init_keeps_genuine_columns_and_makes_codes_categorical(trips_draft):
 
 def test_init_summary_table(trips_draft):
   lines = schema_cli.summary_table(trips_draft).splitlines()
-  assert lines[0].split() == ['column', 'type', 'treatment', 'missing',
-                              'distinct', 'why']
+  assert lines[0].split() == [
+      'column', 'type', 'treatment', 'missing', 'distinct', 'why'
+  ]
   rows = {l.split()[0]: l for l in lines[2:]}
   assert list(rows) == datagen.TRIP_HEADER.split(',')
-  assert re.search(r'trip_id +int +left out +0\.0% +3,000 +identifier: 100% '
-                   'unique$', rows['trip_id'])
+  assert re.search(
+      r'trip_id +int +left out +0\.0% +3,000 +identifier: 100% '
+      'unique$', rows['trip_id'])
   assert re.search(r'notes +string +left out +100\.0% +0 +empty$',
                    rows['notes'])
   assert rows['vendor'].endswith("constant: 'acme'")
   assert re.search(r'tip +float +left out .* leakage: AUC 0\.99\d alone$',
                    rows['tip'])
-  assert re.search(r'pickup_area +string +vocabulary +\d\.\d% +20 +integer '
-                   'code: 20 values$', rows['pickup_area'])
-  assert re.search(r'distance +float +zscore, log1p, 10 buckets .* skewed '
-                   r'\(skewness \d+\.\d\): log1p; [\d,]+ values: quantile '
-                   'buckets$', rows['distance'])
+  assert re.search(
+      r'pickup_area +string +vocabulary +\d\.\d% +20 +integer '
+      'code: 20 values$', rows['pickup_area'])
+  assert re.search(
+      r'distance +float +zscore, log1p, 10 buckets .* skewed '
+      r'\(skewness \d+\.\d\): log1p; [\d,]+ values: quantile '
+      'buckets$', rows['distance'])
   assert re.search(r'passengers +int +zscore +0\.0% +6$', rows['passengers'])
-  assert re.search(r'tipped +string +label \(binary\) .* positive class '
-                   "'yes'$", rows['tipped'])
+  assert re.search(
+      r'tipped +string +label \(binary\) .* positive class '
+      "'yes'$", rows['tipped'])
 
 
 def _target_table(path, task, n=1500, seed=9):
@@ -214,10 +243,15 @@ def test_init_finds_leaks_for_every_task(tmp_path, task, metric):
   assert draft.config.label.task == task
   [leak] = draft.warnings
   assert leak.column == 'total'
-  assert re.match(f'`total` alone predicts the label with {metric} '
-                  r'(0\.9[5-9]\d|1\.000): likely leakage', leak.detail)
-  assert {f.column: f.check for f in draft.findings} == {
-      'total': 'leakage', 'level': 'constant'}
+  assert re.match(
+      f'`total` alone predicts the label with {metric} '
+      r'(0\.9[5-9]\d|1\.000): likely leakage', leak.detail)
+  assert {
+      f.column: f.check for f in draft.findings
+  } == {
+      'total': 'leakage',
+      'level': 'constant'
+  }
   features = {c.name for c in draft.config.feature_columns}
   assert features == {'rooms', 'flag', 'city'}
   # One value, else missing: only whether it is there can tell, so an id

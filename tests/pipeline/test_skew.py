@@ -17,14 +17,18 @@ import pytest
 from pipeline import skew
 from pipeline import validation
 
-CENSUS_COLUMNS = ['age', 'workclass', 'fnlwgt', 'education', 'education_num',
-                  'marital_status', 'occupation', 'relationship', 'race',
-                  'sex', 'capital_gain', 'capital_loss', 'hours_per_week',
-                  'native_country', 'income_bracket']
+CENSUS_COLUMNS = [
+    'age', 'workclass', 'fnlwgt', 'education', 'education_num',
+    'marital_status', 'occupation', 'relationship', 'race', 'sex',
+    'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
+    'income_bracket'
+]
 LABEL = 'income_bracket'
 FEATURES = [c for c in CENSUS_COLUMNS if c != LABEL]
-NUMERIC = {'age', 'fnlwgt', 'education_num', 'capital_gain', 'capital_loss',
-           'hours_per_week'}
+NUMERIC = {
+    'age', 'fnlwgt', 'education_num', 'capital_gain', 'capital_loss',
+    'hours_per_week'
+}
 
 
 @pytest.fixture(scope='module')
@@ -50,19 +54,26 @@ def write_request_log(path, rows):
   """The serving request log: one JSON line per served instance."""
   with open(path, 'w', encoding='utf-8') as f:
     for i, row in enumerate(rows):
-      f.write(json.dumps({
-          'time': f'2026-11-22T10:{i // 60 % 60:02d}:{i % 60:02d}Z',
-          'model_version': '1732270000',
-          'features': row,
-          'prediction': {'probabilities': [0.3], 'classes': ['<=50K']},
-      }) + '\n')
+      f.write(
+          json.dumps({
+              'time': f'2026-11-22T10:{i // 60 % 60:02d}:{i % 60:02d}Z',
+              'model_version': '1732270000',
+              'features': row,
+              'prediction': {
+                  'probabilities': [0.3],
+                  'classes': ['<=50K']
+              },
+          }) + '\n')
   return path
 
 
 def run_skew(preprocess_dir, serving, report_dir, *extra):
   """Runs the command in-process; returns (exit code, skew.json or None)."""
-  code = skew.main(['--preprocess-dir', preprocess_dir, '--serving-data',
-                    str(serving), '--report-dir', str(report_dir), *extra])
+  code = skew.main([
+      '--preprocess-dir', preprocess_dir, '--serving-data',
+      str(serving), '--report-dir',
+      str(report_dir), *extra
+  ])
   path = os.path.join(str(report_dir), skew.SKEW_JSON)
   doc = None
   if code != 2:
@@ -154,8 +165,8 @@ def test_shifted_categorical_and_doubled_numeric_are_exactly_flagged(
   assert 'occupation' in err and 'age' in err and 'description' in err
 
 
-def test_small_serving_sample_is_judged_at_its_size(
-    adult_preprocessed, adult_test_rows, tmp_path):
+def test_small_serving_sample_is_judged_at_its_size(adult_preprocessed,
+                                                    adult_test_rows, tmp_path):
   """300 requests: the distances are noisy enough to cross the curated
   thresholds by chance, which the test allows for; a 50-point shift in the
   same 300 rows is still flagged, on that feature alone."""
@@ -167,8 +178,8 @@ def test_small_serving_sample_is_judged_at_its_size(
   over = [m for m in doc['features'] if m['value'] > m['threshold']]
   assert over, 'expected some distance over its threshold by chance'
   assert all(m['verdict'] == 'chance' for m in over)
-  assert {d['feature'] for d in doc['within_chance']} >= {
-      m['feature'] for m in over}
+  assert {d['feature'] for d in doc['within_chance']
+         } >= {m['feature'] for m in over}
   for i, row in enumerate(rows):
     if i % 2 == 0:
       row['occupation'] = 'Sales'
@@ -176,15 +187,16 @@ def test_small_serving_sample_is_judged_at_its_size(
   code, doc = run_skew(out, log, tmp_path / 'r2')
   assert code == 1
   assert flagged_features(doc) == {'occupation'}
-  occupation = next(m for m in doc['features']
-                    if m['feature'] == 'occupation')
+  occupation = next(m for m in doc['features'] if m['feature'] == 'occupation')
   assert occupation['verdict'] == 'anomaly'
   assert occupation['p_value'] < occupation['level']
 
 
 @pytest.mark.parametrize('fraction,expect_flag', [(0.03, True), (0.005, False)])
-def test_unseen_categorical_value_over_domain_threshold(
-    adult_preprocessed, adult_test_rows, tmp_path, fraction, expect_flag):
+def test_unseen_categorical_value_over_domain_threshold(adult_preprocessed,
+                                                        adult_test_rows,
+                                                        tmp_path, fraction,
+                                                        expect_flag):
   """The curated schema tolerates 1% of values outside a domain."""
   out, _ = adult_preprocessed
   rng = random.Random(3)
@@ -193,24 +205,29 @@ def test_unseen_categorical_value_over_domain_threshold(
     row['workclass'] = 'Robot-gov'
   log = write_request_log(str(tmp_path / 'requests.jsonl'), rows)
   code, doc = run_skew(out, log, tmp_path / 'r')
-  unexpected = 'ENUM_TYPE_UNEXPECTED_STRING_VALUES' in types_of(doc,
-                                                                'workclass')
+  unexpected = 'ENUM_TYPE_UNEXPECTED_STRING_VALUES' in types_of(
+      doc, 'workclass')
   assert unexpected == expect_flag, doc['anomalies']
   assert code == (1 if expect_flag else 0)
   if expect_flag:
-    described = [a['description'] for a in doc['anomalies']
-                 if a['type'] == 'ENUM_TYPE_UNEXPECTED_STRING_VALUES']
+    described = [
+        a['description']
+        for a in doc['anomalies']
+        if a['type'] == 'ENUM_TYPE_UNEXPECTED_STRING_VALUES'
+    ]
     assert 'Robot-gov' in described[0]
 
 
 # --------------------------------------------------------- missing at serving
 
 
-def test_missing_column_flagged_label_absence_accepted(
-    adult_preprocessed, adult_test_rows, tmp_path):
+def test_missing_column_flagged_label_absence_accepted(adult_preprocessed,
+                                                       adult_test_rows,
+                                                       tmp_path):
   out, _ = adult_preprocessed
-  rows = [{k: v for k, v in r.items() if k != 'hours_per_week'}
-          for r in adult_test_rows[:4000]]
+  rows = [{
+      k: v for k, v in r.items() if k != 'hours_per_week'
+  } for r in adult_test_rows[:4000]]
   log = write_request_log(str(tmp_path / 'requests.jsonl'), rows)
   code, doc = run_skew(out, log, tmp_path / 'r')
   assert code == 1
@@ -221,8 +238,8 @@ def test_missing_column_flagged_label_absence_accepted(
 
   # Control: the same data against a schema that expects the label at
   # serving time flags the label as well.
-  text = open(os.path.join(out, validation.SCHEMA_FILE), encoding='utf-8'
-             ).read()
+  text = open(
+      os.path.join(out, validation.SCHEMA_FILE), encoding='utf-8').read()
   assert text.count('not_in_environment: "SERVING"') == 1
   expecting_label = tmp_path / 'label_at_serving.pbtxt'
   expecting_label.write_text(
@@ -263,7 +280,9 @@ def test_unparseable_rows_are_reported(adult_preprocessed, adult_test_rows,
   assert code == 1
   assert doc['serving_data']['rows_used'] == 2999
   assert doc['serving_data']['rejected_by_reason'] == {
-      'malformed_json': 1, 'not_a_number': 1}
+      'malformed_json': 1,
+      'not_a_number': 1
+  }
   assert 'age' in flagged_features(doc)
 
 
@@ -301,8 +320,9 @@ def test_csv_with_other_columns_is_wrong_columns(adult_preprocessed, tmp_path,
           'got 3') in err
 
 
-def test_json_with_unknown_feature_is_wrong_columns(
-    adult_preprocessed, adult_test_rows, tmp_path, capsys):
+def test_json_with_unknown_feature_is_wrong_columns(adult_preprocessed,
+                                                    adult_test_rows, tmp_path,
+                                                    capsys):
   out, _ = adult_preprocessed
   rows = [dict(r, salary=1) for r in adult_test_rows[:50]]
   log = write_request_log(str(tmp_path / 'requests.jsonl'), rows)
@@ -351,8 +371,7 @@ def test_request_log_rotation_names_and_gzip(adult_preprocessed,
   out, _ = adult_preprocessed
   rows = adult_test_rows[:6000]
   write_request_log(str(tmp_path / 'requests.jsonl.1'), rows[:3000])
-  with gzip.open(tmp_path / 'requests.jsonl.2.gz', 'wt',
-                 encoding='utf-8') as f:
+  with gzip.open(tmp_path / 'requests.jsonl.2.gz', 'wt', encoding='utf-8') as f:
     for row in rows[3000:]:
       f.write(json.dumps({'features': row}) + '\n')
   code, doc = run_skew(out, tmp_path / 'requests.jsonl.*', tmp_path / 'r')

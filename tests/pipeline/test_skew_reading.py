@@ -37,8 +37,8 @@ def _column(batch, name):
 def test_training_mode_still_requires_the_label(census):
   batch, quarantine, counts = _parse(census, [ADULT_ROW + b', ?', ADULT_ROW])
   assert batch is None
-  assert [q['reason'] for q in quarantine] == [cleanse.MISSING_LABEL,
-                                               cleanse.WRONG_ARITY]
+  assert [q['reason'] for q in quarantine
+         ] == [cleanse.MISSING_LABEL, cleanse.WRONG_ARITY]
   assert counts[cleanse.ROWS_QUARANTINED] == 2
 
 
@@ -54,31 +54,33 @@ def test_serving_mode_accepts_a_missing_or_left_out_label(census):
 
 
 def test_serving_mode_keeps_every_other_rule(census):
-  records = [ADULT_ROW.replace(b'25,', b'old,'), b'1, 2, 3',
-             ADULT_ROW + b', maybe']
+  records = [
+      ADULT_ROW.replace(b'25,', b'old,'), b'1, 2, 3', ADULT_ROW + b', maybe'
+  ]
   batch, quarantine, _ = _parse(census, records, label_optional=True)
   assert batch is None
   assert [q['reason'] for q in quarantine] == [
-      cleanse.NOT_A_NUMBER, cleanse.WRONG_ARITY, cleanse.UNKNOWN_LABEL]
+      cleanse.NOT_A_NUMBER, cleanse.WRONG_ARITY, cleanse.UNKNOWN_LABEL
+  ]
   assert 'or 14 without the label income_bracket' in quarantine[1]['detail']
 
 
 def test_serving_mode_header_may_leave_out_the_label():
   toy = load_config(TOY_CONFIG)
   header = b'height,visits,city,color,note'
-  batch, quarantine, counts = _parse(toy, [header, b'170.5, 3, oslo, red, hi'],
-                                     label_optional=True)
+  batch, quarantine, counts = _parse(
+      toy, [header, b'170.5, 3, oslo, red, hi'], label_optional=True)
   assert quarantine == [] and counts[cleanse.HEADER_LINES] == 1
   assert _column(batch, 'outcome') == [None]
   _, quarantine, _ = _parse(toy, [header, b'170.5, 3, oslo, red, hi'])
-  assert [q['reason'] for q in quarantine] == [cleanse.HEADER_MISMATCH,
-                                               cleanse.WRONG_ARITY]
+  assert [q['reason'] for q in quarantine
+         ] == [cleanse.HEADER_MISMATCH, cleanse.WRONG_ARITY]
 
 
 def test_dict_records_without_label(census):
   record = {'age': 30, 'workclass': 'Private', 'sex': 'Female'}
-  batch, quarantine, _ = _parse(census, [record], fmt='jsonl',
-                                label_optional=True)
+  batch, quarantine, _ = _parse(
+      census, [record], fmt='jsonl', label_optional=True)
   assert quarantine == []
   assert _column(batch, 'age') == [30]
   assert _column(batch, 'occupation') == [None]
@@ -87,10 +89,15 @@ def test_dict_records_without_label(census):
 
 
 @pytest.mark.parametrize('name,expected', [
-    ('requests.jsonl', 'jsonl'), ('requests.jsonl.3', 'jsonl'),
-    ('requests.jsonl.3.gz', 'jsonl'), ('log.json', 'jsonl'),
-    ('part-0.tfrecord.gz', 'tfrecord'), ('x.tfrecords', 'tfrecord'),
-    ('adult.test', 'csv'), ('serving.csv.gz', 'csv'), ('t.parquet', 'parquet'),
+    ('requests.jsonl', 'jsonl'),
+    ('requests.jsonl.3', 'jsonl'),
+    ('requests.jsonl.3.gz', 'jsonl'),
+    ('log.json', 'jsonl'),
+    ('part-0.tfrecord.gz', 'tfrecord'),
+    ('x.tfrecords', 'tfrecord'),
+    ('adult.test', 'csv'),
+    ('serving.csv.gz', 'csv'),
+    ('t.parquet', 'parquet'),
 ])
 def test_format_from_name(tmp_path, name, expected):
   path = tmp_path / name
@@ -104,22 +111,32 @@ def test_format_from_content(tmp_path):
   (tmp_path / 'c').write_bytes(b'\x1a\x00\x00\x00\x00\x00\x00\x00\x8f\x01')
   with gzip.open(tmp_path / 'd.gz', 'wt') as f:
     f.write(json.dumps({'features': {}}) + '\n')
-  assert [skew.detect_format(str(tmp_path / n)) for n in 'abc'] == [
-      'jsonl', 'csv', 'tfrecord']
+  assert [skew.detect_format(str(tmp_path / n)) for n in 'abc'
+         ] == ['jsonl', 'csv', 'tfrecord']
   assert skew.detect_format(str(tmp_path / 'd.gz')) == 'jsonl'
 
 
 def test_request_log_lines(tmp_path, census):
   path = tmp_path / 'requests.log'
   lines = [
-      {'time': 't', 'model_version': '1', 'features': {'age': 40},
-       'prediction': {}},
-      {'age': 50},  # plain JSON lines of raw features
+      {
+          'time': 't',
+          'model_version': '1',
+          'features': {
+              'age': 40
+          },
+          'prediction': {}
+      },
+      {
+          'age': 50
+      },  # plain JSON lines of raw features
       [1, 2],
-      {'features': 'age=3'},
+      {
+          'features': 'age=3'
+      },
   ]
-  path.write_text('\n'.join(json.dumps(l) for l in lines) + '\n\n{oops\n',
-                  encoding='utf-8')
+  path.write_text(
+      '\n'.join(json.dumps(l) for l in lines) + '\n\n{oops\n', encoding='utf-8')
   data = skew.read_serving_data([str(path)], census)
   assert data.formats == {str(path): 'jsonl'}
   assert data.rows_used == 2
@@ -130,9 +147,12 @@ def test_request_log_lines(tmp_path, census):
 
 def test_check_usable_messages(tmp_path, census):
   path = tmp_path / 'x.jsonl'
-  path.write_text(json.dumps({'features': {'height': 3}}) + '\n',
-                  encoding='utf-8')
+  path.write_text(
+      json.dumps({'features': {
+          'height': 3
+      }}) + '\n', encoding='utf-8')
   data = skew.read_serving_data([str(path)], census)
-  with pytest.raises(UserError, match='wrong columns: height not in the '
-                     "config 'census'"):
+  with pytest.raises(
+      UserError, match='wrong columns: height not in the '
+      "config 'census'"):
     skew.check_usable(data, census, str(path))

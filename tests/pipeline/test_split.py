@@ -35,9 +35,9 @@ def _batches(config, lines, chunk=500):
   parser = cleanse.RowParser(config)
   out = []
   for start in range(0, len(lines), chunk):
-    batch, quarantine, _ = parser.parse_chunk(RawChunk(
-        'x.csv', start + 2, 'csv',
-        [l.encode() for l in lines[start:start + chunk]]))
+    batch, quarantine, _ = parser.parse_chunk(
+        RawChunk('x.csv', start + 2, 'csv',
+                 [l.encode() for l in lines[start:start + chunk]]))
     assert quarantine == []
     out.append(batch)
   return out
@@ -51,14 +51,15 @@ def _run_split(config, batches, names=('train', 'eval')):
   """
   out = tempfile.mkdtemp()
   with TestPipeline() as p:
-    splits = (p | beam.Create(batches)
-              | split.SplitDataset(config, list(names)))
+    splits = (
+        p | beam.Create(batches)
+        | split.SplitDataset(config, list(names)))
     for name, pcoll in splits.items():
-      _ = (pcoll
-           | f'Rows[{name}]' >> beam.FlatMap(lambda b: b.to_pylist())
-           | f'Repr[{name}]' >> beam.Map(repr)
-           | f'Write[{name}]' >> beam.io.WriteToText(
-               os.path.join(out, name)))
+      _ = (
+          pcoll
+          | f'Rows[{name}]' >> beam.FlatMap(lambda b: b.to_pylist())
+          | f'Repr[{name}]' >> beam.Map(repr)
+          | f'Write[{name}]' >> beam.io.WriteToText(os.path.join(out, name)))
   collected = {}
   for name in names:
     rows = []
@@ -134,13 +135,21 @@ def test_duplicate_rows_land_in_the_same_split(toy):
 
 
 def test_three_way_split_from_ratios(toy):
-  config = dataclasses.replace(toy, split=dataclasses.replace(
-      toy.split, ratios={'train': 0.6, 'eval': 0.2, 'test': 0.2}))
-  assert split.split_names(config, has_test_input=False) == [
-      'train', 'eval', 'test']
+  config = dataclasses.replace(
+      toy,
+      split=dataclasses.replace(
+          toy.split, ratios={
+              'train': 0.6,
+              'eval': 0.2,
+              'test': 0.2
+          }))
+  assert split.split_names(
+      config, has_test_input=False) == ['train', 'eval', 'test']
   assert split.split_names(config, has_test_input=True) == ['train', 'eval']
-  collected = _run_split(config, _batches(config, datagen.toy_rows(2000)),
-                         names=('train', 'eval', 'test'))
+  collected = _run_split(
+      config,
+      _batches(config, datagen.toy_rows(2000)),
+      names=('train', 'eval', 'test'))
   sizes = {k: len(v) for k, v in collected.items()}
   assert sum(sizes.values()) == 2000
   assert sizes['test'] / 2000 == pytest.approx(0.2, abs=0.01)
@@ -149,7 +158,8 @@ def test_three_way_split_from_ratios(toy):
 def test_summarize_split_counts_rows_and_positives(toy):
   batches = _batches(toy, datagen.toy_rows(600, seed=9))
   expected_pos = sum(
-      sum(v == [b'yes'] for v in b.column('outcome').to_pylist())
+      sum(v == [b'yes']
+          for v in b.column('outcome').to_pylist())
       for b in batches)
   with TestPipeline() as p:
     summary = p | beam.Create(batches) | split.SummarizeSplit(toy)
@@ -160,8 +170,8 @@ def test_every_value_moves_the_position_and_layout_does_not(toy):
   batch = _batches(toy, datagen.toy_rows(300, seed=8), chunk=300)[0]
   base = split.row_positions(batch, seed=7)
   # The same rows in other buffers (a slice of a larger batch) hash the same.
-  sliced = pa.concat_tables([pa.Table.from_batches([batch])] * 2).combine_chunks(
-  ).to_batches()[0].slice(300)
+  sliced = pa.concat_tables([pa.Table.from_batches([batch])] *
+                            2).combine_chunks().to_batches()[0].slice(300)
   assert np.array_equal(split.row_positions(sliced, seed=7), base)
   # Changing one value of one column moves that row, and only that row.
   for name in batch.schema.names:
@@ -174,9 +184,13 @@ def test_every_value_moves_the_position_and_layout_does_not(toy):
         changed = pa.array([other] + column[1:], batch.schema.field(name).type)
       except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         continue
-      moved = split.row_positions(pa.RecordBatch.from_arrays(
-          [changed if n == name else batch.column(n)
-           for n in batch.schema.names], schema=batch.schema), seed=7)
+      moved = split.row_positions(
+          pa.RecordBatch.from_arrays([
+              changed if n == name else batch.column(n)
+              for n in batch.schema.names
+          ],
+                                     schema=batch.schema),
+          seed=7)
       assert moved[0] != base[0], (name, value, other)
       assert np.array_equal(moved[1:], base[1:])
 
@@ -184,7 +198,8 @@ def test_every_value_moves_the_position_and_layout_does_not(toy):
 def test_positions_spread_evenly(toy):
   positions = np.concatenate([
       split.row_positions(b, seed=7)
-      for b in _batches(toy, datagen.toy_rows(20000, seed=9))])
+      for b in _batches(toy, datagen.toy_rows(20000, seed=9))
+  ])
   counts = np.histogram(positions, bins=20, range=(0, 1))[0]
   # 1000 expected per bin; a good hash stays well within +-15 %.
   assert counts.min() > 850 and counts.max() < 1150, counts

@@ -13,10 +13,12 @@ from pipeline import stats_report
 from pipeline import validation
 from tests.browser import dump_dom
 
-FEATURES = ['age', 'workclass', 'fnlwgt', 'education', 'education_num',
-            'marital_status', 'occupation', 'relationship', 'race', 'sex',
-            'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
-            'income_bracket']
+FEATURES = [
+    'age', 'workclass', 'fnlwgt', 'education', 'education_num',
+    'marital_status', 'occupation', 'relationship', 'race', 'sex',
+    'capital_gain', 'capital_loss', 'hours_per_week', 'native_country',
+    'income_bracket'
+]
 
 
 def _index_links(dom):
@@ -41,8 +43,12 @@ def test_preprocess_report_is_self_contained(adult_preprocessed):
   for split in ('train', 'eval', 'test'):
     assert f'</i>{split}</span>' in page  # legend
   # Deterministic, like the rest of the output: same statistics, same bytes.
-  stats = [(n, validation.dataset(validation.load_statistics(
-      os.path.join(out, 'stats', f'{n}.pb')))) for n in ('train', 'eval')]
+  stats = [
+      (n,
+       validation.dataset(
+           validation.load_statistics(os.path.join(out, 'stats', f'{n}.pb'))))
+      for n in ('train', 'eval')
+  ]
   assert stats_report.render('t', stats) == stats_report.render('t', stats)
 
 
@@ -54,8 +60,7 @@ def test_render_escapes_names_and_values():
   f.string_stats.common_stats.num_non_missing = 3
   f.string_stats.common_stats.tot_num_values = 3
   f.string_stats.unique = 1
-  f.string_stats.top_values.add(value='<script>alert(1)</script>',
-                                frequency=3)
+  f.string_stats.top_values.add(value='<script>alert(1)</script>', frequency=3)
   page = stats_report.render('a & b', [('serving', ds)])
   assert '<script>alert(1)' not in page and '<b>name</b>' not in page
   assert '&lt;script&gt;alert(1)&lt;/script&gt;' in page
@@ -79,9 +84,11 @@ def test_skew_report_renders_in_chromium(adult_preprocessed, adult_dir,
                                          tmp_path):
   out, _ = adult_preprocessed
   report_dir = tmp_path / 'skew'
-  assert skew.main(['--preprocess-dir', out, '--serving-data',
-                    os.path.join(adult_dir, 'adult.test'), '--report-dir',
-                    str(report_dir)]) == 0
+  assert skew.main([
+      '--preprocess-dir', out, '--serving-data',
+      os.path.join(adult_dir, 'adult.test'), '--report-dir',
+      str(report_dir)
+  ]) == 0
   dom = dump_dom(str(report_dir / skew.SKEW_HTML), tmp_path)
   assert [text for _, text in _index_links(dom)] == FEATURES
   assert '15 features, 15 charts' in dom

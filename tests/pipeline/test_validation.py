@@ -65,15 +65,17 @@ def test_adult_drift_is_flagged_with_tight_thresholds(adult_preprocessed):
         comparator.infinity_norm.threshold = 0.004
       else:
         comparator.jensen_shannon_divergence.threshold = 0.004
-  stats = {n: validation.load_statistics(os.path.join(out, 'stats',
-                                                      f'{n}.pb'))
-           for n in ('train', 'eval')}
+  stats = {
+      n: validation.load_statistics(os.path.join(out, 'stats', f'{n}.pb'))
+      for n in ('train', 'eval')
+  }
   results = validation.validate_splits(schema, stats)
   assert not results['train'].anomaly_info
   flagged = {r.feature for r in validation.anomaly_rows(results['eval'])}
   assert {'occupation', 'marital_status', 'fnlwgt'} <= flagged
   assert {r.type for r in validation.anomaly_rows(results['eval'])} <= {
-      'COMPARATOR_L_INFTY_HIGH', 'COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH'}
+      'COMPARATOR_L_INFTY_HIGH', 'COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH'
+  }
 
 
 def test_curated_schema_is_complete():
@@ -113,12 +115,14 @@ def toy_curated(tmp_path_factory):
   """Toy data, a schema drafted from it with `schema infer`, and a config
   that points to the schema by a path relative to the YAML."""
   d = tmp_path_factory.mktemp('toy_validation')
-  clean = datagen.write_lines(str(d / 'toy.csv'),
-                              datagen.toy_rows(2000, seed=1),
-                              header=datagen.TOY_HEADER)
+  clean = datagen.write_lines(
+      str(d / 'toy.csv'),
+      datagen.toy_rows(2000, seed=1),
+      header=datagen.TOY_HEADER)
   schema_path = str(d / 'toy_schema.pbtxt')
-  assert schema_cli.main(['infer', '--config', TOY_CONFIG, '--input', clean,
-                          '--output', schema_path]) == 0
+  assert schema_cli.main([
+      'infer', '--config', TOY_CONFIG, '--input', clean, '--output', schema_path
+  ]) == 0
   # Curate for samples this small: a few hundred rows per split vary by a
   # few percent by chance.
   schema = validation.load_schema(schema_path)
@@ -132,8 +136,8 @@ def toy_curated(tmp_path_factory):
   with open(TOY_CONFIG, encoding='utf-8') as f:
     text = f.read()
   config = d / 'toy.yaml'
-  config.write_text(text + '\ntfdv_schema: toy_schema.pbtxt\n',
-                    encoding='utf-8')
+  config.write_text(
+      text + '\ntfdv_schema: toy_schema.pbtxt\n', encoding='utf-8')
   # A held-out split from somewhere else: 40% of the cities unseen, heights
   # shifted by 60 cm.
   rows = []
@@ -146,22 +150,28 @@ def toy_curated(tmp_path_factory):
     except ValueError:
       pass  # a missing value stays missing
     rows.append(', '.join(fields))
-  shifted = datagen.write_lines(str(d / 'shifted.csv'), rows,
-                                header=datagen.TOY_HEADER)
-  return {'dir': d, 'config': str(config), 'clean': clean,
-          'shifted': shifted, 'schema': schema_path}
+  shifted = datagen.write_lines(
+      str(d / 'shifted.csv'), rows, header=datagen.TOY_HEADER)
+  return {
+      'dir': d,
+      'config': str(config),
+      'clean': clean,
+      'shifted': shifted,
+      'schema': schema_path
+  }
 
 
-def test_anomalous_split_fails_the_run_and_is_not_published(toy_curated,
-                                                            capsys):
+def test_anomalous_split_fails_the_run_and_is_not_published(
+    toy_curated, capsys):
   d = toy_curated['dir']
   out = d / 'out'
   out.mkdir()
   (out / 'previous-good-run').write_text('kept', encoding='utf-8')
   code = preprocess.main([
       '--config', toy_curated['config'], '--input', toy_curated['clean'],
-      '--test-input', toy_curated['shifted'], '--output-dir', str(out),
-      '--overwrite', '--num-shards', '1'])
+      '--test-input', toy_curated['shifted'], '--output-dir',
+      str(out), '--overwrite', '--num-shards', '1'
+  ])
   err = capsys.readouterr().err
   assert code == 1
   # The readable table, on stderr.
@@ -189,8 +199,8 @@ def test_anomalous_split_fails_the_run_and_is_not_published(toy_curated,
   for name in ('stats/train.pb', 'stats/test.pb', 'stats/report.html',
                'schema.pbtxt', 'config.yaml'):
     assert os.path.exists(os.path.join(rejected, name)), name
-  assert 'atlantis' in open(os.path.join(rejected, 'stats', 'report.html'),
-                            encoding='utf-8').read()
+  assert 'atlantis' in open(
+      os.path.join(rejected, 'stats', 'report.html'), encoding='utf-8').read()
 
 
 def test_anomalies_warn_publishes_with_the_report(toy_curated, capsys):
@@ -198,7 +208,8 @@ def test_anomalies_warn_publishes_with_the_report(toy_curated, capsys):
   code = preprocess.main([
       '--config', toy_curated['config'], '--input', toy_curated['clean'],
       '--test-input', toy_curated['shifted'], '--output-dir', out,
-      '--num-shards', '1', '--anomalies', 'warn'])
+      '--num-shards', '1', '--anomalies', 'warn'
+  ])
   captured = capsys.readouterr()
   assert code == 0
   assert 'warning' in captured.err and 'test   city' in captured.err
@@ -224,8 +235,8 @@ def test_schema_problems_stop_the_run_before_it_starts(toy_curated, tmp_path,
   assert 'does not match the config' in err and 'missing height' in err
   bad = tmp_path / 'bad.pbtxt'
   bad.write_text('feature { name: "x" typo: 1 }', encoding='utf-8')
-  assert preprocess.main(['--config', TOY_CONFIG, '--schema', str(bad)] +
-                         base) == 2
+  assert preprocess.main(['--config', TOY_CONFIG, '--schema',
+                          str(bad)] + base) == 2
   assert 'not a valid TFDV schema' in capsys.readouterr().err
   assert not os.path.exists(tmp_path / 'o') and not os.path.exists(
       tmp_path / 'o.tmp')
@@ -244,10 +255,12 @@ def test_without_curated_schema_a_draft_is_used_and_never_fails(
 
 
 def test_anomaly_table_format():
-  rows = [validation.AnomalyRow('age', 'Out-of-range values', 'X',
-                                'Unexpectedly small value: 1.', 'eval'),
-          validation.AnomalyRow('native_country', 'Column dropped', 'Y',
-                                'The feature was not present.', 'test')]
+  rows = [
+      validation.AnomalyRow('age', 'Out-of-range values', 'X',
+                            'Unexpectedly small value: 1.', 'eval'),
+      validation.AnomalyRow('native_country', 'Column dropped', 'Y',
+                            'The feature was not present.', 'test')
+  ]
   table = validation.anomaly_table(rows, with_dataset=True).splitlines()
   assert table[0].split() == ['split', 'feature', 'anomaly', 'description']
   assert table[2].startswith('eval   age             Out-of-range values  ')
@@ -278,17 +291,18 @@ def _adult_statistics(adult_dir, missing_ages):
   return stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
 
 
-def test_one_missing_value_fails_nothing_a_fifth_missing_is_caught(
-    adult_dir):
+def test_one_missing_value_fails_nothing_a_fifth_missing_is_caught(adult_dir):
   """census.yaml lets age miss in up to 1% of rows and the curated schema
   says the same (presence.min_fraction 0.99), so TFDV passes a split with
   one missing age and flags one where a fifth of the ages are missing."""
   config = load_config(CENSUS_CONFIG)
   schema = validation.resolve_schema(config, CENSUS_CONFIG)
   for missing, anomalies in ((0, []), (1, []), (49, []), (1000, [
-      ('age', 'FEATURE_TYPE_LOW_FRACTION_PRESENT')])):
+      ('age', 'FEATURE_TYPE_LOW_FRACTION_PRESENT')
+  ])):
     result = tfdv.validate_statistics(
-        _adult_statistics(adult_dir, missing), schema,
+        _adult_statistics(adult_dir, missing),
+        schema,
         environment=validation.TRAINING)
     assert [(r.feature, r.type) for r in validation.anomaly_rows(result)] \
         == anomalies, missing
@@ -309,7 +323,10 @@ def test_config_and_schema_must_agree_on_missing_values(tmp_path):
   assert 'max_missing' in msg
   # A drafted schema takes the shares from the config.
   stats = tfdv.generate_statistics_from_dataframe(
-      pd.DataFrame({'age': [30, 40], 'workclass': ['a', 'b']}))
+      pd.DataFrame({
+          'age': [30, 40],
+          'workclass': ['a', 'b']
+      }))
   drafted = validation.draft_schema(stats, config)
   presence = {f.name: f.presence.min_fraction for f in drafted.feature}
   assert presence['age'] == pytest.approx(0.99)

@@ -70,11 +70,16 @@ def event_rows(n, seed=0, missing_rate=0.03):
     at = _T0 + rng.randint(0, 30 * 86400 // 600) * 600  # 10-minute grid
     amount = round(rng.lognormvariate(math.log(scale[shop]), 0.8), 2)
     fraud = 'yes' if amount > 3 * scale[shop] or rng.random() < 0.05 else 'no'
-    stamp = (datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
-             .strftime('%Y-%m-%dT%H:%M:%SZ') if rng.random() < 0.5
-             else str(at))
-    fields = [shop, str(user), stamp, str(amount),
-              rng.choice(['web', 'app', 'store']), fraud]
+    stamp = (
+        datetime.datetime.fromtimestamp(
+            at, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+        if rng.random() < 0.5 else str(at))
+    fields = [
+        shop,
+        str(user), stamp,
+        str(amount),
+        rng.choice(['web', 'app', 'store']), fraud
+    ]
     for j in range(4):
       if rng.random() < missing_rate:
         fields[j] = '?'
@@ -101,19 +106,22 @@ def _error(mutate):
 def test_config_derives_float_columns_and_numeric_features():
   config = load_config(EVENTS_CONFIG)
   names = [w.name for w in config.windows]
-  assert names == ['shop_events_7d', 'shop_amount_mean_7d',
-                   'shop_amount_max_1d', 'user_amount_sum_12h']
-  assert [w.seconds for w in config.windows] == [7 * 86400, 7 * 86400,
-                                                 86400, 12 * 3600]
+  assert names == [
+      'shop_events_7d', 'shop_amount_mean_7d', 'shop_amount_max_1d',
+      'user_amount_sum_12h'
+  ]
+  assert [w.seconds for w in config.windows
+         ] == [7 * 86400, 7 * 86400, 86400, 12 * 3600]
   # Derived columns: carried and fed like any float column, not in the file.
-  assert config.column_names == ['shop', 'user', 'at', 'amount', 'channel',
-                                 'fraud']
+  assert config.column_names == [
+      'shop', 'user', 'at', 'amount', 'channel', 'fraud'
+  ]
   assert [c.name for c in config.derived_columns] == names
   assert all(config.column(n).type == 'float' for n in names)
   carried = [c.name for c in config.raw_columns]
   assert carried == config.column_names + names  # entity/timestamp carried
-  assert [c.name for c in config.feature_columns] == [
-      'amount', 'channel'] + names
+  assert [c.name for c in config.feature_columns
+         ] == ['amount', 'channel'] + names
   numeric = {f.name: f for f in config.numeric}
   assert numeric['shop_events_7d'].scale == 'zscore'
   assert numeric['shop_events_7d'].impute == 'mean'
@@ -164,18 +172,22 @@ def test_config_error_value_given_for_count():
 
 
 def test_config_error_list_entity_and_history_column():
+
   def add_list(c):
     c['columns'].append({'name': 'tags', 'type': 'string', 'list': True})
     c['windows'][0]['entity'] = 'tags'
+
   assert "'tags' has type string (list)" in _error(add_list)
+
   def add_history(c):
     c['columns'].append({'name': 'history', 'type': 'string'})
+
   assert "a column is named 'history'" in _error(add_history)
 
 
 def test_config_error_window_name_collides_with_an_output():
-  msg = _error(lambda c: c['windows'][3].update(name='x', buckets=3) or
-               c['windows'].append(dict(c['windows'][0], name='x_bucket')))
+  msg = _error(lambda c: c['windows'][3].update(name='x', buckets=3) or c[
+      'windows'].append(dict(c['windows'][0], name='x_bucket')))
   assert "transformed feature name 'x_bucket' collides" in msg
 
 
@@ -194,13 +206,19 @@ def _naive(w, times, values, entities):
     if np.isnan(t) or entities[i] < 0:
       out.append(np.nan)
       continue
-    rows = [j for j in range(len(times)) if entities[j] == entities[i] and
-            not np.isnan(times[j]) and t - w.seconds < times[j] <= t]
+    rows = [
+        j for j in range(len(times))
+        if entities[j] == entities[i] and not np.isnan(times[j]) and t -
+        w.seconds < times[j] <= t
+    ]
     vals = [values[j] for j in rows if not np.isnan(values[j])]
-    out.append({'count': len(rows), 'sum': math.fsum(vals),
-                'mean': math.fsum(vals) / len(vals) if vals else np.nan,
-                'min': min(vals) if vals else np.nan,
-                'max': max(vals) if vals else np.nan}[w.aggregate])
+    out.append({
+        'count': len(rows),
+        'sum': math.fsum(vals),
+        'mean': math.fsum(vals) / len(vals) if vals else np.nan,
+        'min': min(vals) if vals else np.nan,
+        'max': max(vals) if vals else np.nan
+    }[w.aggregate])
   return np.array(out, dtype=np.float64)
 
 
@@ -218,14 +236,16 @@ def test_aggregate_matches_a_brute_force_definition():
                         None if agg == 'count' else 'v')
       np.testing.assert_allclose(
           core_windows.aggregate(w, times, values, entities),
-          _naive(w, times, values, entities), rtol=1e-9, atol=1e-9)
+          _naive(w, times, values, entities),
+          rtol=1e-9,
+          atol=1e-9)
 
 
 def test_window_value_of_one_row_and_its_history():
   mean = WindowFeature('m', 'e', 't', 10, 'mean', 'v')
   # (0, 10]: the event at 0 is out, the missing value is skipped.
-  assert core_windows.window_value(mean, [0, 1, 5, None], [100.0, 2.0, None, 7.0],
-                              10, 4.0) == 3.0
+  assert core_windows.window_value(mean, [0, 1, 5, None],
+                                   [100.0, 2.0, None, 7.0], 10, 4.0) == 3.0
   assert core_windows.window_value(mean, [], [], 10, 4.0) == 4.0  # alone
   assert core_windows.window_value(mean, [], [], 10, None) is None
   assert core_windows.window_value(mean, [1], [1.0], None, 4.0) is None
@@ -237,14 +257,14 @@ def test_window_value_of_one_row_and_its_history():
 
 def test_split_positions_ignore_window_columns():
   config = load_config(EVENTS_CONFIG)
-  batch, _, _ = cleanse.RowParser(config).parse_chunk(RawChunk(
-      'x.csv', 2, 'csv', [r.encode() for r in event_rows(50, seed=1)]))
+  batch, _, _ = cleanse.RowParser(config).parse_chunk(
+      RawChunk('x.csv', 2, 'csv', [r.encode() for r in event_rows(50, seed=1)]))
   skip = [c.name for c in config.derived_columns]
   filled = windows.fill_windows(batch, config.windows)
-  assert not np.array_equal(split.row_positions(batch, 5),
-                            split.row_positions(filled, 5))
-  assert np.array_equal(split.row_positions(batch, 5, skip),
-                        split.row_positions(filled, 5, skip))
+  assert not np.array_equal(
+      split.row_positions(batch, 5), split.row_positions(filled, 5))
+  assert np.array_equal(
+      split.row_positions(batch, 5, skip), split.row_positions(filled, 5, skip))
 
 
 # ----------------------------------------------------------------------- Beam
@@ -293,24 +313,29 @@ def _row_batch(config, rows):
   schema = features.arrow_schema(config)
   columns = list(zip(*rows))
   derived = len(config.derived_columns)
-  arrays = [pa.array([None if x is None else [x] for x in values],
-                     type=field.type)
-            for values, field in zip(columns + [[None] * len(rows)] * derived,
-                                     schema)]
+  arrays = [
+      pa.array([None if x is None else [x]
+                for x in values], type=field.type)
+      for values, field in zip(columns + [[None] * len(rows)] * derived, schema)
+  ]
   return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _as_rows(batch):
-  return [tuple(_json(v[0]) if v else None for v in row.values())
-          for row in batch.to_pylist()]
+  return [
+      tuple(_json(v[0]) if v else None
+            for v in row.values())
+      for row in batch.to_pylist()
+  ]
 
 
 def test_beam_transform_gives_exact_aggregates():
   config = parse_config(_SMALL)
   rows = [(e, t, v, 'a') for (e, t, v), _ in _EXPECTED]
-  expected = sorted(
-      ((e, t, v, 'a') + tuple(None if x is None else float(x) for x in want)
-       for (e, t, v), want in _EXPECTED), key=repr)
+  expected = sorted(((e, t, v, 'a') + tuple(None if x is None else float(x)
+                                            for x in want)
+                     for (e, t, v), want in _EXPECTED),
+                    key=repr)
   # Two batches, the entity 'a' spread over both; several key buckets.
   batches = [_row_batch(config, rows[:3]), _row_batch(config, rows[3:])]
 
@@ -319,8 +344,9 @@ def test_beam_transform_gives_exact_aggregates():
     assert got == expected, got
 
   with TestPipeline() as p:
-    out = (p | beam.Create(batches, reshuffle=False)
-           | windows.AddWindowFeatures(config, key_buckets=3))
+    out = (
+        p | beam.Create(batches, reshuffle=False)
+        | windows.AddWindowFeatures(config, key_buckets=3))
     assert_that(out, check)
 
 
@@ -328,28 +354,34 @@ def test_beam_and_serving_compute_the_same_values():
   config = load_config(EVENTS_CONFIG)
   lines = event_rows(400, seed=7)
   parser = cleanse.RowParser(config)
-  batches = [parser.parse_chunk(RawChunk('e.csv', 1 + i, 'csv', [
-      r.encode() for r in lines[i:i + 90]]))[0] for i in range(0, 400, 90)]
+  batches = [
+      parser.parse_chunk(
+          RawChunk('e.csv', 1 + i, 'csv', [r.encode()
+                                           for r in lines[i:i + 90]]))[0]
+      for i in range(0, 400, 90)
+  ]
   raw = [r for b in batches for r in b.to_pylist()]
   schema = request_checks.RowSchema(config)
   inputs = [n for n in schema.names if n not in schema.derived]
 
   def serve(row):
     """Row -> instance + the history of each of its entities -> RowSchema."""
+
     def value(r, n):
       return r[n][0] if r[n] else None
 
     instance = {n: _json(value(row, n)) for n in inputs}
     others = [r for r in raw if r is not row]
-    history = [{n: _json(value(r, n)) for n in ('shop', 'user', 'at',
-                                                'amount')}
-               for r in others]
+    history = [{
+        n: _json(value(r, n)) for n in ('shop', 'user', 'at', 'amount')
+    } for r in others]
     instance['history'] = history
     return schema.row(instance, 'instances[0]')
 
   def check(out):
     got = [r for b in out for r in b.to_pylist()]
     assert len(got) == len(raw)
+
     # The same rows come out, derived columns filled.
     def key(r):
       return (r['shop'], r['user'], r['at'], r['amount'], r['channel'],
@@ -373,8 +405,9 @@ def test_beam_and_serving_compute_the_same_values():
     assert checked >= 50
 
   with TestPipeline() as p:
-    out = (p | beam.Create(batches, reshuffle=False)
-           | windows.AddWindowFeatures(config, key_buckets=5))
+    out = (
+        p | beam.Create(batches, reshuffle=False)
+        | windows.AddWindowFeatures(config, key_buckets=5))
     assert_that(out, check)
 
 
@@ -391,33 +424,79 @@ def small_schema():
 
 
 def test_serving_computes_windows_from_history(small_schema):
-  row = small_schema.row({
-      'e': 'a', 't': 10, 'v': 5.0,
-      'history': [{'t': 0, 'v': 1.0}, {'t': '1970-01-01T00:00:05Z', 'v': 3},
-                  {'e': 'a', 't': 5, 'v': None},
-                  {'e': 'zz', 't': 9, 'v': 100.0},  # another entity: out
-                  {'t': 15, 'v': 50.0}]}, 'instances[0]')  # later: out
-  assert [row[n] for n in ('n10', 'sum10', 'mean10', 'min10', 'max10')] == [
-      3.0, 8.0, 4.0, 3.0, 5.0]
+  row = small_schema.row(
+      {
+          'e':
+              'a',
+          't':
+              10,
+          'v':
+              5.0,
+          'history': [
+              {
+                  't': 0,
+                  'v': 1.0
+              },
+              {
+                  't': '1970-01-01T00:00:05Z',
+                  'v': 3
+              },
+              {
+                  'e': 'a',
+                  't': 5,
+                  'v': None
+              },
+              {
+                  'e': 'zz',
+                  't': 9,
+                  'v': 100.0
+              },  # another entity: out
+              {
+                  't': 15,
+                  'v': 50.0
+              }
+          ]
+      },
+      'instances[0]')  # later: out
+  assert [row[n] for n in ('n10', 'sum10', 'mean10', 'min10', 'max10')
+         ] == [3.0, 8.0, 4.0, 3.0, 5.0]
 
 
 def test_serving_without_history_holds_the_instance_alone(small_schema):
   row = small_schema.row({'e': 'a', 't': 10, 'v': 5.0}, 'instances[0]')
-  assert [row[n] for n in ('n10', 'sum10', 'mean10', 'min10', 'max10')] == [
-      1.0, 5.0, 5.0, 5.0, 5.0]
+  assert [row[n] for n in ('n10', 'sum10', 'mean10', 'min10', 'max10')
+         ] == [1.0, 5.0, 5.0, 5.0, 5.0]
   # No entity: missing, imputed by the graph, as in training.
   row = small_schema.row({'e': None, 't': 10, 'v': 5.0}, 'instances[0]')
   assert row['n10'] is None and row['mean10'] is None
 
 
 def test_serving_takes_a_window_value_sent_as_is(small_schema):
-  row = small_schema.row({'e': 'a', 't': 10, 'v': 5.0, 'n10': 42,
-                          'mean10': None, 'history': [{'t': 9, 'v': 1.0}]},
-                         'instances[0]')
+  row = small_schema.row(
+      {
+          'e': 'a',
+          't': 10,
+          'v': 5.0,
+          'n10': 42,
+          'mean10': None,
+          'history': [{
+              't': 9,
+              'v': 1.0
+          }]
+      }, 'instances[0]')
   assert row['n10'] == 42.0 and row['mean10'] is None
   assert row['sum10'] == 6.0  # not sent: computed
-  logged = small_schema.logged({'e': 'a', 't': 10, 'v': 5.0, 'n10': 42,
-                                'history': [{'t': 9, 'v': 1.0}]}, row)
+  logged = small_schema.logged(
+      {
+          'e': 'a',
+          't': 10,
+          'v': 5.0,
+          'n10': 42,
+          'history': [{
+              't': 9,
+              'v': 1.0
+          }]
+      }, row)
   assert 'history' not in logged
   assert logged['n10'] == 42 and logged['sum10'] == 6.0
 
@@ -425,38 +504,78 @@ def test_serving_takes_a_window_value_sent_as_is(small_schema):
 @pytest.mark.parametrize('history,expected', [
     ('yes', "instances[0]: history: expected a list of earlier events"),
     ([1], 'instances[0]: history[0]: expected an object'),
-    ([{'t': 1}], "instances[0]: history[0]: missing field 'v'"),
-    ([{'t': 1, 'v': 1, 'w': 2}], "instances[0]: history[0]: unknown field "
+    ([{
+        't': 1
+    }], "instances[0]: history[0]: missing field 'v'"),
+    ([{
+        't': 1,
+        'v': 1,
+        'w': 2
+    }], "instances[0]: history[0]: unknown field "
      "'w'; a history event has 'e', 't', 'v'"),
-    ([{'t': 1, 'v': 'x'}], "instances[0]: history[0]: feature 'v': expected "
+    ([{
+        't': 1,
+        'v': 'x'
+    }], "instances[0]: history[0]: feature 'v': expected "
      'a number'),
-    ([{'t': 'soon', 'v': 1}], "instances[0]: history[0]: feature 't': "
+    ([{
+        't': 'soon',
+        'v': 1
+    }], "instances[0]: history[0]: feature 't': "
      "'soon' is not a timestamp"),
 ])
 def test_malformed_history_is_a_400_naming_the_field(small_schema, history,
-                                                      expected):
+                                                     expected):
   with pytest.raises(request_checks.RequestError) as e:
     request_checks.parse_predict(
-        {'instances': [{'e': 'a', 't': 10, 'v': 5.0, 'history': history}]},
-        small_schema, 10)
+        {'instances': [{
+            'e': 'a',
+            't': 10,
+            'v': 5.0,
+            'history': history
+        }]}, small_schema, 10)
   assert e.value.status == 400
   assert e.value.message.startswith(expected), e.value.message
 
 
 def test_serving_request_formats_with_history(small_schema):
   rows = request_checks.parse_predict(
-      {'inputs': {'e': ['a', 'b'], 't': [10, 10], 'v': [5.0, 1.0],
-                  'history': [[{'t': 9, 'v': 1.0}], None]}}, small_schema, 10)
+      {
+          'inputs': {
+              'e': ['a', 'b'],
+              't': [10, 10],
+              'v': [5.0, 1.0],
+              'history': [[{
+                  't': 9,
+                  'v': 1.0
+              }], None]
+          }
+      }, small_schema, 10)
   assert [r['sum10'] for r in rows.rows] == [6.0, 1.0]
   assert rows.received[0]['sum10'] == 6.0 and 'history' not in rows.received[0]
   with pytest.raises(request_checks.RequestError) as e:
     request_checks.parse_predict(
-        {'inputs': {'e': ['a'], 't': [10], 'v': [5.0], 'history': []}},
-        small_schema, 10)
+        {'inputs': {
+            'e': ['a'],
+            't': [10],
+            'v': [5.0],
+            'history': []
+        }}, small_schema, 10)
   assert "inputs: 'history': expected a list with one list" in e.value.message
   rows = request_checks.parse_classify(
-      {'context': {'history': [{'t': 9, 'v': 1.0}]},
-       'examples': [{'e': 'a', 't': 10, 'v': 5.0}]}, small_schema, 10)
+      {
+          'context': {
+              'history': [{
+                  't': 9,
+                  'v': 1.0
+              }]
+          },
+          'examples': [{
+              'e': 'a',
+              't': 10,
+              'v': 5.0
+          }]
+      }, small_schema, 10)
   assert rows.rows[0]['sum10'] == 6.0
   # A feature other than a window column is still required.
   with pytest.raises(request_checks.RequestError) as e:
@@ -469,15 +588,18 @@ def test_serving_request_formats_with_history(small_schema):
 
 def test_predict_computes_windows_over_the_file(tmp_path):
   config = load_config(EVENTS_CONFIG)
-  path = datagen.write_lines(str(tmp_path / 'e.csv'), [
-      's1,1,1717200000,10,web,no',
-      '# a comment',
-      's1,2,2024-06-01T01:00:00Z,30,app,',  # label left out: fine
-      's2,1,1717203600,5,app,no',
-      'bad line',
-      's1,1,1717200000,?,web,no',
-      's1,1,1717203000,abc,web,no',  # unreadable: scored as an error, in no window
-  ], header=EVENTS_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'e.csv'),
+      [
+          's1,1,1717200000,10,web,no',
+          '# a comment',
+          's1,2,2024-06-01T01:00:00Z,30,app,',  # label left out: fine
+          's2,1,1717203600,5,app,no',
+          'bad line',
+          's1,1,1717200000,?,web,no',
+          's1,1,1717203000,abc,web,no',  # unreadable: scored as an error, in no window
+      ],
+      header=EVENTS_HEADER)
   values = predict.file_window_values(config, path)
   assert sorted(values) == [2, 4, 5, 7]
   assert values[2]['shop_events_7d'] == 2.0  # itself and line 7 (a tie)
@@ -485,8 +607,9 @@ def test_predict_computes_windows_over_the_file(tmp_path):
   assert values[4]['shop_amount_mean_7d'] == 20.0
   assert values[5]['shop_amount_max_1d'] == 5.0
   assert values[7]['user_amount_sum_12h'] == 10.0  # line 2; its own missing
-  extended = tf.train.Example.FromString(predict.with_window_values(
-      tf.train.Example().SerializeToString(), values[4]))
+  extended = tf.train.Example.FromString(
+      predict.with_window_values(tf.train.Example().SerializeToString(),
+                                 values[4]))
   assert extended.features.feature['shop_amount_mean_7d'].float_list.value[
       0] == 20.0
 
@@ -512,25 +635,26 @@ def events_run(tmp_path_factory):
   path, output dir, manifest)."""
   tmp_path = tmp_path_factory.mktemp('events')
   lines = event_rows(500, seed=3)
-  data = datagen.write_lines(str(tmp_path / 'events.csv'), lines,
-                             header=EVENTS_HEADER)
+  data = datagen.write_lines(
+      str(tmp_path / 'events.csv'), lines, header=EVENTS_HEADER)
   # schema infer computes the windows too: the drafted TFDV schema has the
   # derived columns, and preprocess accepts it as the curated schema.
   schema_path = str(tmp_path / 'events_schema.pbtxt')
   schema = schema_cli.infer(EVENTS_CONFIG, data, schema_path, False, [])
   out = str(tmp_path / 'pp')
-  manifest = preprocess.run(['--config', EVENTS_CONFIG, '--input', data,
-                             '--output-dir', out, '--num-shards', '1',
-                             '--write-raw', '--schema', schema_path,
-                             '--anomalies', 'warn'])
+  manifest = preprocess.run([
+      '--config', EVENTS_CONFIG, '--input', data, '--output-dir', out,
+      '--num-shards', '1', '--write-raw', '--schema', schema_path,
+      '--anomalies', 'warn'
+  ])
   return tmp_path, lines, data, schema, out, manifest
 
 
 def test_preprocess_with_windows_end_to_end(events_run):
   _, lines, data, schema, out, manifest = events_run
   config = load_config(EVENTS_CONFIG)
-  assert [f.name for f in schema.feature] == [c.name
-                                              for c in config.raw_columns]
+  assert [f.name for f in schema.feature
+         ] == [c.name for c in config.raw_columns]
   rows = manifest['rows']
   assert rows['train'] + rows['eval'] + rows['quarantined'] == 500
   names = [w.name for w in config.windows]
@@ -541,14 +665,16 @@ def test_preprocess_with_windows_end_to_end(events_run):
 
   def examples(pattern):
     files = sorted(glob.glob(os.path.join(out, pattern)))
-    return [tf.train.Example.FromString(r.numpy()) for r in
-            tf.data.TFRecordDataset(files, compression_type='GZIP')]
+    return [
+        tf.train.Example.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(files, compression_type='GZIP')
+    ]
 
   # Raw rows: the derived values are the windows over the whole input.
   raw = examples('raw/*.tfrecord.gz')
   assert len(raw) == rows['train'] + rows['eval']
-  parsed = cleanse.RowParser(config).parse_chunk(RawChunk(
-      data, 2, 'csv', [l.encode() for l in lines]))[0]
+  parsed = cleanse.RowParser(config).parse_chunk(
+      RawChunk(data, 2, 'csv', [l.encode() for l in lines]))[0]
   truth = windows.window_columns(parsed, config.windows)
   index = {}
   for i, r in enumerate(parsed.to_pylist()):
@@ -568,8 +694,10 @@ def test_preprocess_with_windows_end_to_end(events_run):
       else:
         assert got == [pytest.approx(want, rel=1e-6)], (n, got, want)
   assert matched > 400
-  counts = [v for e in raw
-            for v in e.features.feature['shop_events_7d'].float_list.value]
+  counts = [
+      v for e in raw
+      for v in e.features.feature['shop_events_7d'].float_list.value
+  ]
   assert min(counts) >= 1 and max(counts) > 5
   # Transformed: every window scaled and imputed, so present and finite.
   train = examples('data/train-*')
@@ -582,8 +710,10 @@ def test_preprocess_with_windows_end_to_end(events_run):
       assert math.isfinite(value), n
     means.append(f['shop_events_7d'].float_list.value[0])
   assert abs(np.mean(means)) < 0.2  # z-score on train
-  maxima = [ex.features.feature['shop_amount_max_1d'].float_list.value[0]
-            for ex in train]
+  maxima = [
+      ex.features.feature['shop_amount_max_1d'].float_list.value[0]
+      for ex in train
+  ]
   assert min(maxima) >= 0 and max(maxima) <= 1  # minmax on train
 
 
@@ -593,18 +723,22 @@ def test_windows_train_and_serve_from_history(events_run):
   the same predictions for the same rows."""
   tmp_path, lines, data, _, out, _ = events_run
   model_dir = str(tmp_path / 'model')
-  doc = task.run(['--preprocess-dir', out, '--model-dir', model_dir,
-                  '--epochs', '3', '--batch-size', '64', '--verbose', '0'])
+  doc = task.run([
+      '--preprocess-dir', out, '--model-dir', model_dir, '--epochs', '3',
+      '--batch-size', '64', '--verbose', '0'
+  ])
   assert doc['eval']['rows'] > 50
   scored = str(tmp_path / 'scored.jsonl')
-  assert predict.main(['--model-dir', model_dir, '--input', data,
-                       '--output', scored]) == 0
+  assert predict.main(
+      ['--model-dir', model_dir, '--input', data, '--output', scored]) == 0
   with open(scored, encoding='utf-8') as f:
     by_line = {r['line']: r for r in map(json.loads, f)}
   # Rows with every window input present; the data's line 1 is the header.
   parsed = [dict(zip(EVENTS_HEADER.split(','), l.split(','))) for l in lines]
-  complete = [i for i, r in enumerate(parsed)
-              if '?' not in (r['shop'], r['user'], r['at'], r['amount'])]
+  complete = [
+      i for i, r in enumerate(parsed)
+      if '?' not in (r['shop'], r['user'], r['at'], r['amount'])
+  ]
 
   def event(r):
     typed = {'shop': str, 'user': int, 'at': str, 'amount': float}
@@ -615,15 +749,22 @@ def test_windows_train_and_serve_from_history(events_run):
     r = parsed[i]
     instance = dict(event(r), channel=r['channel'])
     instance['history'] = [
-        event(o) for j, o in enumerate(parsed) if j != i and '?' not in (
-            o['at'],) and (o['shop'] == r['shop'] or o['user'] == r['user'])]
+        event(o)
+        for j, o in enumerate(parsed)
+        if j != i and '?' not in (o['at'],) and
+        (o['shop'] == r['shop'] or o['user'] == r['user'])
+    ]
     instances.append(instance)
-  server = Server(model_dir, str(tmp_path / 'server'),
-                  '--max-body-bytes', str(8 * 1024 * 1024))
+  server = Server(model_dir, str(tmp_path / 'server'), '--max-body-bytes',
+                  str(8 * 1024 * 1024))
   try:
     status, body = server.post('predict', {'instances': instances})
-    alone = server.post('predict', {'instances': [
-        {k: v for k, v in x.items() if k != 'history'} for x in instances]})
+    alone = server.post(
+        'predict', {
+            'instances': [{
+                k: v for k, v in x.items() if k != 'history'
+            } for x in instances]
+        })
   finally:
     server.stop()
   assert status == 200, body

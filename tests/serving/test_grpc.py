@@ -64,7 +64,6 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
-
 # ------------------------------------------------------------------ fixtures
 
 
@@ -74,8 +73,9 @@ def model_copy(trainer_toy_model, tmp_path_factory):
   model_dir, _ = trainer_toy_model
   version = ModelDir(model_dir).versions()[-1]
   copy = str(tmp_path_factory.mktemp('serving_grpc') / 'model')
-  shutil.copytree(os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)),
-                  os.path.join(copy, ModelDir.EXPORT_DIR, str(version)))
+  shutil.copytree(
+      os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)),
+      os.path.join(copy, ModelDir.EXPORT_DIR, str(version)))
   return copy, version
 
 
@@ -91,8 +91,8 @@ def server(model_copy, tmp_path_factory):
   work = str(tmp_path_factory.mktemp('grpc_server'))
   s = Server(model_dir, work, '--request-log',
              os.path.join(work, 'requests.jsonl'), '--poll-seconds', '0.3',
-             '--max-instances', str(MAX_INSTANCES),
-             '--max-body-bytes', str(MAX_BODY))
+             '--max-instances', str(MAX_INSTANCES), '--max-body-bytes',
+             str(MAX_BODY))
   s.log_path = os.path.join(work, 'requests.jsonl')
   yield s
   s.stop()
@@ -174,8 +174,9 @@ def test_predict_raw_tensors_equal_rest_and_in_process(server, client,
   request.inputs['height'].CopyFrom(height)
   same = [dict(r, height=batch[0]['height'] or 1.0) for r in batch[:3]]
   response = client.predictions.Predict(request, timeout=60)
-  close(grpc_client.output(response, 'probabilities')[:, 0],
-        reference.via_examples(same)[0])
+  close(
+      grpc_client.output(response, 'probabilities')[:, 0],
+      reference.via_examples(same)[0])
 
 
 def test_predict_examples_on_the_default_signature(server, client, reference,
@@ -192,15 +193,17 @@ def test_predict_examples_on_the_default_signature(server, client, reference,
   assert [c.decode() for c in grpc_client.output(response, 'classes')] == (
       expected_c)
 
-  status, doc = server.post('predict', {'instances': batch,
-                                        'signature_name': 'serving_default'})
+  status, doc = server.post('predict', {
+      'instances': batch,
+      'signature_name': 'serving_default'
+  })
   assert status == 200
   assert [p['probabilities'][0] for p in doc['predictions']] == list(
       grpc_client.output(response, 'probabilities')[:, 0].astype(float))
 
   # The version by number, and an output_filter, as TF Serving takes them.
-  request = grpc_client.examples_request(batch[:5], config, server.name,
-                                         version=version)
+  request = grpc_client.examples_request(
+      batch[:5], config, server.name, version=version)
   request.output_filter.append('classes')
   response = client.predictions.Predict(request, timeout=60)
   assert set(response.outputs) == {'classes'}
@@ -217,10 +220,11 @@ def test_classify_equals_rest_and_regress_refuses_a_classifier(
   assert response.model_spec.signature_name == 'serving_default'
   status, doc = server.post('classify', {'examples': batch})
   assert status == 200, doc
-  got = [[[c.label, c.score] for c in r.classes]
+  got = [[[c.label, c.score]
+          for c in r.classes]
          for r in response.result.classifications]
-  assert [[label for label, _ in r] for r in got] == [
-      [label for label, _ in r] for r in doc['results']]
+  assert [[label for label, _ in r] for r in got
+         ] == [[label for label, _ in r] for r in doc['results']]
   close([score for r in got for _, score in r],
         [score for r in doc['results'] for _, score in r])
   expected_p, _ = reference.via_examples(batch)
@@ -229,15 +233,17 @@ def test_classify_equals_rest_and_regress_refuses_a_classifier(
   # A context holds the features common to every example.
   context = {'color': batch[0]['color']}
   examples = [{k: v for k, v in r.items() if k != 'color'} for r in batch[:5]]
-  response = client.predictions.Classify(grpc_client.classify_request(
-      examples, config, server.name, context=context), timeout=60)
+  response = client.predictions.Classify(
+      grpc_client.classify_request(
+          examples, config, server.name, context=context),
+      timeout=60)
   same = [dict(r, **context) for r in batch[:5]]
   close([r.classes[1].score for r in response.result.classifications],
         reference.via_examples(same)[0])
 
-  code, details = call_code(client.predictions.Regress,
-                            grpc_client.regress_request(batch[:2], config,
-                                                        server.name))
+  code, details = call_code(
+      client.predictions.Regress,
+      grpc_client.regress_request(batch[:2], config, server.name))
   assert code == INVALID and 'classifier' in details and 'Classify' in details
 
 
@@ -261,21 +267,25 @@ def test_metadata_and_status_equal_rest(server, client, model_copy):
   status, doc, _ = server.request('GET', f'/v1/models/{server.name}/metadata')
   assert status == 200
   assert json_format.MessageToDict(
-      signatures, preserving_proto_field_name=True,
+      signatures,
+      preserving_proto_field_name=True,
       including_default_value_fields=True)['signature_def'] == (
           doc['metadata']['signature_def']['signature_def'])
 
   for asked in (None, version):
-    request = grpc_client.spec(get_model_status_pb2.GetModelStatusRequest(),
-                               server.name, version=asked)
+    request = grpc_client.spec(
+        get_model_status_pb2.GetModelStatusRequest(),
+        server.name,
+        version=asked)
     response = client.models.GetModelStatus(request, timeout=60)
-    assert [(s.version, s.state, s.status.error_code, s.status.error_message)
-            for s in response.model_version_status] == [
-                (version, get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-                 0, '')]
+    assert [
+        (s.version, s.state, s.status.error_code, s.status.error_message)
+        for s in response.model_version_status
+    ] == [(version, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0, '')]
   status, doc, _ = server.request('GET', f'/v1/models/{server.name}')
   assert json_format.MessageToDict(
-      response, preserving_proto_field_name=True,
+      response,
+      preserving_proto_field_name=True,
       including_default_value_fields=True) == doc
 
 
@@ -302,11 +312,12 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
     return request
 
   def examples(*protos, signature=None):
-    request = grpc_client.spec(predict_pb2.PredictRequest(), server.name,
-                               signature=signature)
-    request.inputs['examples'].CopyFrom(tf.make_tensor_proto(
-        [p if isinstance(p, bytes) else p.SerializeToString()
-         for p in protos]))
+    request = grpc_client.spec(
+        predict_pb2.PredictRequest(), server.name, signature=signature)
+    request.inputs['examples'].CopyFrom(
+        tf.make_tensor_proto([
+            p if isinstance(p, bytes) else p.SerializeToString() for p in protos
+        ]))
     return request
 
   def example(**change):
@@ -324,11 +335,11 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
 
   content = _tensor(np.array([1.0, 2.0, 3.0], np.float32), tf.float32)
   content.tensor_content = content.tensor_content[:-2]
-  stray = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64,
-                                 float_val=[1.0, 2.0, 3.0])
+  stray = tensor_pb2.TensorProto(
+      dtype=types_pb2.DT_INT64, float_val=[1.0, 2.0, 3.0])
   stray.tensor_shape.dim.add(size=3)
-  four_values = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64,
-                                       int64_val=[1, 2, 3, 4])
+  four_values = tensor_pb2.TensorProto(
+      dtype=types_pb2.DT_INT64, int64_val=[1, 2, 3, 4])
   four_values.tensor_shape.dim.add(size=3)
   no_spec = predict_pb2.PredictRequest()
   no_spec.CopyFrom(raw())
@@ -346,10 +357,10 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
   nothing = grpc_client.spec(classification_pb2.ClassificationRequest(),
                              server.name)
   no_examples = grpc_client.classify_request([], config, server.name)
-  clash = grpc_client.classify_request(good, config, server.name,
-                                       context={'city': 'oslo'})
-  big = examples(grpc_client.example(dict(good[0], city='x' * MAX_BODY),
-                                     config))
+  clash = grpc_client.classify_request(
+      good, config, server.name, context={'city': 'oslo'})
+  big = examples(
+      grpc_client.example(dict(good[0], city='x' * MAX_BODY), config))
   no_fields = grpc_client.spec(get_model_metadata_pb2.GetModelMetadataRequest(),
                                server.name)
   bad_field = grpc_client.spec(get_model_metadata_pb2.GetModelMetadataRequest(),
@@ -365,8 +376,8 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
        ["'visits'", 'DT_INT64', 'DT_INT32']),
       (predict, raw(height=_tensor([1.0, 2.0, 3.0], tf.float64)), INVALID,
        ["'height'", 'DT_FLOAT', 'DT_DOUBLE']),
-      (predict, raw(city=_tensor(['a', 'b', 'c'], tf.string, [3, 1])),
-       INVALID, ["'city'", '[3, 1]']),
+      (predict, raw(city=_tensor(['a', 'b', 'c'], tf.string, [3, 1])), INVALID,
+       ["'city'", '[3, 1]']),
       (predict, raw(city=_tensor('a', tf.string)), INVALID,
        ["'city'", 'shape []']),
       (predict, raw(shoe_size=_tensor([1, 2, 3], tf.int64)), INVALID,
@@ -377,19 +388,18 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
       (predict, raw(visits=_tensor([1, 2], tf.int64)), INVALID,
        ["'visits'", '2', '3']),
       (predict, raw(visits=four_values), INVALID, ["'visits'", '4 values']),
-      (predict, grpc_client.raw_request([], kinds, server.name), INVALID,
-       ['empty']),
+      (predict, grpc_client.raw_request([], kinds,
+                                        server.name), INVALID, ['empty']),
       (predict, too_many, INVALID, [str(n), 'limit']),
       (predict, raw(height=content), INVALID, ["'height'", 'tensor_content']),
       (predict, raw(visits=stray), INVALID,
        ["'visits'", 'no values', 'int64_val', 'not float_val']),
-      (predict, raw(city=_tensor([b'ok', b'\xff', b'ok'], tf.string)),
-       INVALID, ['instance 1', "'city'", 'UTF-8']),
-      (predict, raw(height=_tensor([math.inf, 1.0, 2.0], tf.float32)),
-       INVALID, ['instance 0', "'height'", 'not finite']),
-      (predict, grpc_client.raw_request(good, kinds, server.name,
-                                        signature=''), INVALID,
-       ['serving_default', 'serving_raw']),
+      (predict, raw(city=_tensor([b'ok', b'\xff', b'ok'], tf.string)), INVALID,
+       ['instance 1', "'city'", 'UTF-8']),
+      (predict, raw(height=_tensor([math.inf, 1.0, 2.0], tf.float32)), INVALID,
+       ['instance 0', "'height'", 'not finite']),
+      (predict, grpc_client.raw_request(good, kinds, server.name, signature=''),
+       INVALID, ['serving_default', 'serving_raw']),
       (predict, examples(b'\xff\xff\xff'), INVALID,
        ['examples[0]', 'tf.Example']),
       (predict, examples(example(), example(shoe_size=[1])), INVALID,
@@ -418,8 +428,9 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
        grpc_client.spec(get_model_status_pb2.GetModelStatusRequest(),
                         'nosuchmodel'), NOT_FOUND, ['nosuchmodel']),
       (client.models.GetModelStatus,
-       grpc_client.spec(get_model_status_pb2.GetModelStatusRequest(),
-                        server.name, version=7), NOT_FOUND, ['7']),
+       grpc_client.spec(
+           get_model_status_pb2.GetModelStatusRequest(), server.name,
+           version=7), NOT_FOUND, ['7']),
       (stub.MultiInference, inference_pb2.MultiInferenceRequest(),
        grpc.StatusCode.UNIMPLEMENTED, ['MultiInference']),
   ]
@@ -431,28 +442,37 @@ def test_bad_calls_get_the_status_a_client_expects(server, client, reference,
 
   # The checks are REST's: the same problem, in the same words.
   for change, grpc_inputs in (
-      ({'shoe_size': 1}, {'shoe_size': _tensor([1, 2, 3], tf.int64)}),
-      ({'outcome': 'no'}, {'outcome': _tensor(['no'] * 3, tf.string)}),
+      ({
+          'shoe_size': 1
+      }, {
+          'shoe_size': _tensor([1, 2, 3], tf.int64)
+      }),
+      ({
+          'outcome': 'no'
+      }, {
+          'outcome': _tensor(['no'] * 3, tf.string)
+      }),
   ):
-    status, doc = server.post('predict', {'instances': [dict(good[0],
-                                                             **change)]})
+    status, doc = server.post('predict',
+                              {'instances': [dict(good[0], **change)]})
     assert status == 400
     _, details = call_code(predict, raw(**grpc_inputs))
     assert details.split(': ', 1)[1] == doc['error'].split(': ', 1)[1]
   status, doc = server.post(
-      'predict', '{"instances": [%s]}' % json_dumps_with(good[0], 'height',
-                                                         '1e999'))
-  _, details = call_code(predict, raw(height=_tensor([math.inf, 1.0, 2.0],
-                                                     tf.float32)))
+      'predict',
+      '{"instances": [%s]}' % json_dumps_with(good[0], 'height', '1e999'))
+  _, details = call_code(predict,
+                         raw(height=_tensor([math.inf, 1.0, 2.0], tf.float32)))
   assert status == 400 and details.split(': ', 1)[1] == doc['error'].split(
       ': ', 1)[1]
 
   # Still serving, correctly, after all of that.
   assert server.proc.poll() is None
-  response = predict(grpc_client.raw_request(good, kinds, server.name),
-                     timeout=60)
-  close(grpc_client.output(response, 'probabilities')[:, 0],
-        reference.via_examples(good)[0])
+  response = predict(
+      grpc_client.raw_request(good, kinds, server.name), timeout=60)
+  close(
+      grpc_client.output(response, 'probabilities')[:, 0],
+      reference.via_examples(good)[0])
   assert 'Traceback' not in server.stderr()
 
 
@@ -476,22 +496,22 @@ def test_grpc_and_rest_calls_share_batcher_and_request_log(
     for i in range(k, len(batch), 12):
       if k % 3 == 0:
         status, doc = server.post('predict', {'instances': [batch[i]]})
-        results[i] = ('rest', status,
-                      doc['predictions'][0]['probabilities'][0]
+        results[i] = ('rest', status, doc['predictions'][0]['probabilities'][0]
                       if status == 200 else doc)
       elif k % 3 == 1:
-        code, response = call_code(client.predictions.Predict,
-                                   grpc_client.raw_request(
-                                       [batch[i]], reference.kinds,
-                                       server.name))
-        results[i] = ('raw', code, float(response.outputs[
-            'probabilities'].float_val[0]) if code == OK else response)
+        code, response = call_code(
+            client.predictions.Predict,
+            grpc_client.raw_request([batch[i]], reference.kinds, server.name))
+        results[i] = ('raw', code,
+                      float(response.outputs['probabilities'].float_val[0])
+                      if code == OK else response)
       else:
-        code, response = call_code(client.predictions.Predict,
-                                   grpc_client.examples_request(
-                                       [batch[i]], config, server.name))
-        results[i] = ('examples', code, float(response.outputs[
-            'probabilities'].float_val[0]) if code == OK else response)
+        code, response = call_code(
+            client.predictions.Predict,
+            grpc_client.examples_request([batch[i]], config, server.name))
+        results[i] = ('examples', code,
+                      float(response.outputs['probabilities'].float_val[0])
+                      if code == OK else response)
 
   threads = [threading.Thread(target=caller, args=(k,)) for k in range(12)]
   for t in threads:
@@ -512,8 +532,8 @@ def test_grpc_and_rest_calls_share_batcher_and_request_log(
     got = line['features']
     return (set(got) == set(row) and got['visits'] == row['visits'] and
             (got['color'] or None) == row['color'] and
-            (got['height'] is None if row['height'] is None else
-             got['height'] is not None and
+            (got['height'] is None
+             if row['height'] is None else got['height'] is not None and
              math.isclose(got['height'], row['height'], rel_tol=1e-6)))
 
   for i, row in enumerate(batch):
@@ -543,10 +563,9 @@ def test_version_swap_under_a_stream_of_calls(server, client, model_copy,
   def caller(k):
     i = k
     while not stop.is_set():
-      code, response = call_code(client.predictions.Predict,
-                                 grpc_client.raw_request(
-                                     [batch[i]], reference.kinds,
-                                     server.name))
+      code, response = call_code(
+          client.predictions.Predict,
+          grpc_client.raw_request([batch[i]], reference.kinds, server.name))
       if code != OK:
         failures.append((code, response))
         return
@@ -569,9 +588,11 @@ def test_version_swap_under_a_stream_of_calls(server, client, model_copy,
       request = grpc_client.spec(get_model_status_pb2.GetModelStatusRequest(),
                                  server.name)
       response = client.models.GetModelStatus(request, timeout=60)
-      return [s.version for s in response.model_version_status
-              if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
-             ] == [new]
+      return [
+          s.version
+          for s in response.model_version_status
+          if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+      ] == [new]
 
     wait_for(swapped, what='the new version to be served')
     time.sleep(0.5)
@@ -584,20 +605,18 @@ def test_version_swap_under_a_stream_of_calls(server, client, model_copy,
   for k in range(4):  # each caller saw the old version, then only the new
     mine = [v for c, v in seen if c == k]
     assert mine == sorted(mine)
-  code, details = call_code(client.predictions.Predict,
-                            grpc_client.raw_request(batch[:1],
-                                                    reference.kinds,
-                                                    server.name,
-                                                    version=version))
+  code, details = call_code(
+      client.predictions.Predict,
+      grpc_client.raw_request(
+          batch[:1], reference.kinds, server.name, version=version))
   assert code == NOT_FOUND and str(version) in details
 
 
 # ------------------------------------------------------------------ SIGTERM
 
 
-def test_sigterm_answers_calls_in_flight_then_unavailable(model_copy,
-                                                          tmp_path, rows,
-                                                          config):
+def test_sigterm_answers_calls_in_flight_then_unavailable(
+    model_copy, tmp_path, rows, config):
   model_dir, _ = model_copy
   log_path = str(tmp_path / 'requests.jsonl')
   # One model thread: calls queue up, so some are in flight at any moment.
@@ -612,10 +631,10 @@ def test_sigterm_answers_calls_in_flight_then_unavailable(model_copy,
       deadline = time.monotonic() + 120
       while time.monotonic() < deadline:
         start = time.monotonic()
-        code, got = call_code(c.predictions.Predict,
-                              grpc_client.examples_request(
-                                  batch[k:] + batch[:k], config, s.name),
-                              timeout=30)
+        code, got = call_code(
+            c.predictions.Predict,
+            grpc_client.examples_request(batch[k:] + batch[:k], config, s.name),
+            timeout=30)
         if code != OK:
           refused.append((code, got))
           return
@@ -653,10 +672,16 @@ def test_a_taken_grpc_port_is_a_usage_error(model_copy, tmp_path):
     taken.listen()
     port = taken.getsockname()[1]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
-    result = subprocess.run(
-        [sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
-         '--port', '0', '--grpc-port', str(port), '--poll-seconds', '0'],
-        cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([
+        sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
+        '--port', '0', '--grpc-port',
+        str(port), '--poll-seconds', '0'
+    ],
+                            cwd=str(ROOT),
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]
   assert f'cannot listen on 127.0.0.1:{port} (gRPC)' in result.stderr
   assert result.stdout == ''
@@ -664,21 +689,29 @@ def test_a_taken_grpc_port_is_a_usage_error(model_copy, tmp_path):
 
 # --------------------------------------------------------- in-process fuzzing
 
-CONFIGS = [TOY_CONFIG, str(ROOT / 'tests' / 'data' / 'mixed.yaml'),
-           str(ROOT / 'tests' / 'data' / 'events.yaml')]
+CONFIGS = [
+    TOY_CONFIG,
+    str(ROOT / 'tests' / 'data' / 'mixed.yaml'),
+    str(ROOT / 'tests' / 'data' / 'events.yaml')
+]
 _SCHEMAS = [request_checks.RowSchema(load_config(c)) for c in CONFIGS]
-_DTYPES = [types_pb2.DT_INT64, types_pb2.DT_FLOAT, types_pb2.DT_STRING,
-           types_pb2.DT_INT32, types_pb2.DT_DOUBLE, types_pb2.DT_BOOL, 0, 999]
+_DTYPES = [
+    types_pb2.DT_INT64, types_pb2.DT_FLOAT, types_pb2.DT_STRING,
+    types_pb2.DT_INT32, types_pb2.DT_DOUBLE, types_pb2.DT_BOOL, 0, 999
+]
 
-
-_FIELD = {types_pb2.DT_INT64: 'int64_val', types_pb2.DT_FLOAT: 'float_val',
-          types_pb2.DT_STRING: 'string_val'}
-_TEXT = st.one_of(st.sampled_from([b'', b' ', b'true', b'no', b'2', b'\xff',
-                                   b'2024-05-01T13:45:00Z', b'a|b| c', b'nan',
-                                   b'1e999', b'12']),
-                  st.text(max_size=8).map(lambda t: t.encode('utf-8',
-                                                             'surrogatepass')),
-                  st.binary(max_size=12))
+_FIELD = {
+    types_pb2.DT_INT64: 'int64_val',
+    types_pb2.DT_FLOAT: 'float_val',
+    types_pb2.DT_STRING: 'string_val'
+}
+_TEXT = st.one_of(
+    st.sampled_from([
+        b'', b' ', b'true', b'no', b'2', b'\xff', b'2024-05-01T13:45:00Z',
+        b'a|b| c', b'nan', b'1e999', b'12'
+    ]),
+    st.text(max_size=8).map(lambda t: t.encode('utf-8', 'surrogatepass')),
+    st.binary(max_size=12))
 _VALUES = {
     'int64_val': st.integers(-2**63, 2**63 - 1),
     'float_val': st.floats(width=32),
@@ -690,8 +723,9 @@ _VALUES = {
 def tensors(draw, dtype, n):
   """Mostly a well-formed [n] tensor of `dtype`; sometimes a wrong dtype,
   shape, field or count."""
-  flaw = draw(st.sampled_from(['none'] * 40 + ['dtype', 'shape', 'field',
-                                                'count', 'content']))
+  flaw = draw(
+      st.sampled_from(['none'] * 40 +
+                      ['dtype', 'shape', 'field', 'count', 'content']))
   if flaw == 'dtype':
     dtype = draw(st.sampled_from(_DTYPES))
   proto = tensor_pb2.TensorProto(dtype=dtype)
@@ -708,9 +742,8 @@ def tensors(draw, dtype, n):
   if flaw == 'content':
     proto.tensor_content = draw(st.binary(max_size=48))
   else:
-    getattr(proto, field).extend(draw(st.lists(_VALUES[field],
-                                               min_size=count,
-                                               max_size=count)))
+    getattr(proto, field).extend(
+        draw(st.lists(_VALUES[field], min_size=count, max_size=count)))
   return proto
 
 
@@ -723,8 +756,12 @@ def test_any_tensors_give_rows_or_a_request_error(schema, data):
   keys = [k for k in schema.names if data.draw(st.integers(0, 39))]
   if not data.draw(st.integers(0, 9)):
     keys.append(data.draw(st.sampled_from(['unknown', schema.label])))
-  inputs = {k: data.draw(tensors(
-      grpc_requests.DTYPES[schema.kinds.get(k, 'string')], n)) for k in keys}
+  inputs = {
+      k:
+          data.draw(
+              tensors(grpc_requests.DTYPES[schema.kinds.get(k, 'string')], n))
+      for k in keys
+  }
   try:
     rows = grpc_requests.raw_tensor_rows(inputs, schema, 4)
   except request_checks.RequestError as e:
@@ -735,9 +772,10 @@ def test_any_tensors_give_rows_or_a_request_error(schema, data):
     assert set(row) == set(schema.names)
 
 
-_LISTS = st.one_of(st.lists(_TEXT, max_size=3),
-                   st.lists(st.integers(-2**63, 2**63 - 1), max_size=3),
-                   st.lists(st.floats(width=32), max_size=3))
+_LISTS = st.one_of(
+    st.lists(_TEXT, max_size=3),
+    st.lists(st.integers(-2**63, 2**63 - 1), max_size=3),
+    st.lists(st.floats(width=32), max_size=3))
 
 
 @fuzz_settings(150)
@@ -750,8 +788,8 @@ def test_any_examples_give_rows_or_a_request_error(schema, data):
   serialized = []
   for _ in range(data.draw(st.integers(1, 3))):
     ex = tf.train.Example()
-    for name in data.draw(st.lists(st.sampled_from(schema.names), max_size=8,
-                                   unique=True)):
+    for name in data.draw(
+        st.lists(st.sampled_from(schema.names), max_size=8, unique=True)):
       values = data.draw(_LISTS)
       feature = ex.features.feature[name]
       if values and isinstance(values[0], bytes):

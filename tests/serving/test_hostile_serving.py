@@ -37,19 +37,21 @@ MAX_CONNECTIONS = 24
 IDLE_SECONDS = 2
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 VALID = {'height': 170.0, 'visits': 3, 'city': 'paris', 'color': 'red'}
-CONFIGS = [TOY_CONFIG, str(ROOT / 'tests' / 'data' / 'mixed.yaml'),
-           str(ROOT / 'tests' / 'data' / 'events.yaml')]
+CONFIGS = [
+    TOY_CONFIG,
+    str(ROOT / 'tests' / 'data' / 'mixed.yaml'),
+    str(ROOT / 'tests' / 'data' / 'events.yaml')
+]
 
 
 @pytest.fixture(scope='module')
 def server(trainer_toy_model, tmp_path_factory):
   model_dir, _ = trainer_toy_model
   s = Server(model_dir, str(tmp_path_factory.mktemp('hostile_server')),
-             '--poll-seconds', '0',
-             '--max-connections', str(MAX_CONNECTIONS),
-             '--idle-timeout', str(IDLE_SECONDS),
-             '--body-timeout', str(IDLE_SECONDS),
-             '--max-body-bytes', '65536', '--max-instances', '20')
+             '--poll-seconds', '0', '--max-connections', str(MAX_CONNECTIONS),
+             '--idle-timeout', str(IDLE_SECONDS), '--body-timeout',
+             str(IDLE_SECONDS), '--max-body-bytes', '65536', '--max-instances',
+             '20')
   yield s
   assert s.stop() == 0
 
@@ -66,8 +68,10 @@ def _post(path, body):
 
 
 def assert_valid_request_served(server):
-  status, doc, _ = server.request('POST', f'/v1/models/{server.name}:predict',
-                                  {'instances': [VALID]}, timeout=30)
+  status, doc, _ = server.request(
+      'POST',
+      f'/v1/models/{server.name}:predict', {'instances': [VALID]},
+      timeout=30)
   assert status == 200, doc
   assert 0.0 <= doc['predictions'][0]['probabilities'][0] <= 1.0
 
@@ -137,9 +141,13 @@ def test_connections_beyond_the_cap_when_all_are_busy_get_503(server):
       sock.sendall(_head(b'POST', b'/v1/models/toy:predict', 100) + b'{')
       busy.append(sock)
     time.sleep(1)  # every head parsed: each connection is busy
-    error = assert_json_error(raw_request(server.port, _post(
-        b'/v1/models/toy:predict', json.dumps({'instances': [VALID]}
-                                             ).encode())), [503])
+    error = assert_json_error(
+        raw_request(
+            server.port,
+            _post(b'/v1/models/toy:predict',
+                  json.dumps({
+                      'instances': [VALID]
+                  }).encode())), [503])
     assert 'connection limit' in error
     # Each stalled body gets a 408 at the body timeout, and then the server
     # answers again.
@@ -186,21 +194,29 @@ def test_malformed_http_gets_the_api_json_error(server, data, fragment):
 
 
 @pytest.mark.parametrize('path', [
-    '/v1/models/toy/versions/%C2%B2', '/v1/models/toy/versions/%E2%91%A0',
+    '/v1/models/toy/versions/%C2%B2',
+    '/v1/models/toy/versions/%E2%91%A0',
     '/v1/models/toy/versions/%C2%B2/metadata',
     '/v1/models/toy/versions/%E2%91%A0:predict',
     '/v1/models/toy/versions/%C2%B2:classify',
     '/v1/models/toy/versions/' + '9' * 5000,
     '/v1/models/toy/versions/99999999999999999999',
-    '/v1/models/toy/versions/-1', '/v1/models/toy/versions/%00',
-    '/v1/models/%FF%FE', '/v1/models/%ED%A0%80:predict', '/v1/models/toy/..',
-    '/v1/models/toy:%C2%B2', '/v1/models//versions/1', '/%2e%2e/etc/passwd',
+    '/v1/models/toy/versions/-1',
+    '/v1/models/toy/versions/%00',
+    '/v1/models/%FF%FE',
+    '/v1/models/%ED%A0%80:predict',
+    '/v1/models/toy/..',
+    '/v1/models/toy:%C2%B2',
+    '/v1/models//versions/1',
+    '/%2e%2e/etc/passwd',
 ])
 def test_any_client_path_gets_a_4xx(server, path):
   for method in (b'GET', b'POST'):
-    assert_json_error(raw_request(server.port, _post(path.encode(), b'{}')
-                                  if method == b'POST' else
-                                  _head(method, path.encode())))
+    assert_json_error(
+        raw_request(
+            server.port,
+            _post(path.encode(), b'{}') if method == b'POST' else _head(
+                method, path.encode())))
 
 
 # ---------------------------------------------------- property-based, HTTP
@@ -210,48 +226,67 @@ def _instances():
   """Valid instances with some values replaced by anything, keys added or
   dropped."""
   return st.tuples(
-      st.fixed_dictionaries({}, optional={k: st.just(v)
-                                          for k, v in VALID.items()}),
-      st.dictionaries(st.sampled_from(list(VALID) + ['outcome', 'x', '']),
-                      json_values, max_size=3)).map(
-                          lambda pair: dict(pair[0], **pair[1]))
+      st.fixed_dictionaries({},
+                            optional={
+                                k: st.just(v) for k, v in VALID.items()
+                            }),
+      st.dictionaries(
+          st.sampled_from(list(VALID) + ['outcome', 'x', '']),
+          json_values,
+          max_size=3)).map(lambda pair: dict(pair[0], **pair[1]))
 
 
 def request_bodies():
   objects = st.one_of(
       json_values,
-      st.fixed_dictionaries({'instances': st.lists(_instances(),
-                                                   max_size=4)}),
-      st.fixed_dictionaries({'inputs': st.dictionaries(
-          st.sampled_from(list(VALID) + ['history', 'y']),
-          st.lists(json_values, max_size=3), max_size=5)}),
-      st.fixed_dictionaries(
-          {'examples': st.lists(_instances(), max_size=3)},
-          optional={'context': st.dictionaries(st.sampled_from(list(VALID)),
-                                               json_values, max_size=2),
-                    'signature_name': json_values}),
-      st.fixed_dictionaries({'instances': st.lists(_instances(), max_size=2),
-                             'signature_name': st.sampled_from(
-                                 ['serving_default', 'serving_raw', '',
-                                  'nope'])}),
+      st.fixed_dictionaries({'instances': st.lists(_instances(), max_size=4)}),
+      st.fixed_dictionaries({
+          'inputs':
+              st.dictionaries(
+                  st.sampled_from(list(VALID) + ['history', 'y']),
+                  st.lists(json_values, max_size=3),
+                  max_size=5)
+      }),
+      st.fixed_dictionaries({'examples': st.lists(_instances(), max_size=3)},
+                            optional={
+                                'context':
+                                    st.dictionaries(
+                                        st.sampled_from(list(VALID)),
+                                        json_values,
+                                        max_size=2),
+                                'signature_name':
+                                    json_values
+                            }),
+      st.fixed_dictionaries({
+          'instances':
+              st.lists(_instances(), max_size=2),
+          'signature_name':
+              st.sampled_from(['serving_default', 'serving_raw', '', 'nope'])
+      }),
   )
   return st.one_of(
       objects.map(lambda o: json.dumps(o).encode('utf-8', 'surrogatepass')),
       st.binary(max_size=200),
       st.text(max_size=200).map(lambda t: t.encode('utf-8', 'surrogatepass')),
-      st.builds(lambda n: b'{"instances": [{"height": %s, "visits": 3, '
-                b'"city": "a", "color": "red"}]}' % n.encode(),
-                st.sampled_from(['1e999', '-1e999', 'NaN', '1' * 5000,
-                                 '3.5e38', '-0', '1E+2', '0.0000001e-320'])))
+      st.builds(
+          lambda n: b'{"instances": [{"height": %s, "visits": 3, '
+          b'"city": "a", "color": "red"}]}' % n.encode(),
+          st.sampled_from([
+              '1e999', '-1e999', 'NaN', '1' * 5000, '3.5e38', '-0', '1E+2',
+              '0.0000001e-320'
+          ])))
 
 
 @fuzz_settings(40)
-@given(body=request_bodies(),
-       verb=st.sampled_from([':predict', ':classify', ':regress',
-                             '/versions/1:predict', '', '/metadata']))
+@given(
+    body=request_bodies(),
+    verb=st.sampled_from([
+        ':predict', ':classify', ':regress', '/versions/1:predict', '',
+        '/metadata'
+    ]))
 def test_any_json_body_gets_2xx_or_a_4xx_json_error(server, body, verb):
-  answer = raw_request(server.port, _post(b'/v1/models/toy' + verb.encode(),
-                                          body))
+  answer = raw_request(server.port,
+                       _post(b'/v1/models/toy' + verb.encode(), body))
   if answer[0] >= 300:
     assert_json_error(answer)
   else:
@@ -262,21 +297,27 @@ _URL_CHARS = st.characters(blacklist_characters='\r\n', codec='utf-8')
 
 
 @fuzz_settings(40)
-@given(path=st.one_of(
-    st.text(_URL_CHARS, max_size=60).map(lambda t: '/' + t),
-    st.text(_URL_CHARS, max_size=30).map(lambda t: '/v1/models/toy/' + t),
-    st.text(_URL_CHARS, max_size=30).map(lambda t: f'/v1/models/{t}:predict'),
-    st.binary(max_size=12).map(lambda b: '/v1/models/toy/versions/' + ''.join(
-        f'%{x:02X}' for x in b)),
-    # Versions spelled with any digit-like characters ('²', '①', '٣').
-    st.tuples(st.text(st.one_of(st.characters(categories=('Nd', 'No')),
-                                st.sampled_from('0123456789²³①⑨٣߀፩𝟙')),
-                      min_size=1, max_size=4),
-              st.sampled_from(['', '/metadata', ':predict', ':classify'])).map(
-                  lambda p: '/v1/models/toy/versions/' +
-                  urllib.parse.quote(p[0]) + p[1])),
-       method=st.sampled_from([b'GET', b'POST', b'PUT', b'DELETE', b'HEAD',
-                               b'OPTIONS', b'PATCH']))
+@given(
+    path=st.one_of(
+        st.text(_URL_CHARS, max_size=60).map(lambda t: '/' + t),
+        st.text(_URL_CHARS, max_size=30).map(lambda t: '/v1/models/toy/' + t),
+        st.text(_URL_CHARS,
+                max_size=30).map(lambda t: f'/v1/models/{t}:predict'),
+        st.binary(max_size=12).map(lambda b: '/v1/models/toy/versions/' + ''.
+                                   join(f'%{x:02X}' for x in b)),
+        # Versions spelled with any digit-like characters ('²', '①', '٣').
+        st.tuples(
+            st.text(
+                st.one_of(
+                    st.characters(categories=('Nd', 'No')),
+                    st.sampled_from('0123456789²³①⑨٣߀፩𝟙')),
+                min_size=1,
+                max_size=4),
+            st.sampled_from(['', '/metadata', ':predict', ':classify'
+                            ])).map(lambda p: '/v1/models/toy/versions/' +
+                                    urllib.parse.quote(p[0]) + p[1])),
+    method=st.sampled_from(
+        [b'GET', b'POST', b'PUT', b'DELETE', b'HEAD', b'OPTIONS', b'PATCH']))
 def test_any_url_and_method_get_2xx_or_a_4xx_json_error(server, path, method):
   data = _head(method, path.encode('utf-8', 'surrogatepass'), 2) + b'{}'
   answer = raw_request(server.port, data)
@@ -320,15 +361,19 @@ def test_request_checks_accept_or_name_the_problem(config_path):
   config = load_config(config_path)
   schema = request_checks.RowSchema(config)
   names = schema.names + [config.label.column, 'history', 'x']
-  value = st.one_of(json_values, integers, st.floats(),
-                    st.sampled_from(['2024-05-01T10:00:00Z', '1e20', 'yes',
-                                     'a|b', 253402300800, 1e300]))
+  value = st.one_of(
+      json_values, integers, st.floats(),
+      st.sampled_from(
+          ['2024-05-01T10:00:00Z', '1e20', 'yes', 'a|b', 253402300800, 1e300]))
   instance = st.dictionaries(st.sampled_from(names), value, max_size=8)
   body = st.one_of(
       json_values,
       st.fixed_dictionaries({'instances': st.lists(instance, max_size=3)}),
-      st.fixed_dictionaries({'inputs': st.dictionaries(
-          st.sampled_from(names), st.lists(value, max_size=3))}),
+      st.fixed_dictionaries({
+          'inputs':
+              st.dictionaries(
+                  st.sampled_from(names), st.lists(value, max_size=3))
+      }),
       st.fixed_dictionaries({'examples': st.lists(instance, max_size=3)},
                             optional={'context': instance}))
 

@@ -42,7 +42,6 @@ MAX_BODY = 64 * 1024
 _SENTINEL = 987654.125
 _SENTINEL_TEXT = '987654.125'
 
-
 # ------------------------------------------------------------------- helpers
 
 
@@ -109,8 +108,8 @@ class InProcess:
         assert None not in col
         inputs[name] = tf.constant(col, tf.int64)
       elif kind == 'float':
-        inputs[name] = tf.constant([math.nan if v is None else v
-                                    for v in col], tf.float32)
+        inputs[name] = tf.constant([math.nan if v is None else v for v in col],
+                                   tf.float32)
       else:
         inputs[name] = tf.constant(['' if v is None else v for v in col])
     out = self.model.signatures[ExportDir.RAW_SIGNATURE](**inputs)
@@ -119,9 +118,11 @@ class InProcess:
 
 
 def close(actual, expected):
-  np.testing.assert_allclose(np.asarray(actual, np.float64),
-                             np.asarray(expected, np.float64),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(actual, np.float64),
+      np.asarray(expected, np.float64),
+      rtol=1e-5,
+      atol=1e-6)
 
 
 def wait_for(predicate, timeout=60, what='condition'):
@@ -162,8 +163,9 @@ def model_copy(trainer_toy_model, tmp_path_factory):
   model_dir, _ = trainer_toy_model
   version = ModelDir(model_dir).versions()[-1]
   copy = str(tmp_path_factory.mktemp('serving') / 'model')
-  shutil.copytree(os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)),
-                  os.path.join(copy, ModelDir.EXPORT_DIR, str(version)))
+  shutil.copytree(
+      os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)),
+      os.path.join(copy, ModelDir.EXPORT_DIR, str(version)))
   return copy, version
 
 
@@ -179,8 +181,8 @@ def server(model_copy, tmp_path_factory):
   work = str(tmp_path_factory.mktemp('server'))
   s = Server(model_dir, work, '--request-log',
              os.path.join(work, 'requests.jsonl'), '--poll-seconds', '0.3',
-             '--max-instances', str(MAX_INSTANCES),
-             '--max-body-bytes', str(MAX_BODY))
+             '--max-instances', str(MAX_INSTANCES), '--max-body-bytes',
+             str(MAX_BODY))
   s.log_path = os.path.join(work, 'requests.jsonl')
   yield s
   s.stop()
@@ -222,13 +224,15 @@ def test_predict_rows_and_columns_equal_in_process(server, reference, rows,
   close([p[0] for p in doc['outputs']['probabilities']], expected_p)
   assert doc['outputs']['classes'] == expected_c
 
-  status, doc = server.post('predict', {'instances': batch,
-                                        'signature_name': 'serving_default'})
+  status, doc = server.post('predict', {
+      'instances': batch,
+      'signature_name': 'serving_default'
+  })
   assert status == 200, doc
   close([p['probabilities'][0] for p in doc['predictions']], expected_p)
 
-  status, doc = server.post('predict', {'instances': batch[:3]},
-                            version=version)
+  status, doc = server.post(
+      'predict', {'instances': batch[:3]}, version=version)
   assert status == 200 and len(doc['predictions']) == 3
 
 
@@ -248,17 +252,20 @@ def test_classify_equals_in_process(server, reference, rows):
   # tf.Example style: a common "context", one-value lists, [] for missing.
   name = next(iter(batch[0]))
   context = {name: batch[0][name]}
-  examples = [{k: [v] if v is not None else [] for k, v in r.items()
-               if k != name} for r in batch[:5]]
-  status, doc = server.post('classify', {'context': context,
-                                         'examples': examples})
+  examples = [{
+      k: [v] if v is not None else [] for k, v in r.items() if k != name
+  } for r in batch[:5]]
+  status, doc = server.post('classify', {
+      'context': context,
+      'examples': examples
+  })
   assert status == 200, doc
   same = [dict(r, **context) for r in batch[:5]]
   close([r[1][1] for r in doc['results']], reference.via_examples(same)[0])
 
 
-def test_concurrent_requests_are_batched_without_mixing_rows(server,
-                                                             reference, rows):
+def test_concurrent_requests_are_batched_without_mixing_rows(
+    server, reference, rows):
   expected_p, _ = reference.via_examples(rows)
   results = [None] * len(rows)
 
@@ -268,8 +275,10 @@ def test_concurrent_requests_are_batched_without_mixing_rows(server,
       results[i] = (status, doc['predictions'][0]['probabilities'][0]
                     if status == 200 else doc)
 
-  threads = [threading.Thread(target=client, args=(range(k, len(rows), 16),))
-             for k in range(16)]
+  threads = [
+      threading.Thread(target=client, args=(range(k, len(rows), 16),))
+      for k in range(16)
+  ]
   for t in threads:
     t.start()
   for t in threads:
@@ -286,9 +295,16 @@ def test_status_and_metadata_have_tf_serving_shapes(server, model_copy,
   _, version = model_copy
   status, doc, _ = server.request('GET', f'/v1/models/{server.name}')
   assert status == 200
-  assert doc == {'model_version_status': [{
-      'version': str(version), 'state': 'AVAILABLE',
-      'status': {'error_code': 'OK', 'error_message': ''}}]}
+  assert doc == {
+      'model_version_status': [{
+          'version': str(version),
+          'state': 'AVAILABLE',
+          'status': {
+              'error_code': 'OK',
+              'error_message': ''
+          }
+      }]
+  }
   status, doc, _ = server.request(
       'GET', f'/v1/models/{server.name}/versions/{version}')
   assert status == 200 and doc['model_version_status'][0]['state'] == (
@@ -296,30 +312,41 @@ def test_status_and_metadata_have_tf_serving_shapes(server, model_copy,
 
   status, doc, _ = server.request('GET', f'/v1/models/{server.name}/metadata')
   assert status == 200
-  assert doc['model_spec'] == {'name': server.name, 'signature_name': '',
-                               'version': str(version)}
+  assert doc['model_spec'] == {
+      'name': server.name,
+      'signature_name': '',
+      'version': str(version)
+  }
   sigs = doc['metadata']['signature_def']['signature_def']
   assert set(sigs) == {ExportDir.DEFAULT_SIGNATURE, ExportDir.RAW_SIGNATURE}
   default = sigs[ExportDir.DEFAULT_SIGNATURE]
   assert default['method_name'] == 'tensorflow/serving/predict'
   assert default['inputs'][ExportDir.EXAMPLES_INPUT]['dtype'] == 'DT_STRING'
   assert default['inputs'][ExportDir.EXAMPLES_INPUT]['tensor_shape'] == {
-      'dim': [{'size': '-1', 'name': ''}], 'unknown_rank': False}
+      'dim': [{
+          'size': '-1',
+          'name': ''
+      }],
+      'unknown_rank': False
+  }
   raw = sigs[ExportDir.RAW_SIGNATURE]
   dtypes = {'int': 'DT_INT64', 'float': 'DT_FLOAT', 'string': 'DT_STRING'}
-  assert {k: v['dtype'] for k, v in raw['inputs'].items()} == {
-      name: dtypes[kind] for name, kind in reference.kinds.items()}
+  assert {
+      k: v['dtype'] for k, v in raw['inputs'].items()
+  } == {
+      name: dtypes[kind] for name, kind in reference.kinds.items()
+  }
   for outputs in (default['outputs'], raw['outputs']):
     assert outputs['probabilities']['dtype'] == 'DT_FLOAT'
-    assert [d['size'] for d in outputs['probabilities']['tensor_shape'][
-        'dim']] == ['-1', '1']
+    assert [d['size'] for d in outputs['probabilities']['tensor_shape']['dim']
+           ] == ['-1', '1']
     assert outputs['classes']['dtype'] == 'DT_STRING'
 
   status, doc, _ = server.request('GET', '/healthz')
   assert status == 200 and doc['status'] == 'ok'
   assert server.request('GET', '/v1/models/nosuchmodel')[0] == 404
-  assert server.request('GET', f'/v1/models/{server.name}/versions/7')[0] == (
-      404)
+  assert server.request('GET',
+                        f'/v1/models/{server.name}/versions/7')[0] == (404)
   status, doc = server.post('predict', {'instances': []}, version=7)
   assert status == 404 and 'error' in doc
   status, doc, _ = server.request('GET', f'/v1/models/{server.name}:predict')
@@ -358,59 +385,85 @@ def test_bad_requests_get_400_naming_field_and_instance(server, rows):
       ('predict', '[' * 30000 + ']' * 30000, ['JSON', 'nested']),
       ('predict', '', ['not valid JSON']),
       ('predict', [good[0]], ['expected a JSON object']),
-      ('predict', with_change(2, visits=KeyError), ['instances[2]', "'visits'",
-                                                    'missing']),
-      ('predict', with_change(1, visits='12'), ['instances[1]', "'visits'",
-                                                "string '12'"]),
-      ('predict', with_change(1, visits=3.5), ['instances[1]', "'visits'",
-                                               'fraction']),
+      ('predict', with_change(2, visits=KeyError),
+       ['instances[2]', "'visits'", 'missing']),
+      ('predict', with_change(1, visits='12'),
+       ['instances[1]', "'visits'", "string '12'"]),
+      ('predict', with_change(1, visits=3.5),
+       ['instances[1]', "'visits'", 'fraction']),
       ('predict', with_change(0, visits=True), ['instances[0]', "'visits'"]),
-      ('predict', with_change(2, visits=10**30), ['instances[2]', "'visits'",
-                                                  '64-bit integer']),
-      ('predict', with_change(1, height='tall'), ['instances[1]',
-                                                  "'height'"]),
-      ('predict', with_change(1, city=7), ['instances[1]', "'city'",
-                                           'string']),
+      ('predict', with_change(2, visits=10**30),
+       ['instances[2]', "'visits'", '64-bit integer']),
+      ('predict', with_change(1, height='tall'), ['instances[1]', "'height'"]),
+      ('predict', with_change(1, city=7), ['instances[1]', "'city'", 'string']),
       ('predict', with_change(1, city=['paris']), ['instances[1]', "'city'"]),
       ('predict', with_change(1, city={'b64': 'cGFyaXM='}),
        ['instances[1]', "'city'", 'binary']),
-      ('predict', with_change(2, shoe_size=43), ['instances[2]',
-                                                 "'shoe_size'", 'unknown']),
-      ('predict', with_change(0, **{label: 'yes'}), ['instances[0]',
-                                                     repr(label), 'label']),
-      ('predict', token(1, 'height', 'NaN'), ['instances[1]', "'height'",
-                                              'NaN']),
-      ('predict', token(2, 'height', '-Infinity'), ['instances[2]',
-                                                    "'height'", 'Infinity']),
-      ('predict', token(0, 'height', '1e999'), ['instances[0]', "'height'",
-                                                'finite']),
-      ('predict', with_change(0, height=1e39), ['instances[0]', "'height'",
-                                                '32-bit float']),
-      ('predict', token(1, 'city', '"\\ud800"'), ['instances[1]', "'city'",
-                                                'Unicode']),
-      ('predict', {'instances': [good[0]] * (MAX_INSTANCES + 1)},
-       ['instances', str(MAX_INSTANCES + 1), 'limit']),
-      ('predict', {'instances': [big]}, ['limit', str(MAX_BODY)]),
-      ('predict', {'instances': []}, ['empty']),
-      ('predict', {'instances': good, 'inputs': {}}, ['exactly one']),
-      ('predict', {'rows': good}, ["'rows'"]),
-      ('predict', {'instances': good, 'signature_name': 'nope'},
-       ["'nope'", 'serving_raw']),
-      ('predict', {'inputs': {k: [r[k] for r in good] for k in good[0]
-                              if k != 'city'}}, ['inputs', "'city'"]),
-      ('predict', {'inputs': dict({k: [r[k] for r in good] for k in good[0]},
-                                  visits=[1, 2])}, ['inputs', "'visits'",
-                                                    'values']),
-      ('predict', {'inputs': dict({k: [r[k] for r in good] for k in good[0]},
-                                  visits=[1, 2, 'x'])},
-       ['instance 2', "'visits'"]),
-      ('classify', {'examples': [dict(good[0], visits=[1, 2])]},
-       ['examples[0]', "'visits'", 'one value']),
-      ('classify', {'context': {'city': 'oslo'}, 'examples': good},
-       ['examples[0]', "'city'", 'context']),
-      ('classify', {'examples': [good[0], {'height': 1.0}]},
-       ['examples[1]', 'missing feature']),
-      ('regress', {'examples': good}, ['is a classifier', ':classify']),
+      ('predict', with_change(2, shoe_size=43),
+       ['instances[2]', "'shoe_size'", 'unknown']),
+      ('predict', with_change(0, **{label: 'yes'}),
+       ['instances[0]', repr(label), 'label']),
+      ('predict', token(1, 'height',
+                        'NaN'), ['instances[1]', "'height'", 'NaN']),
+      ('predict', token(2, 'height',
+                        '-Infinity'), ['instances[2]', "'height'", 'Infinity']),
+      ('predict', token(0, 'height',
+                        '1e999'), ['instances[0]', "'height'", 'finite']),
+      ('predict', with_change(0, height=1e39),
+       ['instances[0]', "'height'", '32-bit float']),
+      ('predict', token(1, 'city',
+                        '"\\ud800"'), ['instances[1]', "'city'", 'Unicode']),
+      ('predict', {
+          'instances': [good[0]] * (MAX_INSTANCES + 1)
+      }, ['instances', str(MAX_INSTANCES + 1), 'limit']),
+      ('predict', {
+          'instances': [big]
+      }, ['limit', str(MAX_BODY)]),
+      ('predict', {
+          'instances': []
+      }, ['empty']),
+      ('predict', {
+          'instances': good,
+          'inputs': {}
+      }, ['exactly one']),
+      ('predict', {
+          'rows': good
+      }, ["'rows'"]),
+      ('predict', {
+          'instances': good,
+          'signature_name': 'nope'
+      }, ["'nope'", 'serving_raw']),
+      ('predict', {
+          'inputs': {
+              k: [r[k] for r in good] for k in good[0] if k != 'city'
+          }
+      }, ['inputs', "'city'"]),
+      ('predict', {
+          'inputs':
+              dict({k: [r[k] for r in good] for k in good[0]}, visits=[1, 2])
+      }, ['inputs', "'visits'", 'values']),
+      ('predict', {
+          'inputs':
+              dict({k: [r[k] for r in good] for k in good[0]},
+                   visits=[1, 2, 'x'])
+      }, ['instance 2', "'visits'"]),
+      ('classify', {
+          'examples': [dict(good[0], visits=[1, 2])]
+      }, ['examples[0]', "'visits'", 'one value']),
+      ('classify', {
+          'context': {
+              'city': 'oslo'
+          },
+          'examples': good
+      }, ['examples[0]', "'city'", 'context']),
+      ('classify', {
+          'examples': [good[0], {
+              'height': 1.0
+          }]
+      }, ['examples[1]', 'missing feature']),
+      ('regress', {
+          'examples': good
+      }, ['is a classifier', ':classify']),
   ]
   for verb, body, fragments in cases:
     status, doc = server.post(verb, body)
@@ -421,10 +474,13 @@ def test_bad_requests_get_400_naming_field_and_instance(server, rows):
 
   # A body over the limit without a Content-Length (chunked) is refused too.
   conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=60)
-  chunks = (b'{"instances": [' + b' ' * 4096 for _ in range(MAX_BODY // 4096
-                                                             + 2))
-  conn.request('POST', f'/v1/models/{server.name}:predict', body=chunks,
-               encode_chunked=True)
+  chunks = (
+      b'{"instances": [' + b' ' * 4096 for _ in range(MAX_BODY // 4096 + 2))
+  conn.request(
+      'POST',
+      f'/v1/models/{server.name}:predict',
+      body=chunks,
+      encode_chunked=True)
   resp = conn.getresponse()
   assert resp.status == 400 and 'limit' in json.loads(resp.read())['error']
   conn.close()
@@ -436,8 +492,8 @@ def test_bad_requests_get_400_naming_field_and_instance(server, rows):
   assert 'Traceback' not in server.stderr()
 
 
-def test_null_is_missing_and_imputed_like_an_absent_value(server, reference,
-                                                          rows):
+def test_null_is_missing_and_imputed_like_an_absent_value(
+    server, reference, rows):
   base = dict(rows[0])
   nulls = {name: None for name in base}
   batch = [base, nulls] + [dict(base, **{k: None}) for k in base]
@@ -484,8 +540,11 @@ def test_new_version_is_hot_swapped_without_disturbing_requests(
 
     def swapped():
       status, doc, _ = server.request('GET', f'/v1/models/{server.name}')
-      return [e['version'] for e in doc['model_version_status']
-              if e['state'] == 'AVAILABLE'] == [str(new)]
+      return [
+          e['version']
+          for e in doc['model_version_status']
+          if e['state'] == 'AVAILABLE'
+      ] == [str(new)]
 
     wait_for(swapped, what='the new version to be served')
     time.sleep(0.5)
@@ -501,8 +560,7 @@ def test_new_version_is_hot_swapped_without_disturbing_requests(
     assert mine == sorted(mine)
   status, doc = server.post('predict', {'instances': rows[:2]})
   assert status == 200 and doc['model_version'] == str(new)
-  status, doc = server.post('predict', {'instances': rows[:2]},
-                            version=version)
+  status, doc = server.post('predict', {'instances': rows[:2]}, version=version)
   assert status == 404  # the old version is unloaded, as in TF Serving
 
   # A broken newer version is reported and not swapped in.
@@ -531,8 +589,8 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
                                       tmp_path):
   preprocess_dir, _ = trainer_toy_preprocessed
   config = load_config(TOY_CONFIG)
-  shifted_feature = next(c.name for c in config.feature_columns
-                         if c.type == 'float')
+  shifted_feature = next(
+      c.name for c in config.feature_columns if c.type == 'float')
 
   def serve_and_collect(instances, out_name):
     start = settled_count(server.log_path)
@@ -542,6 +600,7 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
       status, doc = server.post('predict', {'instances': chunk})
       assert status == 200, doc
       sent += [(row, p) for row, p in zip(chunk, doc['predictions'])]
+
     def logged():
       lines = read_lines(server.log_path)
       return lines if len(lines) >= start + len(sent) else None
@@ -554,7 +613,8 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
         assert line['features'] == row  # as received, nulls included
         assert line['prediction'] == {
             'probability': pred['probabilities'][0],
-            'class': pred['classes']}
+            'class': pred['classes']
+        }
         assert isinstance(line['model_version'], int)
         assert re.match(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d', line['time'])
         f.write(json.dumps(line) + '\n')
@@ -567,8 +627,11 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
       row[shifted_feature] += 25.0
   shifted = serve_and_collect(shifted_rows, 'shifted.jsonl')
 
-  code = skew.main(['--preprocess-dir', preprocess_dir, '--serving-data',
-                    clean, '--report-dir', str(tmp_path / 'clean_report')])
+  code = skew.main([
+      '--preprocess-dir', preprocess_dir, '--serving-data', clean,
+      '--report-dir',
+      str(tmp_path / 'clean_report')
+  ])
   with open(tmp_path / 'clean_report' / skew.SKEW_JSON) as f:
     doc = json.load(f)
   assert doc['serving_data']['rows_used'] == 500
@@ -578,11 +641,16 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
   assert code == 0, doc['anomalies']  # same population: nothing at all
 
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
-  result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.skew', '--preprocess-dir',
-       preprocess_dir, '--serving-data', shifted, '--report-dir',
-       str(tmp_path / 'shifted_report')], cwd=str(ROOT), env=env,
-      capture_output=True, text=True, timeout=300)
+  result = subprocess.run([
+      sys.executable, '-m', 'pipeline.skew', '--preprocess-dir', preprocess_dir,
+      '--serving-data', shifted, '--report-dir',
+      str(tmp_path / 'shifted_report')
+  ],
+                          cwd=str(ROOT),
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 1, result.stderr[-3000:]
   assert shifted_feature in result.stderr
   with open(tmp_path / 'shifted_report' / skew.SKEW_JSON) as f:
@@ -599,13 +667,13 @@ def test_request_log_feeds_skew_check(server, trainer_toy_preprocessed,
 # ------------------------------------------------- rotation and SIGTERM
 
 
-def test_sigterm_drains_flushes_rotated_log_and_exits_0(model_copy,
-                                                        tmp_path, rows):
+def test_sigterm_drains_flushes_rotated_log_and_exits_0(model_copy, tmp_path,
+                                                        rows):
   model_dir, _ = model_copy
   log_path = str(tmp_path / 'logs' / 'requests.jsonl')
   s = Server(model_dir, str(tmp_path), '--request-log', log_path,
-             '--request-log-max-bytes', '4000', '--request-log-backups',
-             '200', '--poll-seconds', '0')
+             '--request-log-max-bytes', '4000', '--request-log-backups', '200',
+             '--poll-seconds', '0')
   answered, problems = [], []
   stop = threading.Event()
 
@@ -648,10 +716,15 @@ def test_sigterm_drains_flushes_rotated_log_and_exits_0(model_copy,
 
 def test_no_model_is_a_usage_error(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
-  result = subprocess.run(
-      [sys.executable, '-m', 'trainer.serve', '--model-dir', str(tmp_path),
-       '--port', '0'], cwd=str(ROOT), env=env, capture_output=True, text=True,
-      timeout=300)
+  result = subprocess.run([
+      sys.executable, '-m', 'trainer.serve', '--model-dir',
+      str(tmp_path), '--port', '0'
+  ],
+                          cwd=str(ROOT),
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'no exported model' in result.stderr
   assert result.stdout == ''
@@ -672,8 +745,9 @@ def test_typed_columns_are_read_like_training_values():
   base = {n: None for n in schema.names}
 
   def one(**values):
-    return request_checks.parse_predict({'instances': [dict(base, **values)]},
-                                    schema, 10).rows[0]
+    return request_checks.parse_predict({
+        'instances': [dict(base, **values)]
+    }, schema, 10).rows[0]
 
   assert one(**{boolean: True})[boolean] == 1
   assert one(**{boolean: 'no'})[boolean] == 0
@@ -682,11 +756,22 @@ def test_typed_columns_are_read_like_training_values():
   assert one(**{listed: f'a{sep} b{sep}'})[listed] == ['a', 'b']
   assert one(**{listed: ['a', ' ', 'c']})[listed] == ['a', 'c']
   assert one()[listed] is None
-  for bad in ({boolean: 'maybe'}, {boolean: 2}, {stamp: 'not a date'},
-              {stamp: True}, {listed: ['a', 1]}, {listed: 5}):
+  for bad in ({
+      boolean: 'maybe'
+  }, {
+      boolean: 2
+  }, {
+      stamp: 'not a date'
+  }, {
+      stamp: True
+  }, {
+      listed: ['a', 1]
+  }, {
+      listed: 5
+  }):
     with pytest.raises(request_checks.RequestError) as e:
       request_checks.parse_predict({'instances': [base, dict(base, **bad)]},
-                               schema, 10)
+                                   schema, 10)
     name = next(iter(bad))
     assert e.value.status == 400
     assert 'instances[1]' in e.value.message and repr(name) in e.value.message
@@ -699,9 +784,10 @@ def test_a_version_being_reloaded_is_not_also_listed_as_failed(tmp_path):
   store = ModelStore(str(tmp_path), poll_seconds=0)
   store._failed[7] = ((('saved_model.pb', 1),), 'bad graph')  # pylint: disable=protected-access
   store._failed[5] = ((('saved_model.pb', 1),), 'older failure')  # pylint: disable=protected-access
-  assert [(e['version'], e['state']) for e in store.status()] == [
-      ('5', 'END'), ('7', 'END')]
+  assert [(e['version'], e['state']) for e in store.status()] == [('5', 'END'),
+                                                                  ('7', 'END')]
   store.loading = 7
-  assert [(e['version'], e['state']) for e in store.status()] == [
-      ('7', 'LOADING'), ('5', 'END')]
+  assert [(e['version'], e['state']) for e in store.status()] == [('7',
+                                                                   'LOADING'),
+                                                                  ('5', 'END')]
   assert [e['state'] for e in store.status(7)] == ['LOADING']

@@ -29,8 +29,12 @@ from tests.conftest import CENSUS_CONFIG
 from tests.conftest import TOY_CONFIG
 from trainer import task
 
-TOY_RAW_DTYPES = {'height': 'float32', 'visits': 'int64', 'city': 'string',
-                  'color': 'string'}
+TOY_RAW_DTYPES = {
+    'height': 'float32',
+    'visits': 'int64',
+    'city': 'string',
+    'color': 'string'
+}
 
 
 @pytest.fixture(scope='module')
@@ -66,21 +70,62 @@ def _serve_default(loaded, serialized):
 
 def _serve_raw(loaded, columns):
   out = loaded.signatures['serving_raw'](**{
-      k: tf.constant(v) for k, v in columns.items()})
+      k: tf.constant(v) for k, v in columns.items()
+  })
   return out['probabilities'].numpy(), out['classes'].numpy()
 
 
 # Rows a client may really send: clean, with stray spaces, '?' and other
 # missing tokens, categories never seen in training, and absurd numbers.
 TRICKY_ROWS = [
-    {'height': 182.0, 'visits': 3, 'city': 'oslo', 'color': 'red'},
-    {'height': 182.0, 'visits': 3, 'city': '  oslo ', 'color': ' red  '},
-    {'height': 160.5, 'visits': 0, 'city': '?', 'color': ''},
-    {'height': 160.5, 'visits': 0, 'city': 'NA', 'color': ' ? '},
-    {'height': 160.5, 'visits': 0, 'city': 'atlantis', 'color': 'purple'},
-    {'height': 1.0e9, 'visits': 10**15, 'city': 'rome', 'color': 'blue'},
-    {'height': -400.0, 'visits': -7, 'city': 'lima', 'color': 'green'},
-    {'height': None, 'visits': 12, 'city': 'kyiv', 'color': 'red'},
+    {
+        'height': 182.0,
+        'visits': 3,
+        'city': 'oslo',
+        'color': 'red'
+    },
+    {
+        'height': 182.0,
+        'visits': 3,
+        'city': '  oslo ',
+        'color': ' red  '
+    },
+    {
+        'height': 160.5,
+        'visits': 0,
+        'city': '?',
+        'color': ''
+    },
+    {
+        'height': 160.5,
+        'visits': 0,
+        'city': 'NA',
+        'color': ' ? '
+    },
+    {
+        'height': 160.5,
+        'visits': 0,
+        'city': 'atlantis',
+        'color': 'purple'
+    },
+    {
+        'height': 1.0e9,
+        'visits': 10**15,
+        'city': 'rome',
+        'color': 'blue'
+    },
+    {
+        'height': -400.0,
+        'visits': -7,
+        'city': 'lima',
+        'color': 'green'
+    },
+    {
+        'height': None,
+        'visits': 12,
+        'city': 'kyiv',
+        'color': 'red'
+    },
 ]
 
 
@@ -118,16 +163,23 @@ def test_missing_features_are_imputed_not_errors(toy_export):
   _, loaded = toy_export
   empty = _example({})
   only_city = _example({'city': 'oslo'})
-  all_missing = _example({'height': None, 'visits': None, 'city': '?',
-                          'color': 'NA'})
+  all_missing = _example({
+      'height': None,
+      'visits': None,
+      'city': '?',
+      'color': 'NA'
+  })
   p, _ = _serve_default(loaded, [empty, only_city, all_missing])
   assert np.all(np.isfinite(p))
   assert p[0, 0] == p[2, 0]  # absent and '?' are the same missing value
   # Strings: '' and an absent feature are both missing.
-  p_raw, _ = _serve_raw(loaded, {
-      'height': np.array([np.nan], np.float32),
-      'visits': np.array([0], np.int64), 'city': np.array([''], object),
-      'color': np.array([''], object)})
+  p_raw, _ = _serve_raw(
+      loaded, {
+          'height': np.array([np.nan], np.float32),
+          'visits': np.array([0], np.int64),
+          'city': np.array([''], object),
+          'color': np.array([''], object)
+      })
   p_ex, _ = _serve_default(loaded, [_example({'visits': 0})])
   np.testing.assert_array_equal(p_raw, p_ex)
 
@@ -140,12 +192,11 @@ def test_classes_threshold_and_extra_files(toy_export, trainer_toy_model):
   # The threshold chosen on eval (max F1 by default) is the export's.
   threshold = doc['threshold_selection']['threshold']
   assert doc['threshold'] == threshold
-  assert float(loaded.threshold.numpy()) == pytest.approx(threshold,
-                                                          abs=1e-7)
-  expected = np.where(p[:, 0] >= loaded.threshold.numpy(),
-                      config.label.positive.encode(),
-                      [c for c in config.label.classes
-                       if c != config.label.positive][0].encode())
+  assert float(loaded.threshold.numpy()) == pytest.approx(threshold, abs=1e-7)
+  expected = np.where(
+      p[:, 0] >= loaded.threshold.numpy(), config.label.positive.encode(),
+      [c for c in config.label.classes if c != config.label.positive
+      ][0].encode())
   np.testing.assert_array_equal(classes, expected)
   stored = ExportDir(export_dir).config
   assert stored.config_hash == config.config_hash
@@ -193,22 +244,35 @@ def test_export_loads_in_fresh_process_without_preprocess_dir(
   try:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
     proc = subprocess.run(
-        [sys.executable, '-c', _FRESH_PROCESS, copy, row.hex()],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        [sys.executable, '-c', _FRESH_PROCESS, copy,
+         row.hex()],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300)
   finally:
     os.rename(hidden, preprocess_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['project_modules'] == []
-  outputs = {'probabilities': ['float32', [None, 1]],
-             'classes': ['string', [None]]}
+  outputs = {
+      'probabilities': ['float32', [None, 1]],
+      'classes': ['string', [None]]
+  }
   assert out['signatures'] == {
-      'serving_default': {'inputs': {'examples': ['string', [None]]},
-                          'outputs': outputs},
-      'serving_raw': {'inputs': {k: [v, [None]]
-                                 for k, v in TOY_RAW_DTYPES.items()},
-                      'outputs': outputs},
+      'serving_default': {
+          'inputs': {
+              'examples': ['string', [None]]
+          },
+          'outputs': outputs
+      },
+      'serving_raw': {
+          'inputs': {
+              k: [v, [None]] for k, v in TOY_RAW_DTYPES.items()
+          },
+          'outputs': outputs
+      },
   }
   assert out['probability'] == pytest.approx(float(expected[0, 0]), abs=1e-7)
 
@@ -219,8 +283,10 @@ def test_export_loads_in_fresh_process_without_preprocess_dir(
 def _records(pattern):
   files = sorted(glob.glob(pattern))
   assert files, pattern
-  return [r.numpy() for r in tf.data.TFRecordDataset(
-      files, compression_type='GZIP')]
+  return [
+      r.numpy()
+      for r in tf.data.TFRecordDataset(files, compression_type='GZIP')
+  ]
 
 
 def _columns(batches):
@@ -242,28 +308,29 @@ def _sorted_rows(columns, names):
   return sorted(rows, key=key)
 
 
-def assert_serving_transform_matches_beam(preprocess_dir, loaded, split,
+def assert_serving_transform_matches_beam(preprocess_dir,
+                                          loaded,
+                                          split,
                                           batch_size=4096):
   """The exported transform of raw/{split} == the Beam output data/{split}."""
   tft_output = tft.TFTransformOutput(preprocess_dir)
   spec = tft_output.transformed_feature_spec()
   raw = _records(os.path.join(preprocess_dir, 'raw', f'{split}-*.tfrecord.gz'))
-  beam_out = _records(os.path.join(preprocess_dir, 'data',
-                                   f'{split}-*.tfrecord.gz'))
+  beam_out = _records(
+      os.path.join(preprocess_dir, 'data', f'{split}-*.tfrecord.gz'))
   assert len(raw) == len(beam_out) > 0
-  serving = _columns(
-      {k: v.numpy() for k, v in loaded.transform_examples(
-          tf.constant(raw[i:i + batch_size])).items()}
-      for i in range(0, len(raw), batch_size))
+  serving = _columns({
+      k: v.numpy() for k, v in loaded.transform_examples(
+          tf.constant(raw[i:i + batch_size])).items()
+  } for i in range(0, len(raw), batch_size))
   names = sorted(serving)
-  beam = _columns(
-      {k: v.numpy() for k, v in tf.io.parse_example(
-          tf.constant(beam_out[i:i + batch_size]), spec).items()}
-      for i in range(0, len(beam_out), batch_size))
+  beam = _columns({
+      k: v.numpy() for k, v in tf.io.parse_example(
+          tf.constant(beam_out[i:i + batch_size]), spec).items()
+  } for i in range(0, len(beam_out), batch_size))
   for k in names:
     assert serving[k].dtype == beam[k].dtype, k
-  float_idx = [i for i, k in enumerate(names)
-               if serving[k].dtype == np.float32]
+  float_idx = [i for i, k in enumerate(names) if serving[k].dtype == np.float32]
   a, b = _sorted_rows(serving, names), _sorted_rows(beam, names)
   assert len(a) == len(b)
   beyond_1e6 = 0
@@ -298,8 +365,10 @@ def adult_quick_export(adult_preprocessed, tmp_path_factory):
   export the transform graph, which is what the consistency test is about."""
   preprocess_dir, _ = adult_preprocessed
   model_dir = str(tmp_path_factory.mktemp('adult_quick') / 'model')
-  doc = task.run(['--preprocess-dir', preprocess_dir, '--model-dir', model_dir,
-                  '--epochs', '1', '--steps-per-epoch', '5', '--verbose', '0'])
+  doc = task.run([
+      '--preprocess-dir', preprocess_dir, '--model-dir', model_dir, '--epochs',
+      '1', '--steps-per-epoch', '5', '--verbose', '0'
+  ])
   return doc['export_dir'], tf.saved_model.load(doc['export_dir'])
 
 
@@ -322,8 +391,8 @@ def test_adult_predictions_same_via_example_and_raw(adult_preprocessed,
   parsed = tf.io.parse_example(tf.constant(raw), spec)
   columns = {}
   for name, sp in parsed.items():
-    dense = tf.sparse.to_dense(sp, default_value=(
-        '' if sp.dtype == tf.string else 0)).numpy()
+    dense = tf.sparse.to_dense(
+        sp, default_value=('' if sp.dtype == tf.string else 0)).numpy()
     assert dense.shape[1] == 1
     if sp.dtype != tf.string:
       # Adult has no missing numbers; a missing int has no raw-tensor form.

@@ -19,12 +19,22 @@ from trainer import hparams
 
 MIXED_CONFIG = ROOT / 'tests' / 'data' / 'mixed.yaml'
 LABELS = {
-    'binary': {'column': 'target', 'task': 'binary',
-               'classes': ['low', 'high'], 'positive': 'high'},
-    'multiclass': {'column': 'target', 'task': 'multiclass',
-                   'classes': ['low', 'mid', 'high']},
-    'regression': {'column': 'target', 'task': 'regression',
-                   'log_target': True},
+    'binary': {
+        'column': 'target',
+        'task': 'binary',
+        'classes': ['low', 'high'],
+        'positive': 'high'
+    },
+    'multiclass': {
+        'column': 'target',
+        'task': 'multiclass',
+        'classes': ['low', 'mid', 'high']
+    },
+    'regression': {
+        'column': 'target',
+        'task': 'regression',
+        'log_target': True
+    },
 }
 
 
@@ -54,21 +64,37 @@ def test_class_weights_per_head():
   counts = {0: 30, 1: 10}
   assert binary.class_weight(hparams.HParams(), counts) is None
   assert binary.class_weight(hparams.HParams(class_weight='balanced'),
-                             counts) == {0: pytest.approx(40 / 60),
-                                         1: pytest.approx(2.0)}
+                             counts) == {
+                                 0: pytest.approx(40 / 60),
+                                 1: pytest.approx(2.0)
+                             }
   # A number weighs the positive class.
-  assert binary.class_weight(hparams.HParams(class_weight='2.5'),
-                             counts) == {0: 1.0, 1: 2.5}
+  assert binary.class_weight(hparams.HParams(class_weight='2.5'), counts) == {
+      0: 1.0,
+      1: 2.5
+  }
   # Multiclass: balanced over K classes; a class absent from train counts 1.
   multiclass = _head('multiclass')
   assert multiclass.class_weight(
-      hparams.HParams(class_weight='balanced'), {0: 60, 1: 30, 2: 0}) == {
-          0: pytest.approx(0.5), 1: pytest.approx(1.0),
-          2: pytest.approx(30.0)}
-  with pytest.raises(ConfigError, match=r"model.class_weight: '2.5'.*"
-                     r"multiclass label takes balanced or none"):
-    multiclass.class_weight(hparams.HParams(class_weight='2.5'),
-                            {0: 1, 1: 1, 2: 1})
+      hparams.HParams(class_weight='balanced'), {
+          0: 60,
+          1: 30,
+          2: 0
+      }) == {
+          0: pytest.approx(0.5),
+          1: pytest.approx(1.0),
+          2: pytest.approx(30.0)
+      }
+  with pytest.raises(
+      ConfigError,
+      match=r"model.class_weight: '2.5'.*"
+      r"multiclass label takes balanced or none"):
+    multiclass.class_weight(
+        hparams.HParams(class_weight='2.5'), {
+            0: 1,
+            1: 1,
+            2: 1
+        })
   regression = _head('regression')
   assert regression.class_weight(hparams.HParams(), {}) is None
   with pytest.raises(ConfigError, match='label task is regression; use none'):
@@ -77,20 +103,27 @@ def test_class_weights_per_head():
 
 def test_oversampling_per_head():
   binary = _head('binary')
-  off = binary.oversampling(hparams.HParams(steps_per_epoch=7), {0: 300,
-                                                                 1: 100})
+  off = binary.oversampling(
+      hparams.HParams(steps_per_epoch=7), {
+          0: 300,
+          1: 100
+      })
   assert off == (1, 7)
   # One epoch passes over the majority class about once: 300 rows at half
   # the stream, in batches of 64.
   hp = hparams.HParams(oversample=0.5, batch_size=64)
   assert binary.oversampling(hp, {0: 300, 1: 100}) == (1, 10)
   assert binary.oversampling(hp, {0: 100, 1: 300}) == (0, 10)
-  assert binary.oversampling(hparams.HParams(
-      oversample=0.5, batch_size=64, steps_per_epoch=3), {0: 300, 1: 100}) == (
-          1, 3)
-  with pytest.raises(ConfigError, match=r"oversample: 0.2 is not above the "
-                     r"minority class' share of the training records "
-                     r"\(0.2500\)"):
+  assert binary.oversampling(
+      hparams.HParams(oversample=0.5, batch_size=64, steps_per_epoch=3), {
+          0: 300,
+          1: 100
+      }) == (1, 3)
+  with pytest.raises(
+      ConfigError,
+      match=r"oversample: 0.2 is not above the "
+      r"minority class' share of the training records "
+      r"\(0.2500\)"):
     binary.oversampling(hparams.HParams(oversample=0.2), {0: 300, 1: 100})
   for task in ('multiclass', 'regression'):
     head = _head(task)
@@ -105,18 +138,31 @@ def test_train_label_counts_per_head():
   counts = binary.class_counts(summary)
   assert counts == {0: 30, 1: 10}
   assert binary.train_label_summary(summary, counts) == {
-      'train_label_counts': {'negative': 30, 'positive': 10}}
+      'train_label_counts': {
+          'negative': 30,
+          'positive': 10
+      }
+  }
   multiclass = _head('multiclass')
   summary = {'rows': 6, 'counts': {0: 5, 2: 1}}  # no 'mid' in train
   counts = multiclass.class_counts(summary)
   assert counts == {0: 5, 1: 0, 2: 1}
   assert multiclass.train_label_summary(summary, counts) == {
-      'train_label_counts': {'low': 5, 'mid': 0, 'high': 1}}
+      'train_label_counts': {
+          'low': 5,
+          'mid': 0,
+          'high': 1
+      }
+  }
   regression = _head('regression')
   summary = {'rows': 3, 'mean': 2.5, 'std': 0.5}
   assert regression.class_counts(summary) == {}
   assert regression.train_label_summary(summary, {}) == {
-      'train_label': {'mean': 2.5, 'std': 0.5}}
+      'train_label': {
+          'mean': 2.5,
+          'std': 0.5
+      }
+  }
 
 
 def _binary_predictions(seed):
@@ -128,8 +174,7 @@ def _binary_predictions(seed):
 
 def test_binary_head_chooses_its_threshold_on_eval():
   head = _head('binary')
-  predictions = {'eval': _binary_predictions(1),
-                 'test': _binary_predictions(2)}
+  predictions = {'eval': _binary_predictions(1), 'test': _binary_predictions(2)}
   hp = hparams.HParams(threshold_objective='max_f1')
   evaluation = head.evaluate(predictions, hp)
   m = evaluation.metrics
@@ -140,8 +185,8 @@ def test_binary_head_chooses_its_threshold_on_eval():
   assert evaluation.metadata == {'threshold_selection': selection}
   # The best F1 on eval, among every threshold on eval's scores.
   y, p = predictions['eval']
-  assert m['eval']['f1'] == pytest.approx(max(
-      head.metrics(y, p, t)['f1'] for t in np.unique(p)))
+  assert m['eval']['f1'] == pytest.approx(
+      max(head.metrics(y, p, t)['f1'] for t in np.unique(p)))
   for split in ('eval', 'test'):
     assert m[split]['threshold'] == evaluation.threshold
     assert m['at_threshold_0.5'][split]['threshold'] == 0.5
@@ -150,16 +195,19 @@ def test_binary_head_chooses_its_threshold_on_eval():
   assert head.label_fields() == {'positive_class': 'high'}
 
   # K-fold: chosen on the held-out fold, reference sets summarized too.
-  fold = head.fold_metrics({'test': predictions['test'],
-                            'cv': predictions['eval']}, hp, 'cv')
+  fold = head.fold_metrics(
+      {
+          'test': predictions['test'],
+          'cv': predictions['eval']
+      }, hp, 'cv')
   assert fold['threshold'] == evaluation.threshold
   assert fold['test']['threshold'] == evaluation.threshold
   assert fold['cv_at_threshold_0.5']['threshold'] == 0.5
   assert head.fold_sets(['cv', 'test']) == [
-      'cv', 'test', 'cv_at_threshold_0.5', 'test_at_threshold_0.5']
+      'cv', 'test', 'cv_at_threshold_0.5', 'test_at_threshold_0.5'
+  ]
 
-  text = head.format_results(dict(m, positive_class='high'),
-                             ['eval', 'test'])
+  text = head.format_results(dict(m, positive_class='high'), ['eval', 'test'])
   lines = text.splitlines()
   assert lines[0] == (f'trainer: threshold {evaluation.threshold:.4f} '
                       '(max_f1, chosen on eval)')

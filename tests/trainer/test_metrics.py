@@ -68,9 +68,16 @@ def test_binary_metrics_at_threshold():
   assert m['f1'] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
   assert m['base_rate'] == pytest.approx(3 / 8)
   assert m['threshold'] == 0.5
-  expected_ll = -np.mean([math.log(0.9), math.log(0.6), math.log(0.4),
-                          math.log(0.3), math.log(0.7), math.log(0.8),
-                          math.log(0.9), math.log(0.5)])
+  expected_ll = -np.mean([
+      math.log(0.9),
+      math.log(0.6),
+      math.log(0.4),
+      math.log(0.3),
+      math.log(0.7),
+      math.log(0.8),
+      math.log(0.9),
+      math.log(0.5)
+  ])
   assert m['log_loss'] == pytest.approx(expected_ll)
   m2 = evaluate.binary_metrics(y, p, threshold=0.65)
   assert m2['confusion_matrix'] == {'tn': 4, 'fp': 1, 'fn': 2, 'tp': 1}
@@ -88,15 +95,21 @@ def test_metrics_file_and_table(tmp_path):
 
 
 def test_hparams_defaults_config_then_flags():
-  hp = hparams.resolve({'hidden_units': [64, 32], 'epochs': 7},
-                       {'epochs': '3', 'deep_learning_rate': None,
-                        'cache': False})
+  hp = hparams.resolve({
+      'hidden_units': [64, 32],
+      'epochs': 7
+  }, {
+      'epochs': '3',
+      'deep_learning_rate': None,
+      'cache': False
+  })
   assert hp.hidden_units == (64, 32)
   assert hp.epochs == 3
   assert hp.cache is False
   assert hp.deep_learning_rate == hparams.HParams().deep_learning_rate
-  assert hparams.resolve({}, {'hidden_units': '128, 16'}).hidden_units == (
-      128, 16)
+  assert hparams.resolve({}, {
+      'hidden_units': '128, 16'
+  }).hidden_units == (128, 16)
 
 
 def test_hparams_errors_name_the_key():
@@ -131,8 +144,9 @@ def _brute_points(labels, scores):
 def test_threshold_objectives_match_brute_force(seed):
   rng = np.random.default_rng(seed)
   labels = rng.random(400) < 0.25
-  scores = np.round(np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0.001,
-                            0.999), 2)  # ties included
+  scores = np.round(
+      np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0.001, 0.999),
+      2)  # ties included
   points = _brute_points(labels, scores)
 
   best = max(points, key=lambda p: (p[3], p[0]))
@@ -208,9 +222,19 @@ def test_calibration_bins_and_error():
 
 
 def test_fold_summary_and_table():
-  folds = [{'accuracy': 0.8, 'rows': 10, 'confusion_matrix': {}},
-           {'accuracy': 0.9, 'rows': 12, 'confusion_matrix': {}},
-           {'accuracy': 0.7, 'rows': 11, 'confusion_matrix': {}}]
+  folds = [{
+      'accuracy': 0.8,
+      'rows': 10,
+      'confusion_matrix': {}
+  }, {
+      'accuracy': 0.9,
+      'rows': 12,
+      'confusion_matrix': {}
+  }, {
+      'accuracy': 0.7,
+      'rows': 11,
+      'confusion_matrix': {}
+  }]
   s = evaluate.summarize_folds(folds)
   assert set(s) == {'accuracy', 'rows'}
   assert s['accuracy']['mean'] == pytest.approx(0.8)
@@ -222,10 +246,17 @@ def test_fold_summary_and_table():
 
 
 def test_imbalance_threshold_and_model_type_hparams():
-  hp = hparams.resolve({'class_weight': 'Balanced', 'oversample': 0.5,
-                        'model_type': 'deep', 'slices': ['a', 'b']},
-                       {'threshold_objective': 'precision',
-                        'threshold_target': '0.9', 'lr_schedule': 'cosine'})
+  hp = hparams.resolve(
+      {
+          'class_weight': 'Balanced',
+          'oversample': 0.5,
+          'model_type': 'deep',
+          'slices': ['a', 'b']
+      }, {
+          'threshold_objective': 'precision',
+          'threshold_target': '0.9',
+          'lr_schedule': 'cosine'
+      })
   assert hp.class_weight == 'balanced' and hp.oversample == 0.5
   assert hp.model_type == 'deep' and hp.slices == ('a', 'b')
   assert hp.threshold_objective == 'precision' and hp.threshold_target == 0.9

@@ -45,20 +45,23 @@ def test_model_features_follow_config_and_schema(trainer_toy_preprocessed):
   tft_output = tft.TFTransformOutput(preprocess_dir)
   hp = hparams.HParams()
   feats = {f.name: f for f in model.model_features(config, tft_output, hp)}
-  assert set(feats) == {'height', 'height_bucket', 'visits', 'city', 'color',
-                        'city_x_height_bucket'}
+  assert set(feats) == {
+      'height', 'height_bucket', 'visits', 'city', 'color',
+      'city_x_height_bucket'
+  }
   assert not feats['height'].categorical and feats['height'].deep
   assert feats['height_bucket'].num_ids == 4
   assert feats['height_bucket'].wide and not feats['height_bucket'].deep
   assert feats['city_x_height_bucket'].num_ids == 50
   # Vocabulary ids plus one OOV bucket, as recorded in the int_domain.
-  assert feats['city'].num_ids == tft_output.vocabulary_size_by_name(
-      'city') + 1
+  assert feats['city'].num_ids == tft_output.vocabulary_size_by_name('city') + 1
   assert feats['city'].wide and feats['city'].deep
   assert feats['city'].embedding_dim == model.embedding_dim(
       feats['city'].num_ids, None, hp)
-  with_buckets = {f.name: f for f in model.model_features(
-      config, tft_output, hparams.HParams(deep_buckets=True))}
+  with_buckets = {
+      f.name: f for f in model.model_features(
+          config, tft_output, hparams.HParams(deep_buckets=True))
+  }
   assert with_buckets['height_bucket'].deep
   assert not with_buckets['city_x_height_bucket'].deep
 
@@ -74,27 +77,38 @@ def test_embedding_dim_rule():
 def test_each_optimizer_updates_only_its_part():
   feats = [
       model.ModelFeature('num', tf.float32, False, wide=False, deep=True),
-      model.ModelFeature('cat', tf.int64, True, wide=True, deep=True,
-                         num_ids=5, embedding_dim=3),
-      model.ModelFeature('cross', tf.int64, True, wide=True, deep=False,
-                         num_ids=20),
+      model.ModelFeature(
+          'cat',
+          tf.int64,
+          True,
+          wide=True,
+          deep=True,
+          num_ids=5,
+          embedding_dim=3),
+      model.ModelFeature(
+          'cross', tf.int64, True, wide=True, deep=False, num_ids=20),
   ]
   hp = hparams.HParams(hidden_units=(8,))
-  m = model.compile_model(model.build_model(feats, hp, _binary_head()), hp,
-                          _binary_head())
+  m = model.compile_model(
+      model.build_model(feats, hp, _binary_head()), hp, _binary_head())
   rng = np.random.default_rng(0)
-  x = {'num': rng.normal(size=256).astype('float32'),
-       'cat': rng.integers(0, 5, 256), 'cross': rng.integers(0, 20, 256)}
+  x = {
+      'num': rng.normal(size=256).astype('float32'),
+      'cat': rng.integers(0, 5, 256),
+      'cross': rng.integers(0, 20, 256)
+  }
   y = (x['num'] + (x['cat'] == 2) > 0.5).astype('float32').reshape(-1, 1)
-  wide_layers = [l for l in m.layers
-                 if l.name.startswith(model.WIDE_PREFIX) and l.trainable_weights]
+  wide_layers = [
+      l for l in m.layers
+      if l.name.startswith(model.WIDE_PREFIX) and l.trainable_weights
+  ]
   assert {l.name for l in wide_layers} == {'wide_cat', 'wide_cross'}
   before = {v.name: v.numpy().copy() for v in m.trainable_variables}
   m.fit(x, y, batch_size=32, epochs=1, verbose=0)
   assert int(m.wide_optimizer.iterations) == 8
   assert int(m.optimizer.iterations) == 8
-  assert isinstance(m.wide_optimizer, type(model.make_optimizer(
-      'ftrl', 0.1, hp, wide=True)))
+  assert isinstance(m.wide_optimizer,
+                    type(model.make_optimizer('ftrl', 0.1, hp, wide=True)))
   for v in m.trainable_variables:
     assert not np.array_equal(before[v.name], v.numpy()), v.name
 
@@ -104,8 +118,8 @@ def test_input_pipeline_reads_every_row_once(trainer_toy_preprocessed):
   config = load_config(TOY_CONFIG)
   spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
   files = PreprocessOutput(preprocess_dir).require_data_files('eval')
-  ds = data.make_dataset(files, spec, config.label.column, 100,
-                         training=False, cache=True)
+  ds = data.make_dataset(
+      files, spec, config.label.column, 100, training=False, cache=True)
   labels = []
   for x, y in ds:
     assert y.shape[1:] == (1,) and y.dtype == tf.float32
@@ -114,9 +128,14 @@ def test_input_pipeline_reads_every_row_once(trainer_toy_preprocessed):
   labels = np.concatenate(labels)
   assert labels.size == manifest['rows']['eval']
   assert set(np.unique(labels)) <= {0.0, 1.0}
-  train = data.make_dataset(PreprocessOutput(preprocess_dir).require_data_files('train'), spec,
-                            config.label.column, 64, training=True, seed=1,
-                            repeat=True)
+  train = data.make_dataset(
+      PreprocessOutput(preprocess_dir).require_data_files('train'),
+      spec,
+      config.label.column,
+      64,
+      training=True,
+      seed=1,
+      repeat=True)
   sizes = [int(y.shape[0]) for _, y in train.take(40)]
   assert sizes == [64] * 40  # repeated: never a short final batch
 
@@ -174,8 +193,11 @@ def test_mirrored_strategy_on_two_cpu_replicas(trainer_toy_preprocessed,
           '--distribution-strategy', 'mirrored', '--epochs', '3',
           '--batch-size', '64', '--verbose', '0']))
   ''')
-  proc = subprocess.run([sys.executable, '-c', script], cwd=str(ROOT),
-                        env=_env(), capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, '-c', script],
+                        cwd=str(ROOT),
+                        env=_env(),
+                        capture_output=True,
+                        text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(model_dir, 'metrics.json')) as f:
@@ -189,8 +211,11 @@ def test_mirrored_strategy_on_two_cpu_replicas(trainer_toy_preprocessed,
 
 
 def test_task_reports_a_bad_preprocess_dir(tmp_path, capsys):
-  rc = task.main(['--preprocess-dir', str(tmp_path / 'nowhere'),
-                  '--model-dir', str(tmp_path / 'm')])
+  rc = task.main([
+      '--preprocess-dir',
+      str(tmp_path / 'nowhere'), '--model-dir',
+      str(tmp_path / 'm')
+  ])
   assert rc == 2
   assert 'config.yaml' in capsys.readouterr().err
 
@@ -208,20 +233,21 @@ def test_model_type_keeps_one_part(trainer_toy_preprocessed):
     feats = model.model_features(config, tft_output, hp)
     m = model.build_model(feats, hp, _binary_head())
     names = {l.name for l in m.layers if l.trainable_weights}
-    parts[model_type] = (
-        {f.name for f in feats},
-        any(n.startswith(model.WIDE_PREFIX) for n in names),
-        any(n.startswith(model.DEEP_PREFIX) for n in names))
+    parts[model_type] = ({f.name for f in feats},
+                         any(n.startswith(model.WIDE_PREFIX) for n in names),
+                         any(n.startswith(model.DEEP_PREFIX) for n in names))
   assert parts['wide_deep'][1:] == (True, True)
   # Wide: the linear model over ids, buckets and crosses; no scaled numerics.
-  assert parts['wide'] == ({'height_bucket', 'city', 'color',
-                            'city_x_height_bucket'}, True, False)
+  assert parts['wide'] == ({
+      'height_bucket', 'city', 'color', 'city_x_height_bucket'
+  }, True, False)
   # Deep: embeddings and numerics; buckets and crosses are wide-only here.
   assert parts['deep'] == ({'height', 'visits', 'city', 'color'}, False, True)
-  m = model.compile_model(model.build_model(
-      model.model_features(config, tft_output,
-                           hparams.HParams(model_type='deep')),
-      hparams.HParams(), _binary_head()), hparams.HParams(), _binary_head())
+  m = model.compile_model(
+      model.build_model(
+          model.model_features(config, tft_output,
+                               hparams.HParams(model_type='deep')),
+          hparams.HParams(), _binary_head()), hparams.HParams(), _binary_head())
   assert m.wide_optimizer is None  # one optimizer for an MLP alone
 
 
@@ -233,15 +259,17 @@ def test_cosine_schedule_and_plateau_callback():
   assert float(lr(100)) == pytest.approx(0.001)
   assert model.learning_rate(0.01, hparams.HParams(), None) == 0.01
 
-  feats = [model.ModelFeature('num', tf.float32, False, wide=False, deep=True),
-           model.ModelFeature('cat', tf.int64, True, wide=True, deep=False,
-                              num_ids=5)]
-  hp = hparams.HParams(hidden_units=(4,), wide_learning_rate=0.2,
-                       deep_learning_rate=0.01)
-  m = model.compile_model(model.build_model(feats, hp, _binary_head()), hp,
-                          _binary_head())
-  cb = model.ReduceOnPlateau('val_auc', factor=0.5, patience=2,
-                             min_fraction=0.3)
+  feats = [
+      model.ModelFeature('num', tf.float32, False, wide=False, deep=True),
+      model.ModelFeature(
+          'cat', tf.int64, True, wide=True, deep=False, num_ids=5)
+  ]
+  hp = hparams.HParams(
+      hidden_units=(4,), wide_learning_rate=0.2, deep_learning_rate=0.01)
+  m = model.compile_model(
+      model.build_model(feats, hp, _binary_head()), hp, _binary_head())
+  cb = model.ReduceOnPlateau(
+      'val_auc', factor=0.5, patience=2, min_fraction=0.3)
   cb.set_model(m)
   cb.on_train_begin()
   for epoch, auc in enumerate([0.7, 0.8, 0.79, 0.78, 0.77, 0.76, 0.75, 0.74]):
@@ -267,30 +295,50 @@ def test_oversampling_changes_train_stream_only(trainer_toy_preprocessed):
   assert labels['rows'] == manifest['rows']['train']
   natural = labels['counts'][1] / labels['rows']
   assert natural < 0.4
-  ds = data.make_dataset(train_files, spec, label, 100, training=True,
-                         seed=4, cache=True, oversample=0.5)
+  ds = data.make_dataset(
+      train_files,
+      spec,
+      label,
+      100,
+      training=True,
+      seed=4,
+      cache=True,
+      oversample=0.5)
   y = _labels_of(ds, 60)  # infinite: more rows than the split has
   assert y.size == 6000
   # Binomial(6000, 0.5): the standard deviation of the share is 0.0065.
   assert abs(y.mean() - 0.5) < 0.03
-  again = _labels_of(data.make_dataset(train_files, spec, label, 100,
-                                       training=True, seed=4, cache=True,
-                                       oversample=0.5), 60)
+  again = _labels_of(
+      data.make_dataset(
+          train_files,
+          spec,
+          label,
+          100,
+          training=True,
+          seed=4,
+          cache=True,
+          oversample=0.5), 60)
   np.testing.assert_array_equal(y, again)  # same seed, same stream
-  plain = _labels_of(data.make_dataset(train_files, spec, label, 100,
-                                       training=True, seed=4), 10 ** 6)
+  plain = _labels_of(
+      data.make_dataset(train_files, spec, label, 100, training=True, seed=4),
+      10**6)
   assert plain.size == labels['rows'] and plain.sum() == labels['counts'][1]
   # Eval is read as it is, whatever the training stream does.
-  eval_y = _labels_of(data.make_dataset(
-      PreprocessOutput(preprocess_dir).require_data_files('eval'), spec, label, 100,
-      training=False), 10 ** 6)
+  eval_y = _labels_of(
+      data.make_dataset(
+          PreprocessOutput(preprocess_dir).require_data_files('eval'),
+          spec,
+          label,
+          100,
+          training=False), 10**6)
   assert eval_y.size == manifest['rows']['eval']
 
 
 def test_hash_folds_partition_the_records(trainer_toy_preprocessed):
   preprocess_dir, manifest = trainer_toy_preprocessed
-  files = (PreprocessOutput(preprocess_dir).require_data_files('train') +
-           PreprocessOutput(preprocess_dir).require_data_files('eval'))
+  files = (
+      PreprocessOutput(preprocess_dir).require_data_files('train') +
+      PreprocessOutput(preprocess_dir).require_data_files('eval'))
   raw = tf.data.TFRecordDataset(files, compression_type='GZIP')
   everything = sorted(r.numpy() for r in raw)
   held_out = []
@@ -301,12 +349,11 @@ def test_hash_folds_partition_the_records(trainer_toy_preprocessed):
     assert 0.2 < len(inside) / len(everything) < 0.46
     held_out.extend(inside)
     # A record's fold depends on its bytes only: the same in any order.
-    shuffled = raw.shuffle(5000, seed=fold).filter(
-        data.fold_filter(3, fold, True))
+    shuffled = raw.shuffle(
+        5000, seed=fold).filter(data.fold_filter(3, fold, True))
     assert sorted(r.numpy() for r in shuffled) == sorted(inside)
   assert sorted(held_out) == everything  # each record held out exactly once
-  assert len(everything) == manifest['rows']['train'] + manifest['rows'][
-      'eval']
+  assert len(everything) == manifest['rows']['train'] + manifest['rows']['eval']
 
 
 def test_kfold_cross_validation(trainer_toy_preprocessed, tmp_path, capsys):
@@ -315,9 +362,11 @@ def test_kfold_cross_validation(trainer_toy_preprocessed, tmp_path, capsys):
   part only."""
   preprocess_dir, manifest = trainer_toy_preprocessed
   model_dir = str(tmp_path / 'cv')
-  rc = task.main(['--preprocess-dir', preprocess_dir, '--model-dir', model_dir,
-                  '--folds', '3', '--epochs', '2', '--batch-size', '64',
-                  '--oversample', '0.5', '--verbose', '0', '--seed', '3'])
+  rc = task.main([
+      '--preprocess-dir', preprocess_dir, '--model-dir', model_dir, '--folds',
+      '3', '--epochs', '2', '--batch-size', '64', '--oversample', '0.5',
+      '--verbose', '0', '--seed', '3'
+  ])
   assert rc == 0
   out = capsys.readouterr().out
   assert '3-fold cross-validation' in out and ' ± ' in out
@@ -352,8 +401,10 @@ def test_kfold_cross_validation(trainer_toy_preprocessed, tmp_path, capsys):
 def test_task_rejects_an_unknown_slice_column(trainer_toy_preprocessed,
                                               tmp_path, capsys):
   preprocess_dir, _ = trainer_toy_preprocessed
-  rc = task.main(['--preprocess-dir', preprocess_dir, '--model-dir',
-                  str(tmp_path / 'm'), '--slices', 'city,shoe_size'])
+  rc = task.main([
+      '--preprocess-dir', preprocess_dir, '--model-dir',
+      str(tmp_path / 'm'), '--slices', 'city,shoe_size'
+  ])
   assert rc == 2
   err = capsys.readouterr().err
   assert "'shoe_size'" in err and 'height' in err

@@ -49,8 +49,8 @@ def test_encoder_leaves_missing_values_out(census_encoder):
   f = _parse(census_encoder.encode(census_encoder.split(row))[0])
   assert 'workclass' not in f and 'fnlwgt' not in f
   row = ADULT_ROW.replace('39,', '39.0,', 1)
-  assert _parse(census_encoder.encode(census_encoder.split(row))[0])[
-      'age'].int64_list.value == [39]
+  assert _parse(census_encoder.encode(
+      census_encoder.split(row))[0])['age'].int64_list.value == [39]
 
 
 @pytest.mark.parametrize('row, message', [
@@ -82,21 +82,29 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
   lines = ['# scored by the exported model alone', ''] + good[:10] + [
       '181.0, 4, oslo, red, row x, yes',
       '  181.0 ,4,  oslo  , red ,row y,yes',  # stray spaces
-      '?, ?, ?, ?, ?, no',                    # every feature missing
-      '170, 5, atlantis, purple, z, no',      # unseen categories
+      '?, ?, ?, ?, ?, no',  # every feature missing
+      '170, 5, atlantis, purple, z, no',  # unseen categories
       '1e12, 99999999, rome, blue, big, yes',  # out of range
-      'tall, 3, oslo, red, bad number, no',   # bad row
-      '1, 2, 3',                              # wrong arity
+      'tall, 3, oslo, red, bad number, no',  # bad row
+      '1, 2, 3',  # wrong arity
   ] + good[10:]
-  path = datagen.write_lines(str(tmp_path / 'raw.csv'), lines,
-                             header=datagen.TOY_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'raw.csv'), lines, header=datagen.TOY_HEADER)
   out = str(tmp_path / 'preds.jsonl')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore',
-             PYTHONPATH=str(ROOT))
-  proc = subprocess.run(
-      [sys.executable, '-m', 'trainer.predict', '--model-dir', model_dir,
-       '--input', path, '--output', out, '--batch-size', '8'],
-      cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+  env = dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='2',
+      PYTHONWARNINGS='ignore',
+      PYTHONPATH=str(ROOT))
+  proc = subprocess.run([
+      sys.executable, '-m', 'trainer.predict', '--model-dir', model_dir,
+      '--input', path, '--output', out, '--batch-size', '8'
+  ],
+                        cwd=str(ROOT),
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '37 rows, 35 scored, 2 with errors' in proc.stderr
   with open(out) as f:
@@ -105,8 +113,8 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
   lines_no = [r['line'] for r in results]
   assert lines_no == sorted(lines_no)  # input order kept across batches
   errors = [r for r in results if 'error' in r]
-  assert [e['raw'] for e in errors] == ['tall, 3, oslo, red, bad number, no',
-                                        '1, 2, 3']
+  assert [e['raw'] for e in errors
+         ] == ['tall, 3, oslo, red, bad number, no', '1, 2, 3']
   assert 'height' in errors[0]['error'] and 'fields' in errors[1]['error']
   scored = [r for r in results if 'error' not in r]
   # Classes follow the threshold stored in the export.
@@ -122,13 +130,14 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
   predictor = predict.Predictor(model_dir)
   mine = []
   predict.predict_file(predictor, path, mine.append, batch_size=1000)
-  assert [r.get('probability') for r in mine] == pytest.approx(
-      [r.get('probability') for r in results], abs=1e-7)
+  assert [r.get('probability') for r in mine
+         ] == pytest.approx([r.get('probability') for r in results], abs=1e-7)
 
 
 def test_predict_without_a_model_is_a_usage_error(tmp_path, capsys):
-  path = datagen.write_lines(str(tmp_path / 'x.csv'), ['1, 2, a, red, n, no'],
-                             header=datagen.TOY_HEADER)
+  path = datagen.write_lines(
+      str(tmp_path / 'x.csv'), ['1, 2, a, red, n, no'],
+      header=datagen.TOY_HEADER)
   rc = predict.main(['--model-dir', str(tmp_path / 'none'), '--input', path])
   assert rc == 2
   assert 'no exported model' in capsys.readouterr().err
@@ -136,34 +145,34 @@ def test_predict_without_a_model_is_a_usage_error(tmp_path, capsys):
 
 @pytest.mark.parametrize('value', [
     '9223372036854775808', '-9223372036854775809', '99999999999999999999',
-    '1e300', '9' * 5000])
+    '1e300', '9' * 5000
+])
 def test_encoder_rejects_integers_beyond_int64(census_encoder, value):
   row = ADULT_ROW.replace('77516', value)
-  with pytest.raises(predict.RowError,
-                     match='fnlwgt: .* does not fit in a 64-bit integer'):
+  with pytest.raises(
+      predict.RowError, match='fnlwgt: .* does not fit in a 64-bit integer'):
     census_encoder.encode(census_encoder.split(row))
   row = ADULT_ROW.replace('77516', '9223372036854775807')
-  assert _parse(census_encoder.encode(census_encoder.split(row))[0])[
-      'fnlwgt'].int64_list.value == [2**63 - 1]
+  assert _parse(census_encoder.encode(
+      census_encoder.split(row))[0])['fnlwgt'].int64_list.value == [2**63 - 1]
 
 
-def test_hostile_rows_are_error_lines_not_a_crash(trainer_toy_model,
-                                                  tmp_path):
+def test_hostile_rows_are_error_lines_not_a_crash(trainer_toy_model, tmp_path):
   """Numbers beyond their column's type, a line over max_line_bytes: each an
   error line with a bounded raw; a byte-order mark costs no row."""
   model_dir, _ = trainer_toy_model
   good = datagen.toy_rows(6, seed=4)
-  hostile = ['170, 9223372036854775808, oslo, red, x, no',
-             '1e39, 3, oslo, red, x, no',
-             '1e309, 3, oslo, red, x, no',
-             '170, 1e300, oslo, red, x, no',
-             '170, 3, oslo, red, ' + 'x' * 5000 + ', no']
+  hostile = [
+      '170, 9223372036854775808, oslo, red, x, no', '1e39, 3, oslo, red, x, no',
+      '1e309, 3, oslo, red, x, no', '170, 1e300, oslo, red, x, no',
+      '170, 3, oslo, red, ' + 'x' * 5000 + ', no'
+  ]
   path = tmp_path / 'raw.csv'
-  path.write_bytes(b'\xef\xbb\xbf' + '\n'.join(
-      [datagen.TOY_HEADER] + good + hostile).encode('utf-8') + b'\n')
+  path.write_bytes(b'\xef\xbb\xbf' + '\n'.join([datagen.TOY_HEADER] + good +
+                                               hostile).encode('utf-8') + b'\n')
   results = []
-  counts = predict.predict_file(predict.Predictor(model_dir), str(path),
-                                results.append)
+  counts = predict.predict_file(
+      predict.Predictor(model_dir), str(path), results.append)
   assert counts == {'rows': 11, 'scored': 6, 'errors': 5}
   errors = [r for r in results if 'error' in r]
   assert [r['line'] for r in errors] == [8, 9, 10, 11, 12]

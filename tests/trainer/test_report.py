@@ -29,8 +29,10 @@ from trainer import task
 
 SLICES = ('height', 'city', 'color')
 # The figures of a binary model's page.
-BINARY_FIGURES = [report.FIGURES[k] for k in
-                  ('learning', 'roc', 'pr', 'confusion', 'calibration')]
+BINARY_FIGURES = [
+    report.FIGURES[k]
+    for k in ('learning', 'roc', 'pr', 'confusion', 'calibration')
+]
 
 
 @pytest.fixture(scope='module')
@@ -39,10 +41,10 @@ def sliced_model(trainer_toy_preprocessed, tmp_path_factory):
   preprocess_dir, _ = trainer_toy_preprocessed
   model_dir = str(tmp_path_factory.mktemp('trainer_report') / 'model')
   doc = task.run([
-      '--preprocess-dir', preprocess_dir, '--model-dir', model_dir,
-      '--epochs', '4', '--batch-size', '64', '--verbose', '0', '--seed', '5',
-      '--slices', ','.join(SLICES), '--slice-buckets', '3',
-      '--class-weight', 'balanced'])
+      '--preprocess-dir', preprocess_dir, '--model-dir', model_dir, '--epochs',
+      '4', '--batch-size', '64', '--verbose', '0', '--seed', '5', '--slices',
+      ','.join(SLICES), '--slice-buckets', '3', '--class-weight', 'balanced'
+  ])
   with open(ModelDir(model_dir).metrics_path) as f:
     saved = json.load(f)
   return model_dir, doc, saved
@@ -96,8 +98,8 @@ def test_report_files_are_decodable_pngs(sliced_model):
   assert saved['report'] == doc['report']
 
 
-def test_report_renders_in_chromium_with_metrics_json_numbers(sliced_model,
-                                                              tmp_path):
+def test_report_renders_in_chromium_with_metrics_json_numbers(
+    sliced_model, tmp_path):
   model_dir, _, saved = sliced_model
   dom = dump_dom(ModelDir(model_dir).report_path, tmp_path)
   # Every image decoded in the browser, at its real size.
@@ -116,8 +118,8 @@ def test_report_renders_in_chromium_with_metrics_json_numbers(sliced_model,
   cells = re.findall(r'data-key="([^"]+)"[^>]*>([^<]*)<', dom)
   keys = {html.unescape(k) for k, _ in cells}
   for split in ('eval', 'test'):
-    for metric in ('accuracy', 'roc_auc', 'pr_auc', 'precision', 'recall',
-                   'f1', 'log_loss', 'calibration_error', 'threshold'):
+    for metric in ('accuracy', 'roc_auc', 'pr_auc', 'precision', 'recall', 'f1',
+                   'log_loss', 'calibration_error', 'threshold'):
       assert f'{split}.{metric}' in keys
       assert f'at_threshold_0.5.{split}.{metric}' in keys
     for c in ('tn', 'fp', 'fn', 'tp'):
@@ -133,11 +135,11 @@ def test_report_renders_in_chromium_with_metrics_json_numbers(sliced_model,
   assert f'{saved["threshold"]:.4f}' in dom
 
   # The TFDV statistics link leads to the preprocess job's report.
-  href = html.unescape(re.search(r'id="stats-link" href="([^"]+)"',
-                                 dom).group(1))
+  href = html.unescape(
+      re.search(r'id="stats-link" href="([^"]+)"', dom).group(1))
   target = os.path.normpath(os.path.join(model_dir, href))
-  assert target == os.path.normpath(os.path.join(
-      saved['preprocess_dir'], 'stats', 'report.html'))
+  assert target == os.path.normpath(
+      os.path.join(saved['preprocess_dir'], 'stats', 'report.html'))
   assert os.path.isfile(target)
 
 
@@ -154,8 +156,8 @@ def test_slices_cover_every_row_and_match_the_overall_metrics(sliced_model):
     # scored from the transformed records: the same confusion matrix.
     assert overall['rows'] == saved[split]['rows']
     assert overall['confusion_matrix'] == saved[split]['confusion_matrix']
-    assert overall['roc_auc'] == pytest.approx(saved[split]['roc_auc'],
-                                               abs=1e-6)
+    assert overall['roc_auc'] == pytest.approx(
+        saved[split]['roc_auc'], abs=1e-6)
     assert overall['threshold'] == saved['threshold']
     for column in SLICES:
       rows = body['columns'][column]
@@ -170,9 +172,9 @@ def test_slices_cover_every_row_and_match_the_overall_metrics(sliced_model):
     assert height[0].startswith('< ') and height[-2].startswith('>= ')
     assert height[-1] == slices.MISSING  # the toy data has missing heights
   # The slices are the same values on eval and test.
-  assert ([r['slice'] for r in sliced['splits']['eval']['columns']['color']]
-          == [r['slice'] for r in sliced['splits']['test']['columns'][
-              'color']])
+  assert ([
+      r['slice'] for r in sliced['splits']['eval']['columns']['color']
+  ] == [r['slice'] for r in sliced['splits']['test']['columns']['color']])
 
 
 def test_balanced_class_weights_raise_recall_at_half(sliced_model,
@@ -186,11 +188,12 @@ def test_balanced_class_weights_raise_recall_at_half(sliced_model,
   n = manifest['rows']['train']
   assert saved['training']['class_weight'] == {
       '0': pytest.approx(n / (2 * counts['negative'])),
-      '1': pytest.approx(n / (2 * counts['positive']))}
+      '1': pytest.approx(n / (2 * counts['positive']))
+  }
   weighted = saved['at_threshold_0.5']['eval']
   unweighted = plain['at_threshold_0.5']['eval']
-  assert weighted['predicted_positive_rate'] > 2 * unweighted[
-      'predicted_positive_rate']
+  assert weighted[
+      'predicted_positive_rate'] > 2 * unweighted['predicted_positive_rate']
   assert weighted['recall'] > unweighted['recall']
 
 
@@ -198,14 +201,14 @@ def test_slices_without_raw_rows_or_columns(sliced_model, tmp_path):
   model_dir, _, saved = sliced_model
   config = load_config(TOY_CONFIG)
   export_dir = resolve_export(model_dir).path
-  missing = slices.slice_metrics(export_dir, str(tmp_path), config, ['city'],
-                                 4, 0.5, ['eval'])
+  missing = slices.slice_metrics(export_dir, str(tmp_path), config, ['city'], 4,
+                                 0.5, ['eval'])
   assert not missing['available'] and '--write-raw' in missing['reason']
   none = slices.slice_metrics(export_dir, saved['preprocess_dir'], config, [],
                               4, 0.5, ['eval'])
   assert not none['available'] and 'slices' in none['reason']
-  page = report.render(dict(saved, slices=missing), model_dir,
-                       heads.make_head(config))
+  page = report.render(
+      dict(saved, slices=missing), model_dir, heads.make_head(config))
   assert 'id="slices-unavailable"' in page and '--write-raw' in page
 
 
@@ -222,6 +225,9 @@ def test_slice_buckets_and_names():
   config = load_config(TOY_CONFIG)
   cats = slices.categorical_slice_names(
       np.array([' oslo', 'rome', '?', None, 'NA', 'lima'], dtype=object),
-      config, keep=['oslo', 'rome'])
-  assert cats.tolist() == ['oslo', 'rome', slices.MISSING, slices.MISSING,
-                           slices.MISSING, slices.OTHER]
+      config,
+      keep=['oslo', 'rome'])
+  assert cats.tolist() == [
+      'oslo', 'rome', slices.MISSING, slices.MISSING, slices.MISSING,
+      slices.OTHER
+  ]

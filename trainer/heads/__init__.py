@@ -40,8 +40,10 @@ from trainer.heads.binary import BinaryHead
 from trainer.heads.multiclass import MulticlassHead
 from trainer.heads.regression import RegressionHead
 
-__all__ = ['CLASSES', 'PREDICTIONS', 'PROBABILITIES', 'BinaryHead', 'Head',
-           'MulticlassHead', 'RegressionHead', 'make_head']
+__all__ = [
+    'CLASSES', 'PREDICTIONS', 'PROBABILITIES', 'BinaryHead', 'Head',
+    'MulticlassHead', 'RegressionHead', 'make_head'
+]
 
 
 def make_head(config: DatasetConfig,

@@ -9,14 +9,14 @@ report page of metrics, the head's own figures and the learning curves.
 """
 
 from typing import (
-  Any,
-  Dict,
-  List,
-  Mapping,
-  NamedTuple,
-  Optional,
-  Sequence,
-  Tuple,
+    Any,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
 )
 
 import numpy as np
@@ -89,8 +89,8 @@ class Head:
     classes."""
     return {}
 
-  def class_weight(self, hp: HParams, counts: Mapping[int, int]
-                  ) -> Optional[Dict[int, float]]:
+  def class_weight(self, hp: HParams,
+                   counts: Mapping[int, int]) -> Optional[Dict[int, float]]:
     """Keras class weights from model.class_weight; only `none` fits a head
     without classes."""
     if hp.class_weight == 'none':
@@ -98,8 +98,8 @@ class Head:
     raise ConfigError(f'model.class_weight: {hp.class_weight!r} weighs '
                       f'classes, but the label task is {self.task}; use none')
 
-  def oversampling(self, hp: HParams,
-                   counts: Mapping[int, int]) -> Oversampling:
+  def oversampling(self, hp: HParams, counts: Mapping[int,
+                                                      int]) -> Oversampling:
     """The training stream for model.oversample; only a binary label has a
     minority class to oversample."""
     if hp.oversample:
@@ -116,7 +116,9 @@ class Head:
 
   # ----------------------------------------------------------- evaluation
 
-  def metrics(self, labels: np.ndarray, outputs: np.ndarray,
+  def metrics(self,
+              labels: np.ndarray,
+              outputs: np.ndarray,
               threshold: float = 0.5) -> Dict[str, Any]:
     """Exact metrics of one split from labels and the model's outputs."""
     raise NotImplementedError
@@ -125,16 +127,21 @@ class Head:
     """The metrics of every split of `predictions`; a head without a
     decision threshold exports model.threshold as it is."""
     return Evaluation(
-        {split: self.metrics(y, p, hp.threshold)
-         for split, (y, p) in predictions.items()}, hp.threshold, {})
+        {
+            split: self.metrics(y, p, hp.threshold)
+            for split, (y, p) in predictions.items()
+        }, hp.threshold, {})
 
   def fold_metrics(self, predictions: Predictions, hp: HParams,
                    held_out: str) -> Dict[str, Any]:
     """One K-fold entry's metrics: 'threshold' and one entry per split of
     `predictions`, `held_out` being the fold's own held-out records."""
-    return dict({split: self.metrics(y, p, hp.threshold)
-                 for split, (y, p) in predictions.items()},
-                threshold=hp.threshold)
+    return dict(
+        {
+            split: self.metrics(y, p, hp.threshold)
+            for split, (y, p) in predictions.items()
+        },
+        threshold=hp.threshold)
 
   def fold_sets(self, splits: Sequence[str]) -> List[str]:
     """The metric sets of a K-fold entry that are summarized over folds."""
@@ -164,8 +171,8 @@ class Head:
 
   def format_table(self, by_split: Mapping[str, Mapping[str, Any]]) -> str:
     """The console table of the head's metrics, one column per split."""
-    return evaluate.format_table(by_split, rows=self.table_rows(),
-                                 confusion=False)
+    return evaluate.format_table(
+        by_split, rows=self.table_rows(), confusion=False)
 
   def format_results(self, doc: Mapping[str, Any],
                      splits: Sequence[str]) -> str:
@@ -178,8 +185,8 @@ class Head:
     training = doc.get('training', {})
     plots.learning_curves(
         training.get('history', {}), training.get('best_epoch'),
-        report.figure_path(model_dir, 'learning'),
-        self.monitor[len('val_'):], self.monitor_title)
+        report.figure_path(model_dir, 'learning'), self.monitor[len('val_'):],
+        self.monitor_title)
 
   def report_section(self, doc: Mapping[str, Any],
                      splits: Sequence[str]) -> str:

@@ -46,10 +46,13 @@ _REPORT_ROWS = [
     ('threshold', 'threshold', '{:.4f}'),
 ]
 _SLICE_COLUMNS = [
-    ('rows', 'rows', '{:,d}'), ('base_rate', 'base rate', '{:.4f}'),
+    ('rows', 'rows', '{:,d}'),
+    ('base_rate', 'base rate', '{:.4f}'),
     ('predicted_positive_rate', 'predicted positive', '{:.4f}'),
-    ('accuracy', 'accuracy', '{:.4f}'), ('precision', 'precision', '{:.4f}'),
-    ('recall', 'recall', '{:.4f}'), ('f1', 'F1', '{:.4f}'),
+    ('accuracy', 'accuracy', '{:.4f}'),
+    ('precision', 'precision', '{:.4f}'),
+    ('recall', 'recall', '{:.4f}'),
+    ('f1', 'F1', '{:.4f}'),
     ('roc_auc', 'ROC AUC', '{:.4f}'),
 ]
 
@@ -75,8 +78,10 @@ class BinaryHead(base.ClassifierHead):
     return keras.losses.BinaryCrossentropy()
 
   def keras_metrics(self, threshold):
-    return [keras.metrics.AUC(name='auc', num_thresholds=1000),
-            keras.metrics.BinaryAccuracy(name='accuracy', threshold=threshold)]
+    return [
+        keras.metrics.AUC(name='auc', num_thresholds=1000),
+        keras.metrics.BinaryAccuracy(name='accuracy', threshold=threshold)
+    ]
 
   # ------------------------------------------------------------- training
 
@@ -98,12 +103,17 @@ class BinaryHead(base.ClassifierHead):
           f'oversample: {hp.oversample} is not above the minority class\' '
           f'share of the training records ({natural_share:.4f}); use a '
           'larger share or 0 (off)')
-    return base.Oversampling(minority, hp.steps_per_epoch or math.ceil(
-        majority_rows / (1.0 - hp.oversample) / hp.batch_size))
+    return base.Oversampling(
+        minority, hp.steps_per_epoch or
+        math.ceil(majority_rows / (1.0 - hp.oversample) / hp.batch_size))
 
   def train_label_summary(self, label_summary, counts):
-    return {'train_label_counts': {'negative': counts[0],
-                                   'positive': counts[1]}}
+    return {
+        'train_label_counts': {
+            'negative': counts[0],
+            'positive': counts[1]
+        }
+    }
 
   # ----------------------------------------------------------- evaluation
 
@@ -112,13 +122,15 @@ class BinaryHead(base.ClassifierHead):
 
   def _choose_threshold(self, predictions: base.Predictions, split: str,
                         hp) -> Dict[str, Any]:
-    return evaluate.choose_threshold(
-        *predictions[split], hp.threshold_objective, hp.threshold_target,
-        hp.threshold)
+    return evaluate.choose_threshold(*predictions[split],
+                                     hp.threshold_objective,
+                                     hp.threshold_target, hp.threshold)
 
   def _reference(self, predictions: base.Predictions) -> Dict[str, Any]:
-    return {split: self.metrics(y, p, REFERENCE_THRESHOLD)
-            for split, (y, p) in predictions.items()}
+    return {
+        split: self.metrics(y, p, REFERENCE_THRESHOLD)
+        for split, (y, p) in predictions.items()
+    }
 
   def evaluate(self, predictions, hp):
     """Metrics at the threshold model.threshold_objective picks on the eval
@@ -131,8 +143,10 @@ class BinaryHead(base.ClassifierHead):
         'threshold_selection': selection,
         REFERENCE_KEY: self._reference(predictions),
     }
-    metrics.update({split: self.metrics(y, p, threshold)
-                    for split, (y, p) in predictions.items()})
+    metrics.update({
+        split: self.metrics(y, p, threshold)
+        for split, (y, p) in predictions.items()
+    })
     return base.Evaluation(metrics, threshold,
                            {'threshold_selection': selection})
 
@@ -142,8 +156,7 @@ class BinaryHead(base.ClassifierHead):
     out = {'threshold': threshold}
     for split, (y, p) in predictions.items():
       out[split] = self.metrics(y, p, threshold)
-      out[f'{split}_{REFERENCE_KEY}'] = self.metrics(y, p,
-                                                     REFERENCE_THRESHOLD)
+      out[f'{split}_{REFERENCE_KEY}'] = self.metrics(y, p, REFERENCE_THRESHOLD)
     return out
 
   def fold_sets(self, splits):
@@ -159,9 +172,17 @@ class BinaryHead(base.ClassifierHead):
                              splits):
     """Per-slice metrics of the raw rows, scored by the export just written
     (the route a served request takes)."""
-    return {'slices': slices.slice_metrics(
-        export_dir, preprocess_dir, self.config, hp.slices, hp.slice_buckets,
-        threshold, splits=list(splits))}
+    return {
+        'slices':
+            slices.slice_metrics(
+                export_dir,
+                preprocess_dir,
+                self.config,
+                hp.slices,
+                hp.slice_buckets,
+                threshold,
+                splits=list(splits))
+    }
 
   # -------------------------------------------------------------- reports
 
@@ -169,8 +190,8 @@ class BinaryHead(base.ClassifierHead):
     return evaluate.BINARY_TABLE_ROWS
 
   def format_table(self, by_split):
-    return evaluate.format_table(by_split, rows=self.table_rows(),
-                                 confusion=True)
+    return evaluate.format_table(
+        by_split, rows=self.table_rows(), confusion=True)
 
   def format_results(self, doc, splits):
     sel = doc['threshold_selection']
@@ -180,7 +201,8 @@ class BinaryHead(base.ClassifierHead):
         f'{target}, chosen on {sel["split"]})',
         self.format_table({s: doc[s] for s in splits}),
         f'at threshold {REFERENCE_THRESHOLD} (reference):',
-        evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in splits})])
+        evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in splits})
+    ])
 
   def write_plots(self, model_dir, doc, predictions, splits):
     super().write_plots(model_dir, doc, predictions, splits)
@@ -197,8 +219,8 @@ class BinaryHead(base.ClassifierHead):
   def report_section(self, doc, splits):
     e = html.escape
     sel = doc.get('threshold_selection') or {}
-    target = (f' (target {sel["target"]})' if sel.get('target') is not None
-              else '')
+    target = (f' (target {sel["target"]})'
+              if sel.get('target') is not None else '')
     reached = '' if sel.get('reached', True) else (
         ' <strong>The target was not reached on eval; the threshold with the '
         'best precision was used.</strong>')
@@ -220,8 +242,8 @@ class BinaryHead(base.ClassifierHead):
         f'{e(target)};\n'
         'the test split played no part in training, early stopping or the\n'
         f'threshold.{reached}</p>')
-    reference = report.metrics_table(doc, splits, _REPORT_ROWS,
-                                     REFERENCE_KEY, REFERENCE_KEY + '.')
+    reference = report.metrics_table(doc, splits, _REPORT_ROWS, REFERENCE_KEY,
+                                     REFERENCE_KEY + '.')
     img = report.img
     return f'''<h2>Metrics</h2>
 {about}
@@ -266,17 +288,30 @@ on the diagonal the probabilities mean what they say.</p>
       cm = doc[s]['confusion_matrix']
 
       def count(k, s=s, cm=cm):
-        return html.cell(f'{cm[k]:,d}', class_='num',
-                         data_key=f'{s}.confusion_matrix.{k}')
+        return html.cell(
+            f'{cm[k]:,d}', class_='num', data_key=f'{s}.confusion_matrix.{k}')
 
-      out.append(html.table(None, [
-          html.row([html.cell('', 'th'), html.cell(f'predicted {neg}', 'th'),
-                    html.cell(f'predicted {pos}', 'th')]),
-          html.row([html.cell(f'true {neg}', 'th'), count('tn'),
-                    count('fp')]),
-          html.row([html.cell(f'true {pos}', 'th'), count('fn'),
-                    count('tp')]),
-      ], caption=s, class_='confusion'))
+      out.append(
+          html.table(
+              None, [
+                  html.row([
+                      html.cell('', 'th'),
+                      html.cell(f'predicted {neg}', 'th'),
+                      html.cell(f'predicted {pos}', 'th')
+                  ]),
+                  html.row([
+                      html.cell(f'true {neg}', 'th'),
+                      count('tn'),
+                      count('fp')
+                  ]),
+                  html.row([
+                      html.cell(f'true {pos}', 'th'),
+                      count('fn'),
+                      count('tp')
+                  ]),
+              ],
+              caption=s,
+              class_='confusion'))
     return ''.join(out)
 
   # -------------------------------------------------------------- serving
@@ -298,30 +333,41 @@ def _slices_html(slices: Mapping[str, Any]) -> str:
   if not slices or not slices.get('available'):
     reason = (slices or {}).get('reason', 'no slices')
     return f'<p class="note" id="slices-unavailable">{e(reason)}</p>'
-  parts = [f'<p>Source: {e(slices["source"])}. Metrics at the chosen '
-           'threshold; ROC AUC is n/a for a slice with one class only.</p>']
+  parts = [
+      f'<p>Source: {e(slices["source"])}. Metrics at the chosen '
+      'threshold; ROC AUC is n/a for a slice with one class only.</p>'
+  ]
   for split, body in slices['splits'].items():
     overall = body['overall']
     key = f'slices.splits.{split}.overall'
     parts.append(
         f'<h3>{e(split)}</h3><p class="check">All {overall["rows"]:,d} raw '
-        f'{e(split)} rows scored through the export: ROC AUC '
-        + html.cell(report.fmt(overall['roc_auc'], '{:.4f}'), 'span',
-                    data_key=f'{key}.roc_auc') + ', accuracy '
-        + html.cell(report.fmt(overall['accuracy'], '{:.4f}'), 'span',
-                    data_key=f'{key}.accuracy') + '.</p>')
+        f'{e(split)} rows scored through the export: ROC AUC ' + html.cell(
+            report.fmt(overall['roc_auc'], '{:.4f}'),
+            'span',
+            data_key=f'{key}.roc_auc') + ', accuracy ' + html.cell(
+                report.fmt(overall['accuracy'], '{:.4f}'),
+                'span',
+                data_key=f'{key}.accuracy') + '.</p>')
     for column, rows in body['columns'].items():
       trs = []
       for i, row in enumerate(rows):
         prefix = f'slices.splits.{split}.columns.{column}.{i}'
-        trs.append(html.row(
-            [html.cell(row['slice'], 'th', scope='row',
-                       data_key=f'{prefix}.slice')] +
-            [report.number_cell(row[k], spec, f'{prefix}.{k}')
-             for k, _, spec in _SLICE_COLUMNS]))
-      parts.append(html.table(
-          [html.cell(column, 'th')] +
-          [html.cell(title, 'th') for _, title, _ in _SLICE_COLUMNS],
-          trs, caption=f'{split} by {column}', class_='slices',
-          data_column=column, data_split=split))
+        trs.append(
+            html.row([
+                html.cell(
+                    row['slice'], 'th', scope='row', data_key=f'{prefix}.slice')
+            ] + [
+                report.number_cell(row[k], spec, f'{prefix}.{k}')
+                for k, _, spec in _SLICE_COLUMNS
+            ]))
+      parts.append(
+          html.table(
+              [html.cell(column, 'th')] +
+              [html.cell(title, 'th') for _, title, _ in _SLICE_COLUMNS],
+              trs,
+              caption=f'{split} by {column}',
+              class_='slices',
+              data_column=column,
+              data_split=split))
   return ''.join(parts)

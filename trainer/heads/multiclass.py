@@ -62,8 +62,10 @@ class MulticlassHead(base.ClassifierHead):
     return keras.losses.SparseCategoricalCrossentropy()
 
   def keras_metrics(self, threshold):
-    return [keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
-            keras.metrics.SparseCategoricalCrossentropy(name='cross_entropy')]
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
+        keras.metrics.SparseCategoricalCrossentropy(name='cross_entropy')
+    ]
 
   # ------------------------------------------------------------- training
 
@@ -73,8 +75,11 @@ class MulticlassHead(base.ClassifierHead):
                       'takes balanced or none')
 
   def train_label_summary(self, label_summary, counts):
-    return {'train_label_counts': {c: counts[i]
-                                   for i, c in enumerate(self.classes)}}
+    return {
+        'train_label_counts': {
+            c: counts[i] for i, c in enumerate(self.classes)
+        }
+    }
 
   # ----------------------------------------------------------- evaluation
 
@@ -123,14 +128,15 @@ class's rows.</p>
 
   def serving_outputs(self, outputs, threshold):
     probabilities = tf.cast(outputs, tf.float32)
-    classes = tf.gather(tf.constant(self.classes),
-                        tf.argmax(probabilities, axis=1))
+    classes = tf.gather(
+        tf.constant(self.classes), tf.argmax(probabilities, axis=1))
     return {base.PROBABILITIES: probabilities, base.CLASSES: classes}
 
   def output_metadata(self):
-    return {base.PROBABILITIES:
-                f'float32 [N, {self.units}] (label.classes order)',
-            base.CLASSES: 'string [N]'}
+    return {
+        base.PROBABILITIES: f'float32 [N, {self.units}] (label.classes order)',
+        base.CLASSES: 'string [N]'
+    }
 
 
 def _per_class_tables(doc: Mapping[str, Any], splits: Sequence[str]) -> str:
@@ -138,14 +144,18 @@ def _per_class_tables(doc: Mapping[str, Any], splits: Sequence[str]) -> str:
   for s in splits:
     trs = []
     for name, m in doc[s]['per_class'].items():
-      trs.append(html.row(
-          [html.cell(name, 'th', scope='row')] +
-          [report.number_cell(m[k], spec, f'{s}.per_class.{name}.{k}')
-           for k, _, spec in _PER_CLASS_COLUMNS]))
-    out.append(html.table(
-        [html.cell('class', 'th')] +
-        [html.cell(title, 'th') for _, title, _ in _PER_CLASS_COLUMNS],
-        trs, caption=s, class_='per-class'))
+      trs.append(
+          html.row([html.cell(name, 'th', scope='row')] + [
+              report.number_cell(m[k], spec, f'{s}.per_class.{name}.{k}')
+              for k, _, spec in _PER_CLASS_COLUMNS
+          ]))
+    out.append(
+        html.table(
+            [html.cell('class', 'th')] +
+            [html.cell(title, 'th') for _, title, _ in _PER_CLASS_COLUMNS],
+            trs,
+            caption=s,
+            class_='per-class'))
   return ''.join(out)
 
 
@@ -169,11 +179,16 @@ def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray,
     predicted, support = int(cm[:, i].sum()), int(cm[i, :].sum())
     precision = tp / predicted if predicted else 0.0
     recall = tp / support if support else 0.0
-    f1 = (2 * precision * recall / (precision + recall)
-          if precision + recall else 0.0)
+    f1 = (2 * precision * recall / (precision + recall) if precision +
+          recall else 0.0)
     auc = evaluate.roc_auc(y == i, p[:, i]) if n else float('nan')
-    per_class[name] = {'precision': precision, 'recall': recall, 'f1': f1,
-                       'support': support, 'roc_auc': auc}
+    per_class[name] = {
+        'precision': precision,
+        'recall': recall,
+        'f1': f1,
+        'support': support,
+        'roc_auc': auc
+    }
     f1s.append(f1)
     supports.append(support)
     if not math.isnan(auc):

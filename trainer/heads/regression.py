@@ -82,7 +82,9 @@ class RegressionHead(base.Head):
   monitor_mode = 'min'
   monitor_title = 'RMSE (streaming, fitted scale)'
 
-  def __init__(self, config: DatasetConfig, mean: float = 0.0,
+  def __init__(self,
+               config: DatasetConfig,
+               mean: float = 0.0,
                std: float = 1.0):
     super().__init__(config)
     self.mean = float(mean)
@@ -99,8 +101,10 @@ class RegressionHead(base.Head):
     return StandardizedMeanSquaredError(self.std)
 
   def keras_metrics(self, threshold):
-    return [keras.metrics.RootMeanSquaredError(name='rmse'),
-            keras.metrics.MeanAbsoluteError(name='mae')]
+    return [
+        keras.metrics.RootMeanSquaredError(name='rmse'),
+        keras.metrics.MeanAbsoluteError(name='mae')
+    ]
 
   def to_label_units(self, values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -109,19 +113,23 @@ class RegressionHead(base.Head):
   # ------------------------------------------------------------- training
 
   def train_label_summary(self, label_summary, counts):
-    return {'train_label': {'mean': label_summary['mean'],
-                            'std': label_summary['std']}}
+    return {
+        'train_label': {
+            'mean': label_summary['mean'],
+            'std': label_summary['std']
+        }
+    }
 
   # ----------------------------------------------------------- evaluation
 
   def metrics(self, labels, outputs, threshold=0.5):
-    m = regression_metrics(self.to_label_units(labels),
-                           self.to_label_units(outputs))
+    m = regression_metrics(
+        self.to_label_units(labels), self.to_label_units(outputs))
     if self.log_target:
       # The scale the model was fitted on, too.
       m['rmse_log'] = regression_metrics(
-          np.asarray(labels).reshape(-1), np.asarray(outputs).reshape(-1))[
-              'rmse']
+          np.asarray(labels).reshape(-1),
+          np.asarray(outputs).reshape(-1))['rmse']
     return m
 
   # -------------------------------------------------------------- reports
@@ -134,8 +142,10 @@ class RegressionHead(base.Head):
 
   def write_plots(self, model_dir, doc, predictions, splits):
     super().write_plots(model_dir, doc, predictions, splits)
-    in_units = {s: (self.to_label_units(y), self.to_label_units(p))
-                for s, (y, p) in predictions.items()}
+    in_units = {
+        s: (self.to_label_units(y), self.to_label_units(p))
+        for s, (y, p) in predictions.items()
+    }
     plots.predicted_vs_actual(in_units, self.log_target,
                               report.figure_path(model_dir, 'scatter'))
     plots.residuals(in_units, report.figure_path(model_dir, 'residuals'))
@@ -161,8 +171,11 @@ class RegressionHead(base.Head):
     return {base.PREDICTIONS: y}
 
   def output_metadata(self):
-    return {base.PREDICTIONS: 'float32 [N, 1]' + (
-        ' (expm1 of the log-scale fit)' if self.log_target else '')}
+    return {
+        base.PREDICTIONS:
+            'float32 [N, 1]' +
+            (' (expm1 of the log-scale fit)' if self.log_target else '')
+    }
 
 
 def regression_metrics(labels: np.ndarray,
@@ -175,16 +188,23 @@ def regression_metrics(labels: np.ndarray,
     raise ValueError(f'{y.size} labels but {p.size} predictions')
   if not y.size:
     nan = float('nan')
-    return {'rows': 0, 'rmse': nan, 'mae': nan, 'r2': nan,
-            'median_abs_error': nan, 'mean_label': nan, 'mean_prediction': nan}
+    return {
+        'rows': 0,
+        'rmse': nan,
+        'mae': nan,
+        'r2': nan,
+        'median_abs_error': nan,
+        'mean_label': nan,
+        'mean_prediction': nan
+    }
   err = p - y
-  total = float(np.sum((y - y.mean()) ** 2))
+  total = float(np.sum((y - y.mean())**2))
   return {
       'rows': int(y.size),
-      'rmse': float(np.sqrt(np.mean(err ** 2))),
+      'rmse': float(np.sqrt(np.mean(err**2))),
       'mae': float(np.mean(np.abs(err))),
       # 1 - SSE / SST: the share of the label's variance explained.
-      'r2': float(1.0 - np.sum(err ** 2) / total) if total else float('nan'),
+      'r2': float(1.0 - np.sum(err**2) / total) if total else float('nan'),
       'median_abs_error': float(np.median(np.abs(err))),
       'mean_label': float(y.mean()),
       'mean_prediction': float(p.mean()),
