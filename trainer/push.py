@@ -31,7 +31,11 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-import tensorflow as tf
+from core import quiet
+
+# TensorFlow is imported with its start-up noise filtered (core/quiet.py).
+with quiet.tensorflow_startup():
+  import tensorflow as tf
 
 from core import cli
 from core.config import load_config

@@ -18,10 +18,15 @@ import argparse
 import sys
 from typing import Any, Dict, Optional, Sequence
 
+from core import quiet
+
+# publish imports TensorFlow; its start-up noise is filtered (core/quiet.py).
+with quiet.tensorflow_startup(keras=False):
+  from trainer import publish
+
 from core import cli
 from core.errors import InputError
 from core.layout import ServingDir
-from trainer import publish
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
