@@ -9,7 +9,7 @@ hashing crosses) is done here, in TensorFlow ops, and not in Python.
 """
 
 import math
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -235,25 +235,25 @@ def make_preprocessing_fn(
   """
 
   def preprocessing_fn(inputs):
-    outputs = {}
-    for spec in config.numeric:
-      _numeric(inputs[spec.name], spec, outputs)
+    outputs: Dict[str, Any] = {}
+    for numeric in config.numeric:
+      _numeric(inputs[numeric.name], numeric, outputs)
     crossable = {}
     lists = {c.name for c in config.columns if c.is_list}
-    for spec in config.categorical:
-      if spec.name in lists:
-        outputs[spec.name] = _categorical(
-            _list_strings(inputs[spec.name], config), spec)
+    for categorical in config.categorical:
+      if categorical.name in lists:
+        outputs[categorical.name] = _categorical(
+            _list_strings(inputs[categorical.name], config), categorical)
         continue
-      strings = clean_strings(inputs[spec.name], config)
-      crossable[spec.name] = strings
-      outputs[spec.name] = _categorical(strings, spec)
-    for spec in config.booleans:
-      outputs[spec.name] = _boolean(inputs[spec.name])
-    for spec in config.timestamps:
-      _timestamp(inputs[spec.name], spec, outputs)
-    for spec in config.texts:
-      outputs[spec.name] = _categorical(_tokens(inputs[spec.name]), spec)
+      strings = clean_strings(inputs[categorical.name], config)
+      crossable[categorical.name] = strings
+      outputs[categorical.name] = _categorical(strings, categorical)
+    for boolean in config.booleans:
+      outputs[boolean.name] = _boolean(inputs[boolean.name])
+    for timestamp in config.timestamps:
+      _timestamp(inputs[timestamp.name], timestamp, outputs)
+    for text in config.texts:
+      outputs[text.name] = _categorical(_tokens(inputs[text.name]), text)
     # Other single-valued id outputs (buckets, booleans, timestamp parts) are
     # crossed by their id's text.
     for name in {f for cross in config.crosses for f in cross.features}:

@@ -238,7 +238,7 @@ class _EncodeExamplesFn(beam.DoFn):
 
   def __init__(self, schema: Optional[schema_pb2.Schema]):
     self._schema = schema
-    self._encoder = None
+    self._encoder: Optional[example_coder.RecordBatchToExamplesEncoder] = None
 
   def setup(self):
     self._encoder = example_coder.RecordBatchToExamplesEncoder(self._schema)
@@ -249,6 +249,7 @@ class _EncodeExamplesFn(beam.DoFn):
     if fast is not None:
       yield fast
       return
+    assert self._encoder is not None  # setup() runs before process()
     yield [
         example_pb2.Example.FromString(record).SerializeToString(
             deterministic=True) for record in self._encoder.encode(batch)
@@ -329,7 +330,7 @@ class _SpillSortedRunsFn(beam.DoFn):
     for keyed in self._spill():
       yield WindowedValue(keyed,
                           window.GlobalWindow().max_timestamp(),
-                          [window.GlobalWindow()])
+                          (window.GlobalWindow(),))
 
   def _spill(self) -> List[Tuple[int, str]]:
     runs = []

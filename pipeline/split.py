@@ -12,7 +12,7 @@ rate of the whole input, to within a bin's worth of rows, instead of whatever
 the hash happens to give a small minority class.
 """
 
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -80,7 +80,7 @@ class _LabelHistograms(beam.CombineFn):
     return acc
 
   def merge_accumulators(self, accs):
-    merged = {}
+    merged: Dict[Optional[bytes], np.ndarray] = {}
     for acc in accs:
       for value, counts in acc.items():
         if value in merged:

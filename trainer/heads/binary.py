@@ -66,7 +66,9 @@ class BinaryHead(base.ClassifierHead):
 
   def __init__(self, config: DatasetConfig):
     super().__init__(config)
-    self.positive = self.label.positive
+    # A binary label always names its positive class (core/config.py).
+    assert self.label.positive is not None
+    self.positive: str = self.label.positive
     self.negative = [c for c in self.label.classes if c != self.positive][0]
 
   # ---------------------------------------------------------------- model
