@@ -12,11 +12,12 @@ The output has no timestamp or other run-dependent content: the same
 statistics give the same bytes, like the rest of the preprocess output.
 """
 
-import html
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, TypeAlias, TypeGuard
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from core import html
 
 COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b')
 HISTOGRAM_BINS = 20
@@ -25,36 +26,6 @@ CHART_WIDTH = 560
 
 FeatureStats: TypeAlias = statistics_pb2.FeatureNameStatistics
 Dataset = Tuple[str, statistics_pb2.DatasetFeatureStatistics]
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
-  color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:14px 24px}
-header h1{margin:0;font-size:20px}
-header p{margin:4px 0 0;font-size:13px;color:#cfd8dc}
-main{padding:16px 24px;max-width:1200px}
-nav#index{margin:8px 0 16px;font-size:13px}
-nav#index a{margin-right:10px;white-space:nowrap}
-#filter{padding:4px 8px;font-size:13px;width:240px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 12px;background:#fff}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
-table.stats td{text-align:right}
-table.stats td:first-child{text-align:left}
-td.text{max-width:640px}
-tr.flagged td{background:#ffebee}
-section.feature{background:#fff;border:1px solid #e0e0e0;border-radius:4px;
-  margin:12px 0;padding:8px 16px}
-section.feature h2{font-size:16px;margin:6px 0}
-section.feature h2 small{color:#777;font-weight:normal}
-section.feature.anomalous{border-left:4px solid #c62828}
-section.feature.warned{border-left:4px solid #ef6c00}
-tr.warned td{background:#fff3e0}
-.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
-.legend span{display:inline-block;margin-right:12px;font-size:12px}
-.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.ok{color:#2e7d32}.bad{color:#c62828;font-weight:bold}
-svg text{font-size:10px;fill:#555}
-"""
 
 # Adds an index of features and a filter box; the page is complete without it.
 _SCRIPT = """
@@ -88,9 +59,7 @@ _SCRIPT = """
 })();
 """
 
-
-def _e(value) -> str:
-  return html.escape(str(value), quote=True)
+_e = html.escape
 
 
 def _fmt(x: float) -> str:
@@ -520,7 +489,5 @@ def render(title: str,
     body.append(chart or '<p>No values to chart.</p>')
     body.append('</div></section>')
   body.append('</main>')
-  return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-          f'<meta name="viewport" content="width=device-width">'
-          f'<title>{_e(title)}</title><style>{_CSS}</style></head><body>' +
-          '\n'.join(body) + f'<script>{_SCRIPT}</script></body></html>\n')
+  return html.page(
+      title, '\n'.join(body), html.STATS_STYLE, _SCRIPT, viewport=True)

@@ -18,16 +18,20 @@ _GRPC_READY = re.compile(r'over gRPC at 127\.0\.0\.1:(\d+)')
 
 
 class Server:
-  """A `python -m trainer.serve` child process and a tiny HTTP client."""
+  """A `python -m trainer.serve` child process and a tiny HTTP client.
 
-  def __init__(self, model_dir, workdir, *flags):
+  It serves `model_dir` (MDIR/export/<version>/); with
+  source_flag='--model-base-path', a serving directory (BASE/<version>/).
+  """
+
+  def __init__(self, model_dir, workdir, *flags, source_flag='--model-dir'):
     os.makedirs(workdir, exist_ok=True)
     self.out_path = os.path.join(workdir, 'server.out')
     self.err_path = os.path.join(workdir, 'server.err')
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
     with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
       self.proc = subprocess.Popen([
-          sys.executable, '-m', 'trainer.serve', '--model-dir', model_dir,
+          sys.executable, '-m', 'trainer.serve', source_flag, model_dir,
           '--port', '0', '--grpc-port', '0', *flags
       ],
                                    cwd=str(ROOT),

@@ -49,53 +49,21 @@ from tests import grpc_client
 from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
 from tests.fuzzing import fuzz_settings
+from tests.serving.conftest import MAX_BODY
+from tests.serving.conftest import MAX_INSTANCES
 from tests.serving.test_rest import close
-from tests.serving.test_rest import InProcess
 from tests.serving.test_rest import read_lines
 from tests.serving.test_rest import settled_count
 from tests.serving.test_rest import toy_instances
 from tests.serving.test_rest import wait_for
 from tests.serving_client import Server
 
-MAX_INSTANCES = 60
-MAX_BODY = 64 * 1024
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope='module')
-def model_copy(trainer_toy_model, tmp_path_factory):
-  """A private copy of the toy model dir: (model dir, its only version)."""
-  model_dir, _ = trainer_toy_model
-  version = ModelDir(model_dir).versions()[-1]
-  copy = str(tmp_path_factory.mktemp('serving_grpc') / 'model')
-  shutil.copytree(
-      os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)),
-      os.path.join(copy, ModelDir.EXPORT_DIR, str(version)))
-  return copy, version
-
-
-@pytest.fixture(scope='module')
-def reference(model_copy):
-  model_dir, version = model_copy
-  return InProcess(os.path.join(model_dir, ModelDir.EXPORT_DIR, str(version)))
-
-
-@pytest.fixture(scope='module')
-def server(model_copy, tmp_path_factory):
-  model_dir, _ = model_copy
-  work = str(tmp_path_factory.mktemp('grpc_server'))
-  s = Server(model_dir, work, '--request-log',
-             os.path.join(work, 'requests.jsonl'), '--poll-seconds', '0.3',
-             '--max-instances', str(MAX_INSTANCES), '--max-body-bytes',
-             str(MAX_BODY))
-  s.log_path = os.path.join(work, 'requests.jsonl')
-  yield s
-  s.stop()
 
 
 @pytest.fixture(scope='module')

@@ -12,8 +12,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
@@ -31,7 +29,6 @@ from core.layout import ServingDir
 from tests import datagen
 from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
-from tests.serving_client import _READY
 from tests.serving_client import Server
 from trainer import blessing
 from trainer import labelled_rows
@@ -491,36 +488,6 @@ def test_usage_errors(v1, work, capsys):
 # ------------------------------------------------- the loop, with a server
 
 
-class BaseServer(Server):
-  """trainer.serve over a serving directory (--model-base-path)."""
-
-  def __init__(self, base, workdir, *flags):  # pylint: disable=super-init-not-called
-    os.makedirs(workdir, exist_ok=True)
-    self.out_path = os.path.join(workdir, 'server.out')
-    self.err_path = os.path.join(workdir, 'server.err')
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
-    with open(self.out_path, 'w') as out, open(self.err_path, 'w') as err:
-      self.proc = subprocess.Popen([
-          sys.executable, '-m', 'trainer.serve', '--model-base-path', base,
-          '--port', '0', '--grpc-port', '-1', *flags
-      ],
-                                   cwd=str(ROOT),
-                                   stdout=out,
-                                   stderr=err,
-                                   env=env)
-    deadline = time.time() + 180
-    while True:
-      with open(self.out_path) as f:
-        match = _READY.search(f.read())
-      if match:
-        self.port, self.name = int(match.group(1)), match.group(2)
-        break
-      if self.proc.poll() is not None or time.time() > deadline:
-        self.stop()
-        raise AssertionError(f'server did not start:\n{self.stderr()[-3000:]}')
-      time.sleep(0.2)
-
-
 def _instances(n, seed):
   header = datagen.TOY_HEADER.split(',')
   out = []
@@ -597,7 +564,14 @@ def _wait_served(load, version, timeout=90):
 def test_retraining_loop_with_a_running_server(served_v1, v1, v2, v3, rules,
                                                golden, work):
   base = _served_by_v1(served_v1, work / 'loop')
-  server = BaseServer(base, str(work / 'server'), '--poll-seconds', '0.3')
+  server = Server(
+      base,
+      str(work / 'server'),
+      '--poll-seconds',
+      '0.3',
+      '--grpc-port',
+      '-1',
+      source_flag='--model-base-path')
   load = None
   try:
     load = Load(server)
