@@ -2,6 +2,7 @@
 
 import datetime
 import math
+import os
 import random
 from typing import List, Optional
 
@@ -173,3 +174,38 @@ def trip_config_with_every_column(draft_text: str) -> str:
       'tip': {}
   }
   return yaml.safe_dump(doc, sort_keys=False)
+
+
+MIXED_CONFIG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'data', 'mixed.yaml')
+# The label section of tests/data/mixed.yaml for each label task.
+MIXED_LABELS = {
+    'binary': {
+        'column': 'target',
+        'task': 'binary',
+        'classes': ['low', 'high'],
+        'positive': 'high'
+    },
+    'multiclass': {
+        'column': 'target',
+        'task': 'multiclass',
+        'classes': ['low', 'mid', 'high']
+    },
+    'regression': {
+        'column': 'target',
+        'task': 'regression',
+        'log_target': True
+    },
+}
+
+
+def mixed_config(task: str) -> dict:
+  """tests/data/mixed.yaml as a mapping, its label made `task` (a float
+  target, split without stratification, for regression)."""
+  with open(MIXED_CONFIG, encoding='utf-8') as f:
+    raw = yaml.safe_load(f)
+  raw['label'] = MIXED_LABELS[task]
+  if task == 'regression':
+    raw['columns'][-1]['type'] = 'float'
+    del raw['split']['stratify']
+  return raw

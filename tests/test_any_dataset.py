@@ -31,46 +31,21 @@ from pipeline import preprocess
 from pipeline import schema as schema_cli
 from tests import datagen
 from tests import grpc_client
-from tests.conftest import ROOT
 from tests.serving_client import Server
 from trainer import heads as trainer_heads
 from trainer import predict
 from trainer import task as trainer_task
 
-MIXED_CONFIG = ROOT / 'tests' / 'data' / 'mixed.yaml'
 ROWS = 600
 BAD_ROWS = [
     '1.0,2,maybe,2024-01-01,s,a,"x",low',  # not a boolean
     '1.0,2,true,yesterday,s,a,"x",low',  # not a timestamp
     '1.0,2,true,2024-01-01,s,a,"x"',  # wrong arity
 ]
-LABELS = {
-    'binary': {
-        'column': 'target',
-        'task': 'binary',
-        'classes': ['low', 'high'],
-        'positive': 'high'
-    },
-    'multiclass': {
-        'column': 'target',
-        'task': 'multiclass',
-        'classes': ['low', 'mid', 'high']
-    },
-    'regression': {
-        'column': 'target',
-        'task': 'regression',
-        'log_target': True
-    },
-}
 
 
 def _config_for(task, directory):
-  with open(MIXED_CONFIG, encoding='utf-8') as f:
-    raw = yaml.safe_load(f)
-  raw['label'] = LABELS[task]
-  if task == 'regression':
-    raw['columns'][-1]['type'] = 'float'
-    del raw['split']['stratify']
+  raw = datagen.mixed_config(task)
   path = os.path.join(directory, f'mixed_{task}.yaml')
   with open(path, 'w', encoding='utf-8') as f:
     yaml.safe_dump(raw, f, sort_keys=False)

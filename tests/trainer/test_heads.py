@@ -13,39 +13,14 @@ import yaml
 
 from core.config import parse_config
 from core.errors import ConfigError
-from tests.conftest import ROOT
+from tests import datagen
 from trainer import heads
 from trainer import hparams
-
-MIXED_CONFIG = ROOT / 'tests' / 'data' / 'mixed.yaml'
-LABELS = {
-    'binary': {
-        'column': 'target',
-        'task': 'binary',
-        'classes': ['low', 'high'],
-        'positive': 'high'
-    },
-    'multiclass': {
-        'column': 'target',
-        'task': 'multiclass',
-        'classes': ['low', 'mid', 'high']
-    },
-    'regression': {
-        'column': 'target',
-        'task': 'regression',
-        'log_target': True
-    },
-}
 
 
 def _head(task, label_summary=None):
   """The head of tests/data/mixed.yaml with its label made `task`."""
-  with open(MIXED_CONFIG, encoding='utf-8') as f:
-    raw = yaml.safe_load(f)
-  raw['label'] = LABELS[task]
-  if task == 'regression':
-    raw['columns'][-1]['type'] = 'float'
-    del raw['split']['stratify']
+  raw = datagen.mixed_config(task)
   return heads.make_head(parse_config(yaml.safe_dump(raw)), label_summary)
 
 
