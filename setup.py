@@ -19,6 +19,8 @@ REQUIRED = [
     'PyYAML>=6.0',
     'matplotlib==3.11.2',  # trainer/report.py (Agg backend, PNGs)
     'aiohttp==3.14.5',
+    # serving/server.py: the event loop of the REST and gRPC servers.
+    'uvloop==0.23.0; sys_platform != "win32"',
     # serving/grpc_api.py: TF Serving's protos and gRPC stubs, the release
     # of the pinned TensorFlow; grpcio and protobuf come with it.
     'tensorflow-serving-api==2.16.1',

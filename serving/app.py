@@ -50,7 +50,6 @@ from serving.outputs import check_classifier
 from serving.outputs import check_regressor
 from serving.outputs import classify_results
 from serving.outputs import json_column
-from serving.outputs import log_prediction
 from serving.outputs import regress_results
 from serving.request_log import RequestLog
 
@@ -272,8 +271,7 @@ async def post_model(request: web.Request) -> web.Response:
     }
   request_log = request.app[REQUEST_LOG]
   if request_log is not None:
-    request_log.write(model.version, rows.received,
-                      [log_prediction(columns, i) for i in range(n)])
+    request_log.write(model.version, rows.received, outputs)
   version = str(model.version)
   body['model_version'] = version
   return web.json_response(

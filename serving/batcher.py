@@ -48,7 +48,7 @@ class MicroBatcher:
   the benchmark compares against.
   """
 
-  def __init__(self, workers: int = 2, max_batch_rows: int = 256):
+  def __init__(self, workers: int = 1, max_batch_rows: int = 256):
     if workers < 1 or max_batch_rows < 1:
       raise ValueError('workers and max_batch_rows must be at least 1')
     self.workers = workers

@@ -221,14 +221,9 @@ class _Serving:
 
   def log(self, model: LoadedModel, rows: request_checks.Rows,
           outputs: Dict[str, np.ndarray]) -> None:
-    """Writes the served rows to the request log, as REST does."""
+    """Queues the served rows for the request log, as REST does."""
     if self.request_log is not None:
-      columns = {
-          name: answers.json_column(value) for name, value in outputs.items()
-      }
-      self.request_log.write(
-          model.version, rows.received,
-          [answers.log_prediction(columns, i) for i in range(len(rows))])
+      self.request_log.write(model.version, rows.received, outputs)
 
   # --------------------------------------------------------------- methods
 

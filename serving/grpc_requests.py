@@ -102,12 +102,13 @@ def _logged(value: Any) -> Any:
 def tensor_length(name: str, proto: tensor_pb2.TensorProto) -> int:
   """N of a [N] tensor; RequestError for any other shape."""
   shape = proto.tensor_shape
-  if shape.unknown_rank or len(shape.dim) != 1:
+  dims = shape.dim  # each access of a nested field builds a wrapper: once
+  if len(dims) != 1 or shape.unknown_rank:
     got = ('a tensor of unknown rank' if shape.unknown_rank else
-           f'shape [{", ".join(str(d.size) for d in shape.dim)}]')
+           f'shape [{", ".join(str(d.size) for d in dims)}]')
     raise RequestError(f'input {name!r}: expected a 1-D tensor of shape [N], '
                        f'one value per instance, got {got}')
-  n = shape.dim[0].size
+  n = dims[0].size
   if n < 0:
     raise RequestError(f'input {name!r}: shape [{n}] has a negative size')
   return n
@@ -143,10 +144,11 @@ def tensor_values(name: str, proto: tensor_pb2.TensorProto,
           f'input {name!r}: tensor_content has {len(content)} bytes; shape '
           f'[{n}] of {dtype_name(proto.dtype)} takes {size}')
     return np.frombuffer(content, layout).tolist()
-  values = getattr(proto, field)
-  if len(values) > n:
-    raise RequestError(f'input {name!r}: {len(values)} values for shape '
+  container = getattr(proto, field)
+  if len(container) > n:
+    raise RequestError(f'input {name!r}: {len(container)} values for shape '
                        f'[{n}]')
+  values = container[:]  # a list; list(container) takes 5 times as long
   if not values:
     elsewhere = sorted({f.name for f, _ in proto.ListFields()} & _VALUE_FIELDS)
     where = f'{field} or tensor_content' if layout is not None else field
@@ -154,7 +156,6 @@ def tensor_values(name: str, proto: tensor_pb2.TensorProto,
         f'input {name!r}: no values for shape [{n}]; a '
         f'{dtype_name(proto.dtype)} tensor holds them in {where}' +
         (f', not {elsewhere[0]}' if elsewhere else ''))
-  values = list(values)
   if len(values) < n:  # TensorFlow's shorthand: the last value repeats
     values.extend([values[-1]] * (n - len(values)))
   return values

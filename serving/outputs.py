@@ -47,28 +47,6 @@ def _decode(values: Any) -> Any:
   return values
 
 
-def log_prediction(columns: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
-  """The request log's "prediction": {"probability": p, "class": c} for a
-  binary classifier (one probability per row); any other output under its
-  own name."""
-  prediction: Dict[str, Any] = {}
-  for name, column in columns.items():
-    value = column[i]
-    if name == ExportDir.PROBABILITIES:
-      if isinstance(value, list) and len(value) == 1:
-        prediction['probability'] = value[0]
-      else:
-        prediction['probabilities'] = value
-    elif name == ExportDir.CLASSES:
-      prediction['class'] = value
-    elif name == ExportDir.PREDICTIONS and isinstance(value,
-                                                      list) and len(value) == 1:
-      prediction['prediction'] = value[0]
-    else:
-      prediction[name] = value
-  return prediction
-
-
 def check_classifier(model: LoadedModel,
                      names: Mapping[str, str] = REST_NAMES) -> None:
   if not model.classes:
