@@ -23,7 +23,6 @@ TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-export PYTHONWARNINGS ?= ignore
 
 .PHONY: run test lint fmt install data preprocess train push predict serve \
         clean bench bench-profile bench-preprocess bench-training-input \
