@@ -751,7 +751,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       '--server-flags',
       default='',
       help='extra flags for python -m trainer.serve, e.g. '
-      '"--model-threads 1"')
+      '"--model-threads 2"')
   parser.add_argument(
       '--no-request-log',
       action='store_true',
