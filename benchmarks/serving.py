@@ -233,20 +233,7 @@ def bench_in_process(model: LoadedModel, rows: List[Dict[str, Any]],
                      seconds: float, batch_size: int) -> Dict[str, Any]:
   raw_fn = model._signatures[RAW]  # pylint: disable=protected-access
 
-  def tensors(batch):
-    out = {}
-    for name, kind in model.schema.kinds.items():
-      col = [r[name] for r in batch]
-      if kind == 'int':
-        out[name] = tf.constant(col, tf.int64)
-      elif kind == 'float':
-        out[name] = tf.constant([np.nan if v is None else v for v in col],
-                                tf.float32)
-      else:
-        out[name] = tf.constant(['' if v is None else v for v in col])
-    return out
-
-  singles = [tensors([r]) for r in rows[:200]]
+  singles = [model.raw_inputs([r]) for r in rows[:200]]
   for t in singles[:20]:
     raw_fn(**t)
   samples, end, i = [], time.perf_counter() + seconds, 0
@@ -268,7 +255,7 @@ def bench_in_process(model: LoadedModel, rows: List[Dict[str, Any]],
   server_path = percentiles(samples)
 
   big = [rows[i % len(rows)] for i in range(batch_size)]
-  batch = tensors(big)
+  batch = model.raw_inputs(big)
   raw_fn(**batch)
   scored, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:

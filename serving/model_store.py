@@ -129,6 +129,11 @@ class LoadedModel:
     return merged
 
   def _call_raw(self, rows: Sequence[Dict[str, Any]]) -> Outputs:
+    return self._outputs(self._signatures[RAW](**self.raw_inputs(rows)))
+
+  def raw_inputs(self, rows: Sequence[Dict[str, Any]]) -> Dict[str, tf.Tensor]:
+    """serving_raw's input tensors for rows without a null int: NaN for a
+    null float, '' for a null string (what the signature reads as missing)."""
     inputs = {}
     for name, kind in self.schema.kinds.items():
       column = [r[name] for r in rows]
@@ -142,7 +147,7 @@ class LoadedModel:
         inputs[name] = tf.constant(
             [b'' if v is None else v.encode('utf-8') for v in column],
             dtype=tf.string)
-    return self._outputs(self._signatures[RAW](**inputs))
+    return inputs
 
   def encode_example(self, row: Dict[str, Any]) -> bytes:
     """A raw tf.Example of one row; a missing value is left out."""
