@@ -41,6 +41,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 import tensorflow_transform as tft
 
+# tf_keras has no public switch for this (model.save's save_traces sets it).
+from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+
 from core import features as raw_features
 from core.config import DatasetConfig
 from core.layout import ExportDir
@@ -160,7 +163,12 @@ def export_model(model,
       DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
       RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
   }
-  tf.saved_model.save(module, staging, signatures=signatures)
+  # Keras objects are saved without their layers' call traces: serving uses
+  # the signatures only, and saving the traces (every layer's call functions,
+  # plus a default signature of the first Keras object met) and restoring
+  # them at every load took seconds.
+  with keras_option_scope(save_traces=False, in_tf_saved_model_scope=False):
+    tf.saved_model.save(module, staging, signatures=signatures)
   if not write:
     tf.io.gfile.rmtree(staging)
     return final

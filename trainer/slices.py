@@ -34,13 +34,11 @@ def _raw_files(preprocess_dir: str, split: str) -> List[str]:
 
 
 def _score_raw(
-    export_dir: str, config: DatasetConfig, files: Sequence[str],
+    serve: Any, config: DatasetConfig, files: Sequence[str],
     columns: Sequence[str]
 ) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
   """(labels, probabilities, raw column values) of raw tf.Example rows,
-  scored by the export's serving_default signature."""
-  loaded = tf.saved_model.load(export_dir)
-  serve = loaded.signatures[ExportDir.DEFAULT_SIGNATURE]
+  scored by `serve`, an export's serving_default signature."""
   spec = raw_features.raw_feature_spec(config, include_label=True)
   label_col = config.label.column
   wanted = [label_col] + [c for c in columns if c != label_col]
@@ -187,9 +185,9 @@ def slice_metrics(export_dir: str, preprocess_dir: str, config: DatasetConfig,
             f'no raw rows in {PreprocessOutput(preprocess_dir).path(PreprocessOutput.RAW_DIR)}'
             ' (run the preprocess job with --write-raw)'
     }
-  scored = {
-      s: _score_raw(export_dir, config, f, columns) for s, f in files.items()
-  }
+  loaded = tf.saved_model.load(export_dir)
+  serve = loaded.signatures[ExportDir.DEFAULT_SIGNATURE]
+  scored = {s: _score_raw(serve, config, f, columns) for s, f in files.items()}
   reference = scored['eval' if 'eval' in scored else next(iter(scored))]
   out: Dict[str, Any] = {
       'available': True,
