@@ -64,8 +64,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
-import tensorflow_data_validation as tfdv
-from tensorflow_data_validation.statistics import stats_impl
+
+from core import quiet
+
+# TFDV (and TensorFlow) imported with their start-up noise filtered.
+with quiet.tensorflow_startup():
+  import tensorflow_data_validation as tfdv
+  from tensorflow_data_validation.statistics import stats_impl
 
 from core.config import DatasetConfig
 from core.config import load_config

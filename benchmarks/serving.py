@@ -82,9 +82,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import aiohttp
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from core import quiet
+
+# TensorFlow is imported with its start-up noise filtered (core/quiet.py).
+with quiet.tensorflow_startup():
+  import tensorflow as tf
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from core.layout import resolve_export
 from serving.model_store import LoadedModel

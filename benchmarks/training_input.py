@@ -31,8 +31,12 @@ import sys
 import time
 from typing import Dict, List
 
-import tensorflow as tf
-import tensorflow_transform as tft
+from core import quiet
+
+# TensorFlow is imported with its start-up noise filtered (core/quiet.py).
+with quiet.tensorflow_startup():
+  import tensorflow as tf
+  import tensorflow_transform as tft
 
 from core.config import load_config
 from core.layout import PreprocessOutput
