@@ -21,6 +21,11 @@ PREDICT_SOURCE = $(if $(TEST_INPUT),$(TEST_INPUT),$(INPUT))
 BEAM_ARGS  ?=
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+# What `make run` checks to skip a step (see run): each step's last output
+# file, and where the command lines of its last steps are kept.
+PREPROCESS_DONE = $(PREPROCESS_DIR)/manifest.json
+TRAIN_DONE = $(MODEL_DIR)/metrics.json
+STAMPS = $(OUT)/.make
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -29,7 +34,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
         bench-serving fuzz \
         flink-up flink-down spark-up spark-down bench-engines bench-drift
 
-run: install data preprocess train push predict
+# `make run` redoes the preprocess and the training only when something they
+# read has changed since they last ran: the input files, the config (and the
+# .yaml/.pbtxt files beside it), the code, the virtual environment, or the
+# make variables in their command lines. A second `make run` with nothing
+# changed skips both (push then finds the export already served) and takes
+# seconds. `make preprocess` or `make train` always runs its step, and
+# `make -B run` runs everything. Deleting a step's output reruns it.
+run: install data $(PREPROCESS_DONE) $(TRAIN_DONE) push predict
 
 $(VENV)/.installed: setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,15 +56,41 @@ data: install
 	@if [ "$(INPUT)" = "$(DATA)/adult.data" ]; then \
 	    $(BIN)/python scripts/get_data.py --dest $(DATA); fi
 
+PREPROCESS_CMD = $(BIN)/python -m pipeline.preprocess --config $(CONFIG) \
+    --input '$(INPUT)' $(if $(TEST_INPUT),--test-input '$(TEST_INPUT)') \
+    --output-dir $(PREPROCESS_DIR) --overwrite --write-raw $(BEAM_ARGS)
+TRAIN_CMD = $(BIN)/python -m trainer.task --preprocess-dir $(PREPROCESS_DIR) \
+    --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
+
 preprocess: install
-	$(BIN)/python -m pipeline.preprocess --config $(CONFIG) \
-	    --input '$(INPUT)' $(if $(TEST_INPUT),--test-input '$(TEST_INPUT)') \
-	    --output-dir $(PREPROCESS_DIR) --overwrite --write-raw $(BEAM_ARGS)
+	$(PREPROCESS_CMD)
 
 # Trains, evaluates (eval and test) and exports MODEL_DIR/export/<version>/.
 train: install
-	$(BIN)/python -m trainer.task --preprocess-dir $(PREPROCESS_DIR) \
-	    --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
+	$(TRAIN_CMD)
+
+# Each step's command line as last run by `make run`, rewritten only when it
+# changes, so that a changed variable makes the step out of date.
+CONFIG_FILES = $(CONFIG) $(wildcard $(dir $(CONFIG))*.yaml $(dir $(CONFIG))*.pbtxt)
+code = $(shell find core $(1) -name '*.py')
+
+ifneq ($(filter run,$(or $(MAKECMDGOALS),run)),)
+$(shell mkdir -p $(STAMPS))
+ifneq ($(file <$(STAMPS)/preprocess.cmd),$(PREPROCESS_CMD))
+$(file >$(STAMPS)/preprocess.cmd,$(PREPROCESS_CMD))
+endif
+ifneq ($(file <$(STAMPS)/train.cmd),$(TRAIN_CMD))
+$(file >$(STAMPS)/train.cmd,$(TRAIN_CMD))
+endif
+endif
+
+$(PREPROCESS_DONE): $(VENV)/.installed $(CONFIG_FILES) $(wildcard $(INPUT)) \
+    $(wildcard $(TEST_INPUT)) $(call code,pipeline) $(STAMPS)/preprocess.cmd
+	$(PREPROCESS_CMD)
+
+$(TRAIN_DONE): $(VENV)/.installed $(PREPROCESS_DONE) $(CONFIG_FILES) \
+    $(call code,trainer) $(STAMPS)/train.cmd
+	$(TRAIN_CMD)
 
 # Scores a few raw rows with the newest export alone (no preprocess output).
 predict: install
