@@ -69,11 +69,12 @@ preprocess: install
 train: install
 	$(TRAIN_CMD)
 
-# Each step's command line as last run by `make run`, rewritten only when it
-# changes, so that a changed variable makes the step out of date.
+# What the two steps read, besides their input files and the venv.
 CONFIG_FILES = $(CONFIG) $(wildcard $(dir $(CONFIG))*.yaml $(dir $(CONFIG))*.pbtxt)
 code = $(shell find core $(1) -name '*.py')
 
+# Each step's command line as last run by `make run`, rewritten only when it
+# changes, so that a changed variable makes the step out of date.
 ifneq ($(filter run,$(or $(MAKECMDGOALS),run)),)
 $(shell mkdir -p $(STAMPS))
 ifneq ($(file <$(STAMPS)/preprocess.cmd),$(PREPROCESS_CMD))
