@@ -43,8 +43,7 @@ class _Item:
   model: Any
   signature: str
   rows: Sequence[Dict[str, Any]]
-  future: asyncio.Future
-  loop: asyncio.AbstractEventLoop
+  future: asyncio.Future  # of the request's event loop
 
 
 class MicroBatcher:
@@ -74,8 +73,8 @@ class MicroBatcher:
 
   async def predict(self, model: Any, signature: str,
                     rows: Sequence[Dict[str, Any]]) -> Result:
-    loop = asyncio.get_running_loop()
-    item = _Item(model, signature, rows, loop.create_future(), loop)
+    item = _Item(model, signature, rows,
+                 asyncio.get_running_loop().create_future())
     with self._ready:
       if self._closed:
         raise RuntimeError('the batcher is closed')
@@ -118,7 +117,8 @@ class MicroBatcher:
         results = [e] * len(batch)
       by_loop: Dict[asyncio.AbstractEventLoop, List[Any]] = {}
       for item, result in zip(batch, results):
-        by_loop.setdefault(item.loop, []).append((item.future, result))
+        by_loop.setdefault(item.future.get_loop(), []).append(
+            (item.future, result))
       for loop, answers in by_loop.items():
         try:
           loop.call_soon_threadsafe(_resolve, answers)

@@ -8,7 +8,7 @@ requests arriving meanwhile queue up deterministically.
 
 import asyncio
 import threading
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -44,32 +44,31 @@ def rows_of(*xs: float) -> List[Dict[str, Any]]:
   return [{'x': x} for x in xs]
 
 
-async def _held_first(batcher: MicroBatcher, model: Model, *later:
-                      Any) -> List[Any]:
-  """Sends one request whose call is held open, then `later` (coroutine
-  factories) while it is; releases it and gathers every answer."""
-  model.gate.clear()
-  model.entered.clear()
-  first = asyncio.ensure_future(batcher.predict(model, 'raw', rows_of(100)))
-  assert await asyncio.to_thread(model.entered.wait, 10)
-  rest = [asyncio.ensure_future(make()) for make in later]
-  await asyncio.sleep(0.05)  # every later request is queued
-  model.gate.set()
-  return await asyncio.gather(first, *rest, return_exceptions=True)
+def held_first(batcher: MicroBatcher, model: Model, *later:
+               Tuple[Model, str, List[Dict[str, Any]]]) -> List[Any]:
+  """Sends one request (x=100) whose call is held open, then the `later`
+  requests (model, signature, rows) while it is; releases it and returns
+  every answer, or error, in order."""
+
+  async def scenario():
+    model.gate.clear()
+    model.entered.clear()
+    first = asyncio.ensure_future(batcher.predict(model, 'raw', rows_of(100)))
+    assert await asyncio.to_thread(model.entered.wait, 10)
+    rest = [asyncio.ensure_future(batcher.predict(*r)) for r in later]
+    await asyncio.sleep(0.05)  # every later request is queued
+    model.gate.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+  return asyncio.run(scenario())
 
 
 def test_requests_queued_during_a_call_share_the_next_one():
   model = Model()
   batcher = MicroBatcher(workers=1)
 
-  async def scenario():
-    return await _held_first(
-        batcher, model, *[
-            lambda i=i: batcher.predict(model, 'raw', rows_of(i, i + 0.5))
-            for i in range(5)
-        ])
-
-  answers = asyncio.run(scenario())
+  answers = held_first(batcher, model,
+                       *[(model, 'raw', rows_of(i, i + 0.5)) for i in range(5)])
   batcher.close()
   assert model.calls == [[100], [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5]]
   assert (batcher.calls, batcher.rows) == (2, 11)
@@ -82,13 +81,10 @@ def test_a_request_that_fails_a_merged_call_fails_alone():
   model = Model()
   batcher = MicroBatcher()
 
-  async def scenario():
-    return await _held_first(
-        batcher, model, lambda: batcher.predict(model, 'raw', rows_of(1)),
-        lambda: batcher.predict(model, 'raw', rows_of(-1, 2)),
-        lambda: batcher.predict(model, 'raw', rows_of(3)))
-
-  first, one, bad, three = asyncio.run(scenario())
+  first, one, bad, three = held_first(batcher, model,
+                                      (model, 'raw', rows_of(1)),
+                                      (model, 'raw', rows_of(-1, 2)),
+                                      (model, 'raw', rows_of(3)))
   batcher.close()
   assert first['double'].tolist() == [200]
   assert one['double'].tolist() == [2]
@@ -102,15 +98,9 @@ def test_calls_never_mix_model_versions_or_signatures():
   old, new = Model(), Model()
   batcher = MicroBatcher()
 
-  async def scenario():
-    return await _held_first(
-        batcher, old, lambda: batcher.predict(old, 'raw', rows_of(1)),
-        lambda: batcher.predict(new, 'raw', rows_of(2)),
-        lambda: batcher.predict(old, 'examples', rows_of(3)),
-        lambda: batcher.predict(old, 'raw', rows_of(4)),
-        lambda: batcher.predict(new, 'raw', rows_of(5)))
-
-  answers = asyncio.run(scenario())
+  answers = held_first(batcher, old, (old, 'raw', rows_of(1)),
+                       (new, 'raw', rows_of(2)), (old, 'examples', rows_of(3)),
+                       (old, 'raw', rows_of(4)), (new, 'raw', rows_of(5)))
   batcher.close()
   assert old.calls == [[100], [1, 4], [3]]
   assert new.calls == [[2, 5]]
@@ -122,15 +112,8 @@ def test_calls_never_mix_model_versions_or_signatures():
 def test_a_call_takes_at_most_max_batch_rows():
   model = Model()
   batcher = MicroBatcher(max_batch_rows=3)
-
-  async def scenario():
-    return await _held_first(
-        batcher, model, *[
-            lambda i=i: batcher.predict(model, 'raw', rows_of(i, i))
-            for i in range(4)
-        ])
-
-  answers = asyncio.run(scenario())
+  answers = held_first(batcher, model,
+                       *[(model, 'raw', rows_of(i, i)) for i in range(4)])
   batcher.close()
   assert model.calls == [[100], [0, 0], [1, 1], [2, 2], [3, 3]]
   assert [a['double'].tolist() for a in answers[1:]] == [[0, 0], [2, 2], [4, 4],
