@@ -52,7 +52,25 @@ def clean_strings(x, config: DatasetConfig) -> tf.Tensor:
   return tf.where(missing, tf.constant(config.missing_category), s)
 
 
+def _zero_if_nan(x: tf.Tensor) -> tf.Tensor:
+  return tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+
+
+def _signed_log1p(x: tf.Tensor) -> tf.Tensor:
+  # Signed so that a negative value at serving time cannot produce NaN.
+  return tf.sign(x) * tf.math.log1p(tf.abs(x))
+
+
 def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
+  """Imputed, optionally log1p'd, then scaled and/or bucketized values.
+
+  Every statistic (the imputation mean, the z-score's mean and variance, the
+  min and max, the bucket boundaries) comes from the values present in train,
+  so that all of them are computed in one analysis pass: a statistic of the
+  imputed column would wait for the imputation mean, and that second pass
+  costs the job a whole tf.Transform phase. A missing value is filled after
+  the analysis: with the mean it scales to 0, as an average value should.
+  """
   if isinstance(x, tf.SparseTensor):
     present = _dense_column(
         tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool),
@@ -66,27 +84,39 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   # Absent values and NaN (how Parquet and serving clients spell missing)
   # are both missing.
   missing = tf.logical_or(tf.logical_not(present), tf.math.is_nan(value))
+  observed = tf.boolean_mask(value, tf.logical_not(missing))
   if spec.impute == 'mean':
-    # Full-pass mean over the values that are present in train.
-    fill = tft.mean(
-        tf.boolean_mask(value, tf.logical_not(missing)),
-        name=spec.name + '_impute_mean')
-    fill = tf.where(tf.math.is_nan(fill), 0.0, fill)
+    # NaN when train has no value at all: 0 then.
+    fill = _zero_if_nan(tft.mean(observed, name=spec.name + '_impute_mean'))
   else:
     fill = tf.constant(0.0)
   value = tf.where(missing, fill, value)
   if spec.log1p:
-    # Signed so that a negative value at serving time cannot produce NaN.
-    value = tf.sign(value) * tf.math.log1p(tf.abs(value))
+    value, observed = _signed_log1p(value), _signed_log1p(observed)
   if spec.scale == 'zscore':
-    outputs[spec.name] = tft.scale_to_z_score(value, name=spec.name + '_zscore')
+    # What tft.scale_to_z_score computes, with the statistics of `observed`
+    # applied to `value`; a constant or empty column is only centred.
+    mean = _zero_if_nan(tft.mean(observed, name=spec.name + '_zscore_mean'))
+    std = tf.sqrt(tft.var(observed, name=spec.name + '_zscore_var'))
+    centred = value - mean
+    outputs[spec.name] = tf.where(std > 0, tf.divide(centred, std), centred)
   elif spec.scale == 'minmax':
-    outputs[spec.name] = tft.scale_to_0_1(value, name=spec.name + '_minmax')
+    # What tft.scale_to_0_1 computes, likewise: a sigmoid when train has a
+    # single value (or none), so the output stays increasing and in (0, 1).
+    low = tft.min(observed, name=spec.name + '_min')
+    high = tft.max(observed, name=spec.name + '_max')
+    outputs[spec.name] = tf.where(low < high, (value - low) / (high - low),
+                                  tf.math.sigmoid(value))
   elif not spec.buckets:
     outputs[spec.name] = value
   if spec.buckets:
-    outputs[spec.name + BUCKET_SUFFIX] = tft.bucketize(
-        value, spec.buckets, name=spec.name + BUCKET_SUFFIX)
+    # tft.bucketize's quantiles (and its default epsilon) of `observed`.
+    boundaries = tft.quantiles(
+        observed,
+        spec.buckets,
+        epsilon=min(1.0 / spec.buckets, 0.01),
+        name=spec.name + BUCKET_SUFFIX)
+    outputs[spec.name + BUCKET_SUFFIX] = tft.apply_buckets(value, boundaries)
 
 
 def _categorical(strings, spec) -> tf.Tensor:

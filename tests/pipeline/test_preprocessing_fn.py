@@ -84,9 +84,10 @@ def test_missing_numeric_is_imputed_with_train_mean(transform_output, toy):
   assert out['height'][1] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_zscore_uses_train_statistics(transform_output, toy):
-  heights = np.array([160, 170, 180, 170, 190, 150], dtype=np.float64)
-  # Imputed row included: the mean over the imputed column is still 170.
+def test_zscore_uses_train_statistics_of_present_values(transform_output, toy):
+  # The row missing a height is filled after the analysis: it changes neither
+  # the mean nor the standard deviation (population, as tft.var computes).
+  heights = np.array([160, 170, 180, 190, 150], dtype=np.float64)
   std = heights.std()
   out = _transform(transform_output, toy, [{'height': 190.0}])
   assert out['height'][0] == pytest.approx((190 - 170) / std, rel=1e-5)
