@@ -159,9 +159,12 @@ def export_model(model,
   head = head or heads.make_head(config)
   module = ServingModule(model, tft_output.transform_features_layer(), config,
                          feature_names, threshold, head)
+  # The functions themselves, traced by tf.saved_model.save: a concrete
+  # function traced here, before the save, was traced once more inside it
+  # (0.3-0.6 s of every export).
   signatures = {
-      DEFAULT_SIGNATURE: module.serve_examples.get_concrete_function(),
-      RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
+      DEFAULT_SIGNATURE: module.serve_examples,
+      RAW_SIGNATURE: module.serve_raw,
   }
   # Keras objects are saved without their layers' call traces: serving uses
   # the signatures only, and saving the traces (every layer's call functions,
