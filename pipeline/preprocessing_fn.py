@@ -96,7 +96,10 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   if spec.scale == 'zscore':
     # What tft.scale_to_z_score computes, with the statistics of `observed`
     # applied to `value`; a constant or empty column is only centred.
-    mean = _zero_if_nan(tft.mean(observed, name=spec.name + '_zscore_mean'))
+    if spec.impute == 'mean' and not spec.log1p:
+      mean = fill  # the mean of the same values, already analyzed
+    else:
+      mean = _zero_if_nan(tft.mean(observed, name=spec.name + '_zscore_mean'))
     std = tf.sqrt(tft.var(observed, name=spec.name + '_zscore_var'))
     centred = value - mean
     outputs[spec.name] = tf.where(std > 0, tf.divide(centred, std), centred)
