@@ -12,15 +12,13 @@ is its function's without the first parameter, so `install()` wraps the
 function Beam calls (`apache_beam.transforms.core.get_signature`) to
 remember the answer per function and binding. Anything else (builtins,
 functools.partial, callable objects) goes to Beam's own function every time.
-Installed when the `pipeline` package is imported, so that a worker
-unpickling the job's DoFns has it too.
+The preprocess command installs it; so does importing the `pipeline` package
+where Beam is already imported, as in a worker unpickling the job's DoFns.
 """
 
 import types
 from typing import Any, Callable, Dict
 import weakref
-
-from apache_beam.transforms import core
 
 # function -> {bound: the signature Beam's get_signature gave}
 _signatures: 'weakref.WeakKeyDictionary[types.FunctionType, Dict[bool, Any]]'
@@ -50,6 +48,9 @@ def _remembering(get_signature: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def install() -> None:
   """Idempotent; a Beam without `core.get_signature` is left as it is."""
+  # Imported here: importing the package must not import Beam.
+  from apache_beam.transforms import core  # pylint: disable=g-import-not-at-top
+
   current = getattr(core, 'get_signature', None)
   if current is None or hasattr(current, 'beam_get_signature'):
     return

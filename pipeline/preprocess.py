@@ -41,6 +41,7 @@ from core import cli
 from core.config import DatasetConfig
 from core.config import load_config
 from core.errors import UserError
+from pipeline import beam_signatures
 from pipeline import cleanse
 from pipeline import feature_warnings
 from pipeline import features
@@ -55,6 +56,8 @@ from pipeline import windows
 from pipeline.outputs import PublishConflict
 from pipeline.outputs import StagedOutputDir
 from pipeline.preprocessing_fn import make_preprocessing_fn
+
+beam_signatures.install()
 
 # Exit codes (0: published): 1 data anomalies, 2 unusable flags, config or
 # input, 3 the job failed; 128 + N stopped by signal N.

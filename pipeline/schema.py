@@ -30,11 +30,16 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-import tensorflow_data_validation as tfdv
-from tensorflow_metadata.proto.v0 import schema_pb2
+from core import quiet
+
+# Beam and TFDV are imported with their start-up noise filtered
+# (core/quiet.py).
+with quiet.tensorflow_startup():
+  import apache_beam as beam
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  import tensorflow_data_validation as tfdv
+  from tensorflow_metadata.proto.v0 import schema_pb2
 
 from core import cli
 from core.config import load_config

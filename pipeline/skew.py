@@ -40,11 +40,16 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-import pyarrow as pa
-import tensorflow_data_validation as tfdv
+from core import quiet
+
+# Beam and TFDV are imported with their start-up noise filtered
+# (core/quiet.py).
+with quiet.tensorflow_startup():
+  import apache_beam as beam
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  import pyarrow as pa
+  import tensorflow_data_validation as tfdv
 
 from core import cli
 from core.config import DatasetConfig

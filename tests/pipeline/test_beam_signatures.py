@@ -2,15 +2,21 @@
 answers as Beam's own, asked of Beam once per function and binding."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms import core
 from apache_beam.transforms import userstate
 from apache_beam.typehints import decorators
+import pytest
 
-import pipeline  # noqa: F401  (installs it)
 from pipeline import beam_signatures
+from tests.conftest import ROOT
+
+beam_signatures.install()
 
 
 class _Plain(beam.DoFn):
@@ -40,8 +46,37 @@ def _function(a, b, *args, c=1, **kwargs):
   return a
 
 
-def test_installed_on_import_and_idempotent():
-  assert hasattr(core.get_signature, 'beam_get_signature')
+@pytest.mark.parametrize(
+    'imports, installed',
+    [
+        # The preprocess command, after importing Beam quietly.
+        ('import pipeline.preprocess', True),
+        # A worker: Beam first, then the job's DoFns' modules.
+        ('import apache_beam; import pipeline.sinks', True),
+        # The package alone imports no Beam, so installs nothing.
+        ('import pipeline', False),
+    ])
+def test_installed_by_the_command_and_in_workers(imports, installed):
+  code = (f'{imports}\nimport sys\n'
+          'core = sys.modules.get("apache_beam.transforms.core")\n'
+          'print(core is not None and '
+          'hasattr(core.get_signature, "beam_get_signature"))')
+  proc = subprocess.run([sys.executable, '-c', code],
+                        cwd=str(ROOT),
+                        env=dict(
+                            os.environ,
+                            PYTHONPATH=str(ROOT),
+                            TF_CPP_MIN_LOG_LEVEL='3',
+                            PYTHONWARNINGS='ignore'),
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split()[-1] == str(installed)
+
+
+def test_install_is_idempotent():
   installed = core.get_signature
   beam_signatures.install()
   assert core.get_signature is installed
