@@ -176,8 +176,10 @@ def _first_values(column: pa.ChunkedArray) -> List[Any]:
   """
   out: List[Any] = []
   for chunk in column.chunks:
+    if not len(chunk):
+      continue  # its offsets may be empty
     offsets = chunk.offsets.to_numpy()
-    start = int(offsets[0]) if len(offsets) else 0
+    start = int(offsets[0])
     flat = chunk.values.slice(start, int(offsets[-1]) - start).to_pylist()
     present = (offsets[1:]
                > offsets[:-1]) & chunk.is_valid().to_numpy(zero_copy_only=False)

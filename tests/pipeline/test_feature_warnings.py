@@ -253,11 +253,13 @@ def test_the_manifest_and_the_report_carry_the_warnings(trips):
 
 
 def test_sampled_values_are_each_rows_first_value_or_none():
-  # Sliced chunks (the parser's batches are slices), empty and null lists.
+  # Sliced chunks (the parser's batches are slices), an empty one, empty and
+  # null lists.
   ints = pa.array([[1], [], None, [2, 3], [4]], pa.large_list(pa.int64()))
   strings = pa.array([['x'], None, [], ['y', 'z']], pa.large_list(pa.string()))
   assert feature_warnings._first_values(
       pa.chunked_array([ints.slice(1, 4),
+                        ints.slice(0, 0),
                         ints.slice(0, 1)])) == [None, None, 2, 4, 1]
   assert feature_warnings._first_values(pa.chunked_array(
       [strings])) == ['x', None, None, 'y']
