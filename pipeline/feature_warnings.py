@@ -45,6 +45,7 @@ from pipeline import cleanse
 from pipeline import column_checks
 from pipeline import sources
 from pipeline import validation
+from pipeline import windows
 
 DEFAULT_SAMPLE_ROWS = 20_000
 SAMPLE_WINDOWS = 8
@@ -171,20 +172,14 @@ def sample_input(config: DatasetConfig,
 def _first_values(column: pa.ChunkedArray) -> List[Any]:
   """Each row's first value, None for a row without one (null or empty).
 
-  Read from the list column's offsets and values: a Python list per row
-  (to_pylist) took 0.8 s of 20,000 Adult rows.
+  Taken with array operations: a Python list per row (to_pylist) took 0.8 s
+  of 20,000 Adult rows.
   """
   out: List[Any] = []
   for chunk in column.chunks:
-    if not len(chunk):
-      continue  # its offsets may be empty
-    offsets = chunk.offsets.to_numpy()
-    start = int(offsets[0])
-    flat = chunk.values.slice(start, int(offsets[-1]) - start).to_pylist()
-    present = (offsets[1:]
-               > offsets[:-1]) & chunk.is_valid().to_numpy(zero_copy_only=False)
-    out.extend(flat[i - start] if has else None
-               for i, has in zip(offsets[:-1].tolist(), present.tolist()))
+    present, values = windows.single_values(chunk)
+    firsts = iter(values.to_pylist())
+    out.extend(next(firsts) if has else None for has in present.tolist())
   return out
 
 

@@ -28,7 +28,7 @@ OUTPUT_BATCH_ROWS = 16384
 # ------------------------------------------------------------ record batches
 
 
-def _single_values(column: pa.Array) -> Tuple[np.ndarray, pa.Array]:
+def single_values(column: pa.Array) -> Tuple[np.ndarray, pa.Array]:
   """(row has a value, the first value of each such row) of a list column."""
   if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
     present = np.asarray(column.is_valid())
@@ -42,14 +42,14 @@ def _single_values(column: pa.Array) -> Tuple[np.ndarray, pa.Array]:
 
 
 def _float_column(column: pa.Array) -> np.ndarray:
-  present, values = _single_values(column)
+  present, values = single_values(column)
   out = np.full(len(column), np.nan)
   out[present] = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
   return out
 
 
 def _entity_codes(column: pa.Array) -> np.ndarray:
-  present, values = _single_values(column)
+  present, values = single_values(column)
   codes = np.full(len(column), -1, dtype=np.int64)
   if len(values):
     codes[present] = pc.dictionary_encode(values).indices.to_numpy(
@@ -136,7 +136,7 @@ class _KeyByEntityFn(beam.DoFn):
     if not batch.num_rows:
       return
     column = batch.column(self._entity)
-    present, _ = _single_values(column)
+    present, _ = single_values(column)
     if not present.all():
       absent = batch.filter(pa.array(~present))
       yield beam.pvalue.TaggedOutput(
