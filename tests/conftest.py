@@ -17,6 +17,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CENSUS_CONFIG = str(ROOT / 'schemas' / 'census.yaml')
 TOY_CONFIG = str(ROOT / 'tests' / 'data' / 'toy.yaml')
 
+
+def run_python(args, env, timeout=300) -> subprocess.CompletedProcess:
+  """`python ARGS` in a fresh interpreter at the repository root (what a
+  module imports, prints or loads there is not hidden by this process)."""
+  return subprocess.run([sys.executable, *args],
+                        cwd=str(ROOT),
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout,
+                        check=False)
+
+
 # Where the original UCI files may be: an explicit directory, the shared data
 # folder beside the checkout, or what `make run` downloaded.
 _ADULT_CANDIDATES = [

@@ -11,12 +11,11 @@ imported once by another test would hide it.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.conftest import run_python
 
 HEAVY = ('apache_beam', 'tensorflow_data_validation',
          'tensorflow_transform.beam', 'tensorflow_transform', 'tf_keras',
@@ -37,13 +36,7 @@ def _loaded_after(modules, heavy=HEAVY):
   # Each entry point sets it itself (core/quiet.py); tf.Transform sets it in
   # this test process once any test module has imported it.
   env.pop('TF_USE_LEGACY_KERAS', None)
-  proc = subprocess.run([sys.executable, '-c', code],
-                        cwd=str(ROOT),
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300,
-                        check=False)
+  proc = run_python(['-c', code], env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return set(json.loads(proc.stdout.strip().splitlines()[-1]))
 

@@ -8,12 +8,11 @@ left at Python's defaults here, as a user gets them.
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.conftest import run_python
 
 COMMANDS = [
     'pipeline.preprocess', 'pipeline.schema', 'pipeline.skew', 'trainer.task',
@@ -29,13 +28,7 @@ def test_help_prints_no_library_noise(module):
       if k not in ('PYTHONWARNINGS', 'TF_CPP_MIN_LOG_LEVEL')
   }
   env['PYTHONPATH'] = str(ROOT)
-  proc = subprocess.run([sys.executable, '-m', module, '--help'],
-                        cwd=str(ROOT),
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=300,
-                        check=False)
+  proc = run_python(['-m', module, '--help'], env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'usage:' in proc.stdout
   assert proc.stderr == '', proc.stderr[-2000:]

@@ -2,9 +2,6 @@
 answers as Beam's own, asked of Beam once per function and binding."""
 
 import functools
-import os
-import subprocess
-import sys
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -14,7 +11,8 @@ from apache_beam.typehints import decorators
 import pytest
 
 from pipeline import beam_signatures
-from tests.conftest import ROOT
+from tests.conftest import run_python
+from tests.pipeline import runner_outputs
 
 beam_signatures.install()
 
@@ -61,17 +59,7 @@ def test_installed_by_the_command_and_in_workers(imports, installed):
           'core = sys.modules.get("apache_beam.transforms.core")\n'
           'print(core is not None and '
           'hasattr(core.get_signature, "beam_get_signature"))')
-  proc = subprocess.run([sys.executable, '-c', code],
-                        cwd=str(ROOT),
-                        env=dict(
-                            os.environ,
-                            PYTHONPATH=str(ROOT),
-                            TF_CPP_MIN_LOG_LEVEL='3',
-                            PYTHONWARNINGS='ignore'),
-                        capture_output=True,
-                        text=True,
-                        timeout=300,
-                        check=False)
+  proc = run_python(['-c', code], runner_outputs.env())
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.split()[-1] == str(installed)
 
