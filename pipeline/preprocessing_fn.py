@@ -61,6 +61,12 @@ def _signed_log1p(x: tf.Tensor) -> tf.Tensor:
   return tf.sign(x) * tf.math.log1p(tf.abs(x))
 
 
+def _present_values(value: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+  """What tf.boolean_mask returns for a [batch] tensor, in a few ops: the
+  graph is traced four times per job and serves every request."""
+  return tf.gather(value, tf.reshape(tf.where(keep), [-1]))
+
+
 def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   """Imputed, optionally log1p'd, then scaled and/or bucketized values.
 
@@ -72,19 +78,12 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   the analysis: with the mean it scales to 0, as an average value should.
   """
   if isinstance(x, tf.SparseTensor):
-    present = _dense_column(
-        tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool),
-                        x.dense_shape), False)
-    value = _dense_column(
-        tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32),
-                        x.dense_shape), 0.0)
-  else:
-    value = tf.cast(_dense_column(x, 0.0), tf.float32)
-    present = tf.ones_like(value, tf.bool)
+    x = tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32), x.dense_shape)
   # Absent values and NaN (how Parquet and serving clients spell missing)
-  # are both missing.
-  missing = tf.logical_or(tf.logical_not(present), tf.math.is_nan(value))
-  observed = tf.boolean_mask(value, tf.logical_not(missing))
+  # are both missing: an absent value reads as NaN.
+  value = tf.cast(_dense_column(x, math.nan), tf.float32)
+  missing = tf.math.is_nan(value)
+  observed = _present_values(value, tf.logical_not(missing))
   if spec.impute == 'mean':
     # NaN when train has no value at all: 0 then.
     fill = _zero_if_nan(tft.mean(observed, name=spec.name + '_impute_mean'))
