@@ -145,6 +145,10 @@ class AnalyzeAndTransform(beam.PTransform):
       ) | 'Transform' >> tft_beam.TransformDataset(output_record_batches=True)
     routed = transformed | 'RouteBySplit' >> beam.ParDo(
         split.RouteBySplitFn(names)).with_outputs(*names)
+    for name in names:
+      # Typed, the runner sizes them with cleanse.RecordBatchCoder (a
+      # batch's nbytes) instead of pickling a sample of whole batches.
+      routed[name].element_type = pa.RecordBatch
     return {name: routed[name] for name in names}, transform_fn
 
 
