@@ -19,8 +19,10 @@ changes no argument and no result); a count says how often it ran:
               preprocessing_fn traces and the tf.Transform SavedModels
               written in it, the DoFn pickling, the graph's proto), the
               pipeline run (fused stages, bundle processors set up, bundles
-              run), the stages' worker seconds from the job's manifest,
-              the checks after the job
+              run), the wall seconds of each fused stage the runner ran
+              (named by its first transform; stages under half a second
+              in every tree are summed into one row), the stages' worker
+              seconds from the job's manifest, the checks after the job
   train       interpreter start-up, imports, the label pass, datasets,
               model build, the first epoch (tracing) and the later ones,
               AutoGraph conversions, evaluation, export, the metrics through
@@ -42,6 +44,7 @@ import importlib
 import json
 import os
 import pathlib
+import re
 import resource
 import statistics
 import subprocess
@@ -178,6 +181,83 @@ def _count_preprocessing_fn_traces(phases: _Phases) -> None:
   command.make_preprocessing_fn = counted_make
 
 
+STAGE_PREFIX = 'stage: '
+_STAGE_OTHERS = STAGE_PREFIX + 'all other stages'
+# A stage shown on a row of its own takes at least this long in some tree.
+_STAGE_ROW_SECONDS = 0.5
+
+
+def stage_label(stage_name: str) -> str:
+  """A fused stage's first transform, as its first three path components.
+
+  The FnApiRunner names a fused stage by nesting the names of what it fused,
+  e.g. '((ref_PCollection_PCollection_14/Read)+(ref_AppliedPTransform_Split-
+  AssignSplit-ParDo-_AssignSplitFn-_40))+...'; the first applied transform
+  names the stage's work (here 'Split/AssignSplit/ParDo'), falling back to
+  the first name when the stage has none.
+  """
+  names = [n for n in re.split(r'[()+]+', stage_name) if n]
+  if not names:
+    return stage_name
+  applied = [n for n in names if n.startswith('ref_AppliedPTransform_')]
+  if applied:
+    name = applied[0][len('ref_AppliedPTransform_'):]
+    name = re.sub(r'_\d+$', '', name)
+    parts = name.split('-')
+  else:
+    parts = names[0].split('/')
+  return '/'.join(p for p in parts[:3] if p)
+
+
+def _time_stages(phases: _Phases) -> None:
+  """Wall seconds of every bundle the FnApiRunner runs, by stage label."""
+  # pylint: disable=g-import-not-at-top
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+  original = fn_runner.FnApiRunner._execute_bundle  # pylint: disable=protected-access
+
+  @functools.wraps(original)
+  def timed(self, context, bundle_context_manager, bundle_input):
+    start = time.monotonic()
+    try:
+      return original(self, context, bundle_context_manager, bundle_input)
+    finally:
+      phase = STAGE_PREFIX + stage_label(bundle_context_manager.stage.name)
+      phases.seconds[phase] = (
+          phases.seconds.get(phase, 0.0) + time.monotonic() - start)
+      phases.calls[phase] = phases.calls.get(phase, 0) + 1
+
+  fn_runner.FnApiRunner._execute_bundle = timed  # pylint: disable=protected-access
+
+
+def fold_small_stages(
+    runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, List[Dict[str, Any]]]:
+  """The runs with the stages shorter than _STAGE_ROW_SECONDS (median, in
+  every tree) summed into one 'all other stages' phase per run."""
+  medians: Dict[str, float] = {}
+  for label_runs in runs.values():
+    names = {n for r in label_runs for n in r['seconds']}
+    for name in names:
+      if name.startswith(STAGE_PREFIX):
+        median = statistics.median(
+            [r['seconds'].get(name, 0.0) for r in label_runs])
+        medians[name] = max(medians.get(name, 0.0), median)
+  small = {n for n, m in medians.items() if m < _STAGE_ROW_SECONDS}
+  folded: Dict[str, List[Dict[str, Any]]] = {}
+  for label, label_runs in runs.items():
+    folded[label] = []
+    for run in label_runs:
+      seconds = {n: v for n, v in run['seconds'].items() if n not in small}
+      calls = {n: v for n, v in run['calls'].items() if n not in small}
+      if small:
+        seconds[_STAGE_OTHERS] = sum(
+            v for n, v in run['seconds'].items() if n in small)
+        calls[_STAGE_OTHERS] = sum(
+            v for n, v in run['calls'].items() if n in small)
+      folded[label].append(dict(run, seconds=seconds, calls=calls))
+  return folded
+
+
 def _time_epochs(phases: _Phases) -> None:
   """Epoch end times, through the trainer's own epoch counter callback."""
   import trainer.training as training  # pylint: disable=g-import-not-at-top
@@ -230,6 +310,7 @@ def _child(command: str, argv: List[str], out: str, launched: float) -> int:
       phases.wrap_path(name, path, phase)
   if command == 'preprocess':
     _count_preprocessing_fn_traces(phases)
+    _time_stages(phases)
   else:
     _time_epochs(phases)
     _wrap_heads(phases)
@@ -382,13 +463,29 @@ _ORDER = {
 
 
 def _table(command: str, runs: Dict[str, List[Dict[str, Any]]]) -> str:
+  runs = fold_small_stages(runs)
   labels = list(runs)
   names = list(_ORDER[command])
+  stages = set()
   for label in labels:
     for run in runs[label]:
       for name in list(run['seconds']) + list(run['calls']):
-        if name not in names and name != 'main':
+        if name.startswith(STAGE_PREFIX):
+          stages.add(name)
+        elif name not in names and name != 'main':
           names.append(name)
+
+  def slowest_first(name):
+    return (name == _STAGE_OTHERS, -max(
+        statistics.median([r['seconds'].get(name, 0.0)
+                           for r in runs[label]])
+        for label in labels))
+
+  # The stages go right after the pipeline run they are part of.
+  at = (
+      names.index('run_pipeline: bundles processed') +
+      1 if 'run_pipeline: bundles processed' in names else len(names))
+  names[at:at] = sorted(stages, key=slowest_first)
   head = ['phase'] + [f'{label} s (calls)' for label in labels]
   rows = []
   for name in names:
