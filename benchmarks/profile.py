@@ -16,9 +16,9 @@ phase is the outermost call of one function, timed by wrapping it (the wrap
 changes no argument and no result); a count says how often it ran:
 
   preprocess  interpreter start-up, imports, building the Beam graph (the
-              preprocessing_fn traces and the tf.Transform SavedModels
-              written in it, the DoFn pickling, the graph's proto), the
-              pipeline run (fused stages, bundle processors set up, bundles
+              preprocessing_fn traces, the DoFn pickling), the pipeline
+              run (the graph's proto, the tf.Transform SavedModels its
+              stages write in TF2 mode, bundle processors set up, bundles
               run), the wall seconds of each fused stage the runner ran
               (named by its first transform; stages under half a second
               in every tree are summed into one row), the stages' worker
@@ -109,7 +109,7 @@ _PREPROCESS_WRAPS = (
     (
         'tensorflow_transform.beam.impl',
         '_create_v2_saved_model',
-        'build_graph: tf.Transform SavedModels written (phases + final)',
+        'run_pipeline: tf.Transform SavedModels written (phases + final)',
     ),
     (
         'tensorflow_transform.impl_helper',
@@ -431,10 +431,10 @@ _ORDER = {
         'build_graph',
         'build_graph: preprocessing_fn traces',
         'build_graph: tf.Transform analysis graph traced',
-        'build_graph: tf.Transform SavedModels written (phases + final)',
         'Beam: pickling (DoFns, coders, functions)',
         'Beam: pipeline to proto (runner API)',
         'run_pipeline',
+        'run_pipeline: tf.Transform SavedModels written (phases + final)',
         'run_pipeline: stage set-up (bundle processors, DoFn setup)',
         'run_pipeline: bundles processed',
         'TensorFlow: functions traced',
