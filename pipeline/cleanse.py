@@ -573,26 +573,99 @@ class RowParser:
     return pa.array(out)
 
 
+def _one_value_per_row(column: pa.Array) -> Optional[pa.Array]:
+  """A list column's values, one per row (null where the row is null), when
+  every row holds exactly one non-null value or is null; else None.
+
+  Most columns of a tabular dataset are such lists: their offsets count
+  0, 1, 2, ... and cost as much to carry as the values themselves.
+  """
+  kind = column.type
+  if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+    return None
+  offsets = column.offsets.to_numpy()
+  lengths = np.diff(offsets)
+  valid = None
+  if column.null_count:
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    if not (lengths == valid).all():
+      return None
+  elif not (lengths == 1).all():
+    return None
+  # A sliced list array's offsets index into its whole child array.
+  values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+  if values.null_count:
+    return None
+  if valid is None:
+    return values
+  rows = np.cumsum(valid) - 1
+  return values.take(pa.array(rows, mask=~valid))
+
+
+def _lists_again(flat: pa.Array, kind: pa.DataType) -> pa.Array:
+  """The list column of type `kind` that _one_value_per_row flattened."""
+  valid = flat.is_valid().to_numpy(zero_copy_only=False)
+  offsets = np.zeros(
+      len(flat) + 1,
+      dtype=np.int64 if pa.types.is_large_list(kind) else np.int32)
+  np.cumsum(valid, out=offsets[1:])
+  lists = pa.LargeListArray if pa.types.is_large_list(kind) else pa.ListArray
+  return lists.from_arrays(
+      pa.array(offsets),
+      flat.drop_null() if flat.null_count else flat,
+      type=kind,
+      mask=pa.array(~valid) if flat.null_count else None)
+
+
 class RecordBatchCoder(beam.coders.Coder):
   """How record batches travel between stages: Arrow IPC, zstd-compressed.
 
   Registered for `pa.RecordBatch`, so every PCollection typed as record
   batches uses it. Runners keep or ship whole PCollections between stages
-  (the DirectRunner holds them in memory until the next stage runs);
-  compressed, cleansed Adult rows take about 40 bytes instead of the ~320 of
-  a pickled batch, which keeps the job's memory nearly flat as data grows.
+  (the DirectRunner holds them in memory until the next stage runs; Flink
+  and Spark shuffle them). A list column with one value per row (or none,
+  where the row is null) travels as its values, without the offsets, and
+  the batch's own schema travels in the schema's metadata to restore it:
+  cleansed Adult rows take about 23 bytes instead of 39 (and the ~320 of a
+  pickled batch), which keeps the job's memory nearly flat as data grows.
   """
 
   _OPTIONS = pa.ipc.IpcWriteOptions(compression='zstd')
+  _SCHEMA = b'record_batch_coder.schema'
 
   def encode(self, batch: pa.RecordBatch) -> bytes:
+    columns, fields, flattened = [], [], False
+    for field, column in zip(batch.schema, batch.columns):
+      values = _one_value_per_row(column)
+      if values is None:
+        columns.append(column)
+        fields.append(field)
+      else:
+        flattened = True
+        columns.append(values)
+        fields.append(pa.field(field.name, values.type))
+    if flattened:
+      batch = pa.RecordBatch.from_arrays(
+          columns,
+          schema=pa.schema(
+              fields,
+              metadata={self._SCHEMA: batch.schema.serialize().to_pybytes()}))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema, options=self._OPTIONS) as w:
       w.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
   def decode(self, data: bytes) -> pa.RecordBatch:
-    return pa.ipc.open_stream(data).read_next_batch()
+    batch = pa.ipc.open_stream(data).read_next_batch()
+    serialized = (batch.schema.metadata or {}).get(self._SCHEMA)
+    if serialized is None:
+      return batch
+    schema = pa.ipc.read_schema(pa.py_buffer(serialized))
+    columns = [
+        column if column.type == field.type else _lists_again(
+            column, field.type) for field, column in zip(schema, batch.columns)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
   def estimate_size(self, batch: pa.RecordBatch) -> int:
     # Runners size elements for their metrics; encoding just to measure
