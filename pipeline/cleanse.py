@@ -604,6 +604,8 @@ def _one_value_per_row(column: pa.Array) -> Optional[pa.Array]:
 
 def _lists_again(flat: pa.Array, kind: pa.DataType) -> pa.Array:
   """The list column of type `kind` that _one_value_per_row flattened."""
+  if pa.types.is_dictionary(flat.type):
+    flat = flat.dictionary_decode()
   valid = flat.is_valid().to_numpy(zero_copy_only=False)
   offsets = np.zeros(
       len(flat) + 1,
@@ -615,6 +617,17 @@ def _lists_again(flat: pa.Array, kind: pa.DataType) -> pa.Array:
       flat.drop_null() if flat.null_count else flat,
       type=kind,
       mask=pa.array(~valid) if flat.null_count else None)
+
+
+def _dictionary_if_repetitive(values: pa.Array) -> pa.Array:
+  """Strings dictionary-encoded when they repeat (a category's few values
+  over many rows); anything else as it is."""
+  kind = values.type
+  if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
+          pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    return values
+  encoded = values.dictionary_encode()
+  return encoded if 2 * len(encoded.dictionary) <= len(values) else values
 
 
 class RecordBatchCoder(beam.coders.Coder):
@@ -642,6 +655,7 @@ class RecordBatchCoder(beam.coders.Coder):
         fields.append(field)
       else:
         flattened = True
+        values = _dictionary_if_repetitive(values)
         columns.append(values)
         fields.append(pa.field(field.name, values.type))
     if flattened:

@@ -363,6 +363,8 @@ def test_record_batch_coder_keeps_every_list_layout():
           pa.array(range(rows), pa.int64()),
           pa.array([[1]] * rows,
                    pa.list_(pa.field('element', pa.int64(), nullable=False))),
+          pa.array([['a'], ['b'], None, ['a'], ['a'], ['b'], ['a']],
+                   pa.large_list(pa.large_string())),
       ],
       schema=pa.schema([
           pa.field('one', pa.large_list(pa.int64())),
@@ -376,6 +378,7 @@ def test_record_batch_coder_keeps_every_list_layout():
           pa.field('plain', pa.int64()),
           pa.field('named_item',
                    pa.list_(pa.field('element', pa.int64(), nullable=False))),
+          pa.field('category', pa.large_list(pa.large_string())),
       ],
                        metadata={b'origin': b'test'}))
   _round_trip(batch)
@@ -384,7 +387,13 @@ def test_record_batch_coder_keeps_every_list_layout():
       f.name
       for f in carried
       if not pa.types.is_list(f.type) and not pa.types.is_large_list(f.type)
-  ] == ['one', 'one_or_null', 'small_list', 'all_null', 'plain', 'named_item']
+  ] == [
+      'one', 'one_or_null', 'small_list', 'all_null', 'plain', 'named_item',
+      'category'
+  ]
+  # Repeated strings travel dictionary-encoded, distinct ones as they are.
+  assert pa.types.is_dictionary(carried.field('category').type)
+  assert carried.field('one_or_null').type == pa.large_binary()
   # Slices: the list offsets of a slice index into the whole child array.
   _round_trip(batch.slice(2, 4))
   _round_trip(batch.slice(3, 0))
