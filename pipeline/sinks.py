@@ -9,7 +9,8 @@ exists even when it receives no record.
 Sorting is external, so memory does not grow with the data: each worker keeps
 at most SPILL_BYTES of records, writes them out as sorted runs (one per shard)
 under a temporary directory, and only the run paths are grouped by shard; a
-shard is then the merge of its runs.
+shard is then the merge of its runs, reading ahead a fixed budget shared by
+all of them (more runs, smaller reads).
 """
 
 import heapq
@@ -36,7 +37,11 @@ from tfx_bsl.coders import example_coder
 
 # Records a worker holds before writing them out as sorted runs.
 SPILL_BYTES = 16 << 20
-_RUN_READ_BYTES = 1 << 20
+# What a shard's merge reads ahead, over all of its runs: the number of runs
+# grows with the data, this does not.
+_MERGE_READ_BYTES = 8 << 20
+_MAX_RUN_READ_BYTES = 1 << 20
+_MIN_RUN_READ_BYTES = 64 << 10
 _LENGTH = struct.Struct('<I')
 
 
@@ -277,12 +282,13 @@ def _write_run(path: str, records: List[bytes]) -> None:
         [part for record in records for part in (pack(len(record)), record)]))
 
 
-def _read_run(path: str) -> Iterable[bytes]:
+def _read_run(path: str,
+              block_bytes: int = _MAX_RUN_READ_BYTES) -> Iterable[bytes]:
   with FileSystems.open(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
     data, offset = b'', 0
     while True:
-      block = f.read(_RUN_READ_BYTES)
+      block = f.read(block_bytes)
       if not block:
         if offset != len(data):
           raise IOError(f'{path}: truncated run')
@@ -359,9 +365,12 @@ class _MergeRunsFn(beam.DoFn):
     path = self._paths[shard]
     tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
     n = 0
+    block_bytes = min(
+        _MAX_RUN_READ_BYTES,
+        max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
     with tf.io.TFRecordWriter(path, options='GZIP') as writer:
       write = writer.write
-      readers = [_read_run(r) for r in runs]
+      readers = [_read_run(r, block_bytes) for r in runs]
       for record in (readers[0] if len(readers) == 1 else heapq.merge(
           *readers)):
         write(record)

@@ -646,6 +646,21 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   assert not glob.glob(str(tmp_path / 'runs' / '*' / '*'))  # runs removed
 
 
+def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
+  rng = random.Random(7)
+  records = [
+      bytes(rng.randrange(256)
+            for _ in range(rng.randint(0, 300)))
+      for _ in range(200)
+  ]
+  path = str(tmp_path / 'run')
+  sinks._write_run(path, records)  # pylint: disable=protected-access
+  # Blocks smaller than a record, than its length prefix, and larger
+  # than the whole run.
+  for block_bytes in (1, 3, 7, 256, 1 << 20):
+    assert list(sinks._read_run(path, block_bytes)) == records  # pylint: disable=protected-access
+
+
 def test_every_shard_file_exists_even_when_empty(tmp_path):
   with TestPipeline() as p:
     _ = (
