@@ -365,6 +365,9 @@ def test_record_batch_coder_keeps_every_list_layout():
                    pa.list_(pa.field('element', pa.int64(), nullable=False))),
           pa.array([['a'], ['b'], None, ['a'], ['a'], ['b'], ['a']],
                    pa.large_list(pa.large_string())),
+          pa.LargeListArray.from_arrays(
+              pa.array(range(rows + 1), pa.int64()),
+              pa.array(['x', 'y'] * 3 + ['x']).dictionary_encode()),
       ],
       schema=pa.schema([
           pa.field('one', pa.large_list(pa.int64())),
@@ -379,6 +382,8 @@ def test_record_batch_coder_keeps_every_list_layout():
           pa.field('named_item',
                    pa.list_(pa.field('element', pa.int64(), nullable=False))),
           pa.field('category', pa.large_list(pa.large_string())),
+          pa.field('dictionary_items',
+                   pa.large_list(pa.dictionary(pa.int32(), pa.string()))),
       ],
                        metadata={b'origin': b'test'}))
   _round_trip(batch)
@@ -389,7 +394,7 @@ def test_record_batch_coder_keeps_every_list_layout():
       if not pa.types.is_list(f.type) and not pa.types.is_large_list(f.type)
   ] == [
       'one', 'one_or_null', 'small_list', 'all_null', 'plain', 'named_item',
-      'category'
+      'category', 'dictionary_items'
   ]
   # Repeated strings travel dictionary-encoded, distinct ones as they are.
   assert pa.types.is_dictionary(carried.field('category').type)
