@@ -20,6 +20,9 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _POLY = 0x100000001B3 * 2 + 1
 _POLY_INVERSE = pow(_POLY, -1, 1 << 64)
 _powers_cache: Dict[int, np.ndarray] = {}
+# Below this many values a string column is hashed directly: finding its
+# distinct values first would cost more than it saves.
+_DICTIONARY_MIN_VALUES = 64
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -70,12 +73,33 @@ def _binary_hashes(values: pa.Array) -> np.ndarray:
   return _mix(spans ^ (lengths.astype(np.uint64) * np.uint64(_GOLDEN)))
 
 
+def _repeated_binary_hashes(values: pa.Array) -> np.ndarray:
+  """`_binary_hashes` through a dictionary: each distinct string hashed once.
+
+  Hashing walks every byte of every string with 64-bit arithmetic; a
+  categorical column repeats a few strings over and over, and finding the
+  distinct ones is a single hash-table pass in Arrow. A column that hardly
+  repeats (ids, free text) is hashed directly. Null values get an arbitrary
+  hash here: the caller masks them.
+  """
+  if len(values) < _DICTIONARY_MIN_VALUES:
+    return _binary_hashes(values)
+  encoded = pc.dictionary_encode(values)
+  distinct = encoded.dictionary
+  if len(distinct) * 2 > len(values):
+    return _binary_hashes(values)
+  if not len(distinct):  # every value null
+    return np.zeros(len(values), dtype=np.uint64)
+  indices = encoded.indices.fill_null(0).to_numpy()
+  return _binary_hashes(distinct)[indices]
+
+
 def _value_hashes(values: pa.Array) -> np.ndarray:
   """A uint64 hash of each value of a flat (non-list) array."""
   kind = values.type
   if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
       pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-    out = _binary_hashes(values)
+    out = _repeated_binary_hashes(values)
   elif pa.types.is_integer(kind):
     out = values.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
   elif pa.types.is_float32(kind):
