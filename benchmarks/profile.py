@@ -294,6 +294,16 @@ def _wrap_heads(phases: _Phases) -> None:
         )
 
 
+def _freeze_imports_as_the_command_does() -> None:
+  """What the command's `__main__` block does before main(), in a tree
+  whose commands do it (core.heap); older trees froze nothing."""
+  try:
+    heap = importlib.import_module('core.heap')
+  except ImportError:
+    return
+  heap.freeze_imports()
+
+
 def _child(command: str, argv: List[str], out: str, launched: float) -> int:
   started = time.time()
   phases = _Phases()
@@ -315,6 +325,7 @@ def _child(command: str, argv: List[str], out: str, launched: float) -> int:
     _time_epochs(phases)
     _wrap_heads(phases)
   t = time.monotonic()
+  _freeze_imports_as_the_command_does()
   code = module.main(argv)
   phases.seconds['main'] = time.monotonic() - t
   ends = phases.marks.get('epoch_ends', [])

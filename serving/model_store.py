@@ -15,14 +15,16 @@ on two consecutive polls, and a version that fails to load is not retried
 until its files change. Either way the current model keeps serving.
 
 Once a version is current, everything alive is frozen out of Python's cyclic
-garbage collector (gc.freeze, see settle_heap): a loaded model is about half
+garbage collector (core.heap.settle): a loaded model is about half
 a million long-lived objects, which every full collection would otherwise
-walk with the event loop stopped.
+walk with the event loop stopped (on UCI Adult's model, 300 ms every 20-30 s
+under load: wrk's p99 260-310 ms for 32 REST callers instead of 16 ms;
+frozen, a full collection takes 1-7 ms). A version still held by a request
+in flight at the swap is frozen with the rest and freed at the next swap.
 """
 
 import asyncio
 import concurrent.futures
-import gc
 import logging
 import os
 import threading
@@ -33,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from core import heap
 from core.errors import InputError
 from core.layout import ExportDir
 from core.layout import versions_in
@@ -248,7 +251,7 @@ class ModelStore:
     model.warm_up()
     self._served_files[version] = _fingerprint(export.path)
     self.current = model
-    settle_heap()
+    heap.settle()
     return model
 
   def poll_once(self) -> Optional[LoadedModel]:
@@ -308,7 +311,7 @@ class ModelStore:
       log.warning('now serving version %d (was %s)', target,
                   current.version if current else None)
       current = None  # this poll's reference to the replaced version
-      settle_heap()
+      heap.settle()
       return model
 
   async def _poll_forever(self) -> None:
@@ -351,24 +354,6 @@ class ModelStore:
     if version is not None:
       entries = [e for e in entries if e['version'] == str(version)]
     return entries
-
-
-def settle_heap() -> None:
-  """Frees what the swap left unreachable, then freezes the rest.
-
-  With a model loaded, about 475,000 long-lived objects (TensorFlow's
-  functions and graphs) sit in the collector's oldest generation, and every
-  full collection walks them: on UCI Adult's model, 300 ms with the event
-  loop stopped, every 20-30 s under load (32 REST callers: wrk's p99 260-310
-  ms instead of 16 ms). Frozen, they are left out and a full collection takes
-  1-7 ms. The previous freeze is undone first and one full collection run,
-  so the cycles of a replaced version are freed: one such pause per swap,
-  not one every few seconds. A version still held by a request in flight at
-  that moment is frozen with the rest and freed at the next swap.
-  """
-  gc.unfreeze()
-  gc.collect()
-  gc.freeze()
 
 
 def _status_entry(version: int,

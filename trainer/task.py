@@ -47,6 +47,7 @@ with quiet.tensorflow_startup():
   import tf_keras as keras
 
 from core import cli
+from core import heap
 from core.config import DatasetConfig
 from core.errors import ConfigError
 from core.errors import InputError
@@ -283,4 +284,5 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 if __name__ == '__main__':
+  heap.freeze_imports()
   sys.exit(main())
