@@ -31,6 +31,7 @@ with quiet.tensorflow_startup():
   import apache_beam as beam
   from apache_beam.options.pipeline_options import DirectOptions
   from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.options.pipeline_options import SetupOptions
   from apache_beam.options.pipeline_options import StandardOptions
   import pyarrow as pa
   import tensorflow_data_validation as tfdv
@@ -303,6 +304,14 @@ def _parse_args(argv: Optional[Sequence[str]]):
 
 def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   options = PipelineOptions(beam_args)
+  setup = options.view_as(SetupOptions)
+  if setup.pickle_library == 'default':
+    # The job's DoFns, combiners and functions are pickled about 5,000
+    # times (when built, when the pipeline goes to the runner, when a stage
+    # is set up): 1.3 s with cloudpickle, 2.3 s with Beam 2.61's default,
+    # dill, on UCI Adult. The job saves no main session, so nothing needs
+    # dill; workers read the choice from the options.
+    setup.pickle_library = 'cloudpickle'
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = 'DirectRunner'
