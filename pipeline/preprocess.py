@@ -43,6 +43,7 @@ from core import heap
 from core.config import DatasetConfig
 from core.config import load_config
 from core.errors import UserError
+from pipeline import beam_options
 from pipeline import beam_signatures
 from pipeline import cleanse
 from pipeline import feature_warnings
@@ -303,7 +304,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
 
 
 def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
-  options = PipelineOptions(beam_args)
+  options = beam_options.JobOptions(beam_args)
   setup = options.view_as(SetupOptions)
   if setup.pickle_library == 'default':
     # The job's DoFns, combiners and functions are pickled about 5,000
