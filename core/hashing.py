@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import arrays
+
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 # Odd multiplier of the polynomial byte-string hash, and its inverse mod 2**64.
@@ -82,12 +84,12 @@ def _repeated_binary_hashes(values: pa.Array) -> np.ndarray:
   repeats (ids, free text) is hashed directly. Null values get an arbitrary
   hash here: the caller masks them.
   """
-  if len(values) < _DICTIONARY_MIN_VALUES:
+  encoded = (
+      arrays.repeated_strings(values)
+      if len(values) >= _DICTIONARY_MIN_VALUES else None)
+  if encoded is None:
     return _binary_hashes(values)
-  encoded = pc.dictionary_encode(values)
   distinct = encoded.dictionary
-  if len(distinct) * 2 > len(values):
-    return _binary_hashes(values)
   if not len(distinct):  # every value null
     return np.zeros(len(values), dtype=np.uint64)
   indices = encoded.indices.fill_null(0).to_numpy()
@@ -97,8 +99,7 @@ def _repeated_binary_hashes(values: pa.Array) -> np.ndarray:
 def _value_hashes(values: pa.Array) -> np.ndarray:
   """A uint64 hash of each value of a flat (non-list) array."""
   kind = values.type
-  if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
-      pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+  if arrays.is_byte_string(kind):
     out = _repeated_binary_hashes(values)
   elif pa.types.is_integer(kind):
     out = values.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import arrays
 from core import values as raw_values
 from core.config import Column
 from core.config import DatasetConfig
@@ -606,7 +607,7 @@ def _lists_again(flat: pa.Array, kind: pa.DataType) -> pa.Array:
   """The list column of type `kind` that _one_value_per_row flattened."""
   if (pa.types.is_dictionary(flat.type) and
       not pa.types.is_dictionary(kind.value_type)):
-    flat = flat.dictionary_decode()  # see _dictionary_if_repetitive
+    flat = flat.dictionary_decode()  # see RecordBatchCoder.encode
   valid = flat.is_valid().to_numpy(zero_copy_only=False)
   offsets = np.zeros(
       len(flat) + 1,
@@ -618,17 +619,6 @@ def _lists_again(flat: pa.Array, kind: pa.DataType) -> pa.Array:
       flat.drop_null() if flat.null_count else flat,
       type=kind,
       mask=pa.array(~valid) if flat.null_count else None)
-
-
-def _dictionary_if_repetitive(values: pa.Array) -> pa.Array:
-  """Strings dictionary-encoded when they repeat (a category's few values
-  over many rows); anything else as it is."""
-  kind = values.type
-  if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
-          pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-    return values
-  encoded = values.dictionary_encode()
-  return encoded if 2 * len(encoded.dictionary) <= len(values) else values
 
 
 class RecordBatchCoder(beam.coders.Coder):
@@ -657,7 +647,8 @@ class RecordBatchCoder(beam.coders.Coder):
         fields.append(field)
       else:
         flattened = True
-        values = _dictionary_if_repetitive(values)
+        encoded = arrays.repeated_strings(values)
+        values = values if encoded is None else encoded
         columns.append(values)
         fields.append(pa.field(field.name, values.type))
     if flattened:

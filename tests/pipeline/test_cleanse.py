@@ -624,13 +624,17 @@ def _shards(directory, prefix):
   return out
 
 
-def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
-  rng = random.Random(5)
-  records = [
+def _random_records(seed: int, count: int, shortest: int, longest: int) -> list:
+  rng = random.Random(seed)
+  return [
       bytes(rng.randrange(256)
-            for _ in range(rng.randint(1, 40)))
-      for _ in range(3000)
+            for _ in range(rng.randint(shortest, longest)))
+      for _ in range(count)
   ]
+
+
+def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
+  records = _random_records(5, 3000, 1, 40)
   records += records[:100]  # duplicates are kept
   lists = [records[i:i + 250] for i in range(0, len(records), 250)]
   for name, spill in (('one', 1 << 30), ('many', 2000)):
@@ -652,12 +656,7 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
 
 
 def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
-  rng = random.Random(7)
-  records = [
-      bytes(rng.randrange(256)
-            for _ in range(rng.randint(0, 300)))
-      for _ in range(200)
-  ]
+  records = _random_records(7, 200, 0, 300)
   path = str(tmp_path / 'run')
   sinks._write_run(path, records)  # pylint: disable=protected-access
   # Blocks smaller than a record, than its length prefix, and larger
