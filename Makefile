@@ -30,7 +30,8 @@ STAMPS = $(OUT)/.make
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: run test lint fmt install data preprocess train push predict serve \
-        clean bench bench-profile bench-preprocess bench-training-input \
+        clean bench bench-profile bench-preprocess bench-encoding \
+        bench-training-input \
         bench-serving fuzz \
         flink-up flink-down spark-up spark-down bench-engines bench-drift
 
@@ -148,7 +149,8 @@ fuzz: install
 BENCH_SIZES ?= 50k,500k,1M,2M
 BENCH_MODES ?= in_process,multi_processing
 BENCH_ARGS  ?=
-bench: bench-profile bench-preprocess bench-training-input bench-serving
+bench: bench-profile bench-preprocess bench-encoding bench-training-input \
+    bench-serving
 
 # Where the fixed time of preprocess and trainer.task goes on UCI Adult, phase
 # by phase (imports, graph tracing, Beam set-up, epochs, export, ...).
@@ -161,6 +163,12 @@ bench-profile: data
 bench-preprocess: data
 	$(BIN)/python -m benchmarks.preprocess --sizes $(BENCH_SIZES) \
 	    --modes $(BENCH_MODES) --source $(DATA)/adult.data $(BENCH_ARGS)
+
+# tf.Example serialization of raw and transformed batches: the write stage's
+# array encoder against tfx_bsl's encoder plus re-serialization.
+bench-encoding: data
+	$(BIN)/python -m benchmarks.example_encoding \
+	    --adult-data $(DATA)/adult.data $(BENCH_ARGS)
 
 bench-training-input: install
 	$(BIN)/python -m benchmarks.training_input \

@@ -16,7 +16,7 @@ all of them (more runs, smaller reads).
 import heapq
 import json
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 import uuid
 import zlib
 
@@ -26,14 +26,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import WindowedValue
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
-from tensorflow.core.example import feature_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder
+
+from pipeline import example_encoding
 
 # Records a worker holds before writing them out as sorted runs.
 SPILL_BYTES = 16 << 20
@@ -51,194 +49,15 @@ def shard_paths(prefix: str, num_shards: int, suffix: str) -> List[str]:
   ]
 
 
-def _varint_bytes(values) -> Tuple[np.ndarray, np.ndarray]:
-  """Protobuf varints of uint64 values: an (n, k) byte matrix (k the longest
-  varint among them) and each value's varint length."""
-  values = np.asarray(values).astype(np.uint64, copy=False)
-  lengths = np.ones(len(values), dtype=np.int64)
-  largest = int(values.max()) if len(values) else 0
-  width = 1
-  while width < 10 and largest >= 1 << (7 * width):
-    lengths += values >= np.uint64(1 << (7 * width))
-    width += 1
-  out = np.empty((len(values), width), dtype=np.uint8)
-  for k in range(width):
-    byte = ((values >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-    out[:, k] = byte | ((lengths > k + 1).astype(np.uint8) << 7)
-  return out, lengths
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while True:
-    byte = value & 0x7F
-    value >>= 7
-    if not value:
-      out.append(byte)
-      return bytes(out)
-    out.append(byte | 0x80)
-
-
-def _read_varint(data: bytes, offset: int) -> Tuple[int, int]:
-  value = shift = 0
-  while True:
-    byte = data[offset]
-    offset += 1
-    value |= (byte & 0x7F) << shift
-    shift += 7
-    if byte < 0x80:
-      return value, offset
-
-
-_key_orders: Dict[Tuple[str, ...], List[str]] = {}
-
-
-def _map_key_order(names: Sequence[str]) -> List[str]:
-  """The order in which deterministic serialization writes these feature keys.
-
-  Read back from the protobuf runtime itself (upb, for one, does not write
-  plain lexicographic order), so that the array encoder below writes exactly
-  the bytes `SerializeToString(deterministic=True)` writes.
-  """
-  cache_key = tuple(sorted(names))
-  if cache_key not in _key_orders:
-    features = feature_pb2.Features()
-    for name in names:
-      features.feature[name].float_list.value.append(0.0)
-    data = features.SerializeToString(deterministic=True)
-    order, offset = [], 0
-    while offset < len(data):  # map entries: 0a <len> 0a <key len> <key> ...
-      length, start = _read_varint(data, offset + 1)
-      key_length, key_start = _read_varint(data, start + 1)
-      order.append(data[key_start:key_start + key_length].decode('utf-8'))
-      offset = start + length
-    if sorted(order) != sorted(names):
-      raise AssertionError(f'cannot read the map order back: {order}')
-    _key_orders[cache_key] = order
-  return _key_orders[cache_key]
-
-
-def _single_values(column: pa.Array) -> Optional[np.ndarray]:
-  """The values of a list column with exactly one value in every row, as
-  float32 or int64; None for any other layout or type."""
-  kind = column.type
-  if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or
-          pa.types.is_fixed_size_list(kind)):
-    return None
-  if column.null_count:
-    return None
-  if pa.types.is_fixed_size_list(kind):
-    if kind.list_size != 1:
-      return None
-  elif not (pc.list_value_length(column).to_numpy() == 1).all():
-    return None
-  values = column.flatten()
-  if len(values) != len(column) or values.null_count:
-    return None
-  if pa.types.is_float32(values.type):
-    return values.to_numpy().astype('<f4', copy=False)
-  if pa.types.is_int64(values.type):
-    return values.to_numpy()
-  return None
-
-
-def encode_dense_examples(batch: pa.RecordBatch) -> Optional[List[bytes]]:
-  """Serialized tf.Examples of a batch whose every column holds exactly one
-  float32 or int64 value per row (what the transform outputs); None for any
-  other batch.
-
-  Writes the protobuf wire format with array operations: byte for byte what
-  `tf.train.Example.SerializeToString(deterministic=True)` writes for the same
-  features (tests check this against the protobuf runtime), without a Python
-  object per record.
-  """
-  n = batch.num_rows
-  if n == 0 or batch.num_columns == 0:
-    return None
-  columns = {}
-  for name, column in zip(batch.schema.names, batch.columns):
-    values = _single_values(column)
-    if values is None:
-      return None
-    columns[name] = values
-  # Each block is an (n, width) byte matrix whose rows are left-aligned;
-  # `used` is None where every row uses the whole width, else per-row widths.
-  # A record is the used bytes of its row in every block, in order.
-  blocks, used = [], []
-  features_size = np.zeros(n, dtype=np.int64)
-
-  def add_varint(prefix: int, value: np.ndarray) -> np.ndarray:
-    digits, lengths = _varint_bytes(value)
-    block = np.empty((n, 1 + digits.shape[1]), dtype=np.uint8)
-    block[:, 0] = prefix
-    block[:, 1:] = digits
-    blocks.append(block)
-    used.append(None if (lengths == digits.shape[1]).all() else 1 + lengths)
-    return 1 + lengths
-
-  for name in _map_key_order(list(columns)):
-    values = columns[name]
-    key = name.encode('utf-8')
-    # Map entry: 0a <key len> <key> 12 <feature len> <feature>.
-    head = b'\x0a' + _varint(len(key)) + key + b'\x12'
-    if values.dtype.kind == 'f':
-      # Feature{float_list{value: v}}: 12 06 0a 04 <4 bytes little-endian>.
-      body = np.empty((n, 9), dtype=np.uint8)
-      body[:, :5] = np.frombuffer(b'\x08\x12\x06\x0a\x04', dtype=np.uint8)
-      body[:, 5:] = values.view(np.uint8).reshape(n, 4)
-      body_size = np.full(n, 9, dtype=np.int64)
-      body_used = None
-    else:
-      # Feature{int64_list{value: v}}: 1a <m+2> 0a <m> <m-byte varint of v>.
-      digits, m = _varint_bytes(values.view(np.uint64))
-      body = np.empty((n, 5 + digits.shape[1]), dtype=np.uint8)
-      body[:, 0] = m + 4
-      body[:, 1] = 0x1A
-      body[:, 2] = m + 2
-      body[:, 3] = 0x0A
-      body[:, 4] = m
-      body[:, 5:] = digits
-      body_size = 5 + m
-      body_used = None if (m == digits.shape[1]).all() else body_size
-    entry_size = len(head) + body_size
-    # Features.feature entry: 0a <entry len> <entry>.
-    tag_size = add_varint(0x0A, entry_size)
-    blocks.append(
-        np.broadcast_to(np.frombuffer(head, dtype=np.uint8), (n, len(head))))
-    used.append(None)
-    blocks.append(body)
-    used.append(body_used)
-    features_size += tag_size + entry_size
-  # Example: 0a <features len> <features>.
-  add_varint(0x0A, features_size)
-  blocks.insert(0, blocks.pop())
-  used.insert(0, used.pop())
-  matrix = np.concatenate(blocks, axis=1)
-  mask = np.ones(matrix.shape, dtype=bool)
-  column = 0
-  for block, width in zip(blocks, used):
-    if width is not None:
-      mask[:, column:column + block.shape[1]] = (
-          np.arange(block.shape[1])[None, :] < width[:, None])
-    column += block.shape[1]
-  offsets = np.zeros(n + 1, dtype=np.int64)
-  np.cumsum(mask.sum(axis=1), out=offsets[1:])
-  data = matrix[mask]
-  return pa.LargeBinaryArray.from_buffers(
-      pa.large_binary(), n,
-      [None, pa.py_buffer(offsets),
-       pa.py_buffer(data)]).to_pylist()
-
-
 class _EncodeExamplesFn(beam.DoFn):
   """Record batches -> serialized tf.Examples, deterministically.
 
-  Batches whose every column holds one float32 or int64 value per row (the
-  transformed data) are encoded with array operations. Anything else goes
-  through tfx_bsl's C++ encoder; that writes the feature map in hash order,
-  which changes from one process to the next, so each record is re-serialized
-  deterministically (features in the protobuf runtime's map order). Both give
-  the same bytes for the same features.
+  Batches of plain list columns (the raw and the transformed data) are
+  encoded with array operations (pipeline.example_encoding). Anything else
+  goes through tfx_bsl's C++ encoder; that writes the feature map in hash
+  order, which changes from one process to the next, so each of its records
+  is re-serialized deterministically. Both give the same bytes for the same
+  features.
   """
 
   def __init__(self, schema: Optional[schema_pb2.Schema]):
@@ -250,7 +69,7 @@ class _EncodeExamplesFn(beam.DoFn):
 
   def process(self, element):
     batch = element[0] if isinstance(element, tuple) else element
-    fast = encode_dense_examples(batch) if self._schema is None else None
+    fast = example_encoding.encode_examples(batch)
     if fast is not None:
       yield fast
       return

@@ -18,12 +18,9 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
-import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
-from tensorflow.core.example import example_pb2
-from tfx_bsl.coders import example_coder
 
 from core.config import load_config
 from pipeline import cleanse
@@ -561,57 +558,6 @@ def test_compressed_files_are_one_range(tmp_path):
 
 
 # ----------------------------------- write stage: the same bytes, any route
-
-
-def _reference_examples(batch):
-  encoder = example_coder.RecordBatchToExamplesEncoder(None)
-  return [
-      example_pb2.Example.FromString(r).SerializeToString(deterministic=True)
-      for r in encoder.encode(batch)
-  ]
-
-
-def _dense_batch(rng, n, names):
-  arrays, fields = [], []
-  for name in names:
-    if rng.random() < 0.5:
-      values = rng.normal(0, 10.0**rng.integers(-3, 30), n).astype(np.float32)
-      values[rng.random(n) < 0.1] = 0.0
-      values[rng.random(n) < 0.05] = -0.0
-      value_type = pa.float32()
-    else:
-      values = rng.integers(
-          -2**63, 2**63 - 1, n, dtype=np.int64) >> rng.integers(0, 64, n)
-      value_type = pa.int64()
-    large = rng.random() < 0.5
-    offsets = pa.array(np.arange(n + 1), pa.int64() if large else pa.int32())
-    cls = pa.LargeListArray if large else pa.ListArray
-    arrays.append(cls.from_arrays(offsets, pa.array(values, value_type)))
-    fields.append(pa.field(name, arrays[-1].type))
-  return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def test_array_encoder_writes_the_bytes_of_deterministic_serialization():
-  rng = np.random.default_rng(0)
-  names = [
-      'age', 'age_bucket', 'age_bucket_x_education', 'education',
-      'education_num', 'b', 'a_', 'x' * 200, 'label'
-  ]
-  for _ in range(10):
-    batch = _dense_batch(rng, int(rng.integers(1, 500)),
-                         list(rng.permutation(names)))
-    assert sinks.encode_dense_examples(batch) == _reference_examples(batch)
-    sliced = batch.slice(batch.num_rows // 3)
-    if sliced.num_rows:
-      assert sinks.encode_dense_examples(sliced) == _reference_examples(sliced)
-
-
-def test_array_encoder_declines_what_it_does_not_handle(parser):
-  raw, _, _ = _parse(parser, [GOOD])  # strings and null lists
-  assert sinks.encode_dense_examples(raw) is None
-  two = pa.RecordBatch.from_arrays(
-      [pa.array([[1, 2]], pa.large_list(pa.int64()))], names=['x'])
-  assert sinks.encode_dense_examples(two) is None
 
 
 def _shards(directory, prefix):
