@@ -30,7 +30,7 @@ STAMPS = $(OUT)/.make
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: run test lint fmt install data preprocess train push predict serve \
-        clean bench bench-profile bench-preprocess bench-encoding \
+        clean bench bench-profile bench-preprocess bench-write \
         bench-training-input \
         bench-serving fuzz \
         flink-up flink-down spark-up spark-down bench-engines bench-drift
@@ -149,7 +149,7 @@ fuzz: install
 BENCH_SIZES ?= 50k,500k,1M,2M
 BENCH_MODES ?= in_process,multi_processing
 BENCH_ARGS  ?=
-bench: bench-profile bench-preprocess bench-encoding bench-training-input \
+bench: bench-profile bench-preprocess bench-write bench-training-input \
     bench-serving
 
 # Where the fixed time of preprocess and trainer.task goes on UCI Adult, phase
@@ -164,10 +164,11 @@ bench-preprocess: data
 	$(BIN)/python -m benchmarks.preprocess --sizes $(BENCH_SIZES) \
 	    --modes $(BENCH_MODES) --source $(DATA)/adult.data $(BENCH_ARGS)
 
-# tf.Example serialization of raw and transformed batches: the write stage's
-# array encoder against tfx_bsl's encoder plus re-serialization.
-bench-encoding: data
-	$(BIN)/python -m benchmarks.example_encoding \
+# The write stage: tf.Example encoding of raw and transformed batches (the
+# array encoder against tfx_bsl's plus re-serialization) and the shard merge
+# one shard at a time against side by side.
+bench-write: data
+	$(BIN)/python -m benchmarks.write_stage \
 	    --adult-data $(DATA)/adult.data $(BENCH_ARGS)
 
 bench-training-input: install

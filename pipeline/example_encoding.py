@@ -111,7 +111,7 @@ class _Rows:
 
   def __init__(self, n: int):
     self.n = n
-    self.sizes = np.zeros(n, dtype=np.int64)
+    self._sizes = np.zeros(n, dtype=np.int64)
     self._blocks: List[Tuple[np.ndarray, Optional[np.ndarray]]] = []
     self._parts: List[pa.Array] = []
 
@@ -119,7 +119,7 @@ class _Rows:
     block = np.broadcast_to(
         np.frombuffer(data, dtype=np.uint8), (self.n, len(data)))
     self._blocks.append((block, None))
-    self.sizes += len(data)
+    self._sizes += len(data)
 
   def varint(self,
              tag: Optional[int],
@@ -144,7 +144,7 @@ class _Rows:
       used = np.where(present, used, 0)
     self._blocks.append((block, None if
                          (used == block.shape[1]).all() else used))
-    self.sizes += used
+    self._sizes += used
 
   def ragged(self, array: pa.LargeBinaryArray) -> None:
     """Each row's value of `array` (a row's bytes of any length).
@@ -160,7 +160,7 @@ class _Rows:
     if width * self.n > max(4 * len(data), _NARROW_BYTES * self.n):
       self._parts.append(self._matrix_array())
       self._parts.append(array)
-      self._blocks, self.sizes = [], np.zeros(self.n, dtype=np.int64)
+      self._blocks, self._sizes = [], np.zeros(self.n, dtype=np.int64)
       return
     if (lengths == width).all():  # a number per row, a fixed-size string
       self._blocks.append((data.reshape(self.n, width), None))
@@ -168,7 +168,7 @@ class _Rows:
       block = np.zeros((self.n, width), dtype=np.uint8)
       block[np.arange(width)[None, :] < lengths[:, None]] = data
       self._blocks.append((block, lengths))
-    self.sizes += lengths
+    self._sizes += lengths
 
   def to_array(self) -> pa.LargeBinaryArray:
     if not self._parts:
@@ -182,7 +182,7 @@ class _Rows:
           np.zeros(self.n + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
     matrix = np.concatenate([b for b, _ in self._blocks], axis=1)
     offsets = np.zeros(self.n + 1, dtype=np.int64)
-    np.cumsum(self.sizes, out=offsets[1:])
+    np.cumsum(self._sizes, out=offsets[1:])
     if all(used is None for _, used in self._blocks):
       data = matrix.reshape(-1)
     else:

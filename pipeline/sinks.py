@@ -13,6 +13,7 @@ shard is then the merge of its runs, reading ahead a fixed budget shared by
 all of them (more runs, smaller reads).
 """
 
+from concurrent import futures
 import heapq
 import json
 import struct
@@ -171,33 +172,76 @@ class _SpillSortedRunsFn(beam.DoFn):
     return runs
 
 
+def _merge_runs(path: str, runs: List[str]) -> int:
+  """Writes the merge of sorted runs to a gzip TFRecord file and deletes the
+  runs; returns the number of records."""
+  tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
+  n = 0
+  block_bytes = min(
+      _MAX_RUN_READ_BYTES,
+      max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
+  with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+    write = writer.write
+    readers = [_read_run(r, block_bytes) for r in runs]
+    for record in (readers[0] if len(readers) == 1 else heapq.merge(*readers)):
+      write(record)
+      n += 1
+  if runs:
+    FileSystems.delete(runs)
+  return n
+
+
 class _MergeRunsFn(beam.DoFn):
-  """(shard, run paths) -> the shard's gzip TFRecord file, records sorted."""
+  """(shard, run paths) -> the shard's gzip TFRecord file, records sorted.
+
+  Deflating is most of a shard's cost, and TensorFlow's record writer
+  releases the GIL while it compresses: shards are merged by
+  `_MERGING_SHARDS` threads side by side, so their compression runs on as
+  many cores. A path is output once its file is complete.
+  """
+
+  _MERGING_SHARDS = 2
 
   def __init__(self, paths: List[str]):
     self._paths = paths
     self._records = Metrics.counter('write', 'records_written')
+    self._pool: Optional[futures.ThreadPoolExecutor] = None
+    self._merging: List[Tuple[str, 'futures.Future[int]']] = []
+
+  def setup(self):
+    self._pool = futures.ThreadPoolExecutor(
+        self._MERGING_SHARDS, thread_name_prefix='merge-shard')
+
+  def start_bundle(self):
+    # After a failed bundle, its merges finish before any file is redone.
+    futures.wait([merged for _, merged in self._merging])
+    self._merging = []
 
   def process(self, keyed: Tuple[int, Iterable[Optional[str]]]):
     shard, runs = keyed
-    runs = sorted(r for r in runs if r is not None)
     path = self._paths[shard]
-    tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
-    n = 0
-    block_bytes = min(
-        _MAX_RUN_READ_BYTES,
-        max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
-    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-      write = writer.write
-      readers = [_read_run(r, block_bytes) for r in runs]
-      for record in (readers[0] if len(readers) == 1 else heapq.merge(
-          *readers)):
-        write(record)
-        n += 1
-    if runs:
-      FileSystems.delete(runs)
-    self._records.inc(n)
-    yield path
+    assert self._pool is not None  # setup() runs before process()
+    while len(self._merging) >= self._MERGING_SHARDS:
+      yield self._finish(*self._merging.pop(0))
+    self._merging.append(
+        (path,
+         self._pool.submit(_merge_runs, path,
+                           sorted(r for r in runs if r is not None))))
+
+  def finish_bundle(self):
+    while self._merging:
+      yield WindowedValue(
+          self._finish(*self._merging.pop(0)),
+          window.GlobalWindow().max_timestamp(), (window.GlobalWindow(),))
+
+  def teardown(self):
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
+
+  def _finish(self, path: str, merged: 'futures.Future[int]') -> str:
+    # Counted here: Beam's metrics belong to the bundle's thread.
+    self._records.inc(merged.result())
+    return path
 
 
 class WriteShardedTFRecords(beam.PTransform):

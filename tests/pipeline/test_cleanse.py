@@ -15,6 +15,7 @@ import random
 import zlib
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
@@ -584,14 +585,21 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   records += records[:100]  # duplicates are kept
   lists = [records[i:i + 250] for i in range(0, len(records), 250)]
   for name, spill in (('one', 1 << 30), ('many', 2000)):
-    with TestPipeline() as p:
-      _ = (
-          p | name >> beam.Create(lists)
-          | sinks.WriteShardedTFRecords(
-              str(tmp_path / name / 'data'),
-              5,
-              str(tmp_path / 'runs' / name),
-              spill_bytes=spill))
+    p = TestPipeline()
+    prefix = str(tmp_path / name / 'data')
+    paths = (
+        p | name >> beam.Create(lists)
+        | sinks.WriteShardedTFRecords(
+            prefix, 5, str(tmp_path / 'runs' / name), spill_bytes=spill))
+    # Each shard's path comes out once, when its file is complete.
+    assert_that(
+        paths,
+        equal_to([f'{prefix}-0000{i}-of-00005.tfrecord.gz' for i in range(5)]))
+    result = p.run()
+    result.wait_until_finish()
+    written = result.metrics().query(
+        MetricsFilter().with_name('records_written'))['counters']
+    assert sum(c.committed for c in written) == len(records)
   one, many = _shards(str(tmp_path / 'one'),
                       'data'), _shards(str(tmp_path / 'many'), 'data')
   assert list(one) == [f'data-0000{i}-of-00005.tfrecord.gz' for i in range(5)]
