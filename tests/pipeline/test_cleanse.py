@@ -628,3 +628,25 @@ def test_every_shard_file_exists_even_when_empty(tmp_path):
   shards = _shards(str(tmp_path), 'data')
   assert len(shards) == 3
   assert sorted(sum(shards.values(), [])) == [b'only one record']
+
+
+def test_a_shard_merge_that_fails_fails_the_bundle(tmp_path):
+  # The merges run on threads of their own: their errors still reach Beam.
+  good, bad = str(tmp_path / 'good.run'), str(tmp_path / 'bad.run')
+  sinks._write_run(good, [b'a', b'b'])  # pylint: disable=protected-access
+  sinks._write_run(bad, [b'c', b'd'])  # pylint: disable=protected-access
+  with open(bad, 'r+b') as f:
+    f.truncate(7)  # the second record's length prefix, cut short
+  paths = sinks.shard_paths(str(tmp_path / 'data'), 2, '.tfrecord.gz')
+  fn = sinks._MergeRunsFn(paths)  # pylint: disable=protected-access
+  fn.setup()
+  try:
+    fn.start_bundle()
+    assert list(fn.process((0, [good]))) == []
+    assert list(fn.process((1, [bad]))) == []
+    with pytest.raises(IOError, match='truncated run'):
+      list(fn.finish_bundle())
+  finally:
+    fn.teardown()
+  assert _shards(str(tmp_path),
+                 'data')[os.path.basename(paths[0])] == [b'a', b'b']
