@@ -10,7 +10,7 @@ Sorting is external, so memory does not grow with the data: each worker keeps
 at most SPILL_BYTES of records, writes them out as sorted runs (one per shard)
 under a temporary directory, and only the run paths are grouped by shard; a
 shard is then the merge of its runs, reading ahead a fixed budget shared by
-all of them (more runs, smaller reads).
+all of them (more runs, smaller reads); two shards are merged at a time.
 """
 
 from concurrent import futures
