@@ -34,7 +34,7 @@ with quiet.tensorflow_startup():
   from apache_beam.options.pipeline_options import SetupOptions
   from apache_beam.options.pipeline_options import StandardOptions
   import pyarrow as pa
-  import tensorflow_data_validation as tfdv
+  import tensorflow_data_validation  # noqa: F401  # its start-up notice, filtered
   import tensorflow_transform.beam as tft_beam
   from tfx_bsl.public import tfxio
 
@@ -54,6 +54,7 @@ from pipeline import process_exit
 from pipeline import sinks
 from pipeline import sources
 from pipeline import split
+from pipeline import statistics
 from pipeline import validation
 from pipeline import windows
 from pipeline.outputs import PublishConflict
@@ -83,20 +84,6 @@ class Ingest(beam.PTransform):
             | 'Read' >> sources.ReadRawChunks(
                 self._files, self._config.format, csv=self._config.csv)
             | 'Cleanse' >> cleanse.CleanseRows(self._config))
-
-
-class ComputeStatistics(beam.PTransform):
-  """Record batches of one split -> TFDV statistics written to `path`."""
-
-  def __init__(self, path: str):
-    super().__init__()
-    self._path = path
-
-  def expand(self, batches):
-    return (batches
-            |
-            'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(self._path))
 
 
 class AnalyzeAndTransform(beam.PTransform):
@@ -156,20 +143,32 @@ class AnalyzeAndTransform(beam.PTransform):
 
 
 class WriteExamples(beam.PTransform):
-  """Record batches -> gzip tf.Example shards `{prefix}-*.tfrecord.gz`."""
+  """{split: record batches} -> gzip tf.Example shards `prefixes[split]-*`.
 
-  def __init__(self, prefix: str, num_shards: int, temp_dir: str, schema=None):
+  Each split is encoded where it is produced; the shards of all splits are
+  grouped and merged together (sinks.WriteShardedTFRecords).
+  """
+
+  def __init__(self,
+               prefixes: Dict[str, str],
+               num_shards: int,
+               temp_dir: str,
+               schema=None):
     super().__init__()
-    self._prefix = prefix
+    self._prefixes = prefixes
     self._num_shards = num_shards
     self._temp_dir = temp_dir
     self._schema = schema
 
-  def expand(self, batches):
-    return (batches
-            | 'Encode' >> sinks.EncodeExamples(self._schema)
-            | 'WriteShards' >> sinks.WriteShardedTFRecords(
-                self._prefix, self._num_shards, self._temp_dir))
+  def expand(self, splits):
+    encoded = {
+        name:
+            splits[name]
+            | f'Encode[{name}]' >> sinks.EncodeExamples(self._schema)
+        for name in self._prefixes
+    }
+    return encoded | 'WriteShards' >> sinks.WriteShardedTFRecords(
+        self._prefixes, self._num_shards, self._temp_dir)
 
 
 def build_pipeline(
@@ -205,41 +204,44 @@ def build_pipeline(
        | 'MergeQuarantine' >> beam.Flatten()
        | 'WriteQuarantine' >> sinks.WriteQuarantine(out.files.quarantine_dir))
 
-  for name in all_splits:
-    _ = splits[name] | f'Statistics[{name}]' >> ComputeStatistics(
-        out.files.stats_path(name))
-    if write_raw:
-      _ = splits[name] | f'WriteRaw[{name}]' >> WriteExamples(
-          out.files.raw_prefix(name),
-          num_shards,
-          out.files.path(out.files.TMP_DIR, 'runs', 'raw', name),
-          features.raw_schema(config),
-      )
+  _ = splits | 'Statistics' >> statistics.ComputeStatistics(
+      {name: out.files.stats_path(name) for name in all_splits})
+  if write_raw:
+    _ = splits | 'WriteRaw' >> WriteExamples(
+        {name: out.files.raw_prefix(name) for name in all_splits},
+        num_shards,
+        out.files.path(out.files.TMP_DIR, 'runs', 'raw'),
+        features.raw_schema(config),
+    )
 
   with tft_beam.Context(temp_dir=out.files.tmp_dir):
     transformed, transform_fn = (
         splits | 'AnalyzeAndTransform' >> AnalyzeAndTransform(config))
-    for name in all_splits:
-      _ = transformed[name] | f'Write[{name}]' >> WriteExamples(
-          out.files.data_prefix(name),
-          num_shards,
-          out.files.path(out.files.TMP_DIR, 'runs', 'data', name),
-      )
+    _ = transformed | 'Write' >> WriteExamples(
+        {name: out.files.data_prefix(name) for name in all_splits},
+        num_shards,
+        out.files.path(out.files.TMP_DIR, 'runs', 'data'),
+    )
     _ = transform_fn | 'WriteTransformFn' >> tft_beam.WriteTransformFn(
         out.staging)
 
+  # Every input's line counts and every split's rows, summed in one
+  # combine; each name starts at {} so that one without rows is reported.
   counts = [
-      ingested[n].counts
-      | f'SumCounts[{n}]' >> beam.CombineGlobally(cleanse.SumCounts())
-      | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in ingested
+      ingested[n].counts | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c))
+      for n in ingested
   ] + [
       splits[n]
       | f'Summarize[{n}]' >> split.SummarizeSplit(config)
       | f'Key[{n}]' >> beam.Map(lambda c, n=n: (n, c)) for n in all_splits
+  ] + [
+      p | 'CountNames' >> beam.Create([(n, {})
+                                       for n in [*ingested, *all_splits]])
   ]
   _ = (
       counts
       | 'MergeCounts' >> beam.Flatten()
+      | 'SumCounts' >> beam.CombinePerKey(cleanse.SumCounts())
       | 'CountsToDict' >> beam.combiners.ToDict()
       | 'WriteCounts' >> sinks.WriteJson(out.files.path(COUNTS_FILE)))
 
@@ -460,11 +462,11 @@ _STAGES = (
     ('IngestTestInput', 'ingest'),
     ('Windows[', 'windows'),
     ('Split/', 'split'),
-    ('Statistics[', 'statistics'),
+    ('Statistics/', 'statistics'),
     ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
     ('AnalyzeAndTransform/', 'transform'),
-    ('Write[', 'write'),
-    ('WriteRaw[', 'write'),
+    ('Write/', 'write'),
+    ('WriteRaw/', 'write'),
     ('WriteQuarantine', 'write'),
     ('WriteTransformFn', 'write'),
 )

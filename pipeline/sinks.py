@@ -7,17 +7,18 @@ the same input gives byte-identical shards on any runner, and every shard file
 exists even when it receives no record.
 
 Sorting is external, so memory does not grow with the data: each worker keeps
-at most SPILL_BYTES of records, writes them out as sorted runs (one per shard)
-under a temporary directory, and only the run paths are grouped by shard; a
-shard is then the merge of its runs, reading ahead a fixed budget shared by
-all of them (more runs, smaller reads); two shards are merged at a time.
+at most SPILL_BYTES of a destination's records, writes them out as sorted runs
+(one per shard) under a temporary directory, and only the run paths are
+grouped by shard, the shards of all destinations in one grouping; a shard is
+then the merge of its runs, reading ahead a fixed budget shared by all of them
+(more runs, smaller reads); two shards are merged at a time.
 """
 
 from concurrent import futures
 import heapq
 import json
 import struct
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 import uuid
 import zlib
 
@@ -124,14 +125,17 @@ def _read_run(path: str,
 
 
 class _SpillSortedRunsFn(beam.DoFn):
-  """Lists of records -> (shard, path of a sorted run of that shard's records).
+  """Lists of records -> (file, path of a sorted run of that file's records).
 
-  Holds up to `spill_bytes` of records, then writes each shard's share sorted
-  to its own run file.
+  A record goes to shard `crc32 % num_shards` of its destination, file
+  `first_file` + shard of the write. Holds up to `spill_bytes` of records,
+  then writes each file's share sorted to its own run file.
   """
 
-  def __init__(self, temp_dir: str, num_shards: int, spill_bytes: int):
+  def __init__(self, temp_dir: str, first_file: int, num_shards: int,
+               spill_bytes: int):
     self._temp_dir = temp_dir
+    self._first_file = first_file
     self._num_shards = num_shards
     self._spill_bytes = spill_bytes
     self._buffers: List[List[bytes]] = []
@@ -163,10 +167,11 @@ class _SpillSortedRunsFn(beam.DoFn):
     for shard, records in enumerate(self._buffers):
       if records:
         records.sort()
+        file = self._first_file + shard
         path = FileSystems.join(self._temp_dir,
-                                f'{shard:05d}-{uuid.uuid4().hex}.run')
+                                f'{file:05d}-{uuid.uuid4().hex}.run')
         _write_run(path, records)
-        runs.append((shard, path))
+        runs.append((file, path))
     self._buffers = [[] for _ in range(self._num_shards)]
     self._size = 0
     return runs
@@ -192,7 +197,7 @@ def _merge_runs(path: str, runs: List[str]) -> int:
 
 
 class _MergeRunsFn(beam.DoFn):
-  """(shard, run paths) -> the shard's gzip TFRecord file, records sorted.
+  """(file, run paths) -> the file's gzip TFRecord shard, records sorted.
 
   Deflating is most of a shard's cost, and TensorFlow's record writer
   releases the GIL while it compresses: shards are merged by
@@ -245,36 +250,45 @@ class _MergeRunsFn(beam.DoFn):
 
 
 class WriteShardedTFRecords(beam.PTransform):
-  """Serialized records (or lists of them) ->
-  `{prefix}-SSSSS-of-NNNNN.tfrecord.gz`, deterministically.
+  """{destination: serialized records (or lists of them)} ->
+  `{prefixes[destination]}-SSSSS-of-NNNNN.tfrecord.gz`, deterministically;
+  outputs each file's path once the file is complete.
 
-  `temp_dir` holds the sorted runs while the job runs (default: a directory
-  beside the shards).
+  Each destination's records are spilled where they are produced (into
+  sorted runs under `temp_dir`); only the runs' paths come together, so
+  several destinations share one grouping and one set of merges.
   """
 
   def __init__(self,
-               prefix: str,
+               prefixes: Dict[str, str],
                num_shards: int,
-               temp_dir: Optional[str] = None,
+               temp_dir: str,
                spill_bytes: int = SPILL_BYTES):
     super().__init__()
+    self._prefixes = dict(prefixes)
     self._num_shards = num_shards
-    self._paths = shard_paths(prefix, num_shards, '.tfrecord.gz')
-    self._temp_dir = temp_dir or f'{prefix}.runs'
+    self._temp_dir = temp_dir
     self._spill_bytes = spill_bytes
 
   def expand(self, records):
     n = self._num_shards
-    runs = records | 'SpillSortedRuns' >> beam.ParDo(
-        _SpillSortedRunsFn(self._temp_dir, n, self._spill_bytes))
-    # Every shard gets a (possibly empty) group, so every shard file exists.
+    runs = [
+        records[name] | f'SpillSortedRuns[{name}]' >> beam.ParDo(
+            _SpillSortedRunsFn(self._temp_dir, i * n, n, self._spill_bytes))
+        for i, name in enumerate(self._prefixes)
+    ]
+    paths = [
+        path for prefix in self._prefixes.values()
+        for path in shard_paths(prefix, n, '.tfrecord.gz')
+    ]
+    # Every file gets a (possibly empty) group, so every shard file exists.
     empty = (
-        records.pipeline
-        | 'ShardIds' >> beam.Create([(i, None) for i in range(n)]))
-    return ((runs, empty)
+        runs[0].pipeline
+        | 'ShardIds' >> beam.Create([(i, None) for i in range(len(paths))]))
+    return (runs + [empty]
             | 'Merge' >> beam.Flatten()
             | 'GroupByShard' >> beam.GroupByKey()
-            | 'WriteShards' >> beam.ParDo(_MergeRunsFn(self._paths)))
+            | 'WriteShards' >> beam.ParDo(_MergeRunsFn(paths)))
 
 
 def write_json(path: str, value: Any) -> None:

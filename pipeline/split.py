@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 
 from core.config import DatasetConfig
 from core.hashing import row_positions
-from pipeline.cleanse import SumCounts
 
 HISTOGRAM_BINS = 1 << 14
 
@@ -182,7 +181,9 @@ class SplitDataset(beam.PTransform):
 
 
 class SummarizeSplit(beam.PTransform):
-  """Record batches of one split -> {'rows': n, 'positive': k}.
+  """Record batches of one split -> {'rows': n, 'positive': k} per batch, to
+  be added up with cleanse.SumCounts (the job sums all of its counts in one
+  combine).
 
   `positive` counts the positive class of a binary label; other tasks have
   none, and count 0.
@@ -207,9 +208,7 @@ class SummarizeSplit(beam.PTransform):
           if value == positive)
       return {'rows': batch.num_rows, 'positive': positives}
 
-    return (batches
-            | 'RowsAndPositives' >> beam.Map(summarize)
-            | 'Sum' >> beam.CombineGlobally(SumCounts()))
+    return batches | 'RowsAndPositives' >> beam.Map(summarize)
 
 
 # A column added to every batch for the transform only, so that all splits go

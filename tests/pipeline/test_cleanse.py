@@ -587,10 +587,13 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   for name, spill in (('one', 1 << 30), ('many', 2000)):
     p = TestPipeline()
     prefix = str(tmp_path / name / 'data')
-    paths = (
-        p | name >> beam.Create(lists)
-        | sinks.WriteShardedTFRecords(
-            prefix, 5, str(tmp_path / 'runs' / name), spill_bytes=spill))
+    paths = ({
+        'data': p | name >> beam.Create(lists)
+    }
+             | sinks.WriteShardedTFRecords({'data': prefix},
+                                           5,
+                                           str(tmp_path / 'runs' / name),
+                                           spill_bytes=spill))
     # Each shard's path comes out once, when its file is complete.
     assert_that(
         paths,
@@ -609,6 +612,37 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   assert not glob.glob(str(tmp_path / 'runs' / '*' / '*'))  # runs removed
 
 
+def test_destinations_written_together_keep_their_own_shards(tmp_path):
+  records = {
+      'train': _random_records(11, 900, 1, 30),
+      'eval': _random_records(12, 400, 1, 30),
+      'test': [],
+  }
+  prefixes = {name: str(tmp_path / name / 'part') for name in records}
+  with TestPipeline() as p:
+    pcolls = {
+        name:
+            p | f'Create[{name}]' >> beam.Create(
+                [recs[i:i + 100] for i in range(0, len(recs), 100)])
+        for name, recs in records.items()
+    }
+    paths = pcolls | sinks.WriteShardedTFRecords(
+        prefixes, 3, str(tmp_path / 'runs'), spill_bytes=1500)
+    assert_that(
+        paths,
+        equal_to([
+            f'{prefix}-0000{i}-of-00003.tfrecord.gz'
+            for prefix in prefixes.values()
+            for i in range(3)
+        ]))
+  for name, recs in records.items():
+    shards = _shards(str(tmp_path / name), 'part')
+    assert len(shards) == 3
+    for i, (_, shard) in enumerate(sorted(shards.items())):
+      assert shard == sorted(r for r in recs if zlib.crc32(r) % 3 == i), name
+  assert not glob.glob(str(tmp_path / 'runs' / '*'))
+
+
 def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
   records = _random_records(7, 200, 0, 300)
   path = str(tmp_path / 'run')
@@ -621,10 +655,11 @@ def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
 
 def test_every_shard_file_exists_even_when_empty(tmp_path):
   with TestPipeline() as p:
-    _ = (
-        p | beam.Create([[b'only one record']])
-        | sinks.WriteShardedTFRecords(
-            str(tmp_path / 'data'), 3, str(tmp_path / 'runs')))
+    _ = ({
+        'data': p | beam.Create([[b'only one record']])
+    }
+         | sinks.WriteShardedTFRecords({'data': str(tmp_path / 'data')}, 3,
+                                       str(tmp_path / 'runs')))
   shards = _shards(str(tmp_path), 'data')
   assert len(shards) == 3
   assert sorted(sum(shards.values(), [])) == [b'only one record']

@@ -162,7 +162,10 @@ def test_summarize_split_counts_rows_and_positives(toy):
           for v in b.column('outcome').to_pylist())
       for b in batches)
   with TestPipeline() as p:
-    summary = p | beam.Create(batches) | split.SummarizeSplit(toy)
+    summary = (
+        p | beam.Create(batches)
+        | split.SummarizeSplit(toy)
+        | beam.CombineGlobally(cleanse.SumCounts()))
     assert_that(summary, equal_to([{'rows': 600, 'positive': expected_pos}]))
 
 
