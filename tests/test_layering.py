@@ -5,8 +5,9 @@ tf.Transform, no TFDV, no Keras. The server and trainer.predict run where
 only an export exists (a serving container, a laptop): they load neither
 Beam nor TFDV nor tf.Transform, and no Keras of their own (TensorFlow's
 import loads tf_keras, the Keras the commands select: Keras 3 would take
-twice as long). Each check runs in a fresh interpreter, since a module
-imported once by another test would hide it.
+twice as long). Commands that score without drawing load no matplotlib.
+Each check runs in a fresh interpreter, since a module imported once by
+another test would hide it.
 """
 
 import json
@@ -60,3 +61,10 @@ def test_serving_and_predict_load_no_beam(entry):
   # Nor anything else the export does not need to run: tf_keras only as
   # TensorFlow's import loads it, never Keras 3 besides.
   assert not loaded - {'tf_keras'}, sorted(loaded)
+
+
+def test_scoring_commands_load_no_plotting():
+  # matplotlib is for the training report's figures; trainer.push scores
+  # with the same heads and draws nothing (its import is 0.6-0.8 s).
+  for entry in ('trainer.push', 'trainer.predict', 'trainer.serve'):
+    assert not _loaded_after([entry], ('matplotlib',)), entry
