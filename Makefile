@@ -42,7 +42,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # changed skips both (push then finds the export already served) and takes
 # seconds. `make preprocess` or `make train` always runs its step, and
 # `make -B run` runs everything. Deleting a step's output reruns it.
-run: install data $(PREPROCESS_DONE) $(TRAIN_DONE) push predict
+#
+# Push and predict then run side by side: both only read the newest export
+# (push publishes a copy, predict scores rows with it), and each is mostly
+# TensorFlow's import and the export's load. Each one's output is printed
+# whole when it ends.
+run: install data $(PREPROCESS_DONE) $(TRAIN_DONE)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target push predict
 
 $(VENV)/.installed: setup.py requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
