@@ -34,7 +34,7 @@ with quiet.tensorflow_startup():
   from apache_beam.options.pipeline_options import SetupOptions
   from apache_beam.options.pipeline_options import StandardOptions
   import pyarrow as pa
-  import tensorflow_data_validation  # noqa: F401  # its start-up notice, filtered
+  import tensorflow_data_validation as tfdv
   import tensorflow_transform.beam as tft_beam
   from tfx_bsl.public import tfxio
 
@@ -54,7 +54,6 @@ from pipeline import process_exit
 from pipeline import sinks
 from pipeline import sources
 from pipeline import split
-from pipeline import statistics
 from pipeline import validation
 from pipeline import windows
 from pipeline.outputs import PublishConflict
@@ -84,6 +83,26 @@ class Ingest(beam.PTransform):
             | 'Read' >> sources.ReadRawChunks(
                 self._files, self._config.format, csv=self._config.csv)
             | 'Cleanse' >> cleanse.CleanseRows(self._config))
+
+
+class ComputeStatistics(beam.PTransform):
+  """Record batches of one split -> TFDV statistics written to `path`.
+
+  One per split, where the split is produced: the statistics of all splits
+  in one sliced TFDV computation would need the splits' batches flattened
+  into one collection, which the runner holds in memory whole (at 1M rows
+  peak RSS went from 1.1 to 2.0 GB).
+  """
+
+  def __init__(self, path: str):
+    super().__init__()
+    self._path = path
+
+  def expand(self, batches):
+    return (batches
+            |
+            'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(self._path))
 
 
 class AnalyzeAndTransform(beam.PTransform):
@@ -204,8 +223,9 @@ def build_pipeline(
        | 'MergeQuarantine' >> beam.Flatten()
        | 'WriteQuarantine' >> sinks.WriteQuarantine(out.files.quarantine_dir))
 
-  _ = splits | 'Statistics' >> statistics.ComputeStatistics(
-      {name: out.files.stats_path(name) for name in all_splits})
+  for name in all_splits:
+    _ = splits[name] | f'Statistics[{name}]' >> ComputeStatistics(
+        out.files.stats_path(name))
   if write_raw:
     _ = splits | 'WriteRaw' >> WriteExamples(
         {name: out.files.raw_prefix(name) for name in all_splits},
@@ -462,7 +482,7 @@ _STAGES = (
     ('IngestTestInput', 'ingest'),
     ('Windows[', 'windows'),
     ('Split/', 'split'),
-    ('Statistics/', 'statistics'),
+    ('Statistics[', 'statistics'),
     ('AnalyzeAndTransform/AnalyzeTrain/', 'analyze'),
     ('AnalyzeAndTransform/', 'transform'),
     ('Write/', 'write'),

@@ -256,7 +256,9 @@ class WriteShardedTFRecords(beam.PTransform):
 
   Each destination's records are spilled where they are produced (into
   sorted runs under `temp_dir`); only the runs' paths come together, so
-  several destinations share one grouping and one set of merges.
+  several destinations share one grouping and one set of merges. Records
+  are never flattened across destinations: the runner would hold such a
+  collection in memory whole.
   """
 
   def __init__(self,
