@@ -232,8 +232,9 @@ def _slice_plan(rows: labelled_rows.LabelledRows, config: DatasetConfig,
   by value (the most common ones first, the rest as one '(other)' slice),
   as the evaluation report slices them (trainer/slices.py)."""
   plan = {}
+  columns = rows.columns(config, blessing.slice_columns)
   for column in blessing.slice_columns:
-    values = rows.column(config, column)
+    values = columns[column]
     if values.dtype == object:
       plain = slices.categorical_slice_names(values, config)
       kept, counts = np.unique(

@@ -52,20 +52,30 @@ class LabelledRows:
   def column(self, config: DatasetConfig, name: str) -> np.ndarray:
     """One raw column's values, one per row: str or None for a string
     column, float (NaN when missing) otherwise."""
-    is_string = config.column(name).raw_type == 'string'
-    out: List[Any] = []
+    return self.columns(config, [name])[name]
+
+  def columns(self, config: DatasetConfig,
+              names: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Several raw columns' values (as `column` gives them), each row's
+    tf.Example parsed once for all of them."""
+    is_string = {n: config.column(n).raw_type == 'string' for n in names}
+    out: Dict[str, List[Any]] = {n: [] for n in names}
     for serialized in self.examples:
       feature = tf.train.Example.FromString(serialized).features.feature
-      value = _first(feature[name]) if name in feature else None
-      if is_string:
-        out.append(
-            value.decode('utf-8', 'replace') if isinstance(value, bytes
-                                                          ) else None)
-      else:
-        out.append(
-            float(value)
-            if value is not None and not isinstance(value, bytes) else math.nan)
-    return np.array(out, dtype=object if is_string else np.float64)
+      for name, string in is_string.items():
+        value = _first(feature[name]) if name in feature else None
+        if string:
+          out[name].append(
+              value.decode('utf-8', 'replace') if isinstance(value, bytes
+                                                            ) else None)
+        else:
+          out[name].append(
+              float(value) if value is not None and
+              not isinstance(value, bytes) else math.nan)
+    return {
+        n: np.array(v, dtype=object if is_string[n] else np.float64)
+        for n, v in out.items()
+    }
 
 
 def targets(config: DatasetConfig, labels: Sequence[Any]) -> np.ndarray:
