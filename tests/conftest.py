@@ -1,13 +1,19 @@
 """Shared fixtures: the real UCI Adult files and preprocess runs on them.
 
-Expensive fixtures are session-scoped so a whole `make test` runs the real
-Adult preprocess once.
+Expensive fixtures are built once per test run (`_once_per_run`), so a whole
+`make test` runs the real Adult preprocess once, however many test
+processes it runs in.
 """
 
+import contextlib
+import fcntl
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+from typing import Any, Callable
 
 import pytest
 
@@ -16,6 +22,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CENSUS_CONFIG = str(ROOT / 'schemas' / 'census.yaml')
 TOY_CONFIG = str(ROOT / 'tests' / 'data' / 'toy.yaml')
+
+
+def pytest_collection_modifyitems(items):
+  """The files marked `long` first. `make test` hands whole files to its
+  test processes in this order, so the long ones overlap the many short
+  ones instead of one of them running alone at the end."""
+  items.sort(key=lambda item: item.get_closest_marker('long') is None)
 
 
 def run_python(args, env, timeout=300) -> subprocess.CompletedProcess:
@@ -81,13 +94,47 @@ def _fetch_adult() -> str:
   return ''
 
 
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+  """An exclusive lock on `path` (created), released on leaving."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
+def _once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path],
+                                                               Any]) -> Any:
+  """`build(folder)`'s result (JSON-able), built once per test run.
+
+  `make test` runs the tests in several processes (pytest-xdist); the first
+  one to need the result builds it under a lock in the folder they share,
+  and the others wait for it and read it back. The result is the JSON round
+  trip of what `build` returned in every process, so a test sees the same
+  types whichever process built it.
+  """
+  if not os.environ.get('PYTEST_XDIST_WORKER'):
+    return json.loads(json.dumps(build(tmp_path_factory.mktemp(name))))
+  shared = tmp_path_factory.getbasetemp().parent
+  result = shared / f'{name}.json'
+  with _locked(shared / f'{name}.lock'):
+    if not result.exists():
+      folder = shared / name
+      shutil.rmtree(folder, ignore_errors=True)  # a failed build's
+      folder.mkdir()
+      result.write_text(json.dumps(build(folder)))
+    return json.loads(result.read_text())
+
+
 @pytest.fixture(scope='session')
 def adult_dir():
   """The UCI Adult files: found where they may be, else fetched as `make
     data` does; the tests that need them are skipped only when that fails."""
   d = find_adult_dir()
   if d is None:
-    why = _fetch_adult()
+    # Every test process wants them: one fetches, the others wait.
+    with _locked(_ADULT_FETCH_DIR.parent / '.census-fetch.lock'):
+      why = '' if find_adult_dir() else _fetch_adult()
     d = find_adult_dir()
     if d is None:
       pytest.skip(f'UCI Adult files not found and not fetched ({why}); set '
@@ -97,22 +144,26 @@ def adult_dir():
 
 @pytest.fixture(scope='session')
 def adult_preprocessed(adult_dir, tmp_path_factory):
-  """One preprocess run over the real adult.data + adult.test, raw/ included."""
+  """One preprocess run over the real adult.data + adult.test, raw/ included.
+
+  Returns (output directory, manifest)."""
   from pipeline import preprocess
 
-  out = str(tmp_path_factory.mktemp('adult') / 'preprocess')
-  manifest = preprocess.run([
-      '--config',
-      CENSUS_CONFIG,
-      '--input',
-      os.path.join(adult_dir, 'adult.data'),
-      '--test-input',
-      os.path.join(adult_dir, 'adult.test'),
-      '--output-dir',
-      out,
-      '--write-raw',
-  ])
-  return out, manifest
+  def build(folder):
+    out = str(folder / 'preprocess')
+    return out, preprocess.run([
+        '--config',
+        CENSUS_CONFIG,
+        '--input',
+        os.path.join(adult_dir, 'adult.data'),
+        '--test-input',
+        os.path.join(adult_dir, 'adult.test'),
+        '--output-dir',
+        out,
+        '--write-raw',
+    ])
+
+  return tuple(_once_per_run(tmp_path_factory, 'adult', build))
 
 
 # ------------------------------------------------------------ trainer fixtures
@@ -123,36 +174,39 @@ TRAINER_TOY_TEST_ROWS = 400
 
 @pytest.fixture(scope='session')
 def trainer_toy_preprocessed(tmp_path_factory):
-  """Preprocess output of generated toy rows: train/eval, test and raw/."""
+  """Preprocess output of generated toy rows: train/eval, test and raw/.
+
+  Returns (output directory, manifest)."""
   from pipeline import preprocess
   from tests import datagen
 
-  d = tmp_path_factory.mktemp('trainer_toy')
-  train = datagen.write_lines(
-      str(d / 'toy.csv'),
-      datagen.toy_rows(TRAINER_TOY_ROWS, seed=11),
-      header=datagen.TOY_HEADER,
-  )
-  test = datagen.write_lines(
-      str(d / 'toy_test.csv'),
-      datagen.toy_rows(TRAINER_TOY_TEST_ROWS, seed=12),
-      header=datagen.TOY_HEADER,
-  )
-  out = str(d / 'preprocess')
-  manifest = preprocess.run([
-      '--config',
-      TOY_CONFIG,
-      '--input',
-      train,
-      '--test-input',
-      test,
-      '--output-dir',
-      out,
-      '--write-raw',
-      '--num-shards',
-      '2',
-  ])
-  return out, manifest
+  def build(d):
+    train = datagen.write_lines(
+        str(d / 'toy.csv'),
+        datagen.toy_rows(TRAINER_TOY_ROWS, seed=11),
+        header=datagen.TOY_HEADER,
+    )
+    test = datagen.write_lines(
+        str(d / 'toy_test.csv'),
+        datagen.toy_rows(TRAINER_TOY_TEST_ROWS, seed=12),
+        header=datagen.TOY_HEADER,
+    )
+    out = str(d / 'preprocess')
+    return out, preprocess.run([
+        '--config',
+        TOY_CONFIG,
+        '--input',
+        train,
+        '--test-input',
+        test,
+        '--output-dir',
+        out,
+        '--write-raw',
+        '--num-shards',
+        '2',
+    ])
+
+  return tuple(_once_per_run(tmp_path_factory, 'trainer_toy', build))
 
 
 @pytest.fixture(scope='session')
@@ -164,21 +218,24 @@ def trainer_toy_model(trainer_toy_preprocessed, tmp_path_factory):
   from trainer import task
 
   preprocess_dir, _ = trainer_toy_preprocessed
-  model_dir = str(tmp_path_factory.mktemp('trainer_toy_model') / 'model')
-  doc = task.run([
-      '--preprocess-dir',
-      preprocess_dir,
-      '--model-dir',
-      model_dir,
-      '--epochs',
-      '15',
-      '--batch-size',
-      '64',
-      '--early-stopping-patience',
-      '4',
-      '--verbose',
-      '0',
-      '--seed',
-      '3',
-  ])
-  return model_dir, doc
+
+  def build(folder):
+    model_dir = str(folder / 'model')
+    return model_dir, task.run([
+        '--preprocess-dir',
+        preprocess_dir,
+        '--model-dir',
+        model_dir,
+        '--epochs',
+        '15',
+        '--batch-size',
+        '64',
+        '--early-stopping-patience',
+        '4',
+        '--verbose',
+        '0',
+        '--seed',
+        '3',
+    ])
+
+  return tuple(_once_per_run(tmp_path_factory, 'trainer_toy_model', build))

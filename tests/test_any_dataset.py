@@ -36,6 +36,8 @@ from trainer import heads as trainer_heads
 from trainer import predict
 from trainer import task as trainer_task
 
+pytestmark = pytest.mark.long
+
 ROWS = 600
 BAD_ROWS = [
     '1.0,2,maybe,2024-01-01,s,a,"x",low',  # not a boolean

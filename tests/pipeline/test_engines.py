@@ -38,6 +38,8 @@ from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
 from tests.pipeline.runner_outputs import assert_same_outputs
 
+pytestmark = pytest.mark.long
+
 JOB_TIMEOUT_S = 900
 IN_CI = os.environ.get('CI', '').lower() == 'true'
 

@@ -34,6 +34,8 @@ from tests.conftest import CENSUS_CONFIG
 from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
 
+pytestmark = pytest.mark.long
+
 
 def _count_records(pattern):
   return sum(1 for path in glob.glob(pattern)

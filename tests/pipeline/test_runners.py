@@ -28,8 +28,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.pipeline import runner_outputs
+
+pytestmark = pytest.mark.long
 
 
 class JobService:

@@ -1,0 +1,48 @@
+"""scripts/get_data.py, what `make data` and the Adult tests run to obtain
+the UCI files: they appear under their names only whole and verified."""
+
+import os
+import shutil
+
+from tests.conftest import ROOT
+from tests.conftest import run_python
+
+_SCRIPT = str(ROOT / 'scripts' / 'get_data.py')
+_NAMES = ('adult.data', 'adult.test')
+
+
+def _get(dest, data_dir):
+  return run_python([_SCRIPT, '--dest',
+                     str(dest), '--data-dir',
+                     str(data_dir)],
+                    env=dict(os.environ),
+                    timeout=60)
+
+
+def test_copies_verified_files_then_finds_them(adult_dir, tmp_path):
+  dest = tmp_path / 'census'
+  proc = _get(dest, adult_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert 'UCI Adult files ready' in proc.stdout
+  assert sorted(os.listdir(dest)) == sorted(_NAMES)
+  for name in _NAMES:
+    assert (dest / name).read_bytes() == open(
+        os.path.join(adult_dir, name), 'rb').read()
+  again = _get(dest, tmp_path / 'nowhere')
+  assert again.returncode == 0, again.stderr
+  assert 'already holds the UCI Adult files' in again.stdout
+
+
+def test_a_wrong_file_is_refused_and_nothing_is_left(adult_dir, tmp_path):
+  source = tmp_path / 'source'
+  source.mkdir()
+  shutil.copy(os.path.join(adult_dir, 'adult.data'), source / 'adult.data')
+  with open(os.path.join(adult_dir, 'adult.test'), 'rb') as f:
+    # A truncated download: the last line cut.
+    (source / 'adult.test').write_bytes(f.read()[:-20])
+  dest = tmp_path / 'census'
+  proc = _get(dest, source)
+  assert proc.returncode == 1, proc.stdout
+  assert 'adult.test has md5' in proc.stderr
+  # Neither file, not even the good one, nor the folder they were checked in.
+  assert os.listdir(dest) == []
