@@ -2,6 +2,7 @@
 the UCI files: they appear under their names only whole and verified."""
 
 import os
+import pathlib
 import shutil
 
 from tests.conftest import ROOT
@@ -26,8 +27,8 @@ def test_copies_verified_files_then_finds_them(adult_dir, tmp_path):
   assert 'UCI Adult files ready' in proc.stdout
   assert sorted(os.listdir(dest)) == sorted(_NAMES)
   for name in _NAMES:
-    assert (dest / name).read_bytes() == open(
-        os.path.join(adult_dir, name), 'rb').read()
+    assert (dest / name).read_bytes() == (pathlib.Path(adult_dir) /
+                                          name).read_bytes()
   again = _get(dest, tmp_path / 'nowhere')
   assert again.returncode == 0, again.stderr
   assert 'already holds the UCI Adult files' in again.stdout
@@ -37,9 +38,9 @@ def test_a_wrong_file_is_refused_and_nothing_is_left(adult_dir, tmp_path):
   source = tmp_path / 'source'
   source.mkdir()
   shutil.copy(os.path.join(adult_dir, 'adult.data'), source / 'adult.data')
-  with open(os.path.join(adult_dir, 'adult.test'), 'rb') as f:
-    # A truncated download: the last line cut.
-    (source / 'adult.test').write_bytes(f.read()[:-20])
+  # A truncated download: the last line cut.
+  (source / 'adult.test').write_bytes(
+      (pathlib.Path(adult_dir) / 'adult.test').read_bytes()[:-20])
   dest = tmp_path / 'census'
   proc = _get(dest, source)
   assert proc.returncode == 1, proc.stdout
