@@ -60,6 +60,7 @@ from pipeline import cleanse
 from pipeline import drift
 from pipeline import sinks
 from pipeline import sources
+from pipeline import statistics
 from pipeline import stats_report
 from pipeline import validation
 from pipeline import windows
@@ -340,8 +341,8 @@ def serving_statistics(batches: Sequence[pa.RecordBatch], config: DatasetConfig,
                        path: str):
   """TFDV statistics of the serving rows, computed like the training ones.
 
-  The same Beam transform and default StatsOptions as preprocess's
-  ComputeStatistics, so both sides use identical histograms and sketches.
+  The transform preprocess computes each split's statistics with, so both
+  sides use identical histograms and sketches.
   The label is left out: whether a serving source happens to carry it says
   nothing about skew, and the SERVING environment does not expect it.
   """
@@ -355,8 +356,7 @@ def serving_statistics(batches: Sequence[pa.RecordBatch], config: DatasetConfig,
     _ = (
         p
         | 'Batches' >> beam.Create(batches, reshuffle=False)
-        | 'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-        | 'Write' >> tfdv.WriteStatisticsToBinaryFile(path))
+        | 'Statistics' >> statistics.ComputeStatistics(path))
   return tfdv.load_stats_binary(path)
 
 
