@@ -232,27 +232,30 @@ _FRESH_PROCESS = textwrap.dedent('''
 
 
 def test_export_loads_in_fresh_process_without_preprocess_dir(
-    toy_export, trainer_toy_preprocessed, tmp_path):
-  export_dir, loaded = toy_export
-  preprocess_dir, _ = trainer_toy_preprocessed
+    trainer_toy_preprocessed, tmp_path):
+  # A model of its own, trained on a private copy of the preprocess output:
+  # the copy is deleted below, and the shared output is read by tests in
+  # other test processes meanwhile.
+  private = str(tmp_path / 'preprocess')
+  shutil.copytree(trainer_toy_preprocessed[0], private)
+  doc = task.run([
+      '--preprocess-dir', private, '--model-dir',
+      str(tmp_path / 'model'), '--epochs', '1', '--steps-per-epoch', '3',
+      '--verbose', '0'
+  ])
   copy = str(tmp_path / 'models' / '1')
-  shutil.copytree(export_dir, copy)
+  shutil.copytree(doc['export_dir'], copy)
   row = _example(TRICKY_ROWS[4])
-  expected, _ = _serve_default(loaded, [row])
-  hidden = preprocess_dir + '.hidden'
-  os.rename(preprocess_dir, hidden)  # the export must not need it any more
-  try:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
-    proc = subprocess.run(
-        [sys.executable, '-c', _FRESH_PROCESS, copy,
-         row.hex()],
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300)
-  finally:
-    os.rename(hidden, preprocess_dir)
+  expected, _ = _serve_default(tf.saved_model.load(doc['export_dir']), [row])
+  shutil.rmtree(private)  # the export must not need it any more
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
+  proc = subprocess.run([sys.executable, '-c', _FRESH_PROCESS, copy,
+                         row.hex()],
+                        cwd=str(tmp_path),
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['project_modules'] == []
