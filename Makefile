@@ -149,10 +149,11 @@ fmt: install
 
 # The property-based tests of hostile input (hypothesis: CSV lines for the
 # cleanse stage, JSON bodies, URLs and connections for the server), with
-# FUZZ_SCALE times the examples `make test` runs.
+# FUZZ_SCALE times the examples `make test` runs; one file per test process.
 FUZZ_SCALE ?= 50
 fuzz: install
-	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest $(PYTEST_ARGS) \
+	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
+	    --dist loadfile $(PYTEST_ARGS) \
 	    tests/pipeline/test_hostile_cleanse.py tests/serving/test_hostile_serving.py
 
 # Benchmarks: run by hand on an otherwise idle machine; they print figures
