@@ -1,6 +1,6 @@
 """Shared fixtures: the real UCI Adult files and preprocess runs on them.
 
-Expensive fixtures are built once per test run (`_once_per_run`), so a whole
+Expensive fixtures are built once per test run (`once_per_run`), so a whole
 `make test` runs the real Adult preprocess once, however many test
 processes it runs in.
 """
@@ -103,8 +103,8 @@ def _locked(path: pathlib.Path):
     yield
 
 
-def _once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path],
-                                                               Any]) -> Any:
+def once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path],
+                                                              Any]) -> Any:
   """`build(folder)`'s result (JSON-able), built once per test run.
 
   `make test` runs the tests in several processes (pytest-xdist); the first
@@ -163,7 +163,7 @@ def adult_preprocessed(adult_dir, tmp_path_factory):
         '--write-raw',
     ])
 
-  return tuple(_once_per_run(tmp_path_factory, 'adult', build))
+  return tuple(once_per_run(tmp_path_factory, 'adult', build))
 
 
 # ------------------------------------------------------------ trainer fixtures
@@ -206,7 +206,7 @@ def trainer_toy_preprocessed(tmp_path_factory):
         '2',
     ])
 
-  return tuple(_once_per_run(tmp_path_factory, 'trainer_toy', build))
+  return tuple(once_per_run(tmp_path_factory, 'trainer_toy', build))
 
 
 @pytest.fixture(scope='session')
@@ -238,4 +238,4 @@ def trainer_toy_model(trainer_toy_preprocessed, tmp_path_factory):
         '3',
     ])
 
-  return tuple(_once_per_run(tmp_path_factory, 'trainer_toy_model', build))
+  return tuple(once_per_run(tmp_path_factory, 'trainer_toy_model', build))

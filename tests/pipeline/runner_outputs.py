@@ -57,11 +57,7 @@ def write_sample(d):
       str(d / 'test.csv'),
       datagen.toy_rows(SAMPLE_TEST_ROWS, seed=200),
       header=datagen.TOY_HEADER)
-  return {
-      'input': str(d / 'part-*.csv'),
-      'test_input': str(d / 'test.csv'),
-      'dir': d
-  }
+  return {'input': str(d / 'part-*.csv'), 'test_input': str(d / 'test.csv')}
 
 
 def run_preprocess(sample, out, *beam_args):
