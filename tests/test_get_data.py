@@ -4,6 +4,8 @@ the UCI files: they appear under their names only whole and verified."""
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 from tests.conftest import ROOT
 from tests.conftest import run_python
@@ -47,3 +49,20 @@ def test_a_wrong_file_is_refused_and_nothing_is_left(adult_dir, tmp_path):
   assert 'adult.test has md5' in proc.stderr
   # Neither file, not even the good one, nor the folder they were checked in.
   assert os.listdir(dest) == []
+
+
+def test_a_killed_runs_folder_is_removed_a_live_ones_kept(adult_dir, tmp_path):
+  dest = tmp_path / 'census'
+  ended = subprocess.run(
+      [sys.executable, '-c', 'import os; print(os.getpid())'],
+      capture_output=True,
+      text=True,
+      check=True)
+  killed = dest / f'.get_data-{int(ended.stdout)}-abc'
+  live = dest / f'.get_data-{os.getpid()}-def'
+  for folder in (killed, live):
+    folder.mkdir(parents=True)
+    (folder / 'adult.data').write_bytes(b'partial')
+  proc = _get(dest, adult_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert sorted(os.listdir(dest)) == sorted(_NAMES + (live.name,))
