@@ -111,7 +111,9 @@ def once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path],
   one to need the result builds it under a lock in the folder they share,
   and the others wait for it and read it back. The result is the JSON round
   trip of what `build` returned in every process, so a test sees the same
-  types whichever process built it.
+  types whichever process built it. What `build` writes in `folder` is read
+  by tests in other processes at any time: a test never changes it (one that
+  must, moves or deletes a copy).
   """
   if not os.environ.get('PYTEST_XDIST_WORKER'):
     return json.loads(json.dumps(build(tmp_path_factory.mktemp(name))))
