@@ -16,7 +16,7 @@ import zlib
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 import pyarrow as pa
@@ -219,7 +219,7 @@ def test_dict_records_from_parquet_or_tfrecord(census):
 def test_cleanse_rows_ptransform(census):
   chunk_a = RawChunk('a.csv', 1, 'csv', [GOOD, b'', b'oops'])
   chunk_b = RawChunk('b.csv', 1, 'csv', [GOOD.replace(b'39,', b'x,', 1), GOOD])
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     result = (p | beam.Create([chunk_a, chunk_b]) | cleanse.CleanseRows(census))
     rows = result.rows | 'Rows' >> beam.Map(lambda b: b.num_rows)
     reasons = result.quarantine | 'Reasons' >> beam.Map(
@@ -585,7 +585,7 @@ def test_sharded_write_with_many_runs_equals_one_sort(tmp_path):
   records += records[:100]  # duplicates are kept
   lists = [records[i:i + 250] for i in range(0, len(records), 250)]
   for name, spill in (('one', 1 << 30), ('many', 2000)):
-    p = TestPipeline()
+    p = test_pipeline.TestPipeline()
     prefix = str(tmp_path / name / 'data')
     paths = ({
         'data': p | name >> beam.Create(lists)
@@ -619,7 +619,7 @@ def test_destinations_written_together_keep_their_own_shards(tmp_path):
       'test': [],
   }
   prefixes = {name: str(tmp_path / name / 'part') for name in records}
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     pcolls = {
         name:
             p | f'Create[{name}]' >> beam.Create(
@@ -654,7 +654,7 @@ def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
 
 
 def test_every_shard_file_exists_even_when_empty(tmp_path):
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     _ = ({
         'data': p | beam.Create([[b'only one record']])
     }

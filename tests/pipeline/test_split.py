@@ -7,7 +7,7 @@ import os
 import tempfile
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 import numpy as np
@@ -50,7 +50,7 @@ def _run_split(config, batches, names=('train', 'eval')):
   on pickled copies, so in-memory side effects never reach the test.
   """
   out = tempfile.mkdtemp()
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     splits = (
         p | beam.Create(batches)
         | split.SplitDataset(config, list(names)))
@@ -161,7 +161,7 @@ def test_summarize_split_counts_rows_and_positives(toy):
       sum(v == [b'yes']
           for v in b.column('outcome').to_pylist())
       for b in batches)
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     summary = (
         p | beam.Create(batches)
         | split.SummarizeSplit(toy)

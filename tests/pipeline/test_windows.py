@@ -15,7 +15,7 @@ import os
 import random
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 import numpy as np
 import pyarrow as pa
@@ -343,7 +343,7 @@ def test_beam_transform_gives_exact_aggregates():
     got = sorted((r for b in out for r in _as_rows(b)), key=repr)
     assert got == expected, got
 
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     out = (
         p | beam.Create(batches, reshuffle=False)
         | windows.AddWindowFeatures(config, key_buckets=3))
@@ -404,7 +404,7 @@ def test_beam_and_serving_compute_the_same_values():
       checked += 1
     assert checked >= 50
 
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     out = (
         p | beam.Create(batches, reshuffle=False)
         | windows.AddWindowFeatures(config, key_buckets=5))
