@@ -25,7 +25,8 @@ DirectRunner:
                               the in-process runner)
   --direct-running-mode MODE  in_memory | multi_threading | multi_processing
                               (DIRECT_RUNNING_MODE; default in_memory for one
-                              worker, multi_processing for more)
+                              worker, multi_processing for more; the job
+                              refuses multi_threading with more than one)
 USAGE
 }
 

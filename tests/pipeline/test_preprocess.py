@@ -418,6 +418,16 @@ def test_existing_output_needs_overwrite(capsys, tmp_path):
   assert code == 2 and '--overwrite' in err[0]
 
 
+def test_threaded_direct_workers_are_refused_up_front(capsys, tmp_path):
+  code, err = _main(capsys, '--config',
+                    TOY_CONFIG, '--input', TOY_CONFIG, '--output-dir',
+                    str(tmp_path / 'out'), '--direct_running_mode',
+                    'multi_threading', '--direct_num_workers', '2')
+  assert code == 2 and len(err) == 1
+  assert 'multi_threading' in err[0] and 'multi_processing' in err[0]
+  assert not os.path.exists(tmp_path / 'out')
+
+
 def test_no_usable_rows_leaves_no_output(capsys, tmp_path):
   path = datagen.write_lines(
       str(tmp_path / 'junk.csv'), ['a, b', 'c, d, e'],
