@@ -15,6 +15,9 @@ sets it anyway, so TensorFlow does not first import Keras 3 and matplotlib),
 filters exactly those messages and nothing else: the native library lines by
 their text, the warnings by category and message, the log record by its
 message. Any other line printed while importing is passed on unchanged.
+Python processes the command starts (Beam's worker processes) inherit the
+two FutureWarnings' filters through PYTHONWARNINGS;
+`pipeline/worker_startup.py` does the rest in a worker.
 
 Cheap to import: nothing here imports TensorFlow, Beam or TFDV.
 """
@@ -46,7 +49,27 @@ _FUTURE_WARNINGS = (
     r'supporting',
 )
 
+# The same two warnings as PYTHONWARNINGS entries (a message's literal start,
+# the category, the module that warns), for the Python processes a command
+# starts: a Beam worker process prints them while it imports Beam, before any
+# code of the job runs.
+_FUTURE_WARNINGS_ENV = (
+    'ignore:grpcio < :FutureWarning:google.auth.transport.grpc',
+    'ignore:You are using a Python version :FutureWarning:'
+    'google.api_core._python_version_support',
+)
+
 _TFT_CACHE_KEY = "node's cache key varies on repeated tracing"
+
+# A worker process rebuilds the job's options from a dictionary and writes
+# two of Beam's own boolean options back as flags its parser does not have
+# (they are spelled --no_...); it logs that it discards them, and the
+# launcher prints the worker's record. Other discarded arguments still print.
+_WORKER_DISCARDED = re.compile(r'Discarding unparseable args: \[([^\]]*)\]')
+_WORKER_LOG_LOGGERS = ('apache_beam.runners.portability.local_job_service',
+                       'root')
+_BEAM_OWN_FLAGS = frozenset(
+    ('--direct_runner_use_stacked_bundle', '--pipeline_type_check'))
 
 
 class _DropTftCacheKeyWarning(logging.Filter):
@@ -55,9 +78,23 @@ class _DropTftCacheKeyWarning(logging.Filter):
     return _TFT_CACHE_KEY not in str(record.msg)
 
 
+class _DropBeamOwnFlagsNotice(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    found = _WORKER_DISCARDED.search(record.getMessage())
+    if found is None:
+      return True
+    flags = set(re.findall(r'--[\w-]+', found.group(1)))
+    return not flags or not flags <= _BEAM_OWN_FLAGS
+
+
 def set_environment() -> None:
-  """What TensorFlow reads when it is imported; explicit settings win."""
+  """What TensorFlow reads when it is imported, and what the Python
+  processes a command starts read at start-up; explicit settings win."""
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+  entries = [e for e in os.environ.get('PYTHONWARNINGS', '').split(',') if e]
+  entries += [e for e in _FUTURE_WARNINGS_ENV if e not in entries]
+  os.environ['PYTHONWARNINGS'] = ','.join(entries)
 
 
 def install_filters() -> None:
@@ -70,6 +107,11 @@ def install_filters() -> None:
   if not any(
       isinstance(f, _DropTftCacheKeyWarning) for f in absl_logger.filters):
     absl_logger.addFilter(_DropTftCacheKeyWarning())
+  # The loggers through which Beam's runners print their workers' records.
+  for name in _WORKER_LOG_LOGGERS:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _DropBeamOwnFlagsNotice) for f in logger.filters):
+      logger.addFilter(_DropBeamOwnFlagsNotice())
 
 
 @contextlib.contextmanager

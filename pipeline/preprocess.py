@@ -57,6 +57,7 @@ from pipeline import split
 from pipeline import statistics
 from pipeline import validation
 from pipeline import windows
+from pipeline import worker_startup
 from pipeline.outputs import PublishConflict
 from pipeline.outputs import StagedOutputDir
 from pipeline.preprocessing_fn import make_preprocessing_fn
@@ -316,6 +317,10 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
     # dill, on UCI Adult. The job saves no main session, so nothing needs
     # dill; workers read the choice from the options.
     setup.pickle_library = 'cloudpickle'
+  # Each worker process imports it first: quiet start-up and exit.
+  plugins = setup.beam_plugins or []
+  if worker_startup.__name__ not in plugins:
+    setup.beam_plugins = plugins + [worker_startup.__name__]
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = 'DirectRunner'

@@ -60,8 +60,24 @@ def write_sample(d):
   return {'input': str(d / 'part-*.csv'), 'test_input': str(d / 'test.csv')}
 
 
+def as_user_runs_it():
+  """The environment of a child process with Python's and TensorFlow's
+  default verbosity, as a user has it: whatever the job prints shows."""
+  return {
+      k: v
+      for k, v in env().items()
+      if k not in ('PYTHONWARNINGS', 'TF_CPP_MIN_LOG_LEVEL')
+  }
+
+
 def run_preprocess(sample, out, *beam_args):
   """Runs the job on the sample into `out`; returns its manifest."""
+  return run_preprocess_in(env(), sample, out, *beam_args)[0]
+
+
+def run_preprocess_in(child_env, sample, out, *beam_args):
+  """Runs the job on the sample into `out` with `child_env`; returns its
+  manifest and what it printed on stderr."""
   cmd = [
       sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
       '--input', sample['input'], '--test-input', sample['test_input'],
@@ -71,7 +87,7 @@ def run_preprocess(sample, out, *beam_args):
   proc = subprocess.run(
       cmd,
       cwd=str(ROOT),
-      env=env(),
+      env=child_env,
       capture_output=True,
       text=True,
       timeout=RUN_TIMEOUT_S,
@@ -81,7 +97,7 @@ def run_preprocess(sample, out, *beam_args):
   print(f'{" ".join(beam_args) or "in-process"}: '
         f'{time.monotonic() - start:.1f}s')
   with open(os.path.join(out, 'manifest.json'), encoding='utf-8') as f:
-    return json.load(f)
+    return json.load(f), proc.stderr
 
 
 def files_under(root):

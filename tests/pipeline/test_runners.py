@@ -102,10 +102,20 @@ def test_portable_runner_matches_in_process(sample, reference, tmp_path):
 def test_multi_processing_direct_runner_matches_in_process(
     sample, reference, tmp_path):
   out = str(tmp_path / 'multi_processing')
-  manifest = runner_outputs.run_preprocess(sample, out, '--direct_running_mode',
-                                           'multi_processing',
-                                           '--direct_num_workers', '2')
+  # With Python's and TensorFlow's default verbosity, as a user runs it: the
+  # worker processes start and end as quietly as the command itself
+  # (pipeline/worker_startup.py), so stderr holds only the job's own lines.
+  manifest, stderr = runner_outputs.run_preprocess_in(
+      runner_outputs.as_user_runs_it(), sample, out, '--direct_running_mode',
+      'multi_processing', '--direct_num_workers', '2')
   options = manifest['pipeline_options']
   assert options['direct_running_mode'] == 'multi_processing'
   assert options['direct_num_workers'] == 2
   runner_outputs.assert_same_outputs(reference, out, manifest)
+  # The job's own warnings: the toy config has no curated schema, and any
+  # feature check.
+  own = ('WARNING no curated TFDV schema (tfdv_schema: in toy)',
+         'preprocess: warning: ')
+  noise = [line for line in stderr.splitlines() if not line.startswith(own)]
+  assert noise == [], stderr[-4000:]
+  assert 'pipeline.worker_startup' in options['beam_plugins']

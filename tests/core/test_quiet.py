@@ -1,0 +1,73 @@
+"""Library notices are filtered by their exact text; everything else prints."""
+
+import logging
+import os
+
+import pytest
+
+from core import quiet
+from tests.conftest import ROOT
+from tests.conftest import run_python
+
+_JOB_LOGGER = 'apache_beam.runners.portability.local_job_service'
+
+
+def _worker_record(discarded: str) -> str:
+  # How Beam's job service prints a worker's log entry (str() of the proto).
+  return ('severity: WARN timestamp {   seconds: 1 } message: "Discarding '
+          f'unparseable args: [{discarded}]" log_location: "x.py:1"')
+
+
+@pytest.fixture
+def job_log(caplog):
+  quiet.install_filters()
+  caplog.set_level(logging.INFO)
+  return caplog
+
+
+def test_workers_notice_about_beams_own_flags_is_dropped(job_log):
+  logging.getLogger(_JOB_LOGGER).warning(
+      'Worker: %s',
+      _worker_record(r"\'--direct_runner_use_stacked_bundle\', "
+                     r"\'--pipeline_type_check\'"))
+  logging.getLogger().warning(_worker_record(r"\'--pipeline_type_check\'"))
+  assert job_log.records == []
+
+
+def test_discarded_arguments_of_the_user_still_print(job_log):
+  # A mistyped option is the user's to see, also next to Beam's own.
+  logging.getLogger(_JOB_LOGGER).warning(
+      'Worker: %s',
+      _worker_record(r"\'--direct_num_worker\', \'--pipeline_type_check\'"))
+  logging.getLogger().warning('Discarding unparseable args: []')
+  logging.getLogger(_JOB_LOGGER).warning('Worker: %s', 'another message')
+  assert len(job_log.records) == 3
+  assert '--direct_num_worker' in job_log.records[0].getMessage()
+
+
+def test_child_processes_inherit_the_warning_filters(monkeypatch):
+  monkeypatch.setenv('PYTHONWARNINGS', 'error::DeprecationWarning')
+  quiet.set_environment()
+  quiet.set_environment()  # idempotent
+  entries = os.environ['PYTHONWARNINGS'].split(',')
+  assert entries[0] == 'error::DeprecationWarning'  # the user's, kept
+  assert len(entries) == 3
+  # A fresh interpreter (as a Beam worker process) applies them: the
+  # Google clients' two notices are filtered, another FutureWarning is not.
+  code = '\n'.join([
+      'import warnings',
+      'for text, module in [',
+      "    ('grpcio < 1.83.0 does not support Post-Quantum Cryptography',",
+      "     'google.auth.transport.grpc'),",
+      "    ('You are using a Python version (3.11.7) which Google will stop',",
+      "     'google.api_core._python_version_support'),",
+      "    ('grpcio < 1.83.0 from elsewhere', 'somewhere.else')]:",
+      '  warnings.warn_explicit(text, FutureWarning, module + ".py", 1,',
+      '                         module=module)',
+  ])
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = run_python(['-c', code], env)
+  assert proc.returncode == 0, proc.stderr
+  assert 'from elsewhere' in proc.stderr
+  assert 'Post-Quantum' not in proc.stderr
+  assert 'Google will stop' not in proc.stderr
