@@ -51,6 +51,7 @@ from pipeline import features
 from pipeline import interrupts
 from pipeline import manifest
 from pipeline import process_exit
+from pipeline import progress
 from pipeline import sinks
 from pipeline import sources
 from pipeline import split
@@ -68,6 +69,7 @@ beam_signatures.install()
 # input, 3 the job failed; 128 + N stopped by signal N.
 JOB_FAILED = 3
 DEFAULT_NUM_SHARDS = 4
+DEFAULT_PROGRESS_SECONDS = 10.0
 TRANSFORM_BATCH_ROWS = 4096
 COUNTS_FILE = '_counts.json'
 
@@ -301,9 +303,18 @@ def _parse_args(argv: Optional[Sequence[str]]):
       'published; details kept in OUTPUT_DIR.rejected/) or '
       'warn (report and publish); default %(default)s',
   )
+  parser.add_argument(
+      '--progress-seconds',
+      type=float,
+      default=DEFAULT_PROGRESS_SECONDS,
+      help='while the job is built, run and checked, print what it is '
+      'doing every N seconds (0: never); default %(default)s',
+  )
   args, beam_args = parser.parse_known_args(argv)
   if args.num_shards < 1:
     parser.error('--num-shards must be at least 1')
+  if not args.progress_seconds >= 0:
+    parser.error('--progress-seconds must be 0 or more')
   return args, beam_args
 
 
@@ -326,8 +337,13 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
     standard.runner = 'DirectRunner'
   if standard.runner in ('DirectRunner', 'direct'):
     direct = options.view_as(DirectOptions)
-    if direct.direct_num_workers == 1 and not direct.direct_running_mode:
-      direct.direct_running_mode = 'in_memory'
+    mode_given = any(arg == '--direct_running_mode' or
+                     arg.startswith('--direct_running_mode=')
+                     for arg in beam_args)
+    if direct.direct_num_workers != 1 and not mode_given:
+      # Beam's default mode, in_memory, runs one worker whatever the number
+      # asked for (and says so in a warning): several workers are processes.
+      direct.direct_running_mode = 'multi_processing'
     if (direct.direct_running_mode == 'multi_threading' and
         direct.direct_num_workers != 1):
       # Measured on a million rows: the runner splits the transform stage's
@@ -364,8 +380,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
   out.create()
   with interrupts.StopOnSignals(
-      abandon=functools.partial(_abandon, out)) as stop:
+      abandon=functools.partial(_abandon, out)) as stop, progress.Progress(
+          'preprocess', args.progress_seconds) as shown:
     try:
+      shown.phase('building the job graph')
       t = time.monotonic()
       p = beam.Pipeline(options=options)
       build_pipeline(
@@ -382,12 +400,14 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       # What the job runs with (the pipeline graph, traced functions) lives
       # until it ends: out of the collector's way, the garbage freed first.
       heap.settle()
+      shown.phase(f'running the job ({_runner_name(options)})')
       result = p.run()
       result.wait_until_finish()
       seconds['run_pipeline'] = time.monotonic() - t
       seconds.update(_stage_seconds(result))
       stop.check()
 
+      shown.phase('checking the output')
       t = time.monotonic()
       counts = sinks.read_json(out.files.path(COUNTS_FILE))
       out.discard(COUNTS_FILE)
@@ -515,6 +535,17 @@ def _stage_seconds(result) -> dict:
         monitoring_infos.extract_counter_value(info) / 1000)
   order = [s for _, s in _STAGES] + ['other']
   return {f'stage_{s}': totals[s] for s in dict.fromkeys(order) if s in totals}
+
+
+def _runner_name(options: PipelineOptions) -> str:
+  runner = options.view_as(StandardOptions).runner
+  if runner in ('DirectRunner', 'direct'):
+    direct = options.view_as(DirectOptions)
+    mode = direct.direct_running_mode
+    workers = direct.direct_num_workers
+    return f'DirectRunner, {mode}' + (f', {workers} workers'
+                                      if workers != 1 else '')
+  return str(runner or 'PortableRunner')
 
 
 def _options_summary(options: PipelineOptions) -> dict:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from apache_beam.options.pipeline_options import DirectOptions
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -416,6 +417,21 @@ def test_existing_output_needs_overwrite(capsys, tmp_path):
   code, err = _main(capsys, '--config', TOY_CONFIG, '--input', TOY_CONFIG,
                     '--output-dir', str(tmp_path / 'out'))
   assert code == 2 and '--overwrite' in err[0]
+
+
+@pytest.mark.parametrize('beam_args, mode', [
+    ([], 'in_memory'),
+    (['--direct_num_workers', '2'], 'multi_processing'),
+    (['--direct_num_workers=0'], 'multi_processing'),
+    (['--direct_num_workers', '2', '--direct_running_mode', 'in_memory'
+     ], 'in_memory'),
+    (['--direct_num_workers', '2', '--direct_running_mode=multi_processing'
+     ], 'multi_processing'),
+])
+def test_several_direct_workers_are_processes_unless_a_mode_is_given(
+    beam_args, mode):
+  options = preprocess._pipeline_options(beam_args)  # pylint: disable=protected-access
+  assert options.view_as(DirectOptions).direct_running_mode == mode
 
 
 def test_threaded_direct_workers_are_refused_up_front(capsys, tmp_path):
