@@ -320,7 +320,7 @@ def test_parquet_and_tfrecord_inputs_match_csv(toy_files, tmp_path):
           assert a[key] == b[key], key
 
 
-def test_bad_rows_are_quarantined_and_counted(tmp_path):
+def test_bad_rows_are_quarantined_and_counted(capsys, tmp_path):
   good = datagen.toy_rows(300, 3)
   bad = [
       '1, 2, 3',  # wrong arity
@@ -337,7 +337,20 @@ def test_bad_rows_are_quarantined_and_counted(tmp_path):
     f.write(b'170, 3, p\xe4ris, red, x, yes\n')  # not UTF-8
     f.write(b'9' * (1 << 20) + b'\n')  # a 1 MB line
     f.write(b'\n# a comment\n')
-  manifest = _run(TOY_CONFIG, str(path), tmp_path / 'out')
+  # With a short period, this run also shows the progress lines a user sees
+  # (pipeline/progress.py; tests/pipeline/test_progress.py tests the rest).
+  manifest = _run(TOY_CONFIG, str(path), tmp_path / 'out', '--progress-seconds',
+                  '0.5')
+  shown = [
+      line for line in capsys.readouterr().out.splitlines()
+      if line.startswith('preprocess: ')
+  ]
+  assert any('building the job graph' in line for line in shown), shown
+  running = [
+      line for line in shown
+      if 'running the job (DirectRunner, in_memory): ' in line
+  ]
+  assert running and ' started, now ' in running[-1], shown
   summary = manifest['inputs']['input']
   assert summary['lines'] == 1 + 300 + 5 + 2 + 2
   assert summary['header_lines'] == 1

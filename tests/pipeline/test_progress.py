@@ -8,7 +8,6 @@ import pytest
 
 from pipeline import preprocess
 from pipeline import progress
-from tests import datagen
 from tests.conftest import TOY_CONFIG
 
 
@@ -94,28 +93,6 @@ def test_nothing_is_printed_for_work_shorter_than_the_period():
   with progress.Progress('job', 0, out=out):
     time.sleep(0.1)
   assert out.getvalue() == ''
-
-
-@pytest.mark.long
-def test_the_toy_job_shows_its_progress(capsys, tmp_path):
-  path = datagen.write_lines(
-      str(tmp_path / 'in.csv'),
-      datagen.toy_rows(300, 3),
-      header=datagen.TOY_HEADER)
-  preprocess.run([
-      '--config', TOY_CONFIG, '--input', path, '--output-dir',
-      str(tmp_path / 'out'), '--progress-seconds', '0.5'
-  ])
-  lines = [
-      line for line in capsys.readouterr().out.splitlines()
-      if line.startswith('preprocess: ')
-  ]
-  assert any('building the job graph' in line for line in lines), lines
-  running = [
-      line for line in lines
-      if 'running the job (DirectRunner, in_memory): ' in line
-  ]
-  assert running and 'stages started, now ' in running[-1], lines
 
 
 def test_a_negative_period_is_refused(capsys, tmp_path):
