@@ -98,7 +98,10 @@ class Progress:
 
   def _run(self) -> None:
     while not self._stop.wait(self._period_s):
-      print(self.line(), file=self._out or sys.stdout, flush=True)
+      try:
+        print(self.line(), file=self._out or sys.stdout, flush=True)
+      except (OSError, ValueError):
+        return  # stdout closed (a pipe's reader gone): the job goes on
 
   def __enter__(self) -> 'Progress':
     if self._period_s <= 0:

@@ -103,3 +103,16 @@ def test_a_negative_period_is_refused(capsys, tmp_path):
     ])
   assert exited.value.code == 2
   assert '--progress-seconds must be 0 or more' in capsys.readouterr().err
+
+
+# An exception in the line's thread would be reported as this warning.
+@pytest.mark.filterwarnings(
+    'error::pytest.PytestUnhandledThreadExceptionWarning')
+def test_a_closed_output_stops_the_lines_not_the_work():
+  out = io.StringIO()
+  with progress.Progress('job', 0.02, out=out) as shown:
+    _wait_for(out, 'starting')
+    out.close()  # as a pipe whose reader has gone
+    time.sleep(0.1)
+    shown.phase('still working')
+  assert out.closed
