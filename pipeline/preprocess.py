@@ -72,6 +72,8 @@ DEFAULT_NUM_SHARDS = 4
 DEFAULT_PROGRESS_SECONDS = 10.0
 TRANSFORM_BATCH_ROWS = 4096
 COUNTS_FILE = '_counts.json'
+# What --runner may say for the DirectRunner.
+_DIRECT_RUNNER = ('DirectRunner', 'direct')
 
 
 class Ingest(beam.PTransform):
@@ -335,7 +337,7 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = 'DirectRunner'
-  if standard.runner in ('DirectRunner', 'direct'):
+  if standard.runner in _DIRECT_RUNNER:
     direct = options.view_as(DirectOptions)
     mode_given = any(arg == '--direct_running_mode' or
                      arg.startswith('--direct_running_mode=')
@@ -538,14 +540,14 @@ def _stage_seconds(result) -> dict:
 
 
 def _runner_name(options: PipelineOptions) -> str:
-  runner = options.view_as(StandardOptions).runner
-  if runner in ('DirectRunner', 'direct'):
+  runner = options.view_as(StandardOptions).runner  # set by _pipeline_options
+  if runner in _DIRECT_RUNNER:
     direct = options.view_as(DirectOptions)
     mode = direct.direct_running_mode
     workers = direct.direct_num_workers
     return f'DirectRunner, {mode}' + (f', {workers} workers'
                                       if workers != 1 else '')
-  return str(runner or 'PortableRunner')
+  return str(runner)
 
 
 def _options_summary(options: PipelineOptions) -> dict:

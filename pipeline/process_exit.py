@@ -71,9 +71,14 @@ def exit_now(code: int) -> NoReturn:
   would print about them is noise after the one line that matters.
   """
   logging.shutdown()
+  flush_std_streams()
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def flush_std_streams() -> None:
+  """Flushes Python's stdout and stderr, whatever state they are in."""
   for stream in (sys.stdout, sys.stderr):
     try:
       stream.flush()
     except (OSError, ValueError):
       pass
-  os._exit(code)  # pylint: disable=protected-access

@@ -22,6 +22,7 @@ import os
 import sys
 
 from core import quiet
+from pipeline import process_exit
 
 _SDK_WORKER_MAIN = 'apache_beam.runners.worker.sdk_worker_main'
 
@@ -33,11 +34,7 @@ def in_worker_process() -> bool:
 
 
 def _silence_teardown() -> None:
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except (OSError, ValueError):
-      pass
+  process_exit.flush_std_streams()
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
   os.close(devnull)

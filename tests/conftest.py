@@ -31,6 +31,16 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: item.get_closest_marker('long') is None)
 
 
+def default_verbosity(env) -> dict:
+  """`env` without what quiets Python's warnings and TensorFlow's log, as a
+  user's environment is: whatever a command prints shows."""
+  return {
+      k: v
+      for k, v in env.items()
+      if k not in ('PYTHONWARNINGS', 'TF_CPP_MIN_LOG_LEVEL')
+  }
+
+
 def run_python(args, env, timeout=300) -> subprocess.CompletedProcess:
   """`python ARGS` in a fresh interpreter at the repository root (what a
   module imports, prints or loads there is not hidden by this process)."""

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from tests.conftest import default_verbosity
 from tests.conftest import ROOT
 from tests.conftest import run_python
 
@@ -22,11 +23,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize('module', COMMANDS)
 def test_help_prints_no_library_noise(module):
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if k not in ('PYTHONWARNINGS', 'TF_CPP_MIN_LOG_LEVEL')
-  }
+  env = default_verbosity(os.environ)
   env['PYTHONPATH'] = str(ROOT)
   proc = run_python(['-m', module, '--help'], env)
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -16,6 +16,7 @@ import sys
 import time
 
 from tests import datagen
+from tests.conftest import default_verbosity
 from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
 
@@ -63,11 +64,7 @@ def write_sample(d):
 def as_user_runs_it():
   """The environment of a child process with Python's and TensorFlow's
   default verbosity, as a user has it: whatever the job prints shows."""
-  return {
-      k: v
-      for k, v in env().items()
-      if k not in ('PYTHONWARNINGS', 'TF_CPP_MIN_LOG_LEVEL')
-  }
+  return default_verbosity(env())
 
 
 def run_preprocess(sample, out, *beam_args):
