@@ -93,9 +93,11 @@ write_flink_conf() {
   mkdir -p "$conf" "$STATE/pids" "$STATE/tmp"
   cp "$FLINK_HOME/conf/log4j-console.properties" \
     "$FLINK_HOME/conf/log4j-cli.properties" "$conf/"
-  # The distribution's JVM flags for Java 17 (module opens and exports).
+  # The distribution's JVM flags for Java 17 (module opens and exports), and
+  # the cluster's own folder for the files Java libraries unpack (native
+  # codecs), which would otherwise be left in the system's /tmp.
   java_opts="$(sed -n 's/^ *all: *//p' "$FLINK_HOME/conf/config.yaml" |
-    head -n 1)"
+    head -n 1) -Djava.io.tmpdir=$STATE/tmp"
   cat >"$conf/config.yaml" <<CONF
 # Written by scripts/engines/flink.sh up; one standalone cluster on localhost.
 env.java.opts.all: $java_opts
@@ -144,14 +146,10 @@ was started"; stop_all quiet; }' EXIT
   local started=()
   if ! daemon_alive "$STATE/jobmanager.pid"; then
     stop_all quiet
-    PORT_NOTES=()
+    PORT_NOTE_TEXT=''
     pick_port 'Flink REST' "${FLINK_REST_PORT:-8081}"; FLINK_REST_PORT=$PORT
     pick_port 'Flink JobManager RPC' "${FLINK_RPC_PORT:-6123}"
     FLINK_RPC_PORT=$PORT
-    pick_port 'Beam job server' "${JOB_SERVER_PORT:-8099}"
-    JOB_SERVER_PORT=$PORT
-    pick_port 'SDK worker pool' "${WORKER_POOL_PORT:-50000}"
-    WORKER_POOL_PORT=$PORT
     write_flink_conf
     write_flink_lib
     : >"$LOGS/jobmanager.log"
@@ -160,12 +158,13 @@ was started"; stop_all quiet; }' EXIT
         FLINK_LOG_DIR="$LOGS" \
         FLINK_PID_DIR="$STATE/pids" "$FLINK_HOME/bin/jobmanager.sh" start-foreground
     wait_for_port "$FLINK_REST_PORT" 'Flink JobManager' \
-      "$STATE/jobmanager.pid" "$LOGS/jobmanager.log" 120
+      "$STATE/jobmanager.pid" "$LOGS/jobmanager.log" 120 ||
+      die "port $FLINK_REST_PORT (Flink REST) was taken by another process \
+while the JobManager started; run up again"
     started+=(jobmanager)
     write_env "FLINK_VERSION=$FLINK_VERSION" \
       "FLINK_REST_PORT=$FLINK_REST_PORT" "FLINK_RPC_PORT=$FLINK_RPC_PORT" \
-      "JOB_SERVER_PORT=$JOB_SERVER_PORT" "WORKER_POOL_PORT=$WORKER_POOL_PORT" \
-      "PORT_NOTE_TEXT='$(IFS=';'; echo "${PORT_NOTES[*]-}")'"
+      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
   fi
   read_env
   FLINK_JAVA_OPTS="$(sed -n 's/^env.java.opts.all: //p' \
@@ -186,19 +185,18 @@ was started"; stop_all quiet; }' EXIT
   if ! daemon_alive "$STATE/job-server.pid"; then
     mkdir -p "$STATE/job-server"
     # shellcheck disable=SC2086
-    start_daemon job-server "$LOGS/job-server.log" "$STATE/job-server" \
+    listen_on job-server 'Beam job server' JOB_SERVER_PORT 8099 \
+      "$STATE/job-server" \
       java -Xmx768m $FLINK_JAVA_OPTS -cp "$JOB_SERVER_LIB/*" \
       org.apache.beam.runners.flink.FlinkJobServerDriver \
       --flink-master="localhost:$FLINK_REST_PORT" \
       --flink-conf-dir="$STATE/conf" --job-host=localhost \
-      --job-port="$JOB_SERVER_PORT" --artifact-port=0 --expansion-port=0 \
+      --job-port=@PORT@ --artifact-port=0 --expansion-port=0 \
       --artifacts-dir="$STATE/job-server/artifacts"
-    wait_for_port "$JOB_SERVER_PORT" 'Beam Flink job server' \
-      "$STATE/job-server.pid" "$LOGS/job-server.log" 120
     started+=(job-server)
   fi
   if ! daemon_alive "$STATE/worker-pool.pid"; then
-    start_worker_pool "$WORKER_POOL_PORT"
+    start_worker_pool
     started+=(worker-pool)
   fi
   if ((${#started[@]})); then

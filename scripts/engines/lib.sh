@@ -95,26 +95,95 @@ print(s.getsockname()[1]); s.close()'
 }
 
 # pick_port NAME DEFAULT: the default port unless something holds it, then a
-# free one; sets PORT and records the change in PORT_NOTES.
-PORT_NOTES=()
+# free one; sets PORT and adds the change to PORT_NOTE_TEXT (kept in
+# cluster.env, printed by `up`).
+PORT_NOTE_TEXT=''
 pick_port() {
   local name="$1" default="$2"
   [[ "$default" =~ ^[0-9]+$ ]] || die "$name port must be a number, got \
 '$default'"
   if port_in_use "$default"; then
     PORT="$(free_port)"
-    PORT_NOTES+=("port $default ($name) is taken, using $PORT")
+    PORT_NOTE_TEXT="${PORT_NOTE_TEXT:+$PORT_NOTE_TEXT; }port $default ($name) \
+is taken, using $PORT"
     say "port $default ($name) is taken; using free port $PORT instead"
   else
     PORT="$default"
   fi
 }
 
+# port_holder PORT PIDFILE: 0 if the daemon of PIDFILE (or a process it
+# started) listens on PORT, 1 if another process does, 2 if none does, 3 if
+# both do (gRPC servers bind with SO_REUSEPORT, and the kernel then splits
+# connections between them). Where /proc does not list sockets, any listener
+# counts as the daemon's.
+port_holder() {
+  "$PY" - "$1" "$(daemon_pid "$2")" <<'PY' 2>/dev/null
+import os, socket, sys
+port, root = int(sys.argv[1]), int(sys.argv[2])
+listening = set()  # socket inodes in state LISTEN (0A) on the port
+try:
+  for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+    if os.path.exists(table):
+      with open(table) as f:
+        for row in f.read().splitlines()[1:]:
+          fields = row.split()
+          if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+            listening.add(fields[9])
+except OSError:
+  with socket.socket() as s:
+    sys.exit(0 if s.connect_ex(('127.0.0.1', port)) == 0 else 2)
+if not listening:
+  sys.exit(2)
+children = {}
+for pid in filter(str.isdigit, os.listdir('/proc')):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+  except (OSError, IndexError, ValueError):
+    continue
+  children.setdefault(ppid, []).append(int(pid))
+tree, todo = set(), [root]
+while todo:
+  pid = todo.pop()
+  if pid not in tree:
+    tree.add(pid)
+    todo.extend(children.get(pid, []))
+held = set()
+for pid in tree:
+  try:
+    fds = os.listdir(f'/proc/{pid}/fd')
+  except OSError:
+    continue
+  for fd in fds:
+    try:
+      link = os.readlink(f'/proc/{pid}/fd/{fd}')
+    except OSError:
+      continue
+    if link.startswith('socket:[') and link[8:-1] in listening:
+      held.add(link[8:-1])
+sys.exit(1 if not held else 0 if held == listening else 3)
+PY
+}
+
+# wait_for_port PORT NAME PIDFILE LOG TIMEOUT_S: waits until the daemon
+# listens on PORT, alone. Returns 1 (the daemon stopped) if another process
+# holds the port: a port free when it was picked can be bound by another
+# daemon before this one binds it (they bind ephemeral ports while starting),
+# and then what answers on the port is not this daemon. Dies if the daemon
+# exited for another reason or did not listen in time.
 wait_for_port() {
-  # wait_for_port PORT NAME PIDFILE LOG TIMEOUT_S
-  local port="$1" name="$2" pidfile="$3" log="$4" timeout="$5" waited=0
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+  local port="$1" name="$2" pidfile="$3" log="$4" timeout="$5" waited=0 held
+  while :; do
+    held=0
+    port_holder "$port" "$pidfile" || held=$?
+    ((held == 0)) && return 0
+    if ((held == 3)); then
+      stop_daemon "$(basename "$pidfile" .pid)"
+      return 1
+    fi
     if ! daemon_alive "$pidfile"; then
+      ((held == 1)) && return 1
       tail -n 25 "$log" >&2 || true
       die "$name exited while starting; its log: $log"
     fi
@@ -126,6 +195,33 @@ $log"
     sleep 0.2
     waited=$((waited + 1))
   done
+}
+
+# listen_on NAME LABEL VAR DEFAULT DIR COMMAND...: starts daemon NAME in DIR
+# with every @PORT@ in COMMAND replaced by its port: VAR's value (DEFAULT if
+# VAR is unset) unless something holds it, else a free one. Sets VAR to the
+# port the daemon listens on and records it in cluster.env. If another
+# process took the port before the daemon bound it, starts the daemon again
+# on a free port (three tries).
+listen_on() {
+  local name="$1" label="$2" var="$3" default="$4" dir="$5" attempt
+  shift 5
+  for attempt in 1 2 3; do
+    pick_port "$label" "${!var:-$default}"
+    printf -v "$var" '%s' "$PORT"
+    start_daemon "$name" "$LOGS/$name.log" "$dir" "${@//@PORT@/$PORT}"
+    if wait_for_port "$PORT" "$label" "$STATE/$name.pid" "$LOGS/$name.log" \
+        120; then
+      set_env "$var" "$PORT"
+      set_env PORT_NOTE_TEXT "'$PORT_NOTE_TEXT'"
+      return 0
+    fi
+    say "port $PORT ($label) was taken by another process while $label \
+started (try $attempt of 3)"
+  done
+  tail -n 25 "$LOGS/$name.log" >&2 || true
+  die "$label could not keep a port: another process took each one picked; \
+its log: $LOGS/$name.log"
 }
 
 # ----------------------------------------------------------------- daemons
@@ -281,11 +377,12 @@ print(sysconfig.get_paths()["purelib"])')"
     die "the SDK worker environment $WORKER_ENV cannot import apache_beam"
 }
 
-# start_worker_pool PORT: Beam's worker pool beside the TaskManager/worker,
-# started from $STATE/worker-pool with a clean PYTHONPATH; every SDK worker
-# it starts runs sdk_worker_boot.py (fetch and install the staged artifacts).
+# start_worker_pool: Beam's worker pool beside the TaskManager/worker, on
+# WORKER_POOL_PORT (50000 if unset; see listen_on), started from
+# $STATE/worker-pool with a clean PYTHONPATH; every SDK worker it starts runs
+# sdk_worker_boot.py (fetch and install the staged artifacts).
 start_worker_pool() {
-  local port="$1" dir="$STATE/worker-pool"
+  local dir="$STATE/worker-pool"
   ensure_worker_env
   mkdir -p "$dir"
   cp "$ENGINES_DIR/sdk_worker_boot.py" "$dir/sdk_worker_boot.py"
@@ -294,13 +391,11 @@ start_worker_pool() {
 exec "$WORKER_ENV/bin/python" "$dir/sdk_worker_boot.py" "\$@"
 BOOT
   chmod +x "$dir/boot"
-  start_daemon worker-pool "$LOGS/worker-pool.log" "$dir" \
+  listen_on worker-pool 'SDK worker pool' WORKER_POOL_PORT 50000 "$dir" \
     env -u PYTHONPATH PATH="$WORKER_ENV/bin:$PATH" SDK_WORKER_BOOT_DIR="$dir" \
     TF_CPP_MIN_LOG_LEVEL=2 PYTHONWARNINGS=ignore \
     "$WORKER_ENV/bin/python" -m apache_beam.runners.worker.worker_pool_main \
-    --service_port="$port" --container_executable="$dir/boot"
-  wait_for_port "$port" 'SDK worker pool' "$STATE/worker-pool.pid" \
-    "$LOGS/worker-pool.log" 120
+    --service_port=@PORT@ --container_executable="$dir/boot"
 }
 
 # ------------------------------------------------------------------ state
@@ -308,6 +403,19 @@ BOOT
 # write_env KEY=VALUE...: $STATE/cluster.env, read by `status` and by tests.
 write_env() {
   printf '%s\n' "$@" >"$STATE/cluster.env"
+}
+
+# set_env KEY VALUE: KEY's line of cluster.env (VALUE as written, quoted by
+# the caller if needed) replaced or added.
+set_env() {
+  local file="$STATE/cluster.env" line lines=()
+  if [[ -f "$file" ]]; then
+    while IFS= read -r line; do
+      [[ "$line" == "$1="* ]] || lines+=("$line")
+    done <"$file"
+  fi
+  lines+=("$1=$2")
+  printf '%s\n' "${lines[@]}" >"$file"
 }
 
 read_env() {

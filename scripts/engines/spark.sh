@@ -84,7 +84,8 @@ spark_env() {
   SPARK_ENV=(env SPARK_HOME="$SPARK_HOME" SPARK_CONF_DIR="$STATE/conf"
     SPARK_LOG_DIR="$LOGS" SPARK_PID_DIR="$STATE/pids"
     SPARK_WORKER_DIR="$STATE/work" SPARK_LOCAL_DIRS="$STATE/tmp"
-    SPARK_LOCAL_IP=127.0.0.1 SPARK_DAEMON_MEMORY=512m)
+    SPARK_LOCAL_IP=127.0.0.1 SPARK_DAEMON_MEMORY=512m
+    SPARK_DAEMON_JAVA_OPTS="-Djava.io.tmpdir=$STATE/tmp")
 }
 
 up() {
@@ -100,17 +101,13 @@ was started"; stop_all quiet; }' EXIT
   local started=()
   if ! daemon_alive "$STATE/master.pid"; then
     stop_all quiet
-    PORT_NOTES=()
+    PORT_NOTE_TEXT=''
     pick_port 'Spark master' "${SPARK_MASTER_PORT:-7077}"
     SPARK_MASTER_PORT=$PORT
     pick_port 'Spark master web UI' "${SPARK_MASTER_WEBUI_PORT:-8080}"
     SPARK_MASTER_WEBUI_PORT=$PORT
     pick_port 'Spark worker web UI' "${SPARK_WORKER_WEBUI_PORT:-8082}"
     SPARK_WORKER_WEBUI_PORT=$PORT
-    pick_port 'Beam job server' "${JOB_SERVER_PORT:-8099}"
-    JOB_SERVER_PORT=$PORT
-    pick_port 'SDK worker pool' "${WORKER_POOL_PORT:-50000}"
-    WORKER_POOL_PORT=$PORT
     mkdir -p "$STATE/conf" "$STATE/pids" "$STATE/work" "$STATE/tmp"
     cp "$SPARK_HOME/conf/log4j2.properties.template" \
       "$STATE/conf/log4j2.properties" 2>/dev/null || true
@@ -119,14 +116,15 @@ was started"; stop_all quiet; }' EXIT
       --host localhost --port "$SPARK_MASTER_PORT" \
       --webui-port "$SPARK_MASTER_WEBUI_PORT"
     wait_for_port "$SPARK_MASTER_PORT" 'Spark master' "$STATE/master.pid" \
-      "$LOGS/master.log" 120
+      "$LOGS/master.log" 120 ||
+      die "port $SPARK_MASTER_PORT (Spark master) was taken by another \
+process while the master started; run up again"
     started+=(master)
     write_env "SPARK_VERSION=$SPARK_VERSION" \
       "SPARK_MASTER_PORT=$SPARK_MASTER_PORT" \
       "SPARK_MASTER_WEBUI_PORT=$SPARK_MASTER_WEBUI_PORT" \
       "SPARK_WORKER_WEBUI_PORT=$SPARK_WORKER_WEBUI_PORT" \
-      "JOB_SERVER_PORT=$JOB_SERVER_PORT" "WORKER_POOL_PORT=$WORKER_POOL_PORT" \
-      "PORT_NOTE_TEXT='$(IFS=';'; echo "${PORT_NOTES[*]-}")'"
+      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
   fi
   read_env
 
@@ -147,24 +145,24 @@ was started"; stop_all quiet; }' EXIT
     # Guava than Spark's unshaded one); the executors, on the same machine,
     # get Beam's from the same folder, also first.
     # shellcheck disable=SC2086
-    start_daemon job-server "$LOGS/job-server.log" "$STATE/job-server" \
+    listen_on job-server 'Beam job server' JOB_SERVER_PORT 8099 \
+      "$STATE/job-server" \
       env SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 \
       SPARK_LOCAL_DIRS="$STATE/tmp" \
-      java -Xmx1g $SPARK_JAVA_OPTS \
+      java -Xmx1g $SPARK_JAVA_OPTS -Djava.io.tmpdir="$STATE/tmp" \
       -Dspark.executor.extraClassPath="$JOB_SERVER_LIB/*" \
+      -Dspark.executor.extraJavaOptions="-Djava.io.tmpdir=$STATE/tmp" \
       -Dspark.executor.memory="${SPARK_EXECUTOR_MEMORY:-2g}" \
       -Dspark.driver.host=localhost -Dspark.ui.enabled=false \
       -cp "$JOB_SERVER_LIB/*:$SPARK_HOME/jars/*" \
       org.apache.beam.runners.spark.SparkJobServerDriver \
       --spark-master-url="spark://localhost:$SPARK_MASTER_PORT" \
-      --job-host=localhost --job-port="$JOB_SERVER_PORT" --artifact-port=0 \
+      --job-host=localhost --job-port=@PORT@ --artifact-port=0 \
       --expansion-port=0 --artifacts-dir="$STATE/job-server/artifacts"
-    wait_for_port "$JOB_SERVER_PORT" 'Beam Spark job server' \
-      "$STATE/job-server.pid" "$LOGS/job-server.log" 120
     started+=(job-server)
   fi
   if ! daemon_alive "$STATE/worker-pool.pid"; then
-    start_worker_pool "$WORKER_POOL_PORT"
+    start_worker_pool
     started+=(worker-pool)
   fi
   if ((${#started[@]})); then

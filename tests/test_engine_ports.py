@@ -1,0 +1,136 @@
+"""The local clusters' daemons listen on the ports their commands print.
+
+scripts/engines/lib.sh picks a daemon's port, starts the daemon and waits for
+it to listen. Flink's and Spark's processes bind ephemeral ports while they
+start, so a port free when it was picked can be taken before the daemon binds
+it; a daemon that then fails to bind (or, with SO_REUSEPORT as gRPC servers
+set it, shares the port) must not be mistaken for one that listens, or a job
+is sent to whatever holds the port. Here the daemon is a small listener and
+the port is held by this test, with no cluster.
+"""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+LIB = ROOT / 'scripts' / 'engines' / 'lib.sh'
+# A daemon that listens on argv[1] as gRPC servers do (SO_REUSEPORT), and
+# exits if it cannot bind.
+LISTENER = ('import socket, sys, time\n'
+            's = socket.socket()\n'
+            's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n'
+            's.bind(("0.0.0.0", int(sys.argv[1])))\n'
+            's.listen()\n'
+            'time.sleep(300)\n')
+
+
+def _bash(script: str, state: pathlib.Path) -> subprocess.CompletedProcess:
+  """Runs `script` after sourcing lib.sh, with its state in `state`."""
+  env = dict(
+      os.environ,
+      ENGINES_CACHE=str(state / 'cache'),
+      ENGINE_STATE_DIR=str(state),
+      ENGINE_PYTHON=sys.executable)
+  env.pop('WORKER_POOL_PORT', None)
+  prelude = (f'set -euo pipefail\nSCRIPT=test\nsource {LIB}\n'
+             'engines_init test\n'
+             "trap 'stop_daemon listener >/dev/null 2>&1' EXIT\n")
+  return subprocess.run(['bash', '-c', prelude + script],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                        check=False)
+
+
+def _holder(reuseport: bool) -> socket.socket:
+  s = socket.socket()
+  if reuseport:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+  s.bind(('0.0.0.0', 0))
+  s.listen()
+  return s
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_left(tmp_path):
+  yield
+  pidfile = tmp_path / 'listener.pid'
+  if pidfile.exists():
+    pid = int(pidfile.read_text().split()[0])
+    try:
+      os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
+@pytest.mark.parametrize(
+    'reuseport', [False, True], ids=['bind fails', 'port shared'])
+def test_a_port_held_by_another_process_is_not_the_daemon(tmp_path, reuseport):
+  with _holder(reuseport) as held:
+    port = held.getsockname()[1]
+    proc = _bash(
+        f'start_daemon listener "$LOGS/listener.log" "$STATE" '
+        f'"$PY" -c {_quote(LISTENER)} {port}\n'
+        f'if wait_for_port {port} listener "$STATE/listener.pid" '
+        f'"$LOGS/listener.log" 30; then echo LISTENS; else echo TAKEN; fi\n'
+        'daemon_alive "$STATE/listener.pid" && echo ALIVE || echo STOPPED\n',
+        tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  # Either way the daemon does not serve the port alone, and is not left
+  # running on it.
+  assert proc.stdout.split() == ['TAKEN', 'STOPPED'], proc.stderr
+
+
+@pytest.mark.parametrize(
+    'reuseport', [False, True], ids=['bind fails', 'port shared'])
+def test_a_port_taken_before_the_daemon_binds_it_is_replaced(
+    tmp_path, reuseport):
+  with _holder(reuseport) as held:
+    port = held.getsockname()[1]
+    # The race: the port looks free when it is picked, and is not when the
+    # daemon binds it (lib.sh's own check sees it taken from then on).
+    proc = _bash(
+        'eval "real_$(declare -f port_in_use)"\n'
+        'checked=0\n'
+        'port_in_use() { checked=$((checked + 1)); ((checked > 1)) && '
+        'real_port_in_use "$1"; }\n'
+        f'listen_on listener Listener TEST_PORT {port} "$STATE" '
+        f'"$PY" -c {_quote(LISTENER)} @PORT@\n'
+        'echo "PORT=$TEST_PORT"\n'
+        'port_holder "$TEST_PORT" "$STATE/listener.pid" && echo OWNED\n'
+        'cat "$STATE/cluster.env"\n', tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  new_port = int(lines[0].split('=')[1])
+  assert new_port != port
+  assert lines[1] == 'OWNED'
+  assert f'TEST_PORT={new_port}' in lines
+  assert (f"PORT_NOTE_TEXT='port {port} (Listener) is taken, using "
+          f"{new_port}'") in lines
+  assert (f'port {port} (Listener) was taken by another process while '
+          'Listener started (try 1 of 3)') in proc.stderr
+
+
+def test_a_free_port_is_kept(tmp_path):
+  with socket.socket() as s:
+    s.bind(('0.0.0.0', 0))
+    port = s.getsockname()[1]
+  proc = _bash(
+      f'listen_on listener Listener TEST_PORT {port} "$STATE" '
+      f'"$PY" -c {_quote(LISTENER)} @PORT@\n'
+      'echo "PORT=$TEST_PORT"\n', tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == [f'PORT={port}']
+  assert 'taken' not in proc.stderr
+
+
+def _quote(text: str) -> str:
+  return "'" + text.replace("'", "'\\''") + "'"
