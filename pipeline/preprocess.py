@@ -52,6 +52,7 @@ from pipeline import interrupts
 from pipeline import manifest
 from pipeline import process_exit
 from pipeline import progress
+from pipeline import scratch
 from pipeline import sinks
 from pipeline import sources
 from pipeline import split
@@ -381,9 +382,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   seconds['validate_inputs'] = time.monotonic() - start
 
   out.create()
-  with interrupts.StopOnSignals(
-      abandon=functools.partial(_abandon, out)) as stop, progress.Progress(
-          'preprocess', args.progress_seconds) as shown:
+  with scratch.job_temp_dir('preprocess-') as temp_dir, \
+      interrupts.StopOnSignals(abandon=functools.partial(
+          _abandon, out, temp_dir)) as stop, \
+      progress.Progress('preprocess', args.progress_seconds) as shown:
     try:
       shown.phase('building the job graph')
       t = time.monotonic()
@@ -483,10 +485,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   return doc
 
 
-def _abandon(out: StagedOutputDir, signal_name: str) -> None:
+def _abandon(out: StagedOutputDir, temp_dir: str, signal_name: str) -> None:
   """Last words of a job that a signal had to end without unwinding."""
   try:
     out.discard()
+    scratch.remove(temp_dir)
   finally:
     print(_stopped_message(signal_name, out.final), file=sys.stderr)
 

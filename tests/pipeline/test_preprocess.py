@@ -497,8 +497,12 @@ def test_cli_exit_code_and_message(tmp_path):
       'this pattern')
 
 
-def _start_cli(args, tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore')
+def _start_cli(args, tmp_path, **extra_env):
+  env = dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONWARNINGS='ignore',
+      **extra_env)
   return subprocess.Popen([sys.executable, '-m', 'pipeline.preprocess', *args],
                           cwd=ROOT,
                           env=env,
@@ -515,9 +519,13 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
       datagen.toy_rows(60000, seed=5),
       header=datagen.TOY_HEADER)
   out = tmp_path / 'out'
+  temp = tmp_path / 'tmpdir'
+  temp.mkdir()
   proc = _start_cli(
       ['--config', TOY_CONFIG, '--input', path, '--output-dir',
-       str(out)], tmp_path)
+       str(out)],
+      tmp_path,
+      TMPDIR=str(temp))
   try:
     # Beam's temporary files appear once the job itself is running.
     deadline = time.monotonic() + 240
@@ -538,6 +546,8 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
                      f'{out}')
   assert not os.path.exists(out)
   assert not os.path.exists(str(out) + '.tmp')
+  # Nor the job's temporary directory (pipeline/scratch.py).
+  assert os.listdir(temp) == []
 
 
 def test_output_dir_that_appears_during_the_run_is_not_replaced(tmp_path):

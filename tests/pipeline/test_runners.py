@@ -82,15 +82,21 @@ class JobService:
 
 def test_portable_runner_matches_in_process(sample, reference, tmp_path):
   service = JobService(tmp_path)
+  # The job's own temporary directory: what Beam leaves in it (a portable
+  # run stages the job's dependencies in a directory it never removes) must
+  # not outlive the job (pipeline/scratch.py).
+  temp = tmp_path / 'tmpdir'
+  temp.mkdir()
   try:
     endpoint = service.endpoint()
     out = str(tmp_path / 'portable')
-    manifest = runner_outputs.run_preprocess(sample, out, '--runner',
-                                             'PortableRunner', '--job_endpoint',
-                                             endpoint, '--environment_type',
-                                             'LOOPBACK')
+    manifest, _ = runner_outputs.run_preprocess_in(
+        dict(runner_outputs.env(),
+             TMPDIR=str(temp)), sample, out, '--runner', 'PortableRunner',
+        '--job_endpoint', endpoint, '--environment_type', 'LOOPBACK')
   finally:
     service.stop()
+  assert sorted(p.name for p in temp.iterdir()) == []
   # Not 'runner': PortableRunner clears it in the options object it is given
   # (the job service, not a runner name, is the entry point in portability).
   options = manifest['pipeline_options']
