@@ -556,7 +556,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   )
   parser.add_argument('--repeat', type=int, default=1)
   parser.add_argument('--skip-train', action='store_true')
-  parser.add_argument('--work-dir', default=None)
+  parser.add_argument(
+      '--work-dir',
+      default=None,
+      help='where the runs write their outputs, kept (default: a temporary '
+      'directory, removed at the end)')
   parser.add_argument('--json', default=None)
   parser.add_argument(
       '--child', choices=('preprocess', 'train'), help=argparse.SUPPRESS)
@@ -572,8 +576,17 @@ def main(argv: Optional[List[str]] = None) -> int:
   if not adult_dir:
     parser.error('UCI Adult not found: give --adult-dir or run `make data`')
   trees = _parse_trees(args.trees)
-  work = args.work_dir or tempfile.mkdtemp(prefix='profile-')
-  os.makedirs(work, exist_ok=True)
+  if args.work_dir:
+    os.makedirs(args.work_dir, exist_ok=True)
+    return _profile(args, adult_dir, trees, args.work_dir)
+  # The outputs of every run (preprocessed data, models) are only measured.
+  with tempfile.TemporaryDirectory(prefix='profile-') as work:
+    return _profile(args, adult_dir, trees, work)
+
+
+def _profile(args: argparse.Namespace, adult_dir: str,
+             trees: List[Tuple[str, str]], work: str) -> int:
+  """Runs the commands of every tree in `work` and prints the tables."""
   commands = ['preprocess'] + ([] if args.skip_train else ['train'])
   runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {
       c: {

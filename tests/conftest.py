@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any, Callable
 
 import pytest
@@ -29,6 +30,21 @@ def pytest_collection_modifyitems(items):
   test processes in this order, so the long ones overlap the many short
   ones instead of one of them running alone at the end."""
   items.sort(key=lambda item: item.get_closest_marker('long') is None)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _temporary_files_under_basetemp(tmp_path_factory):
+  """Temporary files of the tests and of the commands they start go under
+  pytest's base directory (of which pytest keeps the last three), not the
+  system's: libraries leave some behind (Beam a pipeline's directory when a
+  test expects its construction to fail, AutoGraph its generated modules in
+  a process a test kills)."""
+  path = tmp_path_factory.mktemp('tmpdir', numbered=False)
+  patch = pytest.MonkeyPatch()
+  patch.setenv('TMPDIR', str(path))
+  patch.setattr(tempfile, 'tempdir', str(path))
+  yield
+  patch.undo()
 
 
 def default_verbosity(env) -> dict:

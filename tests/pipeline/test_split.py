@@ -49,24 +49,24 @@ def _run_split(config, batches, names=('train', 'eval')):
   Rows come back through files, as they would from any Beam job: DoFns run
   on pickled copies, so in-memory side effects never reach the test.
   """
-  out = tempfile.mkdtemp()
-  with test_pipeline.TestPipeline() as p:
-    splits = (
-        p | beam.Create(batches)
-        | split.SplitDataset(config, list(names)))
-    for name, pcoll in splits.items():
-      _ = (
-          pcoll
-          | f'Rows[{name}]' >> beam.FlatMap(lambda b: b.to_pylist())
-          | f'Repr[{name}]' >> beam.Map(repr)
-          | f'Write[{name}]' >> beam.io.WriteToText(os.path.join(out, name)))
-  collected = {}
-  for name in names:
-    rows = []
-    for path in glob.glob(os.path.join(out, name + '-*')):
-      with open(path) as f:
-        rows.extend(ast.literal_eval(line) for line in f)
-    collected[name] = rows
+  with tempfile.TemporaryDirectory() as out:
+    with test_pipeline.TestPipeline() as p:
+      splits = (
+          p | beam.Create(batches)
+          | split.SplitDataset(config, list(names)))
+      for name, pcoll in splits.items():
+        _ = (
+            pcoll
+            | f'Rows[{name}]' >> beam.FlatMap(lambda b: b.to_pylist())
+            | f'Repr[{name}]' >> beam.Map(repr)
+            | f'Write[{name}]' >> beam.io.WriteToText(os.path.join(out, name)))
+    collected = {}
+    for name in names:
+      rows = []
+      for path in glob.glob(os.path.join(out, name + '-*')):
+        with open(path) as f:
+          rows.extend(ast.literal_eval(line) for line in f)
+      collected[name] = rows
   return collected
 
 
