@@ -121,18 +121,17 @@ port_holder() {
   "$PY" - "$1" "$(daemon_pid "$2")" <<'PY' 2>/dev/null
 import os, socket, sys
 port, root = int(sys.argv[1]), int(sys.argv[2])
-listening = set()  # socket inodes in state LISTEN (0A) on the port
-try:
-  for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-    if os.path.exists(table):
-      with open(table) as f:
-        for row in f.read().splitlines()[1:]:
-          fields = row.split()
-          if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
-            listening.add(fields[9])
-except OSError:
+tables = [t for t in ('/proc/net/tcp', '/proc/net/tcp6') if os.path.exists(t)]
+if not tables:
   with socket.socket() as s:
     sys.exit(0 if s.connect_ex(('127.0.0.1', port)) == 0 else 2)
+listening = set()  # socket inodes in state LISTEN (0A) on the port
+for table in tables:
+  with open(table) as f:
+    for row in f.read().splitlines()[1:]:
+      fields = row.split()
+      if fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
+        listening.add(fields[9])
 if not listening:
   sys.exit(2)
 children = {}
