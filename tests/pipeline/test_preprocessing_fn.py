@@ -39,19 +39,50 @@ def toy():
   return load_config(TOY_CONFIG)
 
 
-@pytest.fixture(scope='module')
-def transform_output(toy, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('tft'))
-  batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
-      RawChunk('train.csv', 2, 'csv', [l.encode() for l in TRAIN]))
-  assert quarantine == []
+def _analyze(toy, chunks, out):
+  """The transform graph analyzed on `chunks` of CSV lines, one record batch
+  each."""
+  batches = []
+  for i, lines in enumerate(chunks):
+    batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
+        RawChunk(f'train-{i}.csv', 2, 'csv', [l.encode() for l in lines]))
+    assert quarantine == []
+    batches.append(batch)
   with beam.Pipeline() as p, tft_beam.Context(
       temp_dir=os.path.join(out, 'tmp')):
     transform_fn = (
-        (p | beam.Create([batch]), features.tensor_adapter_config(toy))
+        (p | beam.Create(batches), features.tensor_adapter_config(toy))
         | tft_beam.AnalyzeDataset(make_preprocessing_fn(toy)))
     _ = transform_fn | tft_beam.WriteTransformFn(out)
   return tft.TFTransformOutput(out)
+
+
+@pytest.fixture(scope='module')
+def transform_output(toy, tmp_path_factory):
+  return _analyze(toy, [TRAIN], str(tmp_path_factory.mktemp('tft')))
+
+
+def test_vocabulary_counts_tokens_over_all_batches(toy, tmp_path):
+  """Most frequent first, ties in tf.Transform's order (the larger token
+  first), the threshold applied to the count over the whole split: each batch
+  is reduced to its distinct tokens before the counts meet."""
+  chunks = [
+      [
+          '160.0, 0, paris, red, a, no', '170.0, 1, oslo, red, b, yes',
+          '180.0, 2, lima, blue, c, no'
+      ],
+      ['160.0, 3, paris, green, d, yes', '170.0, 4, paris, red, e, no'],
+      [
+          '180.0, 5, oslo, red, f, yes', '190.0, 6, rome, green, g, no',
+          '150.0, 7, paris, blue, h, yes'
+      ],
+  ]
+  output = _analyze(toy, chunks, str(tmp_path))
+  # red 4; green and blue 2 each.
+  assert output.vocabulary_by_name('color') == [b'red', b'green', b'blue']
+  # frequency_threshold 2: paris 4, oslo 2 (one per batch) are kept; lima
+  # and rome, once each, are not.
+  assert output.vocabulary_by_name('city') == [b'paris', b'oslo']
 
 
 def _raw(rows, toy):
