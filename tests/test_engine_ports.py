@@ -38,7 +38,6 @@ def _bash(script: str, state: pathlib.Path) -> subprocess.CompletedProcess:
       ENGINES_CACHE=str(state / 'cache'),
       ENGINE_STATE_DIR=str(state),
       ENGINE_PYTHON=sys.executable)
-  env.pop('WORKER_POOL_PORT', None)
   prelude = (f'set -euo pipefail\nSCRIPT=test\nsource {LIB}\n'
              'engines_init test\n'
              "trap 'stop_daemon listener >/dev/null 2>&1' EXIT\n")
