@@ -115,18 +115,15 @@ is taken, using $PORT"
 # port_holder PORT PIDFILE: 0 if the daemon of PIDFILE (or a process it
 # started) listens on PORT, 1 if another process does, 2 if none does, 3 if
 # both do (gRPC servers bind with SO_REUSEPORT, and the kernel then splits
-# connections between them). Where /proc does not list sockets, any listener
-# counts as the daemon's.
+# connections between them). Linux only, like daemon_alive.
 port_holder() {
   "$PY" - "$1" "$(daemon_pid "$2")" <<'PY' 2>/dev/null
-import os, socket, sys
+import os, sys
 port, root = int(sys.argv[1]), int(sys.argv[2])
-tables = [t for t in ('/proc/net/tcp', '/proc/net/tcp6') if os.path.exists(t)]
-if not tables:
-  with socket.socket() as s:
-    sys.exit(0 if s.connect_ex(('127.0.0.1', port)) == 0 else 2)
 listening = set()  # socket inodes in state LISTEN (0A) on the port
-for table in tables:
+for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+  if not os.path.exists(table):  # tcp6: a kernel without IPv6
+    continue
   with open(table) as f:
     for row in f.read().splitlines()[1:]:
       fields = row.split()
