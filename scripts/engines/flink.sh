@@ -17,8 +17,10 @@
 # Ports (environment): FLINK_REST_PORT (8081), FLINK_RPC_PORT (6123),
 # JOB_SERVER_PORT (8099), WORKER_POOL_PORT (50000); a taken port is replaced
 # by a free one and the printed command says so. FLINK_TASKMANAGERS (1) and
-# FLINK_SLOTS (2 per TaskManager) size the cluster. See lib.sh for the
-# cache, state and log folders.
+# FLINK_SLOTS (2 per TaskManager) size the cluster, FLINK_TASKMANAGER_MEMORY
+# (3072m) each TaskManager; FLINK_ASK_TIMEOUT (120 s) is how long Flink's
+# processes wait for each other's answers. See lib.sh for the cache, state
+# and log folders.
 set -euo pipefail
 SCRIPT="flink.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -129,6 +131,13 @@ rest.port: $FLINK_REST_PORT
 blob.server.port: 0
 heartbeat.interval: 2000
 heartbeat.timeout: 15000
+# Beam's batch translation deploys the job's stages at once (over a hundred
+# tasks within a second when a stage ends); the TaskManager takes them one at
+# a time, and on a loaded machine the last waits longer than Flink's default
+# 10 s ask timeout, which fails the job ("Cannot deploy task ... not
+# responding after a rpcTimeout of 10000 ms"). A dead TaskManager is still
+# found by the heartbeat above.
+pekko.ask.timeout: ${FLINK_ASK_TIMEOUT:-120 s}
 CONF
   FLINK_JAVA_OPTS="$java_opts"
 }
