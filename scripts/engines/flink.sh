@@ -129,15 +129,17 @@ rest.address: localhost
 rest.bind-address: localhost
 rest.port: $FLINK_REST_PORT
 blob.server.port: 0
-heartbeat.interval: 2000
-heartbeat.timeout: 15000
 # Beam's batch translation deploys the job's stages at once (over a hundred
-# tasks within a second when a stage ends); the TaskManager takes them one at
-# a time, and on a loaded machine the last waits longer than Flink's default
-# 10 s ask timeout, which fails the job ("Cannot deploy task ... not
-# responding after a rpcTimeout of 10000 ms"). A dead TaskManager is still
-# found by the heartbeat above.
+# tasks within a second when a stage ends); the TaskManager takes them, and
+# answers heartbeats, one at a time, and on a loaded machine the last waited
+# longer than Flink's default 10 s ask timeout, which failed the job ("Cannot
+# deploy task ... not responding after a rpcTimeout of 10000 ms"). A busy
+# TaskManager gets 60 s to answer a heartbeat; a dead one is found sooner,
+# when two heartbeats in a row cannot reach it
+# (heartbeat.rpc-failure-threshold, 2 by default).
 pekko.ask.timeout: ${FLINK_ASK_TIMEOUT:-120 s}
+heartbeat.interval: 2000
+heartbeat.timeout: 60000
 CONF
   FLINK_JAVA_OPTS="$java_opts"
 }
