@@ -180,6 +180,19 @@ class TestFlink:
       jobs = json.load(r)['jobs']
     assert [j['state'] for j in jobs] == ['FINISHED']
 
+  def test_cluster_waits_for_a_busy_taskmanager(self, flink):
+    """Beam deploys over a hundred tasks at once when a stage ends, and the
+    TaskManager takes them (and answers heartbeats) one at a time: on a
+    loaded machine the last waited past Flink's default 10 s ask timeout and
+    the job failed. The running JobManager has the longer limits."""
+    with urllib.request.urlopen(
+        f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
+        '/jobmanager/config',
+        timeout=10) as r:
+      config = {e['key']: e['value'] for e in json.load(r)}
+    assert config.get('pekko.ask.timeout') == '120 s'
+    assert config.get('heartbeat.timeout') == '60000'
+
   def test_taskmanager_killed_mid_job_fails_and_publishes_nothing(
       self, flink, sample, tmp_path):
     out = tmp_path / 'killed'
