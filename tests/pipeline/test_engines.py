@@ -190,7 +190,8 @@ class TestFlink:
         '/jobmanager/config',
         timeout=10) as r:
       config = {e['key']: e['value'] for e in json.load(r)}
-    assert config.get('pekko.ask.timeout') == '120 s'
+    assert config.get('pekko.ask.timeout') == os.environ.get(
+        'FLINK_ASK_TIMEOUT', '120 s')
     assert config.get('heartbeat.timeout') == '60000'
 
   def test_taskmanager_killed_mid_job_fails_and_publishes_nothing(
