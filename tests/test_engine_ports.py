@@ -11,6 +11,7 @@ the port is held by this test, with no cluster.
 
 import os
 import pathlib
+import shlex
 import signal
 import socket
 import subprocess
@@ -77,7 +78,7 @@ def test_a_port_held_by_another_process_is_not_the_daemon(tmp_path, reuseport):
     port = held.getsockname()[1]
     proc = _bash(
         f'start_daemon listener "$LOGS/listener.log" "$STATE" '
-        f'"$PY" -c {_quote(LISTENER)} {port}\n'
+        f'"$PY" -c {shlex.quote(LISTENER)} {port}\n'
         f'if wait_for_port {port} listener "$STATE/listener.pid" '
         f'"$LOGS/listener.log" 30; then echo LISTENS; else echo TAKEN; fi\n'
         'daemon_alive "$STATE/listener.pid" && echo ALIVE || echo STOPPED\n',
@@ -102,7 +103,7 @@ def test_a_port_taken_before_the_daemon_binds_it_is_replaced(
         'port_in_use() { checked=$((checked + 1)); ((checked > 1)) && '
         'real_port_in_use "$1"; }\n'
         f'listen_on listener Listener TEST_PORT {port} "$STATE" '
-        f'"$PY" -c {_quote(LISTENER)} @PORT@\n'
+        f'"$PY" -c {shlex.quote(LISTENER)} @PORT@\n'
         'echo "PORT=$TEST_PORT"\n'
         'port_holder "$TEST_PORT" "$STATE/listener.pid" && echo OWNED\n'
         'cat "$STATE/cluster.env"\n', tmp_path)
@@ -124,12 +125,8 @@ def test_a_free_port_is_kept(tmp_path):
     port = s.getsockname()[1]
   proc = _bash(
       f'listen_on listener Listener TEST_PORT {port} "$STATE" '
-      f'"$PY" -c {_quote(LISTENER)} @PORT@\n'
+      f'"$PY" -c {shlex.quote(LISTENER)} @PORT@\n'
       'echo "PORT=$TEST_PORT"\n', tmp_path)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == [f'PORT={port}']
   assert 'taken' not in proc.stderr
-
-
-def _quote(text: str) -> str:
-  return "'" + text.replace("'", "'\\''") + "'"
