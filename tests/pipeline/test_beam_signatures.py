@@ -1,10 +1,14 @@
-"""Beam's DoFn signature inspection, remembered per function: the same
-answers as Beam's own, asked of Beam once per function and binding."""
+"""Beam's DoFn signature inspection, remembered per function and per DoFn:
+the same answers as Beam's own, asked of Beam once per function and binding,
+and once per DoFn instance."""
 
 import functools
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
 from apache_beam.transforms import core
 from apache_beam.transforms import userstate
 from apache_beam.typehints import decorators
@@ -34,6 +38,41 @@ class _Stateful(beam.DoFn):
     yield element
 
 
+_COUNT_PARAM = beam.DoFn.StateParam(_Stateful.COUNT)
+
+
+class _TwiceTheSameState(beam.DoFn):
+
+  def process(self, element, a=_COUNT_PARAM, b=_COUNT_PARAM):
+    yield element
+
+
+class _Timed(beam.DoFn):
+  LAST = userstate.ReadModifyWriteStateSpec('last', VarIntCoder())
+  FLUSH = userstate.TimerSpec('flush', userstate.TimeDomain.WATERMARK)
+
+  def process(
+      self,
+      element,
+      last=beam.DoFn.StateParam(LAST),  # noqa: B008
+      flush=beam.DoFn.TimerParam(FLUSH)):  # noqa: B008
+    yield element
+
+
+class _RunningCount(beam.DoFn):
+  """Emits (key, how many values of the key came so far)."""
+  COUNT = userstate.ReadModifyWriteStateSpec('count', VarIntCoder())
+
+  def process(self, element, count=beam.DoFn.StateParam(COUNT)):  # noqa: B008
+    seen = (count.read() or 0) + 1
+    count.write(seen)
+    yield element[0], seen
+
+
+def _stateful_element(element, count=_COUNT_PARAM):
+  return element
+
+
 class _Callable:
 
   def __call__(self, a, b=3):
@@ -57,17 +96,19 @@ def _function(a, b, *args, c=1, **kwargs):
 def test_installed_by_the_command_and_in_workers(imports, installed):
   code = (f'{imports}\nimport sys\n'
           'core = sys.modules.get("apache_beam.transforms.core")\n'
+          'state = sys.modules.get("apache_beam.transforms.userstate")\n'
           'print(core is not None and '
-          'hasattr(core.get_signature, "beam_get_signature"))')
+          'hasattr(core.get_signature, "beam_get_signature") and '
+          'hasattr(state.get_dofn_specs, "beam_get_dofn_specs"))')
   proc = run_python(['-c', code], runner_outputs.env())
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.split()[-1] == str(installed)
 
 
 def test_install_is_idempotent():
-  installed = core.get_signature
+  installed = core.get_signature, userstate.get_dofn_specs
   beam_signatures.install()
-  assert core.get_signature is installed
+  assert (core.get_signature, userstate.get_dofn_specs) == installed
 
 
 def test_same_signatures_as_beam():
@@ -114,3 +155,60 @@ def test_stateful_dofns_are_still_told_apart():
   assert userstate.is_stateful_dofn(_Stateful())
   assert not userstate.is_stateful_dofn(_Plain())
   assert userstate.is_stateful_dofn(_Stateful())
+
+
+def test_same_dofn_specs_as_beam():
+  beams = userstate.get_dofn_specs.beam_get_dofn_specs
+  for dofn in [
+      _Plain(),
+      _Stateful(),
+      _Timed(),
+      # Map's DoFn takes its parameters from the function it wraps.
+      beam.Map(_stateful_element).fn,
+      beam.Map(len).fn,
+  ]:
+    expected = beams(dofn)
+    first = userstate.get_dofn_specs(dofn)
+    assert first == expected, dofn
+    first[0].clear()  # each caller's sets are its own
+    assert userstate.get_dofn_specs(dofn) == expected, dofn  # remembered
+  state, timers = userstate.get_dofn_specs(_Timed())
+  assert [s.name for s in state] == ['last']
+  assert [t.name for t in timers] == [_Timed.FLUSH.name]
+
+
+def test_beam_is_asked_once_per_dofn_instance():
+  asked = []
+
+  def counting(dofn):
+    asked.append(type(dofn).__name__)
+    return userstate.get_dofn_specs.beam_get_dofn_specs(dofn)
+
+  remembered = beam_signatures._remembering_specs(counting)
+  plain, stateful = _Plain(), _Stateful()
+  for _ in range(3):
+    remembered(plain)
+    remembered(stateful)
+  remembered(_Plain())  # another instance, even of the same class
+  assert asked == ['_Plain', '_Stateful', '_Plain']
+  # Forgotten with the instance.
+  key = id(stateful)
+  assert key in beam_signatures._dofn_specs
+  del stateful
+  assert key not in beam_signatures._dofn_specs
+
+
+def test_a_rejected_dofn_is_rejected_every_time():
+  dofn = _TwiceTheSameState()
+  for _ in range(2):
+    with pytest.raises(ValueError, match='duplicate process method parameters'):
+      userstate.get_dofn_specs(dofn)
+
+
+def test_stateful_dofn_keeps_its_state_in_a_pipeline():
+  with test_pipeline.TestPipeline() as p:
+    counts = (
+        p
+        | beam.Create([('a', 1), ('b', 1), ('a', 1), ('a', 1)])
+        | beam.ParDo(_RunningCount()))
+    assert_that(counts, equal_to([('a', 1), ('a', 2), ('a', 3), ('b', 1)]))
