@@ -3,6 +3,7 @@ the same answers as Beam's own, asked of Beam once per function and binding,
 and once per DoFn instance."""
 
 import functools
+import gc
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -195,6 +196,7 @@ def test_beam_is_asked_once_per_dofn_instance():
   key = id(stateful)
   assert key in beam_signatures._dofn_specs
   del stateful
+  gc.collect()
   assert key not in beam_signatures._dofn_specs
 
 
