@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import analyzers as tft_analyzers
 from tensorflow_transform import schema_inference
 
 from core.config import BINARY
@@ -67,6 +68,22 @@ def _present_values(value: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
   return tf.gather(value, tf.reshape(tf.where(keep), [-1]))
 
 
+def _mean_and_var(x: tf.Tensor, name: str):
+  """tft.mean and tft.var of `x` from one analyzer, as tft.scale_to_z_score
+  computes them: the two public analyzers each run this same combiner, so
+  asking for both separately doubles its ops in a graph traced five times
+  per job, without changing a value."""
+  with tf.compat.v1.name_scope(name):
+    return tft_analyzers._mean_and_var(x)  # pylint: disable=protected-access
+
+
+def _min_and_max(x: tf.Tensor, name: str):
+  """tft.min and tft.max of `x` from one analyzer, as tft.scale_to_0_1
+  computes them (the same reasoning as _mean_and_var)."""
+  with tf.compat.v1.name_scope(name):
+    return tft_analyzers._min_and_max(x)  # pylint: disable=protected-access
+
+
 def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   """Imputed, optionally log1p'd, then scaled and/or bucketized values.
 
@@ -84,37 +101,41 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   value = tf.cast(_dense_column(x, math.nan), tf.float32)
   missing = tf.math.is_nan(value)
   observed = _present_values(value, tf.logical_not(missing))
-  if spec.impute == 'mean':
+  # What the scaler and the buckets see of the present values.
+  scaled = _signed_log1p(observed) if spec.log1p else observed
+  zscore = None
+  if spec.scale == 'zscore':
+    mean, variance = _mean_and_var(scaled, spec.name + '_zscore')
     # NaN when train has no value at all: 0 then.
-    fill = _zero_if_nan(tft.mean(observed, name=spec.name + '_impute_mean'))
+    zscore = _zero_if_nan(mean), tf.sqrt(variance)
+  if spec.impute == 'mean':
+    # The z-score's mean when it is the mean of the same values.
+    fill = (
+        zscore[0] if zscore is not None and not spec.log1p else _zero_if_nan(
+            tft.mean(observed, name=spec.name + '_impute_mean')))
   else:
     fill = tf.constant(0.0)
   value = tf.where(missing, fill, value)
   if spec.log1p:
-    value, observed = _signed_log1p(value), _signed_log1p(observed)
-  if spec.scale == 'zscore':
-    # What tft.scale_to_z_score computes, with the statistics of `observed`
+    value = _signed_log1p(value)
+  if zscore is not None:
+    # What tft.scale_to_z_score computes, with the statistics of `scaled`
     # applied to `value`; a constant or empty column is only centred.
-    if spec.impute == 'mean' and not spec.log1p:
-      mean = fill  # the mean of the same values, already analyzed
-    else:
-      mean = _zero_if_nan(tft.mean(observed, name=spec.name + '_zscore_mean'))
-    std = tf.sqrt(tft.var(observed, name=spec.name + '_zscore_var'))
+    mean, std = zscore
     centred = value - mean
     outputs[spec.name] = tf.where(std > 0, tf.divide(centred, std), centred)
   elif spec.scale == 'minmax':
     # What tft.scale_to_0_1 computes, likewise: a sigmoid when train has a
     # single value (or none), so the output stays increasing and in (0, 1).
-    low = tft.min(observed, name=spec.name + '_min')
-    high = tft.max(observed, name=spec.name + '_max')
+    low, high = _min_and_max(scaled, spec.name + '_min_and_max')
     outputs[spec.name] = tf.where(low < high, (value - low) / (high - low),
                                   tf.math.sigmoid(value))
   elif not spec.buckets:
     outputs[spec.name] = value
   if spec.buckets:
-    # tft.bucketize's quantiles (and its default epsilon) of `observed`.
+    # tft.bucketize's quantiles (and its default epsilon) of `scaled`.
     boundaries = tft.quantiles(
-        observed,
+        scaled,
         spec.buckets,
         epsilon=min(1.0 / spec.buckets, 0.01),
         name=spec.name + BUCKET_SUFFIX)

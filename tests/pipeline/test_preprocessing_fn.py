@@ -5,6 +5,7 @@ apply the resulting transform graph to raw tensors the way serving does, so
 they check the graph itself (not only the Beam output) for each transform.
 """
 
+import dataclasses
 import math
 import os
 
@@ -17,6 +18,7 @@ import tensorflow_transform.beam as tft_beam
 
 from core import features as core_features
 from core.config import load_config
+from core.config import NumericFeature
 from pipeline import cleanse
 from pipeline import features
 from pipeline.preprocessing_fn import make_preprocessing_fn
@@ -140,6 +142,31 @@ def test_log1p_minmax_with_zero_imputation(transform_output, toy):
   # Out of the train range: extrapolates, never an error.
   assert out['visits'][3] == pytest.approx(
       math.log1p(1000) / math.log1p(99), rel=1e-5)
+
+
+def test_log1p_zscore_and_minmax_with_mean_imputation(toy, tmp_path):
+  # The imputation mean is of the raw values, the z-score's statistics of
+  # their log1p; min and max come from one analyzer, mean and variance from
+  # another, and each must equal what tft.min/max/mean/var give.
+  config = dataclasses.replace(
+      toy,
+      numeric=(NumericFeature('height', log1p=True, buckets=4),
+               NumericFeature('visits', scale='minmax')))
+  out = _transform(
+      _analyze(config, [TRAIN], str(tmp_path)), config, [{
+          'height': None,
+          'visits': None
+      }, {
+          'height': 190.0,
+          'visits': 99
+      }])
+  heights = np.log1p(np.array([160, 170, 180, 190, 150], dtype=np.float64))
+  visits_mean = (0 + 9 + 99 + 3 + 1) / 5
+  assert out['height'] == pytest.approx(
+      (np.log1p([170.0, 190.0]) - heights.mean()) / heights.std(),
+      rel=1e-5,
+      abs=1e-5)
+  assert out['visits'] == pytest.approx([visits_mean / 99, 1.0], rel=1e-5)
 
 
 def test_vocabulary_frequency_threshold_and_oov(transform_output, toy):
