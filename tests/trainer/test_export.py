@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+import tf_keras as keras
 
 from core import features as raw_features
 from core.config import load_config
@@ -27,6 +28,7 @@ from core.layout import ExportDir
 from core.layout import resolve_export
 from tests.conftest import CENSUS_CONFIG
 from tests.conftest import TOY_CONFIG
+from trainer import export
 from trainer import task
 
 TOY_RAW_DTYPES = {
@@ -207,6 +209,45 @@ def test_classes_threshold_and_extra_files(toy_export, trainer_toy_model):
   assert meta['signatures']['serving_raw']['inputs'] == TOY_RAW_DTYPES
   assert os.path.basename(export_dir).isdigit()
   assert export_dir == doc['export_dir']  # the latest version is used
+
+
+def _checkpoint_names(prefix):
+  return [name for name, _ in tf.train.list_variables(prefix)]
+
+
+def test_export_holds_the_weights_and_not_the_optimizers(toy_export):
+  export_dir, loaded = toy_export
+  names = _checkpoint_names(os.path.join(export_dir, 'variables', 'variables'))
+  assert not [n for n in names if 'optimizer' in n]
+  # Every variable the serving graph reads is in the export, and nothing else.
+  restored = {v.name for v in loaded.signatures['serving_default'].variables}
+  assert len(names) - 1 == len(restored)  # the object graph's own entry
+  assert {n.split('/')[0] for n in names
+         } == {'model', 'threshold', '_CHECKPOINTABLE_OBJECT_GRAPH'}
+
+
+def test_exporting_leaves_the_model_its_optimizers(tmp_path):
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+  model.compile(optimizer='adam', loss='mse')
+  model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+  model.wide_optimizer = keras.optimizers.Ftrl()
+  optimizers = model.optimizer, model.wide_optimizer
+  module = tf.Module()
+  module.model = model
+  with export._without_optimizers(model):
+    tf.saved_model.save(module, str(tmp_path / 'export'))
+  assert not [
+      n for n in _checkpoint_names(
+          str(tmp_path / 'export' / 'variables' / 'variables'))
+      if 'optimizer' in n
+  ]
+  # Put back, and tracked again: a checkpoint of the model holds their state.
+  assert (model.optimizer, model.wide_optimizer) == optimizers
+  assert int(model.optimizer.iterations) == 1
+  saved = tf.train.Checkpoint(model=model).save(str(tmp_path / 'ckpt'))
+  names = _checkpoint_names(saved)
+  assert [n for n in names if n.startswith('model/optimizer/')]
+  assert [n for n in names if n.startswith('model/wide_optimizer/')]
 
 
 _FRESH_PROCESS = textwrap.dedent('''
