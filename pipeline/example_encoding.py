@@ -114,12 +114,22 @@ class _Rows:
     self._sizes = np.zeros(n, dtype=np.int64)
     self._blocks: List[Tuple[np.ndarray, Optional[np.ndarray]]] = []
     self._parts: List[pa.Array] = []
+    # Bytes every row has next, not yet a block: consecutive constants (a
+    # key, its tags, lengths that are the same in every row) become one
+    # block, and each block costs the final concatenation a pass over the
+    # rows however narrow it is.
+    self._constant = b''
 
   def constant(self, data: bytes) -> None:
-    block = np.broadcast_to(
-        np.frombuffer(data, dtype=np.uint8), (self.n, len(data)))
-    self._blocks.append((block, None))
+    self._constant += data
     self._sizes += len(data)
+
+  def _add_constant_block(self) -> None:
+    if self._constant:
+      self._blocks.append((np.broadcast_to(
+          np.frombuffer(self._constant, dtype=np.uint8),
+          (self.n, len(self._constant))), None))
+      self._constant = b''
 
   def varint(self,
              tag: Optional[int],
@@ -133,6 +143,7 @@ class _Rows:
       self.constant((b'' if tag is None else bytes([tag])) +
                     varint(int(values[0])))
       return
+    self._add_constant_block()
     digits, lengths = varint_bytes(values)
     head = 0 if tag is None else 1
     block = np.empty((self.n, head + digits.shape[1]), dtype=np.uint8)
@@ -154,6 +165,7 @@ class _Rows:
     a mostly empty matrix, so the rows so far become one part and the
     column another, joined by Arrow at the end.
     """
+    self._add_constant_block()
     lengths = np.diff(_offsets(array))
     data = _data(array)
     width = int(lengths.max()) if self.n else 0
@@ -171,12 +183,14 @@ class _Rows:
     self._sizes += lengths
 
   def to_array(self) -> pa.LargeBinaryArray:
+    self._add_constant_block()
     if not self._parts:
       return self._matrix_array()
     parts = self._parts + ([self._matrix_array()] if self._blocks else [])
     return pc.binary_join_element_wise(*parts, _EMPTY)
 
   def _matrix_array(self) -> pa.LargeBinaryArray:
+    self._add_constant_block()
     if not self._blocks:
       return _binary_array(
           np.zeros(self.n + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
