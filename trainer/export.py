@@ -139,9 +139,8 @@ def _without_optimizers(model) -> Iterator[None]:
   """The model untracked from its optimizers while the export is saved.
 
   Serving never trains, yet a tracked optimizer's slots and step counters go
-  into the SavedModel and are restored by every load of it (the server's, a
-  hot swap, the slices, trainer.push): two thirds of the Adult export's
-  variables. This is what tf_keras' model.save(include_optimizer=False)
+  into the SavedModel: 70 of the Adult export's 105 variables, and 0.8 of
+  its 1.9 MB. This is what tf_keras' model.save(include_optimizer=False)
   does; the optimizers are put back afterwards.
   """
   detached = {}
