@@ -51,6 +51,7 @@ from core.layout import ExportDir
 from core.layout import join
 from core.layout import ModelDir
 from trainer import heads
+from trainer.model import OPTIMIZER_ATTRIBUTES
 
 # The export's names are core.layout.ExportDir's (serving reads them there).
 DEFAULT_SIGNATURE = ExportDir.DEFAULT_SIGNATURE
@@ -129,11 +130,6 @@ class ServingModule(tf.Module):
     return self._transform(self._parse(examples))
 
 
-# The attributes a compiled model holds its optimizers in (the model's own
-# and, for wide & deep, the wide part's).
-_OPTIMIZER_ATTRIBUTES = ('optimizer', 'wide_optimizer')
-
-
 @contextlib.contextmanager
 def _without_optimizers(model) -> Iterator[None]:
   """The model untracked from its optimizers while the export is saved.
@@ -144,7 +140,7 @@ def _without_optimizers(model) -> Iterator[None]:
   does; the optimizers are put back afterwards.
   """
   detached = {}
-  for attribute in _OPTIMIZER_ATTRIBUTES:
+  for attribute in OPTIMIZER_ATTRIBUTES:
     optimizer = getattr(model, attribute, None)
     if optimizer is not None:
       detached[attribute] = optimizer

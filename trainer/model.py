@@ -57,6 +57,9 @@ if not any(
 
 WIDE_PREFIX = 'wide_'
 DEEP_PREFIX = 'deep_'
+# The attributes a compiled model holds its optimizers in: the wide part's
+# (WideDeepModel.compile) and Keras' own.
+OPTIMIZER_ATTRIBUTES = ('wide_optimizer', 'optimizer')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,10 +499,8 @@ class ReduceOnPlateau(keras.callbacks.Callback):
     self.reductions: List[int] = []
 
   def _optimizers(self):
-    return [
-        o for o in (getattr(self.model, 'wide_optimizer', None),
-                    self.model.optimizer) if o is not None
-    ]
+    optimizers = (getattr(self.model, a, None) for a in OPTIMIZER_ATTRIBUTES)
+    return [o for o in optimizers if o is not None]
 
   def on_train_begin(self, logs=None):
     self._base = {
