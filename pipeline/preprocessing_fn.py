@@ -8,6 +8,8 @@ treating `?` as missing, imputing, scaling, bucketing, vocabulary lookup,
 hashing crosses) is done here, in TensorFlow ops, and not in Python.
 """
 
+import contextlib
+import functools
 import math
 from typing import Any, Callable, Dict
 
@@ -64,7 +66,7 @@ def _signed_log1p(x: tf.Tensor) -> tf.Tensor:
 
 def _present_values(value: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
   """What tf.boolean_mask returns for a [batch] tensor, in a few ops: the
-  graph is traced four times per job and serves every request."""
+  graph is traced five times per job and serves every request."""
   return tf.gather(value, tf.reshape(tf.where(keep), [-1]))
 
 
@@ -145,9 +147,11 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
 def _categorical(strings, spec) -> tf.Tensor:
   """Ids of strings (a dense column or a SparseTensor of several per row)
   from a vocabulary computed on train, or from hashing."""
-  if spec.vocabulary:
-    tokens = strings.values if isinstance(strings, tf.SparseTensor) else strings
-    return tft.compute_and_apply_vocabulary(
+  if not spec.vocabulary:
+    return _hash_ids(strings, spec.hash_buckets)
+  tokens = strings.values if isinstance(strings, tf.SparseTensor) else strings
+  with tf.name_scope(spec.name):
+    vocabulary = tft.vocabulary(
         strings,
         # A weight of 1 per token gives the counts, order and file of the
         # unweighted vocabulary, but tf.Transform (1.16) reduces a batch to
@@ -160,10 +164,48 @@ def _categorical(strings, spec) -> tf.Tensor:
         # Thresholds of 0 and 1 keep every token; TFT wants None for that.
         frequency_threshold=(spec.frequency_threshold
                              if spec.frequency_threshold > 1 else None),
+        vocab_filename=spec.name)
+    return tft.apply_vocabulary(
+        strings,
+        vocabulary,
         num_oov_buckets=spec.oov_buckets,
-        vocab_filename=spec.name,
-        name=spec.name)
-  return _hash_ids(strings, spec.hash_buckets)
+        lookup_fn=functools.partial(
+            _lookup_with_oov_buckets, oov_buckets=spec.oov_buckets))
+
+
+def _lookup_with_oov_buckets(strings, vocabulary_path, oov_buckets: int):
+  """(ids, number of ids) of strings in a vocabulary file: a token's line,
+  or for a token not in it, the vocabulary's size plus its hash bucket.
+
+  The ids of `tf.lookup.StaticVocabularyTable`, which tf.Transform's own
+  lookup with OOV buckets uses, from one hash table: that class is a table
+  resource of its own around an inner hash table, and tf.Transform saves
+  every resource its trace creates, so the transform graph held two tables
+  per vocabulary and every SavedModel embedding it restored both, each with
+  its own functions (Adult's export: 169 functions, 89 with one table each).
+  """
+  with contextlib.ExitStack() as scope:
+    if tf.inside_function() and not tf.is_symbolic_tensor(vocabulary_path):
+      # The final graph, with the vocabulary's path known: the table is made
+      # once, as tf.Transform makes its own, not on every call.
+      scope.enter_context(tf.init_scope())
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            vocabulary_path,
+            key_dtype=tf.string,
+            key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            value_dtype=tf.int64,
+            value_index=tf.lookup.TextFileIndex.LINE_NUMBER),
+        default_value=-1)
+  values = strings.values if isinstance(strings, tf.SparseTensor) else strings
+  size = table.size()
+  ids = table.lookup(values)
+  ids = tf.where(
+      tf.not_equal(ids, -1), ids,
+      tf.strings.to_hash_bucket_fast(values, oov_buckets) + size)
+  if isinstance(strings, tf.SparseTensor):
+    ids = tf.SparseTensor(strings.indices, ids, strings.dense_shape)
+  return ids, size + oov_buckets
 
 
 def _hash_ids(strings, buckets: int):

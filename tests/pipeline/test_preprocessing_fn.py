@@ -13,6 +13,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
@@ -190,6 +191,48 @@ def test_vocabulary_frequency_threshold_and_oov(transform_output, toy):
   assert ids[0] == ids[1]  # stray spaces are trimmed inside the graph
   oov = len(vocab)  # one OOV bucket, right after the vocabulary
   assert list(ids[2:]) == [oov] * 4
+
+
+def test_oov_buckets_and_one_table_per_vocabulary(toy, tmp_path):
+  # Unseen tokens hash into the buckets after the vocabulary exactly as
+  # tf.lookup.StaticVocabularyTable (tf.Transform's own lookup) puts them,
+  # with one lookup table per vocabulary in the graph: that class holds two.
+  config = dataclasses.replace(
+      toy,
+      categorical=tuple(
+          dataclasses.replace(c, oov_buckets=5) if c.name == 'city' else c
+          for c in toy.categorical))
+  output = _analyze(config, [TRAIN], str(tmp_path))
+  tokens = [
+      'paris', 'oslo', 'lima', 'atlantis', 'rome', 'tokyo', 'quito', 'bern',
+      'kyiv', 'lagos', 'lyon', 'nice'
+  ]
+  ids = _transform(output, config, [{'city': t} for t in tokens])['city']
+  reference = tf.lookup.StaticVocabularyTable(
+      tf.lookup.TextFileInitializer(
+          output.vocabulary_file_by_name('city'), tf.string,
+          tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+          tf.lookup.TextFileIndex.LINE_NUMBER),
+      num_oov_buckets=5)
+  expected = reference.lookup(tf.constant(tokens)).numpy()
+  assert list(ids) == list(expected)
+  assert list(expected[:2]) == [0, 1]  # paris, oslo (ties: the larger first)
+  assert len(set(expected[2:])) > 1  # several OOV buckets are in use
+  domain = {
+      f.name: f.int_domain for f in output.transformed_metadata.schema.feature
+  }['city']
+  assert (domain.min, domain.max) == (0, 2 + 5 - 1)
+
+  saved = saved_model_pb2.SavedModel()
+  with open(
+      os.path.join(output.transform_savedmodel_dir, 'saved_model.pb'),
+      'rb') as f:
+    saved.ParseFromString(f.read())
+  resources = [
+      node for node in saved.meta_graphs[0].object_graph_def.nodes
+      if node.WhichOneof('kind') == 'resource'
+  ]
+  assert len(resources) == 2  # city and color
 
 
 def test_missing_value_unseen_in_train_goes_to_oov(transform_output, toy):
