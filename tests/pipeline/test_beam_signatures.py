@@ -98,9 +98,11 @@ def test_installed_by_the_command_and_in_workers(imports, installed):
   code = (f'{imports}\nimport sys\n'
           'core = sys.modules.get("apache_beam.transforms.core")\n'
           'state = sys.modules.get("apache_beam.transforms.userstate")\n'
+          'cache = sys.modules.get("apache_beam.runners.worker.statecache")\n'
           'print(core is not None and '
           'hasattr(core.get_signature, "beam_get_signature") and '
-          'hasattr(state.get_dofn_specs, "beam_get_dofn_specs"))')
+          'hasattr(state.get_dofn_specs, "beam_get_dofn_specs") and '
+          'hasattr(cache.get_deep_size, "beam_get_deep_size"))')
   proc = run_python(['-c', code], runner_outputs.env())
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.split()[-1] == str(installed)
