@@ -35,6 +35,11 @@ _SECONDS_PER_DAY = 86400
 _TOKEN_SEPARATORS = r'[^\w]+'
 
 
+def _values(x):
+  """A SparseTensor's values, or the dense tensor itself."""
+  return x.values if isinstance(x, tf.SparseTensor) else x
+
+
 def _dense_column(x, default) -> tf.Tensor:
   """[batch] tensor from a raw feature, `default` where the value is absent."""
   if isinstance(x, tf.SparseTensor):
@@ -149,7 +154,6 @@ def _categorical(strings, spec) -> tf.Tensor:
   from a vocabulary computed on train, or from hashing."""
   if not spec.vocabulary:
     return _hash_ids(strings, spec.hash_buckets)
-  tokens = strings.values if isinstance(strings, tf.SparseTensor) else strings
   with tf.name_scope(spec.name):
     vocabulary = tft.vocabulary(
         strings,
@@ -159,7 +163,7 @@ def _categorical(strings, spec) -> tf.Tensor:
         # every token of every row is an element of its own in the Beam job
         # (800,000 per column for a million rows) on its way to a per-token
         # count.
-        weights=tf.ones_like(tokens, dtype=tf.float32),
+        weights=tf.ones_like(_values(strings), dtype=tf.float32),
         top_k=spec.top_k,
         # Thresholds of 0 and 1 keep every token; TFT wants None for that.
         frequency_threshold=(spec.frequency_threshold
@@ -197,7 +201,7 @@ def _lookup_with_oov_buckets(strings, vocabulary_path, oov_buckets: int):
             value_dtype=tf.int64,
             value_index=tf.lookup.TextFileIndex.LINE_NUMBER),
         default_value=-1)
-  values = strings.values if isinstance(strings, tf.SparseTensor) else strings
+  values = _values(strings)
   size = table.size()
   ids = table.lookup(values)
   ids = tf.where(
@@ -218,9 +222,9 @@ def _set_id_range(ids, num_ids: int) -> None:
   """Records ids 0 .. num_ids-1 in the transformed schema, as the vocabulary
   and bucket mappers do, so the trainer can size its one-hot and embedding
   layers. For a SparseTensor the range is that of its values."""
-  values = ids.values if isinstance(ids, tf.SparseTensor) else ids
   schema_inference.set_tensor_schema_override(
-      values, tf.constant(0, tf.int64), tf.constant(num_ids - 1, tf.int64))
+      _values(ids), tf.constant(0, tf.int64),
+      tf.constant(num_ids - 1, tf.int64))
 
 
 def _list_strings(x: tf.SparseTensor, config: DatasetConfig) -> tf.SparseTensor:
