@@ -27,6 +27,7 @@ from core.config import NumericFeature
 from core.config import SIN_SUFFIX
 from core.config import TIMESTAMP_PARTS
 from core.config import TimestampFeature
+from pipeline import tft_vocabulary_filter
 
 _CROSS_JOIN = '\x1f'
 _SECONDS_PER_DAY = 86400
@@ -342,6 +343,9 @@ def make_preprocessing_fn(
   """
 
   def preprocessing_fn(inputs):
+    # Here rather than at import: wherever tf.Transform traces this function
+    # (a worker process of a portable runner too), it has just called it.
+    tft_vocabulary_filter.install()
     outputs: Dict[str, Any] = {}
     for numeric in config.numeric:
       _numeric(inputs[numeric.name], numeric, outputs)
