@@ -145,15 +145,39 @@ def native_stderr_filtered() -> Iterator[None]:
         sys.stderr.flush()
 
 
+def _import_tensorflow_without_keras() -> None:
+  """Imports TensorFlow without the tf_keras import its own import adds.
+
+  TensorFlow's import ends by importing Keras' optimizers (tf_keras' with
+  TF_USE_LEGACY_KERAS), so that a SavedModel holding a Keras optimizer finds
+  it registered; that is most of tf_keras, about a second. An export holds no
+  optimizer, and a command that only loads exports builds no Keras object:
+  tf_keras is made unimportable for that one import (TensorFlow's import goes
+  on without it, as it does where tf_keras is not installed), then importable
+  again, so anything that asks for it later loads it as usual.
+  """
+  if 'tensorflow' in sys.modules or 'tf_keras' in sys.modules:
+    return
+  sys.modules['tf_keras'] = None  # type: ignore[assignment]
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
+  finally:
+    if 'tf_keras' in sys.modules and sys.modules['tf_keras'] is None:
+      del sys.modules['tf_keras']
+
+
 @contextlib.contextmanager
-def tensorflow_startup() -> Iterator[None]:
+def tensorflow_startup(keras: bool = True) -> Iterator[None]:
   """Around a command's imports of TensorFlow, TFDV, tf.Transform, Beam.
 
   Also for commands that never build a model (the server, trainer.predict):
   without TF_USE_LEGACY_KERAS, importing TensorFlow imports Keras 3 (about
-  0.7 s more), while with it tf_keras is only imported when used.
+  0.7 s more); with it, tf_keras. keras=False, for those commands, imports
+  TensorFlow without tf_keras (`_import_tensorflow_without_keras`).
   """
   set_environment()
   install_filters()
   with native_stderr_filtered():
+    if not keras:
+      _import_tensorflow_without_keras()
     yield

@@ -39,7 +39,7 @@ from core import quiet
 
 # The modules below import TensorFlow; its start-up noise is filtered
 # (core/quiet.py).
-with quiet.tensorflow_startup():
+with quiet.tensorflow_startup(keras=False):
   from serving import app as app_lib
   from serving import grpc_api
   from serving.model_store import ModelStore

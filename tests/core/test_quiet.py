@@ -1,5 +1,6 @@
 """Library notices are filtered by their exact text; everything else prints."""
 
+import json
 import logging
 import os
 
@@ -71,3 +72,29 @@ def test_child_processes_inherit_the_warning_filters(monkeypatch):
   assert 'from elsewhere' in proc.stderr
   assert 'Post-Quantum' not in proc.stderr
   assert 'Google will stop' not in proc.stderr
+
+
+def test_tensorflow_without_keras_leaves_tf_keras_importable():
+  """keras=False (the server, trainer.predict) skips the tf_keras import
+  TensorFlow's own import adds; tf_keras and tf.keras load when asked."""
+  code = '\n'.join([
+      'import json, sys',
+      'from core import quiet',
+      'with quiet.tensorflow_startup(keras=False):',
+      '  import tensorflow as tf',
+      "loaded = 'tf_keras' in sys.modules",
+      "print(tf.constant([1.0, 2.0]).numpy().sum(), flush=True)",
+      'import tf_keras',
+      'layer = tf.keras.layers.Dense(1)',
+      "print(json.dumps([loaded, type(layer).__module__, sys.modules.get('tf_keras') is not None]))",
+  ])
+  env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('TF_USE_LEGACY_KERAS', None)
+  proc = run_python(['-c', code], env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0] == '3.0'
+  loaded, layer_module, importable = json.loads(lines[-1])
+  assert not loaded
+  assert layer_module.startswith('tf_keras.'), layer_module
+  assert importable
