@@ -63,7 +63,10 @@ def test_serving_and_predict_load_no_beam(entry):
   assert not loaded, sorted(loaded)
 
 
-def test_push_loads_no_plotting():
+@pytest.mark.parametrize('entry', ['trainer.push', 'trainer.rollback'])
+def test_push_and_rollback_load_no_plotting_and_no_keras(entry):
   # matplotlib is for the training report's figures; trainer.push scores
-  # with the same heads and draws nothing (its import is 0.6-0.8 s).
-  assert not _loaded_after(['trainer.push'], ('matplotlib',))
+  # with the same heads and draws nothing (its import is 0.6-0.8 s), and
+  # neither command builds a model: the heads import Keras only to build one.
+  loaded = _loaded_after([entry], ('matplotlib', 'keras', 'tf_keras'))
+  assert not loaded, sorted(loaded)

@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 from core import quiet
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
-with quiet.tensorflow_startup():
+with quiet.tensorflow_startup(keras=False):
   import tensorflow as tf
 
 from core import cli

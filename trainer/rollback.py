@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 from core import quiet
 
 # publish imports TensorFlow; its start-up noise is filtered (core/quiet.py).
-with quiet.tensorflow_startup():
+with quiet.tensorflow_startup(keras=False):
   from trainer import publish
 
 from core import cli

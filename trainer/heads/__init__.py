@@ -21,10 +21,14 @@ summarizes, the console table trainer.task prints and the head's part of
 MDIR/report.html with its figures. Nothing outside this package asks which
 task a head serves; it calls the head.
 
-  base.py        the interface and the behaviour heads share
-  binary.py      BinaryHead
-  multiclass.py  MulticlassHead and its metrics
-  regression.py  RegressionHead, its last layer, loss and metrics
+  base.py               the interface and the behaviour heads share
+  binary.py             BinaryHead
+  multiclass.py         MulticlassHead and its metrics
+  regression.py         RegressionHead and its metrics
+  regression_layers.py  its last layer and loss (Keras classes)
+
+Keras is imported by the methods that build a model (and with the regression
+head's layers), so a command that only scores exports loads none.
 """
 
 from typing import Any, Mapping, Optional

@@ -17,11 +17,11 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TYPE_CHECKING,
 )
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from core import html
 from core.config import DatasetConfig
@@ -31,6 +31,11 @@ from trainer import evaluate
 from trainer import plots
 from trainer import report
 from trainer.hparams import HParams
+
+if TYPE_CHECKING:
+  # Imported by the methods that build a model: a command that scores
+  # exports (trainer.push) loads no Keras.
+  import tf_keras as keras
 
 # The export's outputs (its signatures are core.layout.ExportDir's).
 PROBABILITIES = ExportDir.PROBABILITIES
@@ -76,10 +81,10 @@ class Head:
   def output(self, logits: tf.Tensor) -> tf.Tensor:
     raise NotImplementedError
 
-  def loss(self) -> keras.losses.Loss:
+  def loss(self) -> 'keras.losses.Loss':
     raise NotImplementedError
 
-  def keras_metrics(self, threshold: float) -> List[keras.metrics.Metric]:
+  def keras_metrics(self, threshold: float) -> List['keras.metrics.Metric']:
     raise NotImplementedError
 
   # ------------------------------------------------------------- training

@@ -14,7 +14,6 @@ import math
 from typing import Any, Dict, Mapping, Sequence
 
 import tensorflow as tf
-import tf_keras as keras
 
 from core import html
 from core.config import BINARY
@@ -74,12 +73,15 @@ class BinaryHead(base.ClassifierHead):
   # ---------------------------------------------------------------- model
 
   def output(self, logits):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return keras.layers.Activation('sigmoid', name=self.output_name)(logits)
 
   def loss(self):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return keras.losses.BinaryCrossentropy()
 
   def keras_metrics(self, threshold):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return [
         keras.metrics.AUC(name='auc', num_thresholds=1000),
         keras.metrics.BinaryAccuracy(name='accuracy', threshold=threshold)

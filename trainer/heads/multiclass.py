@@ -12,7 +12,6 @@ from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from core import html
 from core.config import DatasetConfig
@@ -56,12 +55,15 @@ class MulticlassHead(base.ClassifierHead):
   # ---------------------------------------------------------------- model
 
   def output(self, logits):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return keras.layers.Activation('softmax', name=self.output_name)(logits)
 
   def loss(self):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return keras.losses.SparseCategoricalCrossentropy()
 
   def keras_metrics(self, threshold):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return [
         keras.metrics.SparseCategoricalAccuracy(name='accuracy'),
         keras.metrics.SparseCategoricalCrossentropy(name='cross_entropy')

@@ -15,7 +15,6 @@ from typing import Any, Dict
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from core.config import DatasetConfig
 from core.config import REGRESSION
@@ -40,40 +39,6 @@ def signed_expm1(x):
   return np.sign(x) * np.expm1(np.abs(x))
 
 
-class Rescale(keras.layers.Layer):
-  """y = x * scale + shift with fixed constants: un-standardizes a
-  regression output so the model speaks the label's units."""
-
-  def __init__(self, scale: float, shift: float, **kwargs):
-    super().__init__(**kwargs)
-    self.scale, self.shift = float(scale), float(shift)
-
-  def call(self, inputs):
-    return inputs * self.scale + self.shift
-
-  def get_config(self):
-    return dict(super().get_config(), scale=self.scale, shift=self.shift)
-
-
-class StandardizedMeanSquaredError(keras.losses.Loss):
-  """Mean squared error in units of the train label's standard deviation.
-
-  Equal to plain MSE divided by std², so its gradient with respect to the
-  standardized output is that of a unit-scale problem.
-  """
-
-  def __init__(self, std: float, name: str = 'standardized_mse', **kwargs):
-    super().__init__(name=name, **kwargs)
-    self.std = float(std)
-
-  def call(self, y_true, y_pred):
-    diff = (tf.cast(y_pred, tf.float32) - tf.cast(y_true, tf.float32))
-    return tf.reduce_mean(tf.square(diff / self.std), axis=-1)
-
-  def get_config(self):
-    return dict(super().get_config(), std=self.std)
-
-
 class RegressionHead(base.Head):
   """Regression; see the module docstring."""
   task = REGRESSION
@@ -95,12 +60,17 @@ class RegressionHead(base.Head):
   # ---------------------------------------------------------------- model
 
   def output(self, logits):
-    return Rescale(self.std, self.mean, name=self.output_name)(logits)
+    from trainer.heads import regression_layers  # pylint: disable=g-import-not-at-top
+    return regression_layers.Rescale(
+        self.std, self.mean, name=self.output_name)(
+            logits)
 
   def loss(self):
-    return StandardizedMeanSquaredError(self.std)
+    from trainer.heads import regression_layers  # pylint: disable=g-import-not-at-top
+    return regression_layers.StandardizedMeanSquaredError(self.std)
 
   def keras_metrics(self, threshold):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
     return [
         keras.metrics.RootMeanSquaredError(name='rmse'),
         keras.metrics.MeanAbsoluteError(name='mae')
