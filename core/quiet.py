@@ -15,6 +15,8 @@ sets it anyway, so TensorFlow does not first import Keras 3 and matplotlib),
 filters exactly those messages and nothing else: the native library lines by
 their text, the warnings by category and message, the log record by its
 message. Any other line printed while importing is passed on unchanged.
+With keras=False (commands that build no model) it also imports TensorFlow
+without the tf_keras import TensorFlow's own import adds.
 Python processes the command starts (Beam's worker processes) inherit the
 two FutureWarnings' filters through PYTHONWARNINGS;
 `pipeline/worker_startup.py` does the rest in a worker.
@@ -170,10 +172,11 @@ def _import_tensorflow_without_keras() -> None:
 def tensorflow_startup(keras: bool = True) -> Iterator[None]:
   """Around a command's imports of TensorFlow, TFDV, tf.Transform, Beam.
 
-  Also for commands that never build a model (the server, trainer.predict):
-  without TF_USE_LEGACY_KERAS, importing TensorFlow imports Keras 3 (about
-  0.7 s more); with it, tf_keras. keras=False, for those commands, imports
-  TensorFlow without tf_keras (`_import_tensorflow_without_keras`).
+  Also for commands that never build a model (the server, trainer.predict,
+  trainer.push, trainer.rollback): without TF_USE_LEGACY_KERAS, importing
+  TensorFlow imports Keras 3 (about 0.7 s more); with it, tf_keras.
+  keras=False, for those commands, imports TensorFlow without tf_keras
+  (`_import_tensorflow_without_keras`).
   """
   set_environment()
   install_filters()

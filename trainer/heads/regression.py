@@ -61,9 +61,9 @@ class RegressionHead(base.Head):
 
   def output(self, logits):
     from trainer.heads import regression_layers  # pylint: disable=g-import-not-at-top
-    return regression_layers.Rescale(
-        self.std, self.mean, name=self.output_name)(
-            logits)
+    rescale = regression_layers.Rescale(
+        self.std, self.mean, name=self.output_name)
+    return rescale(logits)
 
   def loss(self):
     from trainer.heads import regression_layers  # pylint: disable=g-import-not-at-top
