@@ -2,13 +2,21 @@
 
 import sys
 
-# In a Beam worker (Beam is imported before the job's DoFns are unpickled),
-# Beam's DoFn signature inspection is remembered from the start, and so are
-# the module globals its state cache leaves out of a cached value's weight; a
-# command installs both after importing Beam with its start-up noise filtered.
-if 'apache_beam' in sys.modules:
+
+def install_beam_memos() -> None:
+  """Remembers what Beam computes again on every call: its DoFn signature
+  inspection (beam_signatures) and the module globals its state cache leaves
+  out of a cached value's weight (beam_state_cache). Idempotent."""
+  # pylint: disable=g-import-not-at-top
   from pipeline import beam_signatures
   from pipeline import beam_state_cache
 
   beam_signatures.install()
   beam_state_cache.install()
+
+
+# In a Beam worker (Beam is imported before the job's DoFns are unpickled),
+# both are installed from the start; a command installs them after importing
+# Beam with its start-up noise filtered.
+if 'apache_beam' in sys.modules:
+  install_beam_memos()

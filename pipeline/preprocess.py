@@ -44,11 +44,10 @@ from core.config import DatasetConfig
 from core.config import load_config
 from core.errors import UserError
 from pipeline import beam_options
-from pipeline import beam_signatures
-from pipeline import beam_state_cache
 from pipeline import cleanse
 from pipeline import feature_warnings
 from pipeline import features
+from pipeline import install_beam_memos
 from pipeline import interrupts
 from pipeline import manifest
 from pipeline import process_exit
@@ -65,8 +64,7 @@ from pipeline.outputs import PublishConflict
 from pipeline.outputs import StagedOutputDir
 from pipeline.preprocessing_fn import make_preprocessing_fn
 
-beam_signatures.install()
-beam_state_cache.install()
+install_beam_memos()
 
 # Exit codes (0: published): 1 data anomalies, 2 unusable flags, config or
 # input, 3 the job failed; 128 + N stopped by signal N.
