@@ -12,6 +12,10 @@ Systems"):
     id (vocabulary ids, numeric buckets, hashed crosses). A weight per id is
     an embedding of dimension 1, which is how it is implemented: a lookup
     instead of a huge sparse one-hot matmul.
+  * the tables of a part's single-valued categorical features are stacked
+    into a few variables (trainer/embedding_table.py): a training step does a
+    lookup and an optimizer update per variable instead of per feature, for
+    the same model as with a table per feature.
   * deep: embeddings of the categorical ids plus the scaled numerics,
     concatenated into a ReLU MLP ending in the logits.
   * the two parts' logits are summed and turned into the output by the head
@@ -38,6 +42,7 @@ import tf_keras as keras
 
 from core.config import DatasetConfig
 from core.errors import InputError
+from trainer.embedding_table import EmbeddingTable
 from trainer.heads import Head
 from trainer.hparams import HParams
 
@@ -276,7 +281,7 @@ def _inputs(features: Sequence[ModelFeature]) -> Dict[str, keras.Input]:
   }
 
 
-def _ids_embedding(
+def _bag_embedding(
     f: ModelFeature,
     inputs,
     dim: int,
@@ -285,20 +290,11 @@ def _ids_embedding(
     regularizer=None,
     combiner='mean',
 ):
-  """[batch, dim] embeddings of a categorical feature's id(s)."""
-  if f.multivalent:
-    return BagEmbedding(
-        f.num_ids,
-        dim,
-        combiner,
-        embeddings_initializer=initializer,
-        embeddings_regularizer=regularizer,
-        name=name,
-    )(
-        inputs[f.name])
-  return keras.layers.Embedding(
+  """[batch, dim]: the combined embeddings of a multivalent feature's ids."""
+  return BagEmbedding(
       f.num_ids,
       dim,
+      combiner,
       embeddings_initializer=initializer,
       embeddings_regularizer=regularizer,
       name=name,
@@ -308,12 +304,23 @@ def _ids_embedding(
 
 def _wide_logit(features, inputs, hp: HParams, units: int):
   terms = []
+  single = [
+      f for f in features if f.wide and f.categorical and not f.multivalent
+  ]
+  if single:
+    # A weight per id and logit, summed over the features.
+    terms.append(
+        EmbeddingTable(
+            [f.num_ids for f in single], [units] * len(single),
+            combiner='sum',
+            embeddings_initializer='zeros',
+            name=f'{WIDE_PREFIX}weights')([inputs[f.name] for f in single]))
   for f in features:
-    if not (f.wide and f.categorical):
+    if not (f.wide and f.categorical and f.multivalent):
       continue
     # A weight per id and logit; several ids in a row add up (multi-hot).
     terms.append(
-        _ids_embedding(
+        _bag_embedding(
             f,
             inputs,
             units,
@@ -343,12 +350,26 @@ def _regularizer(hp: HParams):
 
 def _deep_logit(features, inputs, hp: HParams, units: int):
   parts = []
+  single = [
+      f for f in features if f.deep and f.categorical and not f.multivalent
+  ]
+  embedded = {}
+  if single:
+    embedded = dict(
+        zip((f.name for f in single),
+            EmbeddingTable([f.num_ids for f in single],
+                           [f.embedding_dim for f in single],
+                           embeddings_regularizer=_regularizer(hp),
+                           name=f'{DEEP_PREFIX}embeddings')(
+                               [inputs[f.name] for f in single])))
   for f in features:
     if not f.deep:
       continue
-    if f.categorical:
+    if f.name in embedded:
+      parts.append(embedded[f.name])
+    elif f.categorical:
       parts.append(
-          _ids_embedding(
+          _bag_embedding(
               f,
               inputs,
               f.embedding_dim,

@@ -102,7 +102,10 @@ def test_each_optimizer_updates_only_its_part():
       l for l in m.layers
       if l.name.startswith(model.WIDE_PREFIX) and l.trainable_weights
   ]
-  assert {l.name for l in wide_layers} == {'wide_cat', 'wide_cross'}
+  # The wide part's categorical weights are one table (EmbeddingTable).
+  assert [l.name for l in wide_layers] == ['wide_weights']
+  assert [v.shape.as_list() for v in wide_layers[0].trainable_weights
+         ] == [[5 + 20, 1]]
   before = {v.name: v.numpy().copy() for v in m.trainable_variables}
   m.fit(x, y, batch_size=32, epochs=1, verbose=0)
   assert int(m.wide_optimizer.iterations) == 8
