@@ -99,10 +99,13 @@ def test_installed_by_the_command_and_in_workers(imports, installed):
           'core = sys.modules.get("apache_beam.transforms.core")\n'
           'state = sys.modules.get("apache_beam.transforms.userstate")\n'
           'cache = sys.modules.get("apache_beam.runners.worker.statecache")\n'
+          'pickle = sys.modules.get('
+          '"apache_beam.internal.cloudpickle_pickler")\n'
           'print(core is not None and '
           'hasattr(core.get_signature, "beam_get_signature") and '
           'hasattr(state.get_dofn_specs, "beam_get_dofn_specs") and '
-          'hasattr(cache.get_deep_size, "beam_get_deep_size"))')
+          'hasattr(cache.get_deep_size, "beam_get_deep_size") and '
+          'hasattr(pickle.bz2, "beam_bz2"))')
   proc = run_python(['-c', code], runner_outputs.env())
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.split()[-1] == str(installed)
