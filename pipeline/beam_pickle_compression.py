@@ -1,4 +1,4 @@
-"""Beam's pickler compresses and decompresses the same pickles once each.
+"""Beam's picklers compress and decompress each distinct pickle once.
 
 Apache Beam (2.61) compresses every pickle it makes with bz2 at level 9 and
 decompresses every one it reads, and it pickles a job's functions many times
