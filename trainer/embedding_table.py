@@ -154,12 +154,6 @@ class EmbeddingTable(keras.layers.Layer):
       flat = tf.gather(flat, self._columns, axis=1)
     return tf.split(flat, self.dims, axis=1)
 
-  def compute_output_shape(self, input_shape):
-    batch = input_shape[0][0] if input_shape else None
-    if self.combiner == 'sum':
-      return tf.TensorShape([batch, self.dims[0]])
-    return [tf.TensorShape([batch, d]) for d in self.dims]
-
   def get_config(self):
     return dict(
         super().get_config(),

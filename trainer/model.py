@@ -12,12 +12,12 @@ Systems"):
     id (vocabulary ids, numeric buckets, hashed crosses). A weight per id is
     an embedding of dimension 1, which is how it is implemented: a lookup
     instead of a huge sparse one-hot matmul.
+  * deep: embeddings of the categorical ids plus the scaled numerics,
+    concatenated into a ReLU MLP ending in the logits.
   * the tables of a part's single-valued categorical features are stacked
     into a few variables (trainer/embedding_table.py): a training step does a
     lookup and an optimizer update per variable instead of per feature, for
     the same model as with a table per feature.
-  * deep: embeddings of the categorical ids plus the scaled numerics,
-    concatenated into a ReLU MLP ending in the logits.
   * the two parts' logits are summed and turned into the output by the head
     (trainer/heads/: a sigmoid for binary labels, a softmax over K logits
     for multiclass, an un-standardized value for regression); both parts are
