@@ -43,6 +43,11 @@ _MERGE_READ_BYTES = 8 << 20
 _MAX_RUN_READ_BYTES = 1 << 20
 _MIN_RUN_READ_BYTES = 64 << 10
 _LENGTH = struct.Struct('<I')
+# Shards are deflated at zlib's fastest level: on transformed tf.Examples
+# (their feature names repeat in every record) it compresses at about twice
+# the speed of the default level 6 for files about a quarter larger.
+_SHARD_OPTIONS = tf.io.TFRecordOptions(
+    compression_type='GZIP', compression_level=1)
 
 
 def shard_paths(prefix: str, num_shards: int, suffix: str) -> List[str]:
@@ -185,7 +190,7 @@ def _merge_runs(path: str, runs: List[str]) -> int:
   block_bytes = min(
       _MAX_RUN_READ_BYTES,
       max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
-  with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+  with tf.io.TFRecordWriter(path, options=_SHARD_OPTIONS) as writer:
     write = writer.write
     readers = [_read_run(r, block_bytes) for r in runs]
     for record in (readers[0] if len(readers) == 1 else heapq.merge(*readers)):
