@@ -140,6 +140,9 @@ blob.server.port: 0
 pekko.ask.timeout: ${FLINK_ASK_TIMEOUT:-120 s}
 heartbeat.interval: 2000
 heartbeat.timeout: 60000
+# TaskManagers start with the JobManager, not after it: one that finds it not
+# yet listening tries again a second later instead of ten.
+cluster.registration.error-delay: 1000
 CONF
   FLINK_JAVA_OPTS="$java_opts"
 }
@@ -154,7 +157,7 @@ was started"; stop_all quiet; }' EXIT
   ensure_flink_home
   ensure_job_server
 
-  local started=()
+  local started=() starting=() jobmanager_new=0
   if ! daemon_alive "$STATE/jobmanager.pid"; then
     stop_all quiet
     PORT_NOTE_TEXT=''
@@ -168,19 +171,18 @@ was started"; stop_all quiet; }' EXIT
       env FLINK_CONF_DIR="$STATE/conf" FLINK_LIB_DIR="$STATE/lib" \
         FLINK_LOG_DIR="$LOGS" \
         FLINK_PID_DIR="$STATE/pids" "$FLINK_HOME/bin/jobmanager.sh" start-foreground
-    wait_for_port "$FLINK_REST_PORT" 'Flink JobManager' \
-      "$STATE/jobmanager.pid" "$LOGS/jobmanager.log" 120 ||
-      die "port $FLINK_REST_PORT (Flink REST) was taken by another process \
-while the JobManager started; run up again"
+    jobmanager_new=1
     started+=(jobmanager)
-    write_env "FLINK_VERSION=$FLINK_VERSION" \
-      "FLINK_REST_PORT=$FLINK_REST_PORT" "FLINK_RPC_PORT=$FLINK_RPC_PORT" \
-      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
+  else
+    read_env
   fi
-  read_env
   FLINK_JAVA_OPTS="$(sed -n 's/^env.java.opts.all: //p' \
     "$STATE/conf/config.yaml")"
 
+  # The TaskManagers register with the JobManager once it is up (retrying
+  # every cluster.registration.error-delay), and the job server and the
+  # worker pool need it only when a job comes: all of them start while it
+  # does, and are waited for afterwards.
   local i
   for ((i = 1; i <= ${FLINK_TASKMANAGERS:-1}; i++)); do
     if ! daemon_alive "$STATE/taskmanager-$i.pid"; then
@@ -191,12 +193,11 @@ while the JobManager started; run up again"
       started+=("taskmanager-$i")
     fi
   done
-  wait_for_slots
 
   if ! daemon_alive "$STATE/job-server.pid"; then
     mkdir -p "$STATE/job-server"
     # shellcheck disable=SC2086
-    listen_on job-server 'Beam job server' JOB_SERVER_PORT 8099 \
+    listen_start job-server 'Beam job server' JOB_SERVER_PORT 8099 \
       "$STATE/job-server" \
       java -Xmx768m $FLINK_JAVA_OPTS -cp "$JOB_SERVER_LIB/*" \
       org.apache.beam.runners.flink.FlinkJobServerDriver \
@@ -204,12 +205,30 @@ while the JobManager started; run up again"
       --flink-conf-dir="$STATE/conf" --job-host=localhost \
       --job-port=@PORT@ --artifact-port=0 --expansion-port=0 \
       --artifacts-dir="$STATE/job-server/artifacts"
-    started+=(job-server)
+    starting+=(job-server)
   fi
   if ! daemon_alive "$STATE/worker-pool.pid"; then
     start_worker_pool
-    started+=(worker-pool)
+    starting+=(worker-pool)
   fi
+
+  if ((jobmanager_new)); then
+    wait_for_port "$FLINK_REST_PORT" 'Flink JobManager' \
+      "$STATE/jobmanager.pid" "$LOGS/jobmanager.log" 120 ||
+      die "port $FLINK_REST_PORT (Flink REST) was taken by another process \
+while the JobManager started; run up again"
+    write_env "FLINK_VERSION=$FLINK_VERSION" \
+      "FLINK_REST_PORT=$FLINK_REST_PORT" "FLINK_RPC_PORT=$FLINK_RPC_PORT" \
+      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
+  fi
+
+  wait_for_slots
+
+  local name
+  for name in ${starting[@]+"${starting[@]}"}; do
+    listen_wait "$name"
+    started+=("$name")
+  done
   if ((${#started[@]})); then
     say "started: ${started[*]}"
   else

@@ -205,19 +205,43 @@ $log"
 # process took the port before the daemon bound it, starts the daemon again
 # on a free port (three tries).
 listen_on() {
-  local name="$1" label="$2" var="$3" default="$4" dir="$5" attempt
+  listen_start "$@"
+  listen_wait "$1"
+}
+
+# listen_start and listen_wait NAME are listen_on's two halves, so that
+# daemons that do not need each other start side by side: listen_start picks
+# the port, sets VAR and starts the daemon; listen_wait waits until it
+# listens, records the port and does the retries.
+declare -A LISTEN_SPEC=()
+listen_start() {
+  local name="$1"
+  shift
+  LISTEN_SPEC[$name]="$(printf '%q ' "$@")"
+  launch_listener "$name" "$@"
+}
+
+launch_listener() {
+  local name="$1" label="$2" var="$3" default="$4" dir="$5"
   shift 5
+  pick_port "$label" "${!var:-$default}"
+  printf -v "$var" '%s' "$PORT"
+  start_daemon "$name" "$LOGS/$name.log" "$dir" "${@//@PORT@/$PORT}"
+}
+
+listen_wait() {
+  local name="$1" attempt
+  eval "set -- ${LISTEN_SPEC[$name]}"
+  local label="$1" var="$2"
   for attempt in 1 2 3; do
-    pick_port "$label" "${!var:-$default}"
-    printf -v "$var" '%s' "$PORT"
-    start_daemon "$name" "$LOGS/$name.log" "$dir" "${@//@PORT@/$PORT}"
-    if wait_for_port "$PORT" "$label" "$STATE/$name.pid" "$LOGS/$name.log" \
-        120; then
-      set_env "$var" "$PORT"
+    ((attempt == 1)) || launch_listener "$name" "$@"
+    if wait_for_port "${!var}" "$label" "$STATE/$name.pid" \
+        "$LOGS/$name.log" 120; then
+      set_env "$var" "${!var}"
       set_env PORT_NOTE_TEXT "'$PORT_NOTE_TEXT'"
       return 0
     fi
-    say "port $PORT ($label) was taken by another process while $label \
+    say "port ${!var} ($label) was taken by another process while $label \
 started (try $attempt of 3)"
   done
   tail -n 25 "$LOGS/$name.log" >&2 || true
@@ -373,15 +397,21 @@ print(sysconfig.get_paths()["purelib"])')"
     echo "$site" >"$own/pinned-stack.pth"
     echo "$site" >"$WORKER_ENV/.stack"
   fi
-  (cd / && env -u PYTHONPATH "$WORKER_ENV/bin/python" -c \
-      'import apache_beam, packaging' 2>/dev/null) ||
+  # Found, not imported: the pool imports Beam a moment later anyway (and
+  # `up` reports it if that fails), and an import here would take seconds of
+  # the CPU the cluster's JVMs start on.
+  (cd / && env -u PYTHONPATH "$WORKER_ENV/bin/python" -c 'import sys
+from importlib.util import find_spec
+sys.exit(not all(map(find_spec, ("apache_beam", "packaging"))))' \
+      2>/dev/null) ||
     die "the SDK worker environment $WORKER_ENV cannot import apache_beam"
 }
 
 # start_worker_pool: Beam's worker pool beside the TaskManager/worker, on
 # WORKER_POOL_PORT (50000 if unset; see listen_on), started from
 # $STATE/worker-pool with a clean PYTHONPATH; every SDK worker it starts runs
-# sdk_worker_boot.py (fetch and install the staged artifacts).
+# sdk_worker_boot.py (fetch and install the staged artifacts). It returns
+# once the pool is started; `listen_wait worker-pool` waits until it listens.
 start_worker_pool() {
   local dir="$STATE/worker-pool"
   ensure_worker_env
@@ -392,7 +422,7 @@ start_worker_pool() {
 exec "$WORKER_ENV/bin/python" "$dir/sdk_worker_boot.py" "\$@"
 BOOT
   chmod +x "$dir/boot"
-  listen_on worker-pool 'SDK worker pool' WORKER_POOL_PORT 50000 "$dir" \
+  listen_start worker-pool 'SDK worker pool' WORKER_POOL_PORT 50000 "$dir" \
     env -u PYTHONPATH PATH="$WORKER_ENV/bin:$PATH" SDK_WORKER_BOOT_DIR="$dir" \
     TF_CPP_MIN_LOG_LEVEL=2 PYTHONWARNINGS=ignore \
     "$WORKER_ENV/bin/python" -m apache_beam.runners.worker.worker_pool_main \

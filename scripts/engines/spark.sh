@@ -98,7 +98,7 @@ was started"; stop_all quiet; }' EXIT
   ensure_job_server
   spark_env
 
-  local started=()
+  local started=() starting=() master_new=0
   if ! daemon_alive "$STATE/master.pid"; then
     stop_all quiet
     PORT_NOTE_TEXT=''
@@ -115,37 +115,20 @@ was started"; stop_all quiet; }' EXIT
       "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
       --host localhost --port "$SPARK_MASTER_PORT" \
       --webui-port "$SPARK_MASTER_WEBUI_PORT"
-    wait_for_port "$SPARK_MASTER_PORT" 'Spark master' "$STATE/master.pid" \
-      "$LOGS/master.log" 120 ||
-      die "port $SPARK_MASTER_PORT (Spark master) was taken by another \
-process while the master started; run up again"
-    started+=(master)
-    write_env "SPARK_VERSION=$SPARK_VERSION" \
-      "SPARK_MASTER_PORT=$SPARK_MASTER_PORT" \
-      "SPARK_MASTER_WEBUI_PORT=$SPARK_MASTER_WEBUI_PORT" \
-      "SPARK_WORKER_WEBUI_PORT=$SPARK_WORKER_WEBUI_PORT" \
-      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
+    master_new=1
+  else
+    read_env
   fi
-  read_env
 
-  if ! daemon_alive "$STATE/worker.pid"; then
-    start_daemon worker "$LOGS/worker.log" "$STATE" "${SPARK_ENV[@]}" \
-      "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
-      --host localhost --webui-port "$SPARK_WORKER_WEBUI_PORT" \
-      --cores "${SPARK_WORKER_CORES:-2}" \
-      --memory "${SPARK_WORKER_MEMORY:-3g}" --work-dir "$STATE/work" \
-      "spark://localhost:$SPARK_MASTER_PORT"
-    started+=(worker)
-  fi
-  wait_for_worker
-
+  # The job server (the jobs' Spark driver) and the worker pool need the
+  # master only when a job comes: they start while it does.
   if ! daemon_alive "$STATE/job-server.pid"; then
     mkdir -p "$STATE/job-server"
     # The driver's classpath is Beam's jars, then Spark's (Beam needs a newer
     # Guava than Spark's unshaded one); the executors, on the same machine,
     # get Beam's from the same folder, also first.
     # shellcheck disable=SC2086
-    listen_on job-server 'Beam job server' JOB_SERVER_PORT 8099 \
+    listen_start job-server 'Beam job server' JOB_SERVER_PORT 8099 \
       "$STATE/job-server" \
       env SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 \
       SPARK_LOCAL_DIRS="$STATE/tmp" \
@@ -159,12 +142,42 @@ process while the master started; run up again"
       --spark-master-url="spark://localhost:$SPARK_MASTER_PORT" \
       --job-host=localhost --job-port=@PORT@ --artifact-port=0 \
       --expansion-port=0 --artifacts-dir="$STATE/job-server/artifacts"
-    started+=(job-server)
+    starting+=(job-server)
   fi
   if ! daemon_alive "$STATE/worker-pool.pid"; then
     start_worker_pool
-    started+=(worker-pool)
+    starting+=(worker-pool)
   fi
+
+  if ((master_new)); then
+    wait_for_port "$SPARK_MASTER_PORT" 'Spark master' "$STATE/master.pid" \
+      "$LOGS/master.log" 120 ||
+      die "port $SPARK_MASTER_PORT (Spark master) was taken by another \
+process while the master started; run up again"
+    started+=(master)
+    write_env "SPARK_VERSION=$SPARK_VERSION" \
+      "SPARK_MASTER_PORT=$SPARK_MASTER_PORT" \
+      "SPARK_MASTER_WEBUI_PORT=$SPARK_MASTER_WEBUI_PORT" \
+      "SPARK_WORKER_WEBUI_PORT=$SPARK_WORKER_WEBUI_PORT" \
+      "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
+  fi
+
+  if ! daemon_alive "$STATE/worker.pid"; then
+    start_daemon worker "$LOGS/worker.log" "$STATE" "${SPARK_ENV[@]}" \
+      "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
+      --host localhost --webui-port "$SPARK_WORKER_WEBUI_PORT" \
+      --cores "${SPARK_WORKER_CORES:-2}" \
+      --memory "${SPARK_WORKER_MEMORY:-3g}" --work-dir "$STATE/work" \
+      "spark://localhost:$SPARK_MASTER_PORT"
+    started+=(worker)
+  fi
+  wait_for_worker
+
+  local name
+  for name in ${starting[@]+"${starting[@]}"}; do
+    listen_wait "$name"
+    started+=("$name")
+  done
   if ((${#started[@]})); then
     say "started: ${started[*]}"
   else
