@@ -24,6 +24,11 @@ REQUIRED = [
     # serving/grpc_api.py: TF Serving's protos and gRPC stubs, the release
     # of the pinned TensorFlow; grpcio and protobuf come with it.
     'tensorflow-serving-api==2.16.1',
+    # Beam's stager builds the sdist that --setup_file ships to the workers
+    # with `python -m build --no-isolation` when it is installed, and falls
+    # back to the deprecated `setup.py sdist` after printing "No module named
+    # build" on every Flink, Spark or Dataflow submission.
+    'build==1.6.1',
 ]
 
 setuptools.setup(

@@ -120,6 +120,9 @@ def _submit(command, cwd):
   assert proc.returncode == 0, (
       f'{" ".join(command)} failed ({proc.returncode}):\n'
       f'{proc.stderr[-6000:]}')
+  # The sdist of --setup_file is built with the `build` the project
+  # installs, not after Beam's failed try of a missing one.
+  assert 'No module named' not in proc.stderr, proc.stderr[-6000:]
   return proc
 
 
