@@ -195,11 +195,20 @@ was started"; stop_all quiet; }' EXIT
   done
 
   if ! daemon_alive "$STATE/job-server.pid"; then
-    mkdir -p "$STATE/job-server"
+    # Its logging backend: Flink's log4j 2 binding for SLF4J 1.7, the API
+    # version of the job server's jars.
+    rm -rf "$STATE/job-server/log4j"
+    mkdir -p "$STATE/job-server/log4j"
+    ln -s "$FLINK_HOME"/lib/log4j-slf4j-impl-*.jar \
+      "$FLINK_HOME"/lib/log4j-api-*.jar "$FLINK_HOME"/lib/log4j-core-*.jar \
+      "$STATE/job-server/log4j/"
+    write_job_server_log_config "$STATE/conf/log4j-job-server.properties"
     # shellcheck disable=SC2086
     listen_start job-server 'Beam job server' JOB_SERVER_PORT 8099 \
       "$STATE/job-server" \
-      java -Xmx768m $FLINK_JAVA_OPTS -cp "$JOB_SERVER_LIB/*" \
+      java -Xmx768m $FLINK_JAVA_OPTS \
+      -Dlog4j.configurationFile="$STATE/conf/log4j-job-server.properties" \
+      -cp "$JOB_SERVER_LIB/*:$STATE/job-server/log4j/*" \
       org.apache.beam.runners.flink.FlinkJobServerDriver \
       --flink-master="localhost:$FLINK_REST_PORT" \
       --flink-conf-dir="$STATE/conf" --job-host=localhost \

@@ -407,6 +407,29 @@ sys.exit(not all(map(find_spec, ("apache_beam", "packaging"))))' \
     die "the SDK worker environment $WORKER_ENV cannot import apache_beam"
 }
 
+# write_job_server_log_config FILE: log4j 2 settings for Beam's job server,
+# which ships the SLF4J API without a logging backend and so would log
+# nothing. Its lines (and the engine client's) go to its console, which is
+# job-server.log, at INFO: the steps of each job and their errors. At the end
+# of each job Beam logs every metric of every step as one JSON document
+# (megabytes for this job): that one is left out.
+write_job_server_log_config() {
+  cat >"$1" <<'LOG4J'
+# Written by scripts/engines/*.sh up: the Beam job server's log.
+status = warn
+rootLogger.level = INFO
+rootLogger.appenderRef.console.ref = Console
+appender.console.name = Console
+appender.console.type = Console
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %c{1} - %m%n
+appender.console.filter.metrics.type = RegexFilter
+appender.console.filter.metrics.regex = (?s).*__metricscontainers.*
+appender.console.filter.metrics.onMatch = DENY
+appender.console.filter.metrics.onMismatch = NEUTRAL
+LOG4J
+}
+
 # start_worker_pool: Beam's worker pool beside the TaskManager/worker, on
 # WORKER_POOL_PORT (50000 if unset; see listen_on), started from
 # $STATE/worker-pool with a clean PYTHONPATH; every SDK worker it starts runs

@@ -126,18 +126,23 @@ was started"; stop_all quiet; }' EXIT
     mkdir -p "$STATE/job-server"
     # The driver's classpath is Beam's jars, then Spark's (Beam needs a newer
     # Guava than Spark's unshaded one); the executors, on the same machine,
-    # get Beam's from the same folder, also first.
+    # get Beam's from the same folder, also first. Spark's SLF4J 2 API comes
+    # before Beam's 1.7 one, which does not find Spark's log4j 2 binding.
+    local slf4j
+    slf4j="$(ls "$SPARK_HOME"/jars/slf4j-api-2.*.jar)"
+    write_job_server_log_config "$STATE/conf/log4j-job-server.properties"
     # shellcheck disable=SC2086
     listen_start job-server 'Beam job server' JOB_SERVER_PORT 8099 \
       "$STATE/job-server" \
       env SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 \
       SPARK_LOCAL_DIRS="$STATE/tmp" \
       java -Xmx1g $SPARK_JAVA_OPTS -Djava.io.tmpdir="$STATE/tmp" \
+      -Dlog4j.configurationFile="$STATE/conf/log4j-job-server.properties" \
       -Dspark.executor.extraClassPath="$JOB_SERVER_LIB/*" \
       -Dspark.executor.extraJavaOptions="-Djava.io.tmpdir=$STATE/tmp" \
       -Dspark.executor.memory="${SPARK_EXECUTOR_MEMORY:-2g}" \
       -Dspark.driver.host=localhost -Dspark.ui.enabled=false \
-      -cp "$JOB_SERVER_LIB/*:$SPARK_HOME/jars/*" \
+      -cp "$slf4j:$JOB_SERVER_LIB/*:$SPARK_HOME/jars/*" \
       org.apache.beam.runners.spark.SparkJobServerDriver \
       --spark-master-url="spark://localhost:$SPARK_MASTER_PORT" \
       --job-host=localhost --job-port=@PORT@ --artifact-port=0 \

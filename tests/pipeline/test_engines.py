@@ -156,6 +156,14 @@ def _assert_project_was_shipped(cluster):
   assert probe.stdout.strip() == 'absent', (probe.stdout, probe.stderr[-2000:])
 
 
+def _assert_job_server_logged(cluster):
+  """The job server's log holds its steps (it ships without a logging
+  backend), and not Beam's megabytes of end-of-job metrics."""
+  server_log = cluster.log('job-server')
+  assert 'Starting job invocation' in server_log, server_log[-3000:]
+  assert '__metricscontainers' not in server_log
+
+
 class TestFlink:
   """Flink 1.19 standalone: JobManager, TaskManager, Beam's job server."""
 
@@ -173,6 +181,7 @@ class TestFlink:
     assert options['parallelism'] == 2
     assert_same_outputs(reference, out, manifest)
     _assert_project_was_shipped(flink)
+    _assert_job_server_logged(flink)
     # `up` printed the command that targets this cluster.
     assert (f'--job-endpoint {flink.job_endpoint}' in flink.up_output and
             f'--environment-config {flink.worker_pool}' in flink.up_output)
@@ -249,6 +258,7 @@ class TestSpark:
     assert options['environment_type'] == 'EXTERNAL'
     assert_same_outputs(reference, out, manifest)
     _assert_project_was_shipped(spark)
+    _assert_job_server_logged(spark)
     # The executors ran on the cluster's worker, not in the driver.
     assert 'Asked to launch executor' in spark.log('worker')
 
