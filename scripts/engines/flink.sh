@@ -233,16 +233,8 @@ while the JobManager started; run up again"
 
   wait_for_slots
 
-  local name
-  for name in ${starting[@]+"${starting[@]}"}; do
-    listen_wait "$name"
-    started+=("$name")
-  done
-  if ((${#started[@]})); then
-    say "started: ${started[*]}"
-  else
-    say "already up"
-  fi
+  say_started ${started[@]+"${started[@]}"} -- \
+    ${starting[@]+"${starting[@]}"}
   UP_DONE=1
   summary
 }

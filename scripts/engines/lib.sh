@@ -249,6 +249,27 @@ started (try $attempt of 3)"
 its log: $LOGS/$name.log"
 }
 
+# say_started STARTED... -- STARTING...: waits until each daemon that
+# listen_start started (the names after --) listens, then says which daemons
+# `up` started, or that every one was up already.
+say_started() {
+  local started=() name
+  while (($#)) && [[ "$1" != -- ]]; do
+    started+=("$1")
+    shift
+  done
+  (($#)) && shift
+  for name in "$@"; do
+    listen_wait "$name"
+    started+=("$name")
+  done
+  if ((${#started[@]})); then
+    say "started: ${started[*]}"
+  else
+    say "already up"
+  fi
+}
+
 # ----------------------------------------------------------------- daemons
 #
 # Each daemon runs in its own session (setsid), so its PID is also its process

@@ -178,16 +178,8 @@ process while the master started; run up again"
   fi
   wait_for_worker
 
-  local name
-  for name in ${starting[@]+"${starting[@]}"}; do
-    listen_wait "$name"
-    started+=("$name")
-  done
-  if ((${#started[@]})); then
-    say "started: ${started[*]}"
-  else
-    say "already up"
-  fi
+  say_started ${started[@]+"${started[@]}"} -- \
+    ${starting[@]+"${starting[@]}"}
   UP_DONE=1
   summary
 }
