@@ -8,20 +8,33 @@ ends the process at once by default, leaving the staging directory behind.
 
 `StopOnSignals` handles both the same way: the first signal raises
 `Interrupted` in the main thread and is remembered, so `check()` raises again
-before anything is published even if the first raise was swallowed; a
+before anything is published even if the first raise was swallowed. Inside
+an `insistent()` section (the job's run), a swallowed raise is repeated
+until one unwinds the section, instead of the job running on to its end. A
 watchdog ends the process if the job has not stopped within a grace period,
 and a second signal ends it at once, both after the caller's clean-up.
+
+The watchdog's clean-up runs while the main thread may still be running the
+job and writing files, which would bring back a directory the clean-up just
+removed: it first parks the main thread (a raise it cannot swallow is not
+possible, but a signal handler that never returns is), then cleans up.
 """
 
 import contextlib
 import signal
 import threading
+import time
 from typing import Any, Callable, Dict, Optional
 
 from pipeline import process_exit
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 10.0
+# How often a swallowed Interrupted is raised again in an insistent section.
+REPEAT_S = 0.5
+# How long the watchdog waits for the main thread to park (it runs no Python
+# while inside a long C call) before it cleans up anyway.
+PARK_WAIT_S = 2.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -54,6 +67,13 @@ class StopOnSignals:
     # signum: the handler signal.signal() returned, restored on exit.
     self._previous: Dict[int, Any] = {}
     self._deferring = False
+    self._insisting = False
+    self._watchdog_thread: Optional[threading.Thread] = None
+    # Why the watchdog delivered the signal again to the main thread.
+    self._redelivery: Optional[str] = None
+    self._parked = threading.Event()
+    # Held by whichever thread ends the process (abandon, then exit).
+    self._ending = threading.Lock()
     self._done = threading.Event()
     self.signum: Optional[int] = None
 
@@ -65,6 +85,10 @@ class StopOnSignals:
 
   def __exit__(self, *exc_info) -> None:
     self._done.set()
+    if self._watchdog_thread is not None:
+      # A redelivery it sent meanwhile reaches `_handle`, which drops it,
+      # not the handler restored below.
+      self._watchdog_thread.join()
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous.clear()
@@ -83,26 +107,71 @@ class StopOnSignals:
     finally:
       self._deferring = False
 
+  @contextlib.contextmanager
+  def insistent(self):
+    """A section whose libraries may swallow the raise (Beam's job run)."""
+    self._insisting = True
+    try:
+      yield
+    finally:
+      self._insisting = False
+
   def _handle(self, signum, unused_frame) -> None:
     # Python runs signal handlers in the main thread, one at a time.
-    first = self.signum is None
-    if first:
-      self.signum = signum
-    else:
-      self._end(signum)  # does not return
-    threading.Thread(
+    redelivery, self._redelivery = self._redelivery, None
+    if redelivery is not None:
+      if self._done.is_set():
+        return  # the stop is over
+      if redelivery == 'park' and not self._deferring:
+        self._parked.set()
+        threading.Event().wait()  # until the watchdog ends the process
+      if self._insisting and not self._deferring:
+        raise Interrupted(signum)
+      return
+    if self.signum is not None:
+      self._end(signum)  # a second signal; does not return
+    self.signum = signum
+    self._watchdog_thread = threading.Thread(
         target=self._watchdog,
         args=(signum,),
         daemon=True,
-        name='stop-on-signal-watchdog').start()
+        name='stop-on-signal-watchdog')
+    self._watchdog_thread.start()
     if not self._deferring:
       raise Interrupted(signum)
 
   def _watchdog(self, signum: int) -> None:
-    if not self._done.wait(self._grace_s):
-      self._end(signum)
+    deadline = time.monotonic() + self._grace_s
+    while not self._done.wait(
+        min(REPEAT_S, max(0.0, deadline - time.monotonic()))):
+      if self._deferring:
+        # Not cut, nor what follows it at once.
+        deadline = max(deadline, time.monotonic() + REPEAT_S)
+      elif time.monotonic() >= deadline:
+        if not self._ending.acquire(blocking=False):
+          return  # a second signal is ending the process
+        self._redeliver('park', signum)
+        if self._parked.wait(PARK_WAIT_S) or not (self._done.is_set() or
+                                                  self._deferring):
+          self._abandon_and_exit(signum)
+        self._ending.release()  # the job stopped, or is publishing, after all
+      elif self._insisting:
+        self._redeliver('repeat', signum)
+
+  def _redeliver(self, why: str, signum: int) -> None:
+    """Runs `_handle` in the main thread again, waking it if it waits."""
+    main = threading.main_thread().ident
+    assert main is not None  # the main thread has started
+    self._redelivery = why
+    signal.pthread_kill(main, signum)
 
   def _end(self, signum: int) -> None:
+    if not self._ending.acquire(blocking=False):
+      self._parked.set()  # the watchdog is ending the process
+      threading.Event().wait()
+    self._abandon_and_exit(signum)
+
+  def _abandon_and_exit(self, signum: int) -> None:
     try:
       self._abandon(signal.Signals(signum).name)
     finally:

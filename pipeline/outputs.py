@@ -61,8 +61,20 @@ class StagedOutputDir:
     FileSystems.mkdirs(self.staging)
 
   def discard(self, *parts: str) -> None:
-    """Deletes a path inside the staging directory, if it exists."""
+    """Deletes a path inside the staging directory, if it exists.
+
+    The whole local staging directory is first renamed aside: a thread of a
+    stopped job that still writes into it then fails to find it, instead of
+    making a deletion in progress fail or leaving a new file behind.
+    """
     path = self.path(*parts) if parts else self.staging
+    if not parts and FileSystems.get_scheme(path) is None:
+      aside = f'{path}.discarded-{os.getpid()}'
+      try:
+        os.rename(path, aside)
+      except FileNotFoundError:
+        return  # never made, or discarded by another thread
+      path = aside
     if FileSystems.exists(path):
       FileSystems.delete([path])
 

@@ -411,8 +411,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       # until it ends: out of the collector's way, the garbage freed first.
       heap.settle()
       shown.phase(f'running the job ({_runner_name(options)})')
-      result = p.run()
-      result.wait_until_finish()
+      with stop.insistent():
+        result = p.run()
+        result.wait_until_finish()
       seconds['run_pipeline'] = time.monotonic() - t
       seconds.update(_stage_seconds(result))
       stop.check()
@@ -495,9 +496,13 @@ def _abandon(out: StagedOutputDir, temp_dir: str, signal_name: str) -> None:
   """Last words of a job that a signal had to end without unwinding."""
   try:
     out.discard()
-    scratch.remove(temp_dir)
-  finally:
-    print(_stopped_message(signal_name, out.final), file=sys.stderr)
+  except Exception as e:  # noqa: BLE001 - the process ends next: say so
+    print(
+        f'preprocess: could not remove {out.staging} ({_first_line(e)}); '
+        'remove it before the next run',
+        file=sys.stderr)
+  scratch.remove(temp_dir)
+  print(_stopped_message(signal_name, out.final), file=sys.stderr)
 
 
 def _stopped_message(signal_name: str, output_dir: Optional[str]) -> str:

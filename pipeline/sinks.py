@@ -184,8 +184,9 @@ class _SpillSortedRunsFn(beam.DoFn):
 
 def _merge_runs(path: str, runs: List[str]) -> int:
   """Writes the merge of sorted runs to a gzip TFRecord file and deletes the
-  runs; returns the number of records."""
-  tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
+  runs; returns the number of records. The file's directory must exist: a
+  merge that outlives its job (stopped by a signal) must fail, not bring
+  back the output directory the job's clean-up removed."""
   n = 0
   block_bytes = min(
       _MAX_RUN_READ_BYTES,
@@ -233,6 +234,7 @@ class _MergeRunsFn(beam.DoFn):
     assert self._pool is not None  # setup() runs before process()
     while len(self._merging) >= self._MERGING_SHARDS:
       yield self._finish(*self._merging.pop(0))
+    tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
     self._merging.append(
         (path,
          self._pool.submit(_merge_runs, path,

@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import random
+import shutil
 import zlib
 
 import apache_beam as beam
@@ -685,3 +686,25 @@ def test_a_shard_merge_that_fails_fails_the_bundle(tmp_path):
     fn.teardown()
   assert _shards(str(tmp_path),
                  'data')[os.path.basename(paths[0])] == [b'a', b'b']
+
+
+def test_a_shard_merge_that_outlives_its_output_directory_leaves_it_gone(
+    tmp_path):
+  # A job stopped by a signal removes its staging directory while a merge
+  # thread may still be queued: the merge fails instead of re-creating it.
+  run = str(tmp_path / 'runs' / 'a.run')
+  sinks._write_run(run, [b'a'])  # pylint: disable=protected-access
+  out = tmp_path / 'out.tmp'
+  [path] = sinks.shard_paths(str(out / 'data' / 'train'), 1, '.tfrecord.gz')
+  fn = sinks._MergeRunsFn([path])  # pylint: disable=protected-access
+  fn.setup()
+  try:
+    fn.start_bundle()
+    assert list(fn.process((0, [run]))) == []  # the directory made here
+    assert [v.value for v in fn.finish_bundle()] == [path]
+    shutil.rmtree(out)
+    with pytest.raises(tf.errors.NotFoundError):
+      sinks._merge_runs(path, [])  # pylint: disable=protected-access
+  finally:
+    fn.teardown()
+  assert not out.exists()

@@ -549,8 +549,8 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
   assert code == 128 + signum, err[-20:]
   assert err[-1] == (f'preprocess: stopped by {name}; nothing published to '
                      f'{out}')
-  assert not os.path.exists(out)
-  assert not os.path.exists(str(out) + '.tmp')
+  # Neither the output, its staging directory nor one renamed to discard.
+  assert glob.glob(str(out) + '*') == []
   # Nor the job's temporary directory (pipeline/scratch.py).
   assert os.listdir(temp) == []
 

@@ -1,0 +1,175 @@
+"""Ctrl-C and SIGTERM stop a job promptly, whatever the job does with them.
+
+Each case runs in a process of its own: the signals are real, and a stop
+that runs out of patience ends its process without unwinding.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+PRELUDE = '''
+import os, pathlib, shutil, signal, sys, threading, time
+from pipeline.interrupts import Interrupted, StopOnSignals
+
+work = pathlib.Path(sys.argv[1])
+written = [0]
+
+def abandon(name):
+  # What a job's clean-up does: remove its output, then say so.
+  shutil.rmtree(work / 'out', ignore_errors=True)
+  seen = written[0]
+  time.sleep(0.5)
+  print(f'abandoned {name}; written after abandoning: {written[0] - seen}',
+        flush=True)
+
+def write_one():
+  # A job that writes files, making its directory as it goes.
+  (work / 'out' / 'part').mkdir(parents=True, exist_ok=True)
+  (work / 'out' / 'part' / f'{written[0]}.txt').write_text('x')
+  written[0] += 1
+
+swallowed = [0]
+
+def job(step, seconds, swallow):
+  """Runs step() for `seconds`; swallows `swallow` raises, as libraries do.
+
+  Says 'ready' once inside the try, where a signal may come.
+  """
+  start, ready = time.monotonic(), False
+  while time.monotonic() - start < seconds:
+    try:
+      if not ready:
+        ready = True
+        print('ready', flush=True)
+      step()
+    except Interrupted:
+      if swallowed[0] == swallow:
+        raise
+      swallowed[0] += 1
+  print('ran to its end', flush=True)
+'''
+
+
+def _run(tmp_path, body: str, signals=(signal.SIGINT,)):
+  """Runs PRELUDE + body, which prints 'ready' once the signals may come."""
+  proc = subprocess.Popen([sys.executable, '-c', PRELUDE + body,
+                           str(tmp_path)],
+                          cwd=ROOT,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()
+    for signum in signals:
+      proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  return proc.returncode, out, err
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_raises_in_the_main_thread_and_is_remembered(
+    tmp_path, signum):
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon) as stop:
+  try:
+    print('ready', flush=True)
+    time.sleep(30)
+  except Interrupted as e:
+    print('raised', e.signal_name, e.exit_code)
+  try:
+    stop.check()
+  except Interrupted as e:
+    print('check raised', e.signal_name)
+print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+''', [signum])
+  name = signal.Signals(signum).name
+  assert code == 0, err
+  assert out.splitlines() == [
+      f'raised {name} {128 + signum}', f'check raised {name}',
+      'handler restored: True'
+  ]
+
+
+def test_a_swallowed_raise_is_raised_again_in_an_insistent_section(tmp_path):
+  # Libraries print an exception raised in a destructor as "ignored" and go
+  # on: the job must not run on to its end.
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon, grace_s=60) as stop:
+  start = time.monotonic()
+  try:
+    with stop.insistent():
+      job(lambda: time.sleep(0.01), 40, swallow=1)
+  except Interrupted:
+    print('stopped after swallowing', swallowed[0], 'within',
+          int(time.monotonic() - start) < 20)
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['stopped after swallowing 1 within True']
+
+
+def test_outside_an_insistent_section_a_swallowed_raise_stays_swallowed(
+    tmp_path):
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon, grace_s=60) as stop:
+  job(lambda: time.sleep(0.01), 3, swallow=float('inf'))
+  print('swallowed', swallowed[0])
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['ran to its end', 'swallowed 1']
+
+
+def test_a_job_that_ignores_the_stop_is_ended_after_the_grace_period(tmp_path):
+  # The clean-up runs while the job's main thread still writes: the main
+  # thread is parked first, so nothing brings the output back.
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon, grace_s=1) as stop:
+  job(write_one, 60, swallow=float('inf'))
+''')
+  assert code == 128 + signal.SIGINT, err
+  assert out.splitlines() == ['abandoned SIGINT; written after abandoning: 0']
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_second_signal_ends_the_job_at_once_and_abandons_once(tmp_path):
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon, grace_s=60) as stop:
+  job(write_one, 60, swallow=float('inf'))
+''', [signal.SIGTERM, signal.SIGINT])
+  # The second signal may land before the first is handled; either way the
+  # process ends with the code of the one that ended it, and says so once.
+  assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), err
+  lines = out.splitlines()
+  assert len(lines) == 1 and lines[0].startswith('abandoned SIG'), out
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_signal_in_a_deferred_section_waits_for_its_end(tmp_path):
+  code, out, err = _run(
+      tmp_path, '''
+with StopOnSignals(abandon, grace_s=0.2) as stop:
+  with stop.deferred():
+    print('ready', flush=True)
+    time.sleep(1.5)  # longer than the grace period: still not cut
+    print('deferred section done', flush=True)
+  try:
+    stop.check()
+  except Interrupted as e:
+    print('then stopped by', e.signal_name)
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['deferred section done', 'then stopped by SIGINT']
