@@ -81,6 +81,7 @@ def test_first_signal_raises_in_the_main_thread_and_is_remembered(
     tmp_path, signum):
   code, out, err = _run(
       tmp_path, '''
+before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
 with StopOnSignals(abandon) as stop:
   try:
     print('ready', flush=True)
@@ -91,13 +92,14 @@ with StopOnSignals(abandon) as stop:
     stop.check()
   except Interrupted as e:
     print('check raised', e.signal_name)
-print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+print('handlers restored:',
+      [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before)
 ''', [signum])
   name = signal.Signals(signum).name
   assert code == 0, err
   assert out.splitlines() == [
       f'raised {name} {128 + signum}', f'check raised {name}',
-      'handler restored: True'
+      'handlers restored: True'
   ]
 
 
