@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -130,3 +131,25 @@ def test_a_free_port_is_kept(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == [f'PORT={port}']
   assert 'taken' not in proc.stderr
+
+
+def test_a_killed_daemon_not_yet_reaped_is_not_alive(tmp_path):
+  # A daemon killed a moment ago stays a zombie until its parent reaps it;
+  # `up` must restart it, not wait on it as if it were starting.
+  proc = subprocess.Popen(['sleep', '60'])
+  try:
+    stat = pathlib.Path(f'/proc/{proc.pid}/stat').read_text()
+    started = stat.rsplit(') ', 1)[1].split()[19]
+    (tmp_path / 'sleeper.pid').write_text(f'{proc.pid} {started}\n')
+    check = 'daemon_alive "$STATE/sleeper.pid" && echo ALIVE || echo STOPPED\n'
+    alive = _bash(check, tmp_path)
+    proc.kill()
+    while pathlib.Path(f'/proc/{proc.pid}/stat').read_text().rsplit(
+        ') ', 1)[1].split()[0] != 'Z':
+      time.sleep(0.01)  # dying
+    killed = _bash(check, tmp_path)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert alive.stdout.split() == ['ALIVE'], alive.stderr
+  assert killed.stdout.split() == ['STOPPED'], killed.stderr

@@ -277,19 +277,29 @@ say_started() {
 # PID file holds "PID STARTTIME" (STARTTIME from /proc) so that a PID the
 # system has reused for another process is never signalled.
 
-start_time_of() {
+# proc_fields PID: /proc/PID/stat from its state field on (the command name
+# before it may hold spaces).
+proc_fields() {
   local stat
   stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  stat="${stat##*) }"
-  echo "$stat" | cut -d' ' -f20
+  echo "${stat##*) }"
+}
+
+start_time_of() {
+  local fields
+  fields="$(proc_fields "$1")" || return 1
+  echo "$fields" | cut -d' ' -f20
 }
 
 daemon_alive() {
-  local pidfile="$1" pid started now
+  local pidfile="$1" pid started fields
   [[ -f "$pidfile" ]] || return 1
   read -r pid started <"$pidfile" || return 1
-  now="$(start_time_of "$pid")" || return 1
-  [[ "$now" == "$started" ]]
+  fields="$(proc_fields "$pid")" || return 1
+  # A killed daemon is a zombie until something reaps it (in a container,
+  # maybe never): not alive.
+  [[ "${fields%% *}" != [ZX] ]] || return 1
+  [[ "$(echo "$fields" | cut -d' ' -f20)" == "$started" ]]
 }
 
 daemon_pid() {

@@ -167,7 +167,13 @@ process while the master started; run up again"
       "PORT_NOTE_TEXT='$PORT_NOTE_TEXT'"
   fi
 
+  # A restarted worker is waited for by its own log: the master may still
+  # list the killed one as ALIVE for a while.
+  local worker_log_from=0
   if ! daemon_alive "$STATE/worker.pid"; then
+    worker_log_from=1
+    [[ -f "$LOGS/worker.log" ]] &&
+      worker_log_from=$(($(wc -l <"$LOGS/worker.log") + 1))
     start_daemon worker "$LOGS/worker.log" "$STATE" "${SPARK_ENV[@]}" \
       "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
       --host localhost --webui-port "$SPARK_WORKER_WEBUI_PORT" \
@@ -176,7 +182,7 @@ process while the master started; run up again"
       "spark://localhost:$SPARK_MASTER_PORT"
     started+=(worker)
   fi
-  wait_for_worker
+  wait_for_worker "$worker_log_from"
 
   say_started ${started[@]+"${started[@]}"} -- \
     ${starting[@]+"${starting[@]}"}
@@ -184,10 +190,14 @@ process while the master started; run up again"
   summary
 }
 
-# Waits until the master lists the worker as ALIVE.
+# wait_for_worker FROM: waits until the master lists a worker as ALIVE and,
+# when FROM > 0, until the worker's log from line FROM on says it registered.
 wait_for_worker() {
-  local waited=0
-  until "$PY" - "$SPARK_MASTER_WEBUI_PORT" <<'PY' 2>/dev/null
+  local from="$1" waited=0
+  until { ((from == 0)) || awk -v from="$from" 'NR >= from &&
+    /Successfully registered with master/ { found = 1 }
+    END { exit !found }' "$LOGS/worker.log"; } &&
+    "$PY" - "$SPARK_MASTER_WEBUI_PORT" <<'PY' 2>/dev/null
 import json, sys, urllib.request
 with urllib.request.urlopen(
     f'http://localhost:{sys.argv[1]}/json/', timeout=5) as r:
