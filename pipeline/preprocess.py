@@ -410,9 +410,14 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       # What the job runs with (the pipeline graph, traced functions) lives
       # until it ends: out of the collector's way, the garbage freed first.
       heap.settle()
-      shown.phase(f'running the job ({_runner_name(options)})')
+      runner = _runner_name(options)
+      # A direct run happens in run(); other runners' run() packages and
+      # stages the job's files for the runner, which then runs it.
+      shown.phase(f'running the job ({runner})' if runner.startswith(
+          _DIRECT_RUNNER[0]) else f'submitting the job ({runner})')
       with stop.insistent():
         result = p.run()
+        shown.phase(f'running the job ({runner})')
         result.wait_until_finish()
       seconds['run_pipeline'] = time.monotonic() - t
       seconds.update(_stage_seconds(result))

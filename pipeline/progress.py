@@ -13,8 +13,8 @@ job runs (and, unless that logger was already set to show them, only
 here), so the line also says how many of the runner's stages have started
 and which step of the job (the labels of `build_pipeline`, such as
 AnalyzeAndTransform/AnalyzeTrain) the latest one belongs to. Other runners
-show their progress in their own UI; the line then says how long the job
-has run.
+show their progress in their own UI; the line then says whether the job is
+being submitted or running, and for how long.
 """
 
 import logging

@@ -94,6 +94,8 @@ Data and output (flag, or environment variable):
   --num-shards N       TFRecord shards per split (NUM_SHARDS; default 4)
   --overwrite          replace an existing output directory (OVERWRITE=1)
   --write-raw          also write the cleansed raw rows (WRITE_RAW=1)
+  --progress-seconds N a progress line every N seconds (PROGRESS_SECONDS;
+                       default 10; 0: none)
   --python PATH        interpreter (PYTHON; default .venv/bin/python if it
                        exists, else python3)
   --dry-run            print the command and its options; run nothing
@@ -110,6 +112,7 @@ init_common() {
   NUM_SHARDS="${NUM_SHARDS:-}"
   OVERWRITE="${OVERWRITE:-}"
   WRITE_RAW="${WRITE_RAW:-}"
+  PROGRESS_SECONDS="${PROGRESS_SECONDS:-}"
   PYTHON="${PYTHON:-}"
   DRY_RUN=""
   EXTRA_ARGS=()
@@ -125,6 +128,7 @@ parse_common() {
     --test-input) need_value "$@"; TEST_INPUT="$(from_caller "$2")" ;;
     --output-dir) need_value "$@"; OUTPUT_DIR="$(from_caller "$2")" ;;
     --num-shards) need_value "$@"; NUM_SHARDS="$2" ;;
+    --progress-seconds) need_value "$@"; PROGRESS_SECONDS="$2" ;;
     --python) need_value "$@"; PYTHON="$2" ;;
     --overwrite) OVERWRITE=1; SHIFT=1 ;;
     --write-raw) WRITE_RAW=1; SHIFT=1 ;;
@@ -156,6 +160,8 @@ build_common() {
   [[ -n "$NUM_SHARDS" ]] && CMD+=("--num-shards=$NUM_SHARDS")
   [[ -n "$OVERWRITE" && "$OVERWRITE" != 0 ]] && CMD+=(--overwrite)
   [[ -n "$WRITE_RAW" && "$WRITE_RAW" != 0 ]] && CMD+=(--write-raw)
+  [[ -n "$PROGRESS_SECONDS" ]] &&
+    CMD+=("--progress-seconds=$PROGRESS_SECONDS")
   return 0
 }
 

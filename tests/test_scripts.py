@@ -56,7 +56,7 @@ def dry_run(name, *args, env=None, cwd=ROOT):
       w for w in words[3:]
       if w.split('=')[0] in ('--config', '--input', '--test-input',
                              '--output-dir', '--num-shards', '--overwrite',
-                             '--write-raw')
+                             '--write-raw', '--progress-seconds')
   ]
   beam_args = [w for w in words[3:] if w not in own]
   return dict(w.split('=', 1) if '=' in w else (w, True) for w in own), \
@@ -94,12 +94,14 @@ def test_run_local_defaults_to_adult_on_the_direct_runner():
 def test_run_local_multi_processing():
   flags, options, _ = dry_run('run_local.sh', '--input', 'in/*.csv',
                               '--output-dir=o', '--direct-num-workers', '2',
-                              '--overwrite', '--', '--job_name=x')
+                              '--overwrite', '--progress-seconds', '2.5', '--',
+                              '--job_name=x')
   assert flags == {
       '--config': 'schemas/census.yaml',
       '--input': 'in/*.csv',
       '--output-dir': 'o',
-      '--overwrite': True
+      '--overwrite': True,
+      '--progress-seconds': '2.5'
   }
   direct = options.view_as(DirectOptions)
   assert direct.direct_num_workers == 2

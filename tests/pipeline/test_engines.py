@@ -170,10 +170,18 @@ class TestFlink:
   def test_parallelism_two_through_worker_pool_matches_in_process(
       self, flink, sample, reference, tmp_path):
     out = str(tmp_path / 'flink')
-    _submit(
+    proc = _submit(
         _submit_command('submit_flink.sh', flink, sample, out, '--parallelism',
-                        '2'),
+                        '2', '--progress-seconds', '2'),
         cwd=tmp_path)
+    # The progress lines tell the job's staging from its run.
+    phases = [
+        line.split(', ', 1)[1].split(' (')[0]
+        for line in proc.stdout.splitlines()
+        if line.startswith('preprocess: ') and ' s, ' in line
+    ]
+    assert 'submitting the job' in phases, proc.stdout[-3000:]
+    assert 'running the job' in phases[phases.index('submitting the job'):]
     manifest = _manifest(out)
     options = manifest['pipeline_options']
     assert options['job_endpoint'] == flink.job_endpoint
