@@ -413,8 +413,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       runner = _runner_name(options)
       # A direct run happens in run(); other runners' run() packages and
       # stages the job's files for the runner, which then runs it.
-      shown.phase(f'running the job ({runner})' if runner.startswith(
-          _DIRECT_RUNNER[0]) else f'submitting the job ({runner})')
+      direct = options.view_as(StandardOptions).runner in _DIRECT_RUNNER
+      shown.phase(f'running the job ({runner})'
+                  if direct else f'submitting the job ({runner})')
       with stop.insistent():
         result = p.run()
         shown.phase(f'running the job ({runner})')
