@@ -32,8 +32,6 @@ PREPROCESS_DONE = $(PREPROCESS_DIR)/manifest.json
 TRAIN_DONE = $(MODEL_DIR)/metrics.json
 STAMPS = $(OUT)/.make
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-
 .PHONY: run test lint fmt install data preprocess train push predict serve \
         clean bench bench-profile bench-preprocess bench-write \
         bench-training-input \

@@ -21,6 +21,12 @@ Python processes the command starts (Beam's worker processes) inherit the
 two FutureWarnings' filters through PYTHONWARNINGS;
 `pipeline/worker_startup.py` does the rest in a worker.
 
+`filter_runtime_noise()`, called by a command's `__main__` block, does the
+same for what the C++ runtime logs later, while the command runs
+(`core/stderr_relay.py`): only TensorFlow's end-of-iteration notice is dropped,
+so a command needs no TF_CPP_MIN_LOG_LEVEL, which would hide every warning
+of the runtime.
+
 Cheap to import: nothing here imports TensorFlow, Beam or TFDV.
 """
 
@@ -33,6 +39,8 @@ import tempfile
 from typing import Iterator
 import warnings
 
+from core import stderr_relay
+
 # Lines that TensorFlow's and TFDV's imports print, none about the run.
 _IMPORT_NOISE = re.compile(
     r'Unable to register cu(FFT|DNN|BLAS) factory: Attempting to register'
@@ -44,6 +52,12 @@ _IMPORT_NOISE = re.compile(
     r'|^Unable to import IPython: '
     r'|^TFDV visualization APIs will not function'
     r'|^\s*$')
+
+# What TensorFlow's C++ runtime logs while a command runs, not about the run:
+# the end of every tf.data iteration (core/stderr_relay.py). Other aborts of a
+# rendezvous (a real error, a cancellation) still print.
+RUNTIME_NOISE = (r'local_rendezvous\.cc:\d+\] Local rendezvous is aborting '
+                 r'with status: OUT_OF_RANGE: End of sequence$')
 
 _FUTURE_WARNINGS = (
     r'grpcio < [0-9.]+ does not support Post-Quantum Cryptography',
@@ -184,3 +198,9 @@ def tensorflow_startup(keras: bool = True) -> Iterator[None]:
     if not keras:
       _import_tensorflow_without_keras()
     yield
+
+
+def filter_runtime_noise() -> None:
+  """For the rest of the process: its file descriptor 2 without the runtime
+  noise (RUNTIME_NOISE); a command's process only, not a library's caller."""
+  stderr_relay.start(RUNTIME_NOISE)

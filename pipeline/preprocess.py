@@ -653,6 +653,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 if __name__ == '__main__':
+  quiet.filter_runtime_noise()
   heap.freeze_imports()
   _code = main()
   if _code > 128:  # stopped by a signal: nothing left worth waiting for

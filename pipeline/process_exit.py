@@ -26,6 +26,8 @@ import threading
 import time
 from typing import List, NoReturn
 
+from core import stderr_relay
+
 # Names Beam 2.61 gives the launcher-side threads of a portable run:
 # worker_pool_main.BeamFnExternalWorkerPoolServicer.StartWorker (in-process
 # SDK harness) and portable_runner.PipelineResult.wait_until_finish.
@@ -72,6 +74,9 @@ def exit_now(code: int) -> NoReturn:
   """
   logging.shutdown()
   flush_std_streams()
+  # What the stderr relay holds is written out before the process is gone
+  # (atexit, which stops it otherwise, does not run here).
+  stderr_relay.stop()
   os._exit(code)  # pylint: disable=protected-access
 
 

@@ -107,4 +107,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  quiet.filter_runtime_noise()
   sys.exit(main())

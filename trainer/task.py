@@ -284,5 +284,6 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 if __name__ == '__main__':
+  quiet.filter_runtime_noise()
   heap.freeze_imports()
   sys.exit(main())
