@@ -18,13 +18,24 @@ The watchdog's clean-up runs while the main thread may still be running the
 job and writing files, which would bring back a directory the clean-up just
 removed: it first parks the main thread (a raise it cannot swallow is not
 possible, but a signal handler that never returns is), then cleans up.
+
+The stop is reported in one line by the caller, so while the signals are
+handled the `Interrupted` is not reported again on its way out: Beam logs
+every exception a DoFn raises with its traceback (dozens of TensorFlow
+frames when the signal lands in a tf.Transform trace), and Python prints
+"Exception ignored in ..." with a traceback for each raise a destructor
+swallowed. Records and unraisable exceptions carrying an `Interrupted`, or
+an exception it caused, are dropped; any other exception is printed as
+before.
 """
 
 import contextlib
+import logging
 import signal
+import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from pipeline import process_exit
 
@@ -49,6 +60,27 @@ class Interrupted(KeyboardInterrupt):
   @property
   def exit_code(self) -> int:
     return 128 + self.signum
+
+
+def caused_by_stop(exc: Optional[BaseException]) -> bool:
+  """Whether `exc` is an `Interrupted` or was raised because of one (e.g. a
+  C extension's SystemError "returned a result with an exception set")."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    if isinstance(exc, Interrupted):
+      return True
+    seen.add(id(exc))
+    # The explicit cause only: whatever else is raised while the stop is
+    # handled has it as its context, and is still worth reporting.
+    exc = exc.__cause__
+  return False
+
+
+class _DropInterrupted(logging.Filter):
+  """Drops a log record about the stop (Beam's DoFn error log)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not caused_by_stop(record.exc_info[1] if record.exc_info else None)
 
 
 class StopOnSignals:
@@ -76,11 +108,22 @@ class StopOnSignals:
     self._ending = threading.Lock()
     self._done = threading.Event()
     self.signum: Optional[int] = None
+    # What reports an Interrupted on its way out while the signals are
+    # handled here: the root logger's handlers (filtered) and Python's hook
+    # for exceptions it cannot raise (replaced).
+    self._drop_interrupted = _DropInterrupted()
+    self._quiet_handlers: List[logging.Handler] = []
+    self._previous_unraisablehook = sys.unraisablehook
 
   def __enter__(self) -> 'StopOnSignals':
     if threading.current_thread() is threading.main_thread():
       for signum in SIGNALS:
         self._previous[signum] = signal.signal(signum, self._handle)
+      self._quiet_handlers = list(logging.getLogger().handlers)
+      for handler in self._quiet_handlers:
+        handler.addFilter(self._drop_interrupted)
+      self._previous_unraisablehook = sys.unraisablehook
+      sys.unraisablehook = self._unraisable
     return self
 
   def __exit__(self, *exc_info) -> None:
@@ -92,6 +135,17 @@ class StopOnSignals:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous.clear()
+    for handler in self._quiet_handlers:
+      handler.removeFilter(self._drop_interrupted)
+    self._quiet_handlers = []
+    if sys.unraisablehook == self._unraisable:
+      sys.unraisablehook = self._previous_unraisablehook
+
+  def _unraisable(self, unraisable) -> None:
+    """A raise a destructor or a callback swallowed: the repeat takes care
+    of it."""
+    if not caused_by_stop(unraisable.exc_value):
+      self._previous_unraisablehook(unraisable)
 
   def check(self) -> None:
     """Raises Interrupted if a stop was asked for, even if it was lost."""

@@ -175,3 +175,57 @@ with StopOnSignals(abandon, grace_s=0.2) as stop:
 ''')
   assert code == 0, err
   assert out.splitlines() == ['deferred section done', 'then stopped by SIGINT']
+
+
+def test_the_stop_is_not_reported_again_on_its_way_out(tmp_path):
+  # Beam logs the exception a DoFn raised, and Python prints a raise that a
+  # destructor swallowed: not for the Interrupted, which the command reports
+  # in one line; anything else still prints.
+  code, out, err = _run(
+      tmp_path, '''
+import logging
+logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+
+class Swallower:
+  def __del__(self):
+    print('ready', flush=True)
+    try:
+      time.sleep(30)  # the signal lands here
+    except Interrupted as e:
+      # As a C extension reports a callback's raise, which is then
+      # swallowed, printed as unraisable.
+      raise SystemError('returned a result with an exception set') from e
+
+class Faulty:
+  def __del__(self):
+    raise ValueError('a destructor of the job failed')
+
+hook = sys.unraisablehook
+with StopOnSignals(abandon, grace_s=60) as stop:
+  try:
+    with stop.insistent():
+      s = Swallower()
+      del s
+      try:
+        time.sleep(30)  # raised again here
+      except Interrupted as e:
+        logging.getLogger('apache_beam.runners.common').exception(e)
+        logging.getLogger('job').error('an error of the job',
+                                       exc_info=ValueError('real'))
+        f = Faulty()
+        del f
+        raise
+  except Interrupted:
+    print('stopped', flush=True)
+print('restored', sys.unraisablehook is hook,
+      [h.filters for h in logging.getLogger().handlers])
+logging.getLogger('apache_beam.runners.common').error(
+    'after the stop', exc_info=Interrupted(signal.SIGINT))
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['stopped', 'restored True [[]]']
+  before = err.split('ERROR after the stop')[0]
+  assert 'Interrupted' not in before and 'SystemError' not in before, err
+  assert 'ERROR an error of the job' in err and 'ValueError: real' in err
+  assert 'Exception ignored in' in err
+  assert 'ValueError: a destructor of the job failed' in err

@@ -549,6 +549,8 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
   assert code == 128 + signum, err[-20:]
   assert err[-1] == (f'preprocess: stopped by {name}; nothing published to '
                      f'{out}')
+  # The one line, not the stop's traceback from where it landed in the job.
+  assert not [line for line in err if 'Traceback' in line], '\n'.join(err)
   # Neither the output, its staging directory nor one renamed to discard.
   assert glob.glob(str(out) + '*') == []
   # Nor the job's temporary directory (pipeline/scratch.py).
