@@ -153,3 +153,40 @@ def test_a_killed_daemon_not_yet_reaped_is_not_alive(tmp_path):
     proc.wait()
   assert alive.stdout.split() == ['ALIVE'], alive.stderr
   assert killed.stdout.split() == ['STOPPED'], killed.stderr
+
+
+def test_a_failed_up_stops_what_it_started_and_nothing_else(tmp_path):
+  # A cluster already up, one of whose daemons `up` starts again: if that
+  # fails, the daemons that were running (a master a job may be using) stay.
+  start = ('start_daemon {name} "$LOGS/{name}.log" "$STATE" '
+           f'{shlex.quote(sys.executable)} -c "import time; time.sleep(300)"\n')
+  alive = 'daemon_alive "$STATE/{name}.pid" && echo {name} ALIVE\n'
+  try:
+    before = _bash(start.format(name='master'), tmp_path)
+    assert before.returncode == 0, before.stderr
+    failed = _bash(
+        'trap stop_after_failed_up EXIT\n' + start.format(name='worker') +
+        start.format(name='job-server') + 'die "the worker exited"\n', tmp_path)
+    after = _bash(
+        ''.join(
+            alive.format(name=n) for n in ('master', 'worker', 'job-server')),
+        tmp_path)
+    done = _bash(
+        'UP_DONE=1\ntrap stop_after_failed_up EXIT\n' +
+        start.format(name='worker'), tmp_path)
+    kept = _bash(alive.format(name='worker'), tmp_path)
+  finally:
+    for name in ('master', 'worker', 'job-server'):
+      pidfile = tmp_path / f'{name}.pid'
+      if pidfile.exists():
+        try:
+          os.killpg(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+          pass
+  assert failed.returncode == 2
+  assert ('start-up failed; stopping what this up started (worker '
+          'job-server)') in failed.stderr
+  assert 'stopped job-server' in failed.stderr.split('stopped worker')[0]
+  assert after.stdout.split() == ['master', 'ALIVE'], after.stderr
+  assert done.returncode == 0 and 'start-up failed' not in done.stderr
+  assert kept.stdout.split() == ['worker', 'ALIVE'], kept.stderr

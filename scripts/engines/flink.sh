@@ -152,8 +152,7 @@ up() {
   require_java
   require_python
   # A cluster that failed to come up is not left half-started.
-  trap '[[ "${UP_DONE:-}" == 1 ]] || { say "start-up failed; stopping what \
-was started"; stop_all quiet; }' EXIT
+  trap stop_after_failed_up EXIT
   ensure_flink_home
   ensure_job_server
 

@@ -308,6 +308,9 @@ daemon_pid() {
   echo "$pid"
 }
 
+# The daemons this invocation started, in order: what a failed `up` stops.
+LAUNCHED=()
+
 # start_daemon NAME LOG DIR COMMAND...: runs COMMAND in DIR, in a new session,
 # output to LOG; the PID goes to $STATE/NAME.pid.
 start_daemon() {
@@ -323,6 +326,21 @@ start_daemon() {
   [[ -n "$started" ]] || { tail -n 25 "$log" >&2; die "$name did not start; \
 its log: $log"; }
   echo "$pid $started" >"$STATE/$name.pid"
+  [[ " ${LAUNCHED[*]} " == *" $name "* ]] || LAUNCHED+=("$name")
+}
+
+# stop_after_failed_up: the EXIT trap of `up`. Unless UP_DONE=1, it stops the
+# daemons this `up` started, last first, and leaves running the ones that
+# were running before it (a master a job may be using).
+stop_after_failed_up() {
+  [[ "${UP_DONE:-}" == 1 ]] && return 0
+  ((${#LAUNCHED[@]})) || return 0
+  say "start-up failed; stopping what this up started (${LAUNCHED[*]}); \
+daemons that were running before it are left running"
+  local i
+  for ((i = ${#LAUNCHED[@]} - 1; i >= 0; i--)); do
+    stop_daemon "${LAUNCHED[i]}"
+  done
 }
 
 # stop_daemon NAME: SIGTERM to the daemon's process group, SIGKILL after 20 s.
