@@ -18,10 +18,11 @@ command's child processes (Beam's worker processes) inherit the pipe and are
 filtered too. The relay runs in a process group of its own, so a
 terminal's Ctrl-C or a kill of the command's process group does not reach
 it: it is there to pass on what the command prints while it stops, and it
-ends when the last writer of the pipe has closed it. (It ignores SIGTTOU, so
-it may write to a terminal with `stty tostop` as the command could.) `stop()` (at exit, and before an `os._exit`) gives the
-command its own file descriptor 2 back and waits for the relay to write out
-what it holds, so nothing the command printed arrives after it has exited.
+ends when the last writer of the pipe has closed it. (It ignores SIGTTOU,
+so it may write to a terminal with `stty tostop` as the command could.)
+`stop()` (at exit, and before an `os._exit`) gives the command its own file
+descriptor 2 back and waits for the relay to write out what it holds, so
+nothing the command printed arrives after it has exited.
 
 Imports only the standard library: the relay runs without site-packages.
 """
