@@ -80,6 +80,10 @@ def _command(body: str) -> list:
   return [sys.executable, '-c', code]
 
 
+def _env() -> dict:
+  return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
 def _gone(pid: int, timeout_s: float = 10.0) -> bool:
   deadline = time.monotonic() + timeout_s
   while time.monotonic() < deadline:
@@ -94,11 +98,10 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
 
 
 def _run(body: str, **kwargs) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
   return subprocess.run(
       _command(body),
       cwd=str(ROOT),
-      env=env,
+      env=_env(),
       capture_output=True,
       timeout=60,
       check=False,
@@ -140,7 +143,6 @@ def test_a_hard_exit_through_process_exit_waits_for_the_relay():
 def test_ctrl_c_to_the_process_group_leaves_the_relay_to_print_the_stop():
   # A terminal's Ctrl-C reaches every process of the foreground group, the
   # relay too; the command's own message about stopping must still show.
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
   body = """
       def stop(signum, frame):
         time.sleep(0.3)
@@ -153,7 +155,7 @@ def test_ctrl_c_to_the_process_group_leaves_the_relay_to_print_the_stop():
   with subprocess.Popen(
       _command(body),
       cwd=str(ROOT),
-      env=env,
+      env=_env(),
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       start_new_session=True) as proc:
@@ -170,7 +172,6 @@ def test_a_child_left_running_does_not_hold_the_command_at_exit(tmp_path):
   # The child inherits the relay's pipe as its stderr; the command exits
   # after STOP_WAIT_S at most, and the relay ends with the child.
   err_path = tmp_path / 'stderr'
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
   with open(err_path, 'wb') as err:
     start = time.monotonic()
     proc = subprocess.run(
@@ -180,7 +181,7 @@ def test_a_child_left_running_does_not_hold_the_command_at_exit(tmp_path):
             print('leaving', file=sys.stderr)
             """),
         cwd=str(ROOT),
-        env=env,
+        env=_env(),
         stdout=subprocess.PIPE,
         stderr=err,
         timeout=30,
