@@ -36,7 +36,7 @@ import argparse
 import datetime
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from core import quiet
 
@@ -57,7 +57,6 @@ from core.layout import PreprocessOutput
 from trainer import distribute
 from trainer import evaluate
 from trainer import export
-from trainer import heads
 from trainer import hparams
 from trainer import kfold
 from trainer import report
@@ -164,9 +163,17 @@ def _check_slices(config: DatasetConfig, hp: hparams.HParams) -> None:
                         f'slice by one of {", ".join(allowed)}')
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def run(argv: Optional[Sequence[str]] = None,
+        say: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
   """Trains, evaluates and exports (or cross-validates); returns the metrics
-    document."""
+    document.
+
+    `say` gets a line as each step of a single run ends (the fit, the
+    evaluation with its results, the export, the metrics through the
+    export, the report), so that the command shows its results while the
+    later steps run instead of all of them at the end.
+    """
+  say = say or (lambda line: None)
   args = parse_args(argv)
   total_start = time.monotonic()
   config, tft_output = _load_inputs(args.preprocess_dir)
@@ -202,13 +209,20 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       args.verbose,
   )
   summary['distribution_strategy'] = args.distribution_strategy
+  say(_fit_line(summary))
 
+  started = time.monotonic()
   predictions = evaluate.predict_splits(
       m,
       training.eval_datasets(config, tft_output, args.preprocess_dir,
                              ('eval', 'test')),
   )
   evaluation = head.evaluate(predictions, hp)
+  say(_took(f'scored {_rows(predictions)} with the trained model', started))
+  say(
+      head.format_results(evaluation.metrics,
+                          evaluate.splits_in_order(predictions)))
+  started = time.monotonic()
   export_dir = export.export_model(
       m,
       tft_output,
@@ -220,6 +234,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
       write=chief,
       head=head,
   )
+  say(_took(f'exported {export_dir}', started))
 
   doc: Dict[str, Any] = dict(evaluation.metrics)
   doc.update(head.label_fields())
@@ -241,20 +256,45 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           hp.to_json(),
   })
   if chief:
-    doc.update(
-        head.metrics_through_export(
-            export_dir,
-            args.preprocess_dir,
-            hp,
-            evaluation.threshold,
-            list(predictions),
-        ))
+    started = time.monotonic()
+    through_export = head.metrics_through_export(
+        export_dir,
+        args.preprocess_dir,
+        hp,
+        evaluation.threshold,
+        list(predictions),
+    )
+    doc.update(through_export)
+    if through_export:
+      say(
+          _took(
+              f'raw {" and ".join(predictions)} rows scored through the '
+              f'export ({", ".join(sorted(through_export))})', started))
     doc['report'] = ModelDir(args.model_dir).report_path
   doc['seconds_total'] = round(time.monotonic() - total_start, 2)
   if chief:
+    started = time.monotonic()
     evaluate.write_metrics(ModelDir(args.model_dir).metrics_path, doc)
     report.write_report(args.model_dir, doc, predictions, head)
+    say(_took(f'report {doc["report"]}', started))
   return doc
+
+
+def _fit_line(summary: Mapping[str, Any]) -> str:
+  return (f'\ntrainer: {summary["epochs_run"]} epochs in '
+          f'{summary["seconds"]:.1f}s (best epoch {summary["best_epoch"]} by '
+          f'{summary["monitor"]}, {summary["replicas"]} replica(s))')
+
+
+def _rows(predictions: Mapping[str, Any]) -> str:
+  """'eval (6,511 rows) and test (16,281 rows)'."""
+  return ' and '.join(
+      f'{split} ({len(labels):,} rows)' for split, (labels,
+                                                    _) in predictions.items())
+
+
+def _took(what: str, started: float) -> str:
+  return f'trainer: {what} in {time.monotonic() - started:.1f} s'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -262,24 +302,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-  doc = run(argv)
+  doc = run(argv, say=lambda line: print(line, flush=True))
   if doc.get('mode') == 'kfold':
     print(f'\ntrainer: {doc["folds"]}-fold cross-validation on train + eval '
           f'in {doc["seconds_total"]:.1f}s')
     print(
         evaluate.format_fold_table(
             doc['summary'], rows=[tuple(r) for r in doc['table_rows']]))
-    return 0
-  t = doc['training']
-  print(f'\ntrainer: {t["epochs_run"]} epochs in {t["seconds"]:.1f}s '
-        f'(best epoch {t["best_epoch"]} by {t["monitor"]}, '
-        f'{t["replicas"]} replica(s))')
-  order = evaluate.splits_in_order(k for k in ('eval', 'test') if k in doc)
-  head = heads.make_head(PreprocessOutput(doc['preprocess_dir']).config)
-  print(head.format_results(doc, order))
-  print(f'trainer: exported {doc["export_dir"]}')
-  if 'report' in doc:
-    print(f'trainer: report {doc["report"]}')
   return 0
 
 

@@ -40,14 +40,35 @@ def sliced_model(trainer_toy_preprocessed, tmp_path_factory):
   """A short toy run with slices and balanced class weights."""
   preprocess_dir, _ = trainer_toy_preprocessed
   model_dir = str(tmp_path_factory.mktemp('trainer_report') / 'model')
+  said = []
+
+  def say(line):
+    # What a reader of the line finds on disk at that moment.
+    said.append((line, _outputs_present(model_dir)))
+
   doc = task.run([
       '--preprocess-dir', preprocess_dir, '--model-dir', model_dir, '--epochs',
       '4', '--batch-size', '64', '--verbose', '0', '--seed', '5', '--slices',
       ','.join(SLICES), '--slice-buckets', '3', '--class-weight', 'balanced'
-  ])
+  ],
+                 say=say)
   with open(ModelDir(model_dir).metrics_path) as f:
     saved = json.load(f)
-  return model_dir, doc, saved
+  return model_dir, doc, saved, said
+
+
+def _outputs_present(model_dir):
+  exports = os.path.join(model_dir, 'export')
+  present = set()
+  if os.path.isdir(exports) and any(
+      os.path.exists(os.path.join(exports, v, 'saved_model.pb'))
+      for v in os.listdir(exports)):
+    present.add('export')
+  if os.path.exists(ModelDir(model_dir).metrics_path):
+    present.add('metrics.json')
+  if os.path.exists(ModelDir(model_dir).report_path):
+    present.add('report.html')
+  return present
 
 
 def _lookup(doc, key):
@@ -79,8 +100,35 @@ def _shown(value):
   return f'{value:.4f}'
 
 
+def test_each_step_is_reported_as_it_ends(sliced_model):
+  """The command says what each step gave while the later ones still run:
+  the results before the export exists, the export's line once it is on
+  disk (before metrics.json), the report's once the page is written."""
+  model_dir, doc, _, said = sliced_model
+  lines = [line for line, _ in said]
+  kinds = [
+      'epochs in', 'scored eval', 'trainer: threshold', 'exported',
+      'scored through the export', 'report'
+  ]
+  assert len(lines) == len(kinds), lines
+  for line, kind in zip(lines, kinds):
+    assert kind in line, (kind, lines)
+  present = [outputs for _, outputs in said]
+  assert present[:3] == [set()] * 3
+  assert present[3] == present[4] == {'export'}
+  assert present[5] == {'export', 'metrics.json', 'report.html'}
+  assert f'{doc["training"]["epochs_run"]} epochs' in lines[0]
+  assert doc['export_dir'] in lines[3]
+  assert doc['report'] in lines[5]
+  assert '(slices)' in lines[4]
+  rows = {s: doc[s]['rows'] for s in ('eval', 'test')}
+  assert (f'eval ({rows["eval"]:,} rows) and test ({rows["test"]:,} rows)'
+          in lines[1])
+  assert re.search(r' in \d+\.\d s$', lines[3]), lines[3]
+
+
 def test_report_files_are_decodable_pngs(sliced_model):
-  model_dir, doc, saved = sliced_model
+  model_dir, doc, saved, _ = sliced_model
   assert doc['report'] == ModelDir(model_dir).report_path
   assert os.path.isfile(doc['report'])
   for name in BINARY_FIGURES:
@@ -100,7 +148,7 @@ def test_report_files_are_decodable_pngs(sliced_model):
 
 def test_report_renders_in_chromium_with_metrics_json_numbers(
     sliced_model, tmp_path):
-  model_dir, _, saved = sliced_model
+  model_dir, _, saved, _ = sliced_model
   dom = dump_dom(ModelDir(model_dir).report_path, tmp_path)
   # Every image decoded in the browser, at its real size.
   images = re.findall(r'<img [^>]*>', dom)
@@ -144,7 +192,7 @@ def test_report_renders_in_chromium_with_metrics_json_numbers(
 
 
 def test_slices_cover_every_row_and_match_the_overall_metrics(sliced_model):
-  _, _, saved = sliced_model
+  _, _, saved, _ = sliced_model
   sliced = saved['slices']
   assert sliced['available'] and sliced['columns'] == list(SLICES)
   # Numeric slice: quantile buckets of the eval values (3 -> 2 cut points).
@@ -180,7 +228,7 @@ def test_slices_cover_every_row_and_match_the_overall_metrics(sliced_model):
 def test_balanced_class_weights_raise_recall_at_half(sliced_model,
                                                      trainer_toy_model,
                                                      trainer_toy_preprocessed):
-  _, _, saved = sliced_model
+  _, _, saved, _ = sliced_model
   _, plain = trainer_toy_model
   _, manifest = trainer_toy_preprocessed
   counts = saved['training']['train_label_counts']
@@ -198,7 +246,7 @@ def test_balanced_class_weights_raise_recall_at_half(sliced_model,
 
 
 def test_slices_without_raw_rows_or_columns(sliced_model, tmp_path):
-  model_dir, _, saved = sliced_model
+  model_dir, _, saved, _ = sliced_model
   config = load_config(TOY_CONFIG)
   export_dir = resolve_export(model_dir).path
   missing = slices.slice_metrics(export_dir, str(tmp_path), config, ['city'], 4,
