@@ -26,7 +26,8 @@ changes no argument and no result); a count says how often it ran:
   train       interpreter start-up, imports, the label pass, datasets,
               model build, the first epoch (tracing) and the later ones,
               AutoGraph conversions, evaluation, export, the metrics through
-              the export, the report
+              the export, the report (where a child draws its PNGs while
+              the export runs: the wait for them, and the writing)
 
 With --trees the same runs are made for several copies of the code (e.g. a
 checkout before and after a change), alternating between them on every
@@ -150,6 +151,8 @@ _TRAIN_WRAPS = (
     ('trainer.evaluate', 'predict_splits', 'evaluation (eval + test scored)'),
     ('trainer.export', 'export_model', 'export (SavedModel + signatures)'),
     ('trainer.report', 'write_report', 'report (HTML + PNGs)'),
+    ('trainer.plots', 'Drawing.result',
+     'report: waiting for the PNGs (drawn in a child)'),
 )
 
 _TF_WRAPS = (
@@ -469,6 +472,7 @@ _ORDER = {
         'export (SavedModel + signatures)',
         'metrics through the export (raw rows, slices)',
         'report (HTML + PNGs)',
+        'report: waiting for the PNGs (drawn in a child)',
     ],
 }
 

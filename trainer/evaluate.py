@@ -9,10 +9,25 @@ the predictions.
 
 import json
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Sequence,
+    Tuple,
+    TYPE_CHECKING,
+)
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:
+  import tensorflow as tf
+
+# TensorFlow is imported by the functions that use it: the report's figures
+# are drawn in a child interpreter (trainer/plots.py) that needs the curves
+# here and should not spend seconds importing TensorFlow.
 
 LOG_LOSS_EPS = 1e-7  # clip for log loss, as Keras does
 
@@ -253,14 +268,16 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
   }
 
 
-def predict_dataset(model,
-                    dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+def predict_dataset(
+    model, dataset: 'tf.data.Dataset') -> Tuple[np.ndarray, np.ndarray]:
   """(labels, outputs) over a finite (features, label) dataset.
 
   Labels are collected from the same batches the model scores, so they line
   up whatever the dataset's order. One output per row gives a vector; K per
   row (multiclass probabilities) an [N, K] array.
   """
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
 
   # One trace per call: the signature comes from the dataset's element spec
   # (batch dimension None), so a short last batch does not retrace.
@@ -353,12 +370,14 @@ def _json_safe(value: Any) -> Any:
 
 def write_metrics(path: str, doc: Mapping[str, Any]) -> None:
   """Writes metrics.json (NaN, e.g. AUC of a one-class split, as null)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(json.dumps(_json_safe(dict(doc)), indent=2, sort_keys=True) + '\n')
 
 
 def predict_splits(
-    model, datasets: Mapping[str, tf.data.Dataset]
+    model, datasets: Mapping[str, 'tf.data.Dataset']
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
   """split -> (labels, probabilities)."""
   return {name: predict_dataset(model, ds) for name, ds in datasets.items()}

@@ -25,7 +25,7 @@ are core/html.py's, shared with the statistics report.
 
 import math
 import os
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +34,7 @@ from core import html
 from core.layout import ModelDir
 from core.layout import PreprocessOutput
 from trainer import evaluate
+from trainer import plots
 
 # Every figure a report may show, by key; a head draws its own.
 FIGURES = {
@@ -151,16 +152,25 @@ def render(doc: Mapping[str, Any], model_dir: str, head) -> str:
   return html.page(title, body, html.MODEL_REPORT_STYLE, _IMAGE_CHECK_SCRIPT)
 
 
-def write_report(model_dir: str, doc: Mapping[str, Any],
-                 predictions: Mapping[str, Tuple[np.ndarray,
-                                                 np.ndarray]], head) -> str:
-  """Writes MDIR/report.html and the head's PNGs; returns the page's path.
-
-  `doc` is the metrics document (as written to metrics.json), `predictions`
-  split -> (labels, model outputs) for the splits in it.
-  """
+def figures(model_dir: str, doc: Mapping[str, Any],
+            predictions: Mapping[str, Tuple[np.ndarray, np.ndarray]],
+            head) -> List[plots.Figure]:
+  """The figures of the page of the model whose metrics document is `doc`
+  (its metrics and training history), `predictions` split -> (labels,
+  model outputs) for the splits in it."""
   splits = evaluate.splits_in_order(s for s in predictions if s in doc)
-  head.write_plots(model_dir, doc, {s: predictions[s] for s in splits}, splits)
+  return head.figures(model_dir, doc, {s: predictions[s] for s in splits},
+                      splits)
+
+
+def write_report(model_dir: str, doc: Mapping[str, Any], head,
+                 pngs: Mapping[str, bytes]) -> str:
+  """Writes the figures' PNGs (path -> bytes, drawn from `figures()`) and
+  MDIR/report.html; returns the page's path.
+
+  `doc` is the metrics document, as written to metrics.json.
+  """
+  plots.write(pngs)
   path = ModelDir(model_dir).report_path
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(render(doc, model_dir, head))

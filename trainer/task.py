@@ -33,6 +33,7 @@ MDIR/metrics.json; nothing is exported (trainer/kfold.py).
 """
 
 import argparse
+import contextlib
 import datetime
 import sys
 import time
@@ -59,6 +60,7 @@ from trainer import evaluate
 from trainer import export
 from trainer import hparams
 from trainer import kfold
+from trainer import plots
 from trainer import report
 from trainer import training
 
@@ -222,19 +224,6 @@ def run(argv: Optional[Sequence[str]] = None,
   say(
       head.format_results(evaluation.metrics,
                           evaluate.splits_in_order(predictions)))
-  started = time.monotonic()
-  export_dir = export.export_model(
-      m,
-      tft_output,
-      config,
-      [f.name for f in features],
-      args.model_dir,
-      evaluation.threshold,
-      extra_metadata=dict({'hparams': hp.to_json()}, **evaluation.metadata),
-      write=chief,
-      head=head,
-  )
-  say(_took(f'exported {export_dir}', started))
 
   doc: Dict[str, Any] = dict(evaluation.metrics)
   doc.update(head.label_fields())
@@ -248,17 +237,36 @@ def run(argv: Optional[Sequence[str]] = None,
           config.label.task,
       'preprocess_dir':
           args.preprocess_dir,
-      'export_dir':
-          export_dir,
       'training':
           summary,
       'hparams':
           hp.to_json(),
   })
-  if chief:
+  # The report's figures need only the metrics and the history: a child
+  # draws them while this process exports and scores through the export.
+  with contextlib.ExitStack() as stack:
+    drawing = stack.enter_context(
+        plots.Drawing(report.figures(args.model_dir, doc, predictions,
+                                     head))) if chief else None
+    started = time.monotonic()
+    doc['export_dir'] = export.export_model(
+        m,
+        tft_output,
+        config,
+        [f.name for f in features],
+        args.model_dir,
+        evaluation.threshold,
+        extra_metadata=dict({'hparams': hp.to_json()}, **evaluation.metadata),
+        write=chief,
+        head=head,
+    )
+    say(_took(f'exported {doc["export_dir"]}', started))
+    if drawing is None:
+      doc['seconds_total'] = round(time.monotonic() - total_start, 2)
+      return doc
     started = time.monotonic()
     through_export = head.metrics_through_export(
-        export_dir,
+        doc['export_dir'],
         args.preprocess_dir,
         hp,
         evaluation.threshold,
@@ -271,11 +279,10 @@ def run(argv: Optional[Sequence[str]] = None,
               f'raw {" and ".join(predictions)} rows scored through the '
               f'export ({", ".join(sorted(through_export))})', started))
     doc['report'] = ModelDir(args.model_dir).report_path
-  doc['seconds_total'] = round(time.monotonic() - total_start, 2)
-  if chief:
+    doc['seconds_total'] = round(time.monotonic() - total_start, 2)
     started = time.monotonic()
     evaluate.write_metrics(ModelDir(args.model_dir).metrics_path, doc)
-    report.write_report(args.model_dir, doc, predictions, head)
+    report.write_report(args.model_dir, doc, head, drawing.result())
     say(_took(f'report {doc["report"]}', started))
   return doc
 

@@ -184,14 +184,17 @@ class Head:
     """What trainer.task prints about the metrics of a finished run."""
     return self.format_table({s: doc[s] for s in splits})
 
-  def write_plots(self, model_dir: str, doc: Mapping[str, Any],
-                  predictions: Predictions, splits: Sequence[str]) -> None:
-    """Draws the head's figures of the report into `model_dir`."""
+  def figures(self, model_dir: str, doc: Mapping[str,
+                                                 Any], predictions: Predictions,
+              splits: Sequence[str]) -> List[plots.Figure]:
+    """The head's figures of the report, for paths in `model_dir`."""
     training = doc.get('training', {})
-    plots.learning_curves(
-        training.get('history', {}), training.get('best_epoch'),
-        report.figure_path(model_dir, 'learning'), self.monitor[len('val_'):],
-        self.monitor_title)
+    return [
+        plots.Figure(
+            report.figure_path(model_dir, 'learning'), 'learning_curves',
+            (training.get('history', {}), training.get('best_epoch'),
+             self.monitor[len('val_'):], self.monitor_title))
+    ]
 
   def report_section(self, doc: Mapping[str, Any],
                      splits: Sequence[str]) -> str:

@@ -208,17 +208,19 @@ class BinaryHead(base.ClassifierHead):
         evaluate.format_table({s: doc[REFERENCE_KEY][s] for s in splits})
     ])
 
-  def write_plots(self, model_dir, doc, predictions, splits):
-    super().write_plots(model_dir, doc, predictions, splits)
+  def figures(self, model_dir, doc, predictions, splits):
 
     def path(key):
       return report.figure_path(model_dir, key)
 
-    plots.roc_curves(predictions, doc, path('roc'))
-    plots.precision_recall_curves(predictions, doc, path('pr'))
-    plots.binary_confusion(doc, splits, (self.negative, self.positive),
-                           path('confusion'))
-    plots.calibration(predictions, path('calibration'))
+    return super().figures(model_dir, doc, predictions, splits) + [
+        plots.Figure(path('roc'), 'roc_curves', (predictions, doc)),
+        plots.Figure(path('pr'), 'precision_recall_curves', (predictions, doc)),
+        plots.Figure(
+            path('confusion'), 'binary_confusion',
+            (doc, splits, (self.negative, self.positive))),
+        plots.Figure(path('calibration'), 'calibration', (predictions,)),
+    ]
 
   def report_section(self, doc, splits):
     e = html.escape

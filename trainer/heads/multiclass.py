@@ -101,10 +101,12 @@ class MulticlassHead(base.ClassifierHead):
                f'{m["confusion_matrix"]}')
     return text
 
-  def write_plots(self, model_dir, doc, predictions, splits):
-    super().write_plots(model_dir, doc, predictions, splits)
-    plots.class_confusion(doc, splits,
-                          report.figure_path(model_dir, 'confusion'))
+  def figures(self, model_dir, doc, predictions, splits):
+    return super().figures(model_dir, doc, predictions, splits) + [
+        plots.Figure(
+            report.figure_path(model_dir, 'confusion'), 'class_confusion',
+            (doc, splits))
+    ]
 
   def report_about(self, doc):
     about = (f'Multiclass label over {len(self.classes)} classes '

@@ -110,15 +110,19 @@ class RegressionHead(base.Head):
       rows.append(('rmse_log', 'RMSE (log)', '{:.4f}'))
     return rows
 
-  def write_plots(self, model_dir, doc, predictions, splits):
-    super().write_plots(model_dir, doc, predictions, splits)
+  def figures(self, model_dir, doc, predictions, splits):
     in_units = {
         s: (self.to_label_units(y), self.to_label_units(p))
         for s, (y, p) in predictions.items()
     }
-    plots.predicted_vs_actual(in_units, self.log_target,
-                              report.figure_path(model_dir, 'scatter'))
-    plots.residuals(in_units, report.figure_path(model_dir, 'residuals'))
+    return super().figures(model_dir, doc, predictions, splits) + [
+        plots.Figure(
+            report.figure_path(model_dir, 'scatter'), 'predicted_vs_actual',
+            (in_units, self.log_target)),
+        plots.Figure(
+            report.figure_path(model_dir, 'residuals'), 'residuals',
+            (in_units,)),
+    ]
 
   def report_about(self, doc):
     return ('Regression; metrics in the label\'s own units' +
