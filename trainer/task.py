@@ -244,10 +244,8 @@ def run(argv: Optional[Sequence[str]] = None,
   })
   # The report's figures need only the metrics and the history: a child
   # draws them while this process exports and scores through the export.
-  with contextlib.ExitStack() as stack:
-    drawing = stack.enter_context(
-        plots.Drawing(report.figures(args.model_dir, doc, predictions,
-                                     head))) if chief else None
+  with (plots.Drawing(report.figures(args.model_dir, doc, predictions, head))
+        if chief else contextlib.nullcontext()) as drawing:
     started = time.monotonic()
     doc['export_dir'] = export.export_model(
         m,
@@ -261,29 +259,28 @@ def run(argv: Optional[Sequence[str]] = None,
         head=head,
     )
     say(_took(f'exported {doc["export_dir"]}', started))
-    if drawing is None:
-      doc['seconds_total'] = round(time.monotonic() - total_start, 2)
-      return doc
-    started = time.monotonic()
-    through_export = head.metrics_through_export(
-        doc['export_dir'],
-        args.preprocess_dir,
-        hp,
-        evaluation.threshold,
-        list(predictions),
-    )
-    doc.update(through_export)
-    if through_export:
-      say(
-          _took(
-              f'raw {" and ".join(predictions)} rows scored through the '
-              f'export ({", ".join(sorted(through_export))})', started))
-    doc['report'] = ModelDir(args.model_dir).report_path
+    if drawing is not None:
+      started = time.monotonic()
+      through_export = head.metrics_through_export(
+          doc['export_dir'],
+          args.preprocess_dir,
+          hp,
+          evaluation.threshold,
+          list(predictions),
+      )
+      doc.update(through_export)
+      if through_export:
+        say(
+            _took(
+                f'raw {" and ".join(predictions)} rows scored through the '
+                f'export ({", ".join(sorted(through_export))})', started))
+      doc['report'] = ModelDir(args.model_dir).report_path
     doc['seconds_total'] = round(time.monotonic() - total_start, 2)
-    started = time.monotonic()
-    evaluate.write_metrics(ModelDir(args.model_dir).metrics_path, doc)
-    report.write_report(args.model_dir, doc, head, drawing.result())
-    say(_took(f'report {doc["report"]}', started))
+    if drawing is not None:
+      started = time.monotonic()
+      evaluate.write_metrics(ModelDir(args.model_dir).metrics_path, doc)
+      report.write_report(args.model_dir, doc, head, drawing.result())
+      say(_took(f'report {doc["report"]}', started))
   return doc
 
 
