@@ -42,8 +42,9 @@ from core.config import TASKS
 from core.errors import InputError
 from core.errors import UserError
 from pipeline import column_checks
+from pipeline import flags
 
-DEFAULT_SAMPLE_ROWS = 100_000
+DEFAULT_SAMPLE_ROWS = flags.DEFAULT_SAMPLE_ROWS
 MISSING_TOKENS = ('', '?', 'NA', 'N/A', 'n/a', 'NaN', 'nan', 'null', 'NULL',
                   'None', '-')
 LIST_SEPARATORS = ('|', ';')

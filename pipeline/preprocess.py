@@ -11,7 +11,6 @@ are Beam pipeline options (--runner, --direct_num_workers, --project, ...), so
 the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
 """
 
-import argparse
 import ctypes
 import ctypes.util
 import functools
@@ -23,7 +22,13 @@ import time
 import traceback
 from typing import Dict, List, Optional, Sequence
 
+from core import cli
 from core import quiet
+from pipeline import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.preprocess)
 
 # TensorFlow, TFDV and Beam are imported with their start-up noise
 # filtered (core/quiet.py).
@@ -38,7 +43,6 @@ with quiet.tensorflow_startup():
   import tensorflow_transform.beam as tft_beam
   from tfx_bsl.public import tfxio
 
-from core import cli
 from core import heap
 from core.config import DatasetConfig
 from core.config import load_config
@@ -69,8 +73,6 @@ install_beam_memos()
 # Exit codes (0: published): 1 data anomalies, 2 unusable flags, config or
 # input, 3 the job failed; 128 + N stopped by signal N.
 JOB_FAILED = 3
-DEFAULT_NUM_SHARDS = 4
-DEFAULT_PROGRESS_SECONDS = 10.0
 # Rows per batch through the transform graph: the read chunks' size, as
 # analysis sees them. TFXIO's conversion to tensors, the graph call and the
 # example encoder each have a cost per batch: a million rows took 70.7 s
@@ -259,74 +261,6 @@ def build_pipeline(
       | 'WriteCounts' >> sinks.WriteJson(out.files.path(COUNTS_FILE)))
 
 
-def _parse_args(argv: Optional[Sequence[str]]):
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.preprocess',
-      description='Cleanse, split, validate and transform raw tabular data '
-      'with Apache Beam and tf.Transform. Unknown flags are passed to Beam as '
-      'pipeline options.',
-  )
-  parser.add_argument(
-      '--config',
-      required=True,
-      help='dataset config YAML, e.g. schemas/census.yaml')
-  parser.add_argument(
-      '--input', required=True, help='file pattern of the train/eval data')
-  parser.add_argument(
-      '--test-input',
-      default=None,
-      help='file pattern of held-out test data (optional)',
-  )
-  parser.add_argument(
-      '--output-dir',
-      required=True,
-      help='output directory (local path or gs://...)')
-  parser.add_argument(
-      '--overwrite',
-      action='store_true',
-      help='replace --output-dir if it already exists',
-  )
-  parser.add_argument(
-      '--num-shards',
-      type=int,
-      default=DEFAULT_NUM_SHARDS,
-      help='TFRecord shards per split (default %(default)s)',
-  )
-  parser.add_argument(
-      '--write-raw',
-      action='store_true',
-      help='also write the cleansed raw rows of each split as '
-      'tf.Examples under raw/',
-  )
-  parser.add_argument(
-      '--schema',
-      default=None,
-      help='curated TFDV schema (.pbtxt) to validate the '
-      "splits against; default: the config's tfdv_schema",
-  )
-  parser.add_argument(
-      '--anomalies',
-      choices=validation.ON_ANOMALIES,
-      default=validation.FAIL,
-      help='on data anomalies: fail (exit 1, output not '
-      'published; details kept in OUTPUT_DIR.rejected/) or '
-      'warn (report and publish); default %(default)s',
-  )
-  parser.add_argument(
-      '--progress-seconds',
-      type=float,
-      default=DEFAULT_PROGRESS_SECONDS,
-      help='while the job is built, run and checked, print what it is '
-      'doing every N seconds (0: never); default %(default)s',
-  )
-  args, beam_args = parser.parse_known_args(argv)
-  if args.num_shards < 1:
-    parser.error('--num-shards must be at least 1')
-  if not args.progress_seconds >= 0:
-    parser.error('--progress-seconds must be 0 or more')
-  return args, beam_args
-
-
 def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   options = beam_options.JobOptions(beam_args)
   setup = options.view_as(SetupOptions)
@@ -372,7 +306,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the job and returns the manifest; raises UserError on bad input."""
   start = time.monotonic()
   seconds = {}
-  args, beam_args = _parse_args(argv)
+  args, beam_args = flags.preprocess(argv)
   config = load_config(args.config)
   input_files = sources.resolve_files(args.input, '--input')
   test_files = (

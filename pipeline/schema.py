@@ -24,13 +24,18 @@ so a large input can be drafted on Dataflow.
 `show` prints a schema as one table row per feature.
 """
 
-import argparse
 import os
 import sys
 import tempfile
 from typing import List, Optional, Sequence
 
+from core import cli
 from core import quiet
+from pipeline import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.schema)
 
 # Beam and TFDV are imported with their start-up noise filtered
 # (core/quiet.py).
@@ -41,7 +46,6 @@ with quiet.tensorflow_startup():
   import tensorflow_data_validation as tfdv
   from tensorflow_metadata.proto.v0 import schema_pb2
 
-from core import cli
 from core.config import load_config
 from core.errors import UserError
 from pipeline import cleanse
@@ -111,7 +115,7 @@ def init(pattern: str,
          delimiter: Optional[str] = None,
          header: Optional[bool] = None,
          encoding: str = 'utf-8',
-         sample_rows: int = config_draft.DEFAULT_SAMPLE_ROWS,
+         sample_rows: int = flags.DEFAULT_SAMPLE_ROWS,
          overwrite: bool = False,
          beam_args: Sequence[str] = ()) -> str:
   """Drafts `output` (a config YAML) and its TFDV schema; returns the YAML.
@@ -257,72 +261,13 @@ def show(path: str) -> None:
 # ---------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.schema',
-      description='Start a dataset (init: draft a config and its TFDV '
-      'schema from a CSV), draft (infer) and inspect (show) TFDV schemas.')
-  sub = parser.add_subparsers(dest='command', required=True)
-  p = sub.add_parser(
-      'init',
-      help='draft a dataset config and its TFDV schema '
-      'from a CSV file; unknown flags are Beam pipeline options')
-  p.add_argument(
-      '--input',
-      required=True,
-      help='CSV file pattern; the first file is sampled')
-  p.add_argument('--label', required=True, help='the label column')
-  p.add_argument('--output', required=True, help='config to write (.yaml)')
-  p.add_argument(
-      '--schema-output',
-      default=None,
-      help='TFDV schema to write (default: OUTPUT without .yaml '
-      '+ _schema.pbtxt)')
-  p.add_argument(
-      '--name',
-      default=None,
-      help='dataset name (default: the output file name)')
-  p.add_argument(
-      '--task',
-      default='auto',
-      choices=('auto', 'binary', 'multiclass', 'regression'),
-      help='default: from the label column (%(default)s)')
-  p.add_argument(
-      '--delimiter', default=None, help='field delimiter (default: detected)')
-  p.add_argument(
-      '--header',
-      default=None,
-      action=argparse.BooleanOptionalAction,
-      help='whether the first line names the columns (default: '
-      'detected)')
-  p.add_argument('--encoding', default='utf-8')
-  p.add_argument(
-      '--sample-rows',
-      type=int,
-      default=config_draft.DEFAULT_SAMPLE_ROWS,
-      help='rows sampled to draft the config (default %(default)s)')
-  p.add_argument(
-      '--overwrite', action='store_true', help='replace existing output files')
-  p = sub.add_parser(
-      'infer',
-      help='draft a TFDV schema from data; unknown '
-      'flags are Beam pipeline options')
-  p.add_argument('--config', required=True, help='dataset config YAML')
-  p.add_argument('--input', required=True, help='file pattern of the data')
-  p.add_argument('--output', required=True, help='schema to write (.pbtxt)')
-  p.add_argument(
-      '--overwrite', action='store_true', help='replace --output if it exists')
-  p = sub.add_parser('show', help='print a schema as a table')
-  p.add_argument('schema', help='TFDV schema in text format (.pbtxt)')
-  return parser
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   return cli.run('schema', lambda: _main(argv))
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-  args, extra = _parser().parse_known_args(argv)
+  parser = flags.schema_parser()
+  args, extra = parser.parse_known_args(argv)
   if args.command == 'init':
     init(
         args.input,
@@ -342,7 +287,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     print(table(schema))
   else:
     if extra:
-      _parser().error(f'unrecognized arguments: {" ".join(extra)}')
+      parser.error(f'unrecognized arguments: {" ".join(extra)}')
     show(args.schema)
   return cli.OK
 

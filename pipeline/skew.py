@@ -31,7 +31,6 @@ R/serving_stats.pb, with TFDV's Anomalies protos beside them; R defaults to
 (one line on stderr).
 """
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -40,7 +39,13 @@ import re
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+from core import cli
 from core import quiet
+from pipeline import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.skew)
 
 # Beam and TFDV are imported with their start-up noise filtered
 # (core/quiet.py).
@@ -51,7 +56,6 @@ with quiet.tensorflow_startup():
   import pyarrow as pa
   import tensorflow_data_validation as tfdv
 
-from core import cli
 from core.config import DatasetConfig
 from core.config import load_config
 from core.errors import UserError
@@ -65,8 +69,6 @@ from pipeline import stats_report
 from pipeline import validation
 from pipeline import windows
 
-FORMATS = ('auto', 'csv', 'tfrecord', 'jsonl', 'parquet')
-DEFAULT_REPORT_DIR = 'skew_report'
 SKEW_JSON = 'skew.json'
 SKEW_HTML = 'skew.html'
 SERVING_STATS = 'serving_stats.pb'
@@ -444,63 +446,6 @@ def rejected_rows(data: ServingData,
 # ----------------------------------------------------------------------- CLI
 
 
-def _parse_args(argv: Optional[Sequence[str]]):
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.skew',
-      description='Training-serving skew: validate serving data (CSV, '
-      'TFRecord, Parquet or the JSON-lines request log) against the training '
-      'statistics and the schema of a preprocess run. Exit status: 0 no '
-      'anomaly, 1 anomalies, 2 usage or input error.')
-  parser.add_argument(
-      '--preprocess-dir',
-      required=True,
-      help='output directory of python -m pipeline.preprocess')
-  parser.add_argument(
-      '--serving-data',
-      required=True,
-      help='file pattern of the serving data or request log')
-  parser.add_argument(
-      '--report-dir',
-      default=DEFAULT_REPORT_DIR,
-      help='where skew.json, skew.html and serving_stats.pb '
-      'go (default: ./%(default)s)')
-  parser.add_argument(
-      '--format',
-      choices=FORMATS,
-      default='auto',
-      help='format of the serving data; auto detects it from '
-      'the file name, else the content (default)')
-  parser.add_argument(
-      '--schema',
-      default=None,
-      help='TFDV schema to use instead of '
-      'PREPROCESS_DIR/schema.pbtxt')
-  parser.add_argument(
-      '--config',
-      default=None,
-      help='dataset config to parse the serving data with, '
-      'instead of PREPROCESS_DIR/config.yaml')
-  parser.add_argument(
-      '--false-alarm-rate',
-      type=_rate,
-      default=None,
-      help='chance that a check of unchanged data reports '
-      'any skew (default: the config\'s '
-      'validation.false_alarm_rate, else 0.01)')
-  return parser.parse_args(argv)
-
-
-def _rate(text: str) -> float:
-  try:
-    rate = float(text)
-  except ValueError:
-    rate = -1.0
-  if not 0 < rate <= 0.5:
-    raise argparse.ArgumentTypeError(
-        f'{text!r}: expected a probability above 0 and at most 0.5')
-  return rate
-
-
 def _required(directory: str, path: str) -> str:
   """`path`, a file of the preprocess output `directory`, if it exists."""
   if not FileSystems.exists(path):
@@ -527,7 +472,7 @@ class SkewReport:
 
 def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
   """Runs the check and writes its files; raises UserError on bad input."""
-  args = _parse_args(argv)
+  args = flags.skew(argv)
   pdir = args.preprocess_dir.rstrip('/') or args.preprocess_dir
   published = PreprocessOutput(pdir)
   _required(pdir, published.manifest_path)

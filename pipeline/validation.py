@@ -34,6 +34,7 @@ from core.config import DatasetConfig
 from core.errors import UserError
 from core.layout import PreprocessOutput
 from pipeline import drift as drift_tests
+from pipeline import flags
 from pipeline import sinks
 from pipeline import stats_report
 
@@ -48,9 +49,8 @@ STATS_DIR = PreprocessOutput.STATS_DIR
 REPORT_FILE = PreprocessOutput.STATS_REPORT
 REJECTED_SUFFIX = PreprocessOutput.REJECTED_SUFFIX
 
-FAIL = 'fail'
-WARN = 'warn'
-ON_ANOMALIES = (FAIL, WARN)
+FAIL = flags.FAIL
+WARN = flags.WARN
 
 # Default thresholds of a drafted schema: the smallest change worth flagging,
 # whatever the sample size; whether a change that large is more than chance

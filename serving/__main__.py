@@ -2,7 +2,12 @@
 
 import sys
 
-from serving import server
+from core import cli
+from serving import flags
 
 if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the server's imports.
+  cli.parse_first(flags.server)
+  from serving import server  # pylint: disable=g-import-not-at-top
+
   sys.exit(server.main())

@@ -40,10 +40,12 @@ from typing import Any, Callable, Dict, Optional, Set
 from aiohttp import web
 from aiohttp import web_protocol
 
+from serving import flags
+
 log = logging.getLogger('serving')
 
-DEFAULT_MAX_CONNECTIONS = 1024
-DEFAULT_IDLE_TIMEOUT = 15.0
+DEFAULT_MAX_CONNECTIONS = flags.DEFAULT_MAX_CONNECTIONS
+DEFAULT_IDLE_TIMEOUT = flags.DEFAULT_IDLE_TIMEOUT
 # File descriptors kept free of connections: the model's files, the request
 # log, the poller's directory walks, refusals being written.
 RESERVED_FILES = 128

@@ -1,10 +1,12 @@
-"""Every command starts without library noise on stderr.
+"""Every command starts without library noise on stderr, and answers
+`--help` and flag mistakes before it imports the libraries.
 
 Importing TensorFlow, TFDV and Beam prints CUDA registration errors, TFDV's
 IPython notice and Google client FutureWarnings unless a command imports
-them through core/quiet.py. `--help` imports everything a command imports
-and prints its usage to stdout, so its stderr must be empty. Warnings are
-left at Python's defaults here, as a user gets them.
+them through core/quiet.py. A command given a path that does not exist
+imports everything it imports at start-up, then stops with one error line,
+so that line must be all of its stderr. Warnings are left at Python's
+defaults here, as a user gets them.
 """
 
 import os
@@ -20,15 +22,68 @@ COMMANDS = [
     'trainer.push', 'trainer.predict', 'trainer.rollback', 'trainer.serve'
 ]
 
+# Flags that parse, naming a path that does not exist: the command imports
+# its libraries, then stops with a usage error (exit 2).
+_MISSING = '/nonexistent/x'
+_FAILS_AFTER_IMPORTS = {
+    'pipeline.preprocess': [
+        '--config', _MISSING + '.yaml', '--input', _MISSING, '--output-dir',
+        _MISSING
+    ],
+    'pipeline.schema': ['show', _MISSING + '.pbtxt'],
+    'pipeline.skew': ['--preprocess-dir', _MISSING, '--serving-data', _MISSING],
+    'trainer.task': ['--preprocess-dir', _MISSING, '--model-dir', _MISSING],
+    'trainer.push': ['--model-dir', _MISSING, '--serving-dir', _MISSING],
+    'trainer.predict': ['--model-dir', _MISSING, '--input', _MISSING],
+    'trainer.rollback': ['--serving-dir', _MISSING],
+    'trainer.serve': ['--model-dir', _MISSING],
+}
+# What a command imports once its flags parse, none of it for `--help`.
+_HEAVY_MODULES = ('tensorflow', 'apache_beam', 'tensorflow_data_validation',
+                  'tensorflow_transform', 'aiohttp')
 
-@pytest.mark.parametrize('module', COMMANDS)
-def test_help_prints_no_library_noise(module):
+
+def _env():
   env = default_verbosity(os.environ)
   env['PYTHONPATH'] = str(ROOT)
-  proc = run_python(['-m', module, '--help'], env)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert 'usage:' in proc.stdout
-  assert proc.stderr == '', proc.stderr[-2000:]
+  return env
+
+
+def _imported(importtime_log: str):
+  """Top-level package names in `python -X importtime`'s log."""
+  names = set()
+  for line in importtime_log.splitlines():
+    if line.startswith('import time:') and '|' in line:
+      names.add(line.rsplit('|', 1)[1].strip().split('.')[0])
+  return names
+
+
+@pytest.mark.parametrize('module', COMMANDS)
+def test_start_up_prints_no_library_noise(module):
+  proc = run_python(['-m', module, *_FAILS_AFTER_IMPORTS[module]], _env())
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.splitlines()
+  assert len(lines) == 1 and ': error: ' in lines[0], proc.stderr[-2000:]
+  assert _MISSING in lines[0]
+
+
+@pytest.mark.parametrize('module', COMMANDS + ['serving'])
+def test_help_and_flag_mistakes_are_answered_before_the_imports(module):
+  # The server's usage names it python -m serving, however it is started.
+  prog = 'python -m ' + ('serving' if module == 'trainer.serve' else module)
+  helped = run_python(['-X', 'importtime', '-m', module, '--help'], _env())
+  assert helped.returncode == 0, helped.stderr[-2000:]
+  assert helped.stdout.startswith(f'usage: {prog} '), helped.stdout[:300]
+  imported = _imported(helped.stderr)
+  assert 'argparse' in imported  # the log was read
+  assert not imported & set(_HEAVY_MODULES)
+  # Every command has a required flag (the schema command a subcommand).
+  wrong = run_python(['-X', 'importtime', '-m', module], _env())
+  assert wrong.returncode == 2
+  usage_error = [l for l in wrong.stderr.splitlines() if prog in l]
+  assert usage_error[-1].startswith(f'{prog}: error: '), wrong.stderr[-2000:]
+  assert 'required' in usage_error[-1]
+  assert not _imported(wrong.stderr) & set(_HEAVY_MODULES)
 
 
 def test_a_command_that_reads_datasets_prints_only_its_own_lines(

@@ -14,7 +14,9 @@ from typing import Tuple
 
 import tensorflow as tf
 
-STRATEGIES = ('default', 'mirrored', 'multi_worker_mirrored')
+from trainer import flags
+
+STRATEGIES = flags.STRATEGIES
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -26,25 +26,29 @@ row, as they are quarantined rows in preprocess; a UTF-8 byte-order mark at
 the start of a file is not data.
 """
 
-import argparse
 import csv
 import json
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from core import cli
 from core import quiet
+from trainer import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.predict)
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
 with quiet.tensorflow_startup(keras=False):
   import tensorflow as tf
 
-from core import cli
 from core import layout
 from core import values as raw_values
 from core.config import DatasetConfig
 from core.errors import UserError
 
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_BATCH_SIZE = flags.DEFAULT_PREDICT_BATCH_SIZE
 _UTF8_BOM = b'\xef\xbb\xbf'
 # What an error line keeps of a line over the length limit.
 _RAW_PREFIX_CHARS = 4096
@@ -355,29 +359,8 @@ def predict_file(predictor: Predictor,
   return counts
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m trainer.predict',
-      description='Score raw rows (the dataset\'s CSV dialect) with an '
-      'exported model; one JSON line per row.')
-  parser.add_argument(
-      '--model-dir',
-      required=True,
-      help='model directory (latest export used) or one '
-      'export/<version> directory')
-  parser.add_argument(
-      '--input', required=True, help='raw CSV file(s): a path or glob pattern')
-  parser.add_argument(
-      '--output', default='-', help='JSON lines output file (default: stdout)')
-  parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE)
-  args = parser.parse_args(argv)
-  if args.batch_size < 1:
-    parser.error('--batch-size must be at least 1')
-  return args
-
-
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  args = parse_args(argv)
+  args = flags.predict(argv)
   files = sorted(tf.io.gfile.glob(args.input))
   if not files:
     raise UserError(f'--input {args.input}: no file matches')

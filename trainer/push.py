@@ -31,13 +31,18 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
+from core import cli
 from core import quiet
+from trainer import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.push)
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
 with quiet.tensorflow_startup(keras=False):
   import tensorflow as tf
 
-from core import cli
 from core.config import load_config
 from core.errors import InputError
 from core.layout import ExportDir
@@ -48,56 +53,6 @@ from trainer import blessing_report
 from trainer import evaluate
 from trainer import labelled_rows
 from trainer import publish
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = cli.parser(
-      'trainer.push', 'Validate MDIR\'s newest export against the model '
-      'BASE serves and push it into BASE when it is good enough.')
-  parser.add_argument(
-      '--model-dir',
-      required=True,
-      help='model directory of trainer.task; its newest '
-      'export is the candidate')
-  parser.add_argument(
-      '--serving-dir',
-      required=True,
-      metavar='BASE',
-      help='serving directory (TF Serving model base path) '
-      'that trainer.serve --model-base-path serves')
-  rows = parser.add_mutually_exclusive_group()
-  rows.add_argument(
-      '--data',
-      metavar='PATTERN',
-      help='labelled raw rows to score both models on: files '
-      'in the dataset\'s CSV dialect, or raw tf.Examples '
-      '(*.tfrecord, *.tfrecord.gz)')
-  rows.add_argument(
-      '--split',
-      default='eval',
-      help='without --data: the split of the candidate\'s '
-      'preprocess output whose raw rows are scored '
-      '(default: %(default)s)')
-  parser.add_argument(
-      '--config',
-      metavar='YAML',
-      help='take the validation: rules from this dataset '
-      'config instead of the one inside the candidate')
-  parser.add_argument(
-      '--force',
-      action='store_true',
-      help='push even when the candidate is not blessed '
-      '(needs --reason)')
-  parser.add_argument(
-      '--reason',
-      metavar='TEXT',
-      help='why a push is forced; recorded in the log')
-  args = parser.parse_args(argv)
-  if args.force and not (args.reason or '').strip():
-    parser.error('--force needs --reason TEXT (it is recorded in the log)')
-  if args.reason and not args.force:
-    parser.error('--reason goes with --force')
-  return args
 
 
 def _rows(args: argparse.Namespace, candidate: ExportDir,
@@ -131,7 +86,7 @@ def _same_model(a: ExportDir, b: ExportDir) -> bool:
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Validates and (maybe) pushes; returns the decision document with
   'pushed' ({'version', 'path'} or None)."""
-  args = parse_args(argv)
+  args = flags.push(argv)
   model_dir = ModelDir(args.model_dir)
   candidate = model_dir.latest_export()
   rules = (load_config(args.config)

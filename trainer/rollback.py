@@ -14,39 +14,23 @@ BASE/push_log.jsonl.
 Exit status: 0 done, 2 bad flags or nothing to roll back to.
 """
 
-import argparse
 import sys
 from typing import Any, Dict, Optional, Sequence
 
+from core import cli
 from core import quiet
+from trainer import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.rollback)
 
 # publish imports TensorFlow; its start-up noise is filtered (core/quiet.py).
 with quiet.tensorflow_startup(keras=False):
   from trainer import publish
 
-from core import cli
 from core.errors import InputError
 from core.layout import ServingDir
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = cli.parser(
-      'trainer.rollback', 'Make the previous (or the named) version the one '
-      'the serving directory serves; nothing is deleted.')
-  parser.add_argument(
-      '--serving-dir',
-      required=True,
-      metavar='BASE',
-      help='serving directory (TF Serving model base path)')
-  parser.add_argument(
-      '--to',
-      type=int,
-      metavar='VERSION',
-      help='the version to serve (in service or rolled back '
-      'earlier); default: the one below the served version')
-  parser.add_argument(
-      '--reason', metavar='TEXT', help='why; recorded in the log')
-  return parser.parse_args(argv)
 
 
 def _versions_text(versions: Sequence[int]) -> str:
@@ -55,7 +39,7 @@ def _versions_text(versions: Sequence[int]) -> str:
 
 def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Rolls back; returns the log entry written."""
-  args = parse_args(argv)
+  args = flags.rollback(argv)
   serving = ServingDir(args.serving_dir)
   live = serving.versions()
   out = serving.rolled_back_versions()

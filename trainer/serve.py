@@ -14,6 +14,13 @@ model or a port that cannot be bound.
 import sys
 from typing import Optional, Sequence
 
+from core import cli
+from serving import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the server's imports.
+  cli.parse_first(flags.server)
+
 from serving import server
 
 

@@ -39,7 +39,13 @@ import sys
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+from core import cli
 from core import quiet
+from trainer import flags
+
+if __name__ == '__main__':
+  # `--help` and flag mistakes are answered before the imports below.
+  cli.parse_first(flags.task)
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
 with quiet.tensorflow_startup():
@@ -47,7 +53,6 @@ with quiet.tensorflow_startup():
   import tensorflow_transform as tft
   import tf_keras as keras
 
-from core import cli
 from core import heap
 from core.config import DatasetConfig
 from core.errors import ConfigError
@@ -63,80 +68,6 @@ from trainer import kfold
 from trainer import plots
 from trainer import report
 from trainer import training
-
-
-def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
-  group = parser.add_argument_group(
-      'hyperparameters',
-      "default: the config's model: section, else the "
-      'built-in default shown',
-  )
-  for name, field in hparams.flag_names().items():
-    flag = '--' + name.replace('_', '-')
-    default = field.default
-    shown = ','.join(map(str, default)) if isinstance(default,
-                                                      tuple) else default
-    if isinstance(default, bool):
-      group.add_argument(
-          flag,
-          dest=name,
-          default=None,
-          action=argparse.BooleanOptionalAction,
-          help=f'(built-in default: {shown})',
-      )
-    else:
-      group.add_argument(
-          flag,
-          dest=name,
-          default=None,
-          metavar=name.upper(),
-          help=f'(built-in default: {shown})',
-      )
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m trainer.task',
-      description='Train the wide & deep model on a preprocess output, '
-      'evaluate it and export a SavedModel with the transform graph inside.',
-  )
-  parser.add_argument(
-      '--preprocess-dir',
-      required=True,
-      help='output directory of python -m pipeline.preprocess',
-  )
-  parser.add_argument(
-      '--model-dir',
-      required=True,
-      help='where logs/, metrics.json and export/ go')
-  parser.add_argument(
-      '--distribution-strategy',
-      default='default',
-      choices=distribute.STRATEGIES,
-      help='tf.distribute strategy (default: %(default)s)',
-  )
-  parser.add_argument(
-      '--verbose',
-      type=int,
-      default=2,
-      choices=(0, 1, 2),
-      help='Keras progress: 0 silent, 1 progress bar, 2 one '
-      'line per epoch (default: %(default)s)',
-  )
-  parser.add_argument(
-      '--folds',
-      type=int,
-      default=0,
-      metavar='K',
-      help='K-fold cross-validation on train + eval instead '
-      'of one run: K models, mean and std of every metric '
-      '(default: one run)',
-  )
-  _add_hparam_flags(parser)
-  args = parser.parse_args(argv)
-  if args.folds == 1 or args.folds < 0:
-    parser.error('--folds must be at least 2 (or 0 for one run)')
-  return args
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -176,7 +107,7 @@ def run(argv: Optional[Sequence[str]] = None,
     later steps run instead of all of them at the end.
     """
   say = say or (lambda line: None)
-  args = parse_args(argv)
+  args = flags.task(argv)
   total_start = time.monotonic()
   config, tft_output = _load_inputs(args.preprocess_dir)
   hp = hparams.resolve(config.model, _overrides(args))
