@@ -44,8 +44,6 @@ from serving import flags
 
 log = logging.getLogger('serving')
 
-DEFAULT_MAX_CONNECTIONS = flags.DEFAULT_MAX_CONNECTIONS
-DEFAULT_IDLE_TIMEOUT = flags.DEFAULT_IDLE_TIMEOUT
 # File descriptors kept free of connections: the model's files, the request
 # log, the poller's directory walks, refusals being written.
 RESERVED_FILES = 128
@@ -312,7 +310,7 @@ def raise_file_limit() -> int:
 
 
 def default_max_connections(file_limit: int) -> int:
-  return max(1, min(DEFAULT_MAX_CONNECTIONS, file_limit - RESERVED_FILES))
+  return max(1, min(flags.DEFAULT_MAX_CONNECTIONS, file_limit - RESERVED_FILES))
 
 
 def install_accept_error_handler(loop: asyncio.AbstractEventLoop,

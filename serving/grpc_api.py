@@ -60,7 +60,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
 from core.errors import UserError
-from serving import flags
 from serving import grpc_requests
 from serving import outputs as answers
 from serving import request_checks
@@ -73,7 +72,6 @@ from serving.request_log import RequestLog
 
 log = logging.getLogger('serving')
 
-DEFAULT_PORT = flags.DEFAULT_GRPC_PORT
 SIGNATURE_DEF = 'signature_def'  # the one metadata field TF Serving has
 
 # A refused request's REST status -> the gRPC code for the same refusal.
