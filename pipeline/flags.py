@@ -10,6 +10,8 @@ show live here.
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
+from core import cli
+
 # pipeline.preprocess
 DEFAULT_NUM_SHARDS = 4
 DEFAULT_PROGRESS_SECONDS = 10.0
@@ -29,9 +31,9 @@ DEFAULT_SAMPLE_ROWS = 100_000
 def preprocess(
     argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, List[str]]:
   """(flags, Beam pipeline options) of python -m pipeline.preprocess."""
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.preprocess',
-      description='Cleanse, split, validate and transform raw tabular data '
+  parser = cli.parser(
+      'pipeline.preprocess',
+      'Cleanse, split, validate and transform raw tabular data '
       'with Apache Beam and tf.Transform. Unknown flags are passed to Beam as '
       'pipeline options.',
   )
@@ -98,9 +100,8 @@ def preprocess(
 
 def skew(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   """The flags of python -m pipeline.skew."""
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.skew',
-      description='Training-serving skew: validate serving data (CSV, '
+  parser = cli.parser(
+      'pipeline.skew', 'Training-serving skew: validate serving data (CSV, '
       'TFRecord, Parquet or the JSON-lines request log) against the training '
       'statistics and the schema of a preprocess run. Exit status: 0 no '
       'anomaly, 1 anomalies, 2 usage or input error.')
@@ -156,9 +157,8 @@ def _rate(text: str) -> float:
 
 def schema_parser() -> argparse.ArgumentParser:
   """The parser of python -m pipeline.schema (init, infer, show)."""
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.schema',
-      description='Start a dataset (init: draft a config and its TFDV '
+  parser = cli.parser(
+      'pipeline.schema', 'Start a dataset (init: draft a config and its TFDV '
       'schema from a CSV), draft (infer) and inspect (show) TFDV schemas.')
   sub = parser.add_subparsers(dest='command', required=True)
   p = sub.add_parser(

@@ -10,6 +10,8 @@ show live here.
 import argparse
 from typing import Optional, Sequence
 
+from core import cli
+
 DEFAULT_PORT = 8501  # TF Serving's REST port
 DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
@@ -25,9 +27,8 @@ DEFAULT_IDLE_TIMEOUT = 15.0
 
 def server(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   """The flags of python -m trainer.serve (python -m serving)."""
-  parser = argparse.ArgumentParser(
-      prog='python -m serving',
-      description='Serve the newest exported model version over REST and '
+  parser = cli.parser(
+      'serving', 'Serve the newest exported model version over REST and '
       'gRPC APIs compatible with TF Serving\'s (predict, classify, regress, '
       'model status and metadata), logging every served instance for the '
       'skew check.')

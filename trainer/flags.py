@@ -49,9 +49,9 @@ def _add_hparam_flags(parser: argparse.ArgumentParser) -> None:
 
 def task(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   """The flags of python -m trainer.task."""
-  parser = argparse.ArgumentParser(
-      prog='python -m trainer.task',
-      description='Train the wide & deep model on a preprocess output, '
+  parser = cli.parser(
+      'trainer.task',
+      'Train the wide & deep model on a preprocess output, '
       'evaluate it and export a SavedModel with the transform graph inside.',
   )
   parser.add_argument(
@@ -95,9 +95,8 @@ def task(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def predict(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   """The flags of python -m trainer.predict."""
-  parser = argparse.ArgumentParser(
-      prog='python -m trainer.predict',
-      description='Score raw rows (the dataset\'s CSV dialect) with an '
+  parser = cli.parser(
+      'trainer.predict', 'Score raw rows (the dataset\'s CSV dialect) with an '
       'exported model; one JSON line per row.')
   parser.add_argument(
       '--model-dir',
