@@ -35,7 +35,7 @@ STAMPS = $(OUT)/.make
 .PHONY: run test lint fmt install data preprocess train push predict serve \
         clean bench bench-profile bench-preprocess bench-write \
         bench-training-input \
-        bench-serving fuzz \
+        bench-serving fuzz bench-stops \
         flink-up flink-down spark-up spark-down bench-engines bench-drift
 
 # `make run` redoes the preprocess and the training only when something they
@@ -153,6 +153,13 @@ fuzz: install
 	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -n $(TEST_WORKERS) \
 	    --dist loadfile $(PYTEST_ARGS) \
 	    tests/pipeline/test_hostile_cleanse.py tests/serving/test_hostile_serving.py
+
+# SIGINT and SIGTERM at random points of the toy preprocess, STOPS_ARGS
+# to scale it: counts the stops that printed more than their one line or
+# left something behind.
+STOPS_ARGS ?= --stops 100
+bench-stops: install
+	$(BIN)/python -m benchmarks.stops $(STOPS_ARGS)
 
 # Benchmarks: run by hand on an otherwise idle machine; they print figures
 # (see the README's tables) and are not part of the tests. The training-input

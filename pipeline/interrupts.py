@@ -62,12 +62,23 @@ class Interrupted(KeyboardInterrupt):
     return 128 + self.signum
 
 
+# pybind11 (TensorFlow's bindings) builds a Python exception from a C++
+# error by calling the exception's class. When the signal lands in that call,
+# pybind11 raises a RuntimeError "MISMATCH of original and normalized active
+# exception types: ORIGINAL InvalidArgumentError REPLACED BY Interrupted:
+# SIGTERM" that names the stop but does not chain it.
+_PYBIND11_REPLACED_BY_STOP = f'REPLACED BY {Interrupted.__name__}: '
+
+
 def caused_by_stop(exc: Optional[BaseException]) -> bool:
   """Whether `exc` is an `Interrupted` or was raised because of one (e.g. a
-  C extension's SystemError "returned a result with an exception set")."""
+  C extension's SystemError "returned a result with an exception set", or
+  pybind11's RuntimeError when the stop replaced the error it was raising).
+  """
   seen = set()
   while exc is not None and id(exc) not in seen:
-    if isinstance(exc, Interrupted):
+    if isinstance(exc, Interrupted) or (isinstance(exc, RuntimeError) and
+                                        _PYBIND11_REPLACED_BY_STOP in str(exc)):
       return True
     seen.add(id(exc))
     # The explicit cause only: whatever else is raised while the stop is

@@ -229,3 +229,50 @@ logging.getLogger('apache_beam.runners.common').error(
   assert 'ERROR an error of the job' in err and 'ValueError: real' in err
   assert 'Exception ignored in' in err
   assert 'ValueError: a destructor of the job failed' in err
+
+
+def test_an_error_the_stop_replaced_in_tensorflow_is_not_reported(tmp_path):
+  # The signal lands while TensorFlow's bindings (pybind11) build the
+  # Python exception of a C++ error: pybind11 raises a RuntimeError naming
+  # the Interrupted that replaced it, without chaining it. Beam logs it, and
+  # a C extension may report an error it caused as unraisable: neither is
+  # printed; a real error still is.
+  code, out, err = _run(
+      tmp_path, '''
+import logging
+logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+import tensorflow as tf
+from tensorflow.python.framework import errors_impl
+
+graph = tf.Graph()
+with graph.as_default():
+  const = tf.constant(1)
+
+def slow_init(self, *args, **kwargs):
+  print('ready', flush=True)
+  time.sleep(30)  # the signal lands while the error is built
+
+errors_impl.InvalidArgumentError.__init__ = slow_init
+
+class Reporter:
+  def __init__(self, e):
+    self.e = e
+  def __del__(self):
+    raise SystemError('returned a result with an exception set') from self.e
+
+with StopOnSignals(abandon, grace_s=60) as stop:
+  try:
+    const.op.get_attr('_no_such_attr')
+  except RuntimeError as e:
+    print('replaced', 'MISMATCH' in str(e), flush=True)
+    logging.getLogger('apache_beam.runners.common').error(
+        '%s [while running a step]', e, exc_info=e)
+    reporter = Reporter(e)
+    del reporter
+    logging.getLogger('job').error('a real error', exc_info=RuntimeError('real'))
+print('stopped', stop.signum == signal.SIGTERM)
+''', [signal.SIGTERM])
+  assert code == 0, err
+  assert out.splitlines() == ['replaced True', 'stopped True']
+  assert 'MISMATCH' not in err and 'SystemError' not in err, err
+  assert 'ERROR a real error' in err and 'RuntimeError: real' in err, err
