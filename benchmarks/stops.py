@@ -89,21 +89,31 @@ def _stop_one(work: pathlib.Path, input_path: str, signum: int,
       proc.kill()
       proc.wait()
   name = signal.Signals(signum).name
-  lines = stderr_path.read_text().strip().splitlines()
   if not problems:
-    if proc.returncode != 128 + signum:
-      problems.append(f'exit {proc.returncode}, not {128 + signum}')
-    expected = f'preprocess: stopped by {name}; nothing published to {out}'
-    if not lines or lines[-1] != expected:
-      problems.append('last line: ' + (lines[-1] if lines else '(none)'))
-    if any('Traceback' in line for line in lines):
-      problems.append('a traceback on stderr')
-    if any(line.startswith('ERROR') for line in lines):
-      problems.append('an ERROR record on stderr')
     left = glob.glob(f'{out}*') + [str(p) for p in temp.iterdir()]
-    if left:
-      problems.append('left behind: ' + ', '.join(sorted(left)))
+    problems = verdict(signum, proc.returncode, stderr_path.read_text(),
+                       str(out), left)
   return Stop(name, delay_s, problems, str(stderr_path))
+
+
+def verdict(signum: int, exit_code: int, stderr: str, output_dir: str,
+            left: List[str]) -> List[str]:
+  """What was wrong with a stop that ended: [] for a clean one."""
+  problems = []
+  if exit_code != 128 + signum:
+    problems.append(f'exit {exit_code}, not {128 + signum}')
+  lines = stderr.strip().splitlines()
+  expected = (f'preprocess: stopped by {signal.Signals(signum).name}; '
+              f'nothing published to {output_dir}')
+  if not lines or lines[-1] != expected:
+    problems.append('last line: ' + (lines[-1] if lines else '(none)'))
+  if any('Traceback' in line for line in lines):
+    problems.append('a traceback on stderr')
+  if any(line.startswith('ERROR') for line in lines):
+    problems.append('an ERROR record on stderr')
+  if left:
+    problems.append('left behind: ' + ', '.join(sorted(left)))
+  return problems
 
 
 def main(argv: Optional[List[str]] = None) -> int:
