@@ -37,7 +37,6 @@ from typing import List, NamedTuple, Optional
 from tests import datagen
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOY_CONFIG = str(ROOT / 'tests' / 'data' / 'toy.yaml')
 TOY_ROWS = 60000
 # The longest a job may take to start its Beam job, or to end once stopped.
 START_TIMEOUT_S = 240
@@ -59,8 +58,8 @@ def _stop_one(work: pathlib.Path, input_path: str, signum: int,
   stderr_path = work / 'stderr.txt'
   with open(stderr_path, 'w') as stderr:
     proc = subprocess.Popen([
-        sys.executable, '-m', 'pipeline.preprocess', '--config', TOY_CONFIG,
-        '--input', input_path, '--output-dir',
+        sys.executable, '-m', 'pipeline.preprocess', '--config',
+        datagen.TOY_CONFIG, '--input', input_path, '--output-dir',
         str(out)
     ],
                             cwd=ROOT,

@@ -18,11 +18,13 @@ from typing import Any, Callable
 
 import pytest
 
+from tests import datagen
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CENSUS_CONFIG = str(ROOT / 'schemas' / 'census.yaml')
-TOY_CONFIG = str(ROOT / 'tests' / 'data' / 'toy.yaml')
+TOY_CONFIG = datagen.TOY_CONFIG
 
 
 def pytest_collection_modifyitems(items):
@@ -206,7 +208,6 @@ def trainer_toy_preprocessed(tmp_path_factory):
 
   Returns (output directory, manifest)."""
   from pipeline import preprocess
-  from tests import datagen
 
   def build(d):
     train = datagen.write_lines(

@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import yaml
 
+# The toy dataset's config; its rows come from toy_rows().
+TOY_CONFIG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'data', 'toy.yaml')
 TOY_HEADER = 'height,visits,city,color,note,outcome'
 TOY_CITIES = ['paris', 'oslo', 'lima', 'kyiv', 'rome']
 
