@@ -68,8 +68,9 @@ _FUTURE_WARNINGS = (
 # The same two warnings as PYTHONWARNINGS entries (a message's literal start,
 # the category, the module that warns), for the Python processes a command
 # starts: a Beam worker process prints them while it imports Beam, before any
-# code of the job runs.
-_FUTURE_WARNINGS_ENV = (
+# code of the job runs. The tests' warning summary filters them too
+# (tests/conftest.py).
+FUTURE_WARNINGS_FILTERS = (
     'ignore:grpcio < :FutureWarning:google.auth.transport.grpc',
     'ignore:You are using a Python version :FutureWarning:'
     'google.api_core._python_version_support',
@@ -109,7 +110,7 @@ def set_environment() -> None:
   processes a command starts read at start-up; explicit settings win."""
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   entries = [e for e in os.environ.get('PYTHONWARNINGS', '').split(',') if e]
-  entries += [e for e in _FUTURE_WARNINGS_ENV if e not in entries]
+  entries += [e for e in FUTURE_WARNINGS_FILTERS if e not in entries]
   os.environ['PYTHONWARNINGS'] = ','.join(entries)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
+from core import quiet
 from tests import datagen
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -25,6 +26,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CENSUS_CONFIG = str(ROOT / 'schemas' / 'census.yaml')
 TOY_CONFIG = datagen.TOY_CONFIG
+
+
+def pytest_configure(config):
+  """The Google client FutureWarnings every command filters (core/quiet.py)
+  stay out of the tests' warning summary too, whichever test file imports
+  Beam first; any other warning still shows."""
+  for entry in quiet.FUTURE_WARNINGS_FILTERS:
+    config.addinivalue_line('filterwarnings', entry)
 
 
 def pytest_collection_modifyitems(items):
