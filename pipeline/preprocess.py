@@ -28,7 +28,7 @@ from pipeline import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.preprocess)
+  cli.parse_first(flags.preprocess, 'preprocess')
 
 # TensorFlow, TFDV and Beam are imported with their start-up noise
 # filtered (core/quiet.py).

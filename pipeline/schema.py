@@ -35,7 +35,7 @@ from pipeline import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.schema)
+  cli.parse_first(flags.schema, 'schema')
 
 # Beam and TFDV are imported with their start-up noise filtered
 # (core/quiet.py).

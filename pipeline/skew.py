@@ -45,7 +45,7 @@ from pipeline import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.skew)
+  cli.parse_first(flags.skew, 'skew')
 
 # Beam and TFDV are imported with their start-up noise filtered
 # (core/quiet.py).

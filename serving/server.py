@@ -35,6 +35,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from aiohttp import web
 
+from core import cli
 from core import quiet
 
 # The modules below import TensorFlow; its start-up noise is filtered
@@ -152,6 +153,7 @@ def _terminate(signum: int, frame: Any) -> NoReturn:  # pylint: disable=unused-a
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = flags.server(argv)
+  cli.started()
   logging.basicConfig(
       level=logging.INFO if args.verbose else logging.WARNING,
       format='%(asctime)s %(levelname)s %(message)s')

@@ -1,5 +1,6 @@
-"""Every command starts without library noise on stderr, and answers
-`--help` and flag mistakes before it imports the libraries.
+"""Every command starts without library noise on stderr, answers `--help`
+and flag mistakes before it imports the libraries, and ends in one line when
+stopped while it imports them.
 
 Importing TensorFlow, TFDV and Beam prints CUDA registration errors, TFDV's
 IPython notice and Google client FutureWarnings unless a command imports
@@ -10,6 +11,10 @@ defaults here, as a user gets them.
 """
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -37,6 +42,17 @@ _FAILS_AFTER_IMPORTS = {
     'trainer.predict': ['--model-dir', _MISSING, '--input', _MISSING],
     'trainer.rollback': ['--serving-dir', _MISSING],
     'trainer.serve': ['--model-dir', _MISSING],
+}
+# How each command names itself on stderr.
+_NAMES = {
+    'pipeline.preprocess': 'preprocess',
+    'pipeline.schema': 'schema',
+    'pipeline.skew': 'skew',
+    'trainer.task': 'trainer',
+    'trainer.push': 'push',
+    'trainer.predict': 'predict',
+    'trainer.rollback': 'rollback',
+    'trainer.serve': 'serve',
 }
 # What a command imports once its flags parse, none of it for `--help`.
 _HEAVY_MODULES = ('tensorflow', 'apache_beam', 'tensorflow_data_validation',
@@ -102,3 +118,54 @@ def test_a_command_that_reads_datasets_prints_only_its_own_lines(
   assert proc.returncode in (0, 1), proc.stderr[-2000:]
   assert 'candidate' in proc.stdout
   assert proc.stderr == '', proc.stderr[-2000:]
+
+
+def _wait_for_library(proc: subprocess.Popen,
+                      name: str,
+                      timeout_s: float = 120) -> bool:
+  """Until `proc` has loaded a shared library whose path holds `name`."""
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline and proc.poll() is None:
+    try:
+      with open(f'/proc/{proc.pid}/maps') as maps:
+        if name in maps.read():
+          return True
+    except OSError:
+      pass
+    time.sleep(0.01)
+  return False
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith('linux'), reason='reads /proc (Linux only)')
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('module', COMMANDS)
+def test_a_stop_while_a_command_imports_its_libraries_is_one_line(
+    module, signum):
+  """Ctrl-C or SIGTERM in the seconds a command spends importing TensorFlow
+  (after its native library is loaded, with seconds of Python imports to
+  go): one line and 128 + the signal (the server: 0, as for any stop before
+  it serves), not a KeyboardInterrupt's traceback or a silent end."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', module, *_FAILS_AFTER_IMPORTS[module]],
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True)
+  try:
+    assert _wait_for_library(proc, 'libtensorflow_framework'), (
+        proc.communicate()[1][-2000:])
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
+  name = signal.Signals(signum).name
+  assert proc.returncode == (0 if module == 'trainer.serve' else 128 +
+                             signum), err[-2000:]
+  assert err.splitlines() == [
+      f'{_NAMES[module]}: stopped by {name} while starting; nothing done'
+  ], err[-2000:]
+  assert out == ''

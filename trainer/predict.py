@@ -37,7 +37,7 @@ from trainer import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.predict)
+  cli.parse_first(flags.predict, 'predict')
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
 with quiet.tensorflow_startup(keras=False):

@@ -23,7 +23,7 @@ from trainer import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.rollback)
+  cli.parse_first(flags.rollback, 'rollback')
 
 # publish imports TensorFlow; its start-up noise is filtered (core/quiet.py).
 with quiet.tensorflow_startup(keras=False):

@@ -19,7 +19,7 @@ from serving import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the server's imports.
-  cli.parse_first(flags.server)
+  cli.parse_first(flags.server, 'serve', stop_status=0)
 
 from serving import server
 

@@ -45,7 +45,7 @@ from trainer import flags
 
 if __name__ == '__main__':
   # `--help` and flag mistakes are answered before the imports below.
-  cli.parse_first(flags.task)
+  cli.parse_first(flags.task, 'trainer')
 
 # TensorFlow is imported with its start-up noise filtered (core/quiet.py).
 with quiet.tensorflow_startup():
