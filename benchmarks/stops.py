@@ -1,17 +1,25 @@
 """Ctrl-C and SIGTERM at random points of a running job: how many stops were clean.
 
     .venv/bin/python -m benchmarks.stops [--stops 100] [--side-by-side 2]
-        [--max-delay 6] [--seed 1] [--work-dir DIR]
+        [--min-delay 0] [--max-delay 6] [--from job|start] [--seed 1]
+        [--work-dir DIR]
 
 Runs `python -m pipeline.preprocess` on generated toy data (tests/data/
 toy.yaml, 60,000 rows) over and over, `--side-by-side` jobs at a time, and
-stops each one with SIGINT or SIGTERM (drawn at random) a random 0 to
-`--max-delay` seconds after its Beam job has started, so the signal lands
+stops each one with SIGINT or SIGTERM (drawn at random) a random
+`--min-delay` to `--max-delay` seconds after its Beam job has started, so the signal lands
 in a different place each time: reading, a tf.Transform trace, a SavedModel
-load or save, a shard merge. A stop is clean when the command exits with
-128 + the signal, its last line says it was stopped and that nothing was
-published, stderr holds no traceback and no ERROR record, and neither the
-output directory, its staging directory nor anything in the job's temporary
+load or save, a shard merge. With `--from start` the delay counts from the
+command's start instead, so that the signal also lands in its imports and
+while it builds the job (a `--max-delay` of about 12 reaches into the job;
+one past the job's end counts as unclean: it published). Give it a
+`--min-delay` of 0.5: a signal in the interpreter's own start-up, before any
+of the command's code runs, gets Python's default (SIGTERM ends the process
+without a word). A stop is clean when the command exits with 128 + the signal, its
+last line says it was stopped and that nothing was published (or, during
+its imports, that it was stopped while starting and nothing was done),
+stderr holds no traceback and no ERROR record, and neither the output
+directory, its staging directory nor anything in the job's temporary
 directory is left.
 
 `tests/pipeline/test_preprocess.py` stops two jobs at one point; a signal
@@ -50,8 +58,8 @@ class Stop(NamedTuple):
   stderr_path: str
 
 
-def _stop_one(work: pathlib.Path, input_path: str, signum: int,
-              delay_s: float) -> Stop:
+def _stop_one(work: pathlib.Path, input_path: str, signum: int, delay_s: float,
+              from_start: bool) -> Stop:
   out = work / 'out'
   temp = work / 'tmp'
   temp.mkdir(parents=True)
@@ -70,7 +78,8 @@ def _stop_one(work: pathlib.Path, input_path: str, signum: int,
   try:
     # Beam's temporary files appear once the job itself is running.
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not glob.glob(f'{out}.tmp/tmp/*') and proc.poll() is None:
+    while (not from_start and not glob.glob(f'{out}.tmp/tmp/*') and
+           proc.poll() is None):
       if time.monotonic() > deadline:
         problems.append('the job never started')
         break
@@ -102,9 +111,11 @@ def verdict(signum: int, exit_code: int, stderr: str, output_dir: str,
   if exit_code != 128 + signum:
     problems.append(f'exit {exit_code}, not {128 + signum}')
   lines = stderr.strip().splitlines()
-  expected = (f'preprocess: stopped by {signal.Signals(signum).name}; '
-              f'nothing published to {output_dir}')
-  if not lines or lines[-1] != expected:
+  name = signal.Signals(signum).name
+  expected = (f'preprocess: stopped by {name}; nothing published to '
+              f'{output_dir}',
+              f'preprocess: stopped by {name} while starting; nothing done')
+  if not lines or lines[-1] not in expected:
     problems.append('last line: ' + (lines[-1] if lines else '(none)'))
   if any('Traceback' in line for line in lines):
     problems.append('a traceback on stderr')
@@ -120,7 +131,15 @@ def main(argv: Optional[List[str]] = None) -> int:
       prog='python -m benchmarks.stops', description=__doc__.split('\n', 1)[0])
   parser.add_argument('--stops', type=int, default=100)
   parser.add_argument('--side-by-side', type=int, default=2)
+  parser.add_argument('--min-delay', type=float, default=0.0)
   parser.add_argument('--max-delay', type=float, default=6.0)
+  parser.add_argument(
+      '--from',
+      dest='from_',
+      choices=('job', 'start'),
+      default='job',
+      help='count the delay from the start of the Beam job (default) or of '
+      'the command')
   parser.add_argument('--seed', type=int, default=1)
   parser.add_argument(
       '--work-dir',
@@ -135,15 +154,16 @@ def main(argv: Optional[List[str]] = None) -> int:
       datagen.toy_rows(TOY_ROWS, seed=5),
       header=datagen.TOY_HEADER)
   rng = random.Random(args.seed)
-  draws = [(rng.choice([signal.SIGINT,
-                        signal.SIGTERM]), rng.uniform(0, args.max_delay))
+  draws = [(rng.choice([signal.SIGINT, signal.SIGTERM]),
+            rng.uniform(args.min_delay, args.max_delay))
            for _ in range(args.stops)]
   start = time.monotonic()
   stops: List[Stop] = []
   with concurrent.futures.ThreadPoolExecutor(args.side_by_side) as pool:
     futures = [
         pool.submit(_stop_one, work / f'stop-{i:04d}', input_path, signum,
-                    delay) for i, (signum, delay) in enumerate(draws)
+                    delay, args.from_ == 'start')
+        for i, (signum, delay) in enumerate(draws)
     ]
     for i, future in enumerate(futures):
       stop = future.result()
@@ -157,8 +177,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   unclean = [s for s in stops if s.problems]
   print(f'\n{len(stops) - len(unclean)} of {len(stops)} stops clean '
-        f'({args.side_by_side} jobs side by side, signals 0 to '
-        f'{args.max_delay:g} s into the job, seed {args.seed}; '
+        f'({args.side_by_side} jobs side by side, signals '
+        f'{args.min_delay:g} to '
+        f'{args.max_delay:g} s into the '
+        f'{"job" if args.from_ == "job" else "command"}, seed {args.seed}; '
         f'{time.monotonic() - start:.0f} s)')
   for name in ('SIGINT', 'SIGTERM'):
     of_signal = [s for s in stops if s.signal_name == name]

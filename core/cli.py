@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 import types
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
+from core import quiet
 from core.errors import UserError
 
 OK = 0
@@ -47,7 +48,18 @@ def parse_first(parse: Callable[[Optional[Sequence[str]]], Any],
   end without a word (SIGTERM). Nothing is written before the command runs.
   """
   parse(sys.argv[1:])
-  _stop_in_one_line_while_starting(name, stop_status)
+  global _starting
+  _starting = _StopWhileStarting(name, stop_status)
+
+
+def started() -> None:
+  """From here on the command handles SIGINT and SIGTERM itself (as it did
+  before parse_first); a stop that arrived while it started, and that an
+  import swallowed, ends it here. A no-op when parse_first was not called."""
+  global _starting
+  if _starting is not None:
+    starting, _starting = _starting, None
+    starting.end()
 
 
 class _StoppedWhileStarting(BaseException):
@@ -60,60 +72,95 @@ class _StoppedWhileStarting(BaseException):
     self.signum = signum
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# While a command starts: the signal handlers and the excepthook it had
-# before parse_first, which started() puts back.
-_starting: Optional[Tuple[Dict[signal.Signals, Any], Any]] = None
+class _StopWhileStarting:
+  """SIGINT and SIGTERM raise `_StoppedWhileStarting`, which unwinds the
+  imports; the excepthook turns it into the one line and the exit status.
 
+  Raised, not handled in the signal handler: on its way out the exception
+  leaves the imports' stderr filter (core/quiet.py), which puts back file
+  descriptor 2 and what was printed to it, before the line is printed. A
+  raise that lands in a weakref callback or a destructor is swallowed and
+  the imports go on: it is remembered (and not printed as "Exception
+  ignored"), and `end()` stops the command before anything runs.
+  """
 
-def _stop_in_one_line_while_starting(name: str,
-                                     stop_status: Optional[int]) -> None:
-  global _starting
+  _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  def stop(signum: int, frame: Optional[types.FrameType]) -> None:
-    # Raised, not handled here: on its way out the exception leaves the
-    # import's stderr filter (core/quiet.py), which puts back file
-    # descriptor 2 and what was printed to it, before the line is printed.
+  def __init__(self, name: str, stop_status: Optional[int]):
+    self._name = name
+    self._stop_status = stop_status
+    self._requested: Optional[int] = None
+    try:
+      self._stderr: Optional[int] = os.dup(2)  # the command's own stderr
+    except OSError:
+      self._stderr = None
+    self._excepthook = sys.excepthook
+    self._unraisablehook = sys.unraisablehook
+    self._handlers: Dict[signal.Signals, Any] = {
+        s: signal.signal(s, self._raise) for s in self._SIGNALS
+    }
+    sys.excepthook = self._uncaught
+    sys.unraisablehook = self._unraisable
+
+  def end(self) -> None:
+    for signum, handler in self._handlers.items():
+      signal.signal(signum, handler)
+    sys.excepthook = self._excepthook
+    sys.unraisablehook = self._unraisablehook
+    if self._requested is not None:
+      self._exit(self._requested)
+    if self._stderr is not None:
+      os.close(self._stderr)
+
+  def _raise(self, signum: int, frame: Optional[types.FrameType]) -> None:
+    self._requested = signum
     raise _StoppedWhileStarting(signum)
 
-  def report(exc_type: Type[BaseException], exc: BaseException,
-             tb: Optional[types.TracebackType]) -> None:
-    if not isinstance(exc, _StoppedWhileStarting):
-      previous_hook(exc_type, exc, tb)
-      return
+  def _uncaught(self, exc_type: Type[BaseException], exc: BaseException,
+                tb: Optional[types.TracebackType]) -> None:
+    if isinstance(exc, _StoppedWhileStarting):
+      self._exit(exc.signum)
+    self._excepthook(exc_type, exc, tb)
+
+  def _unraisable(self, unraisable: Any) -> None:
+    if not isinstance(unraisable.exc_value, _StoppedWhileStarting):
+      self._unraisablehook(unraisable)
+
+  def _exit(self, signum: int) -> None:
+    if self._stderr is not None and quiet.stderr_is_held():
+      # The stop left the imports' stderr filter before it could put
+      # descriptor 2 back (what it held, the imports' noise, is dropped).
+      os.dup2(self._stderr, 2)
     print(
-        f'{name}: stopped by {exc} while starting; nothing done',
+        f'{self._name}: stopped by {signal.Signals(signum).name} while '
+        'starting; nothing done',
         file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
       try:
         stream.flush()
       except (OSError, ValueError):
         pass
-    # An uncaught exception would exit 1; nothing needs Python's shutdown.
-    os._exit(128 + exc.signum if stop_status is None else stop_status)
-
-  previous_hook = sys.excepthook
-  handlers = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
-  sys.excepthook = report
-  _starting = (handlers, previous_hook)
+    # From the excepthook, an uncaught exception would exit 1; nothing needs
+    # Python's shutdown.
+    os._exit(128 + signum if self._stop_status is None else self._stop_status)
 
 
-def started() -> None:
-  """From here on the command handles SIGINT and SIGTERM itself (as it did
-  before parse_first); a no-op when parse_first was not called."""
-  global _starting
-  if _starting is None:
-    return
-  handlers, hook = _starting
-  _starting = None
-  for signum, handler in handlers.items():
-    signal.signal(signum, handler)
-  sys.excepthook = hook
+# The stop handling of a command that is starting (parse_first until
+# started()).
+_starting: Optional[_StopWhileStarting] = None
 
 
-def run(name: str, body: Callable[[], int]) -> int:
-  """Runs a command's body with the shared logging and error handling."""
-  started()
+def run(name: str,
+        body: Callable[[], int],
+        body_calls_started: bool = False) -> int:
+  """Runs a command's body with the shared logging and error handling.
+
+  body_calls_started: the body calls `started()` itself, where its own
+  handling of SIGINT and SIGTERM begins, so that no moment of its own
+  set-up is left to Python's defaults.
+  """
+  if not body_calls_started:
+    started()
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   try:
     return body()

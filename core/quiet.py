@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Iterator
+from typing import Iterator, Set, Tuple
 import warnings
 
 from core import stderr_relay
@@ -131,6 +131,23 @@ def install_filters() -> None:
       logger.addFilter(_DropBeamOwnFlagsNotice())
 
 
+# The files holding file descriptor 2 while native_stderr_filtered() runs, as
+# (device, inode).
+_HOLDING: Set[Tuple[int, int]] = set()
+
+
+def stderr_is_held() -> bool:
+  """Whether file descriptor 2 is now a file native_stderr_filtered() holds
+  it in: a stop raised where the filter cannot end (between the `with`
+  statement's end and the filter's own code) leaves it so, and what the stop
+  prints must go elsewhere (core/cli.py)."""
+  try:
+    st = os.fstat(2)
+  except OSError:
+    return False
+  return (st.st_dev, st.st_ino) in _HOLDING
+
+
 @contextlib.contextmanager
 def native_stderr_filtered() -> Iterator[None]:
   """Holds what is written to file descriptor 2 (Python's and native
@@ -142,16 +159,23 @@ def native_stderr_filtered() -> Iterator[None]:
     yield  # no real file descriptor 2 (an embedding host): nothing to filter
     return
   with tempfile.TemporaryFile() as held:
+    st = os.fstat(held.fileno())
+    holding = (st.st_dev, st.st_ino)
+    _HOLDING.add(holding)
     os.dup2(held.fileno(), 2)
     try:
       yield
     finally:
+      # Descriptor 2 back first, before any other call: Python runs a signal
+      # handler after a call returns, and a stop raised there (core/cli.py)
+      # must find the command's own stderr, not the held file.
+      os.dup2(saved, 2)
+      os.close(saved)
+      _HOLDING.discard(holding)
       try:
         sys.stderr.flush()
       except (OSError, ValueError):
         pass
-      os.dup2(saved, 2)
-      os.close(saved)
       held.seek(0)
       kept = [
           line for line in held.read().decode('utf-8', 'replace').splitlines(

@@ -14,6 +14,11 @@ def test_the_one_line_and_the_exit_code_are_a_clean_stop():
   # A warning printed before the stop is not a problem.
   assert stops.verdict(signal.SIGTERM, 143,
                        'WARNING no curated schema\n' + STOPPED, OUT, []) == []
+  # Stopped while it imported its libraries, before the job was built.
+  starting = 'preprocess: stopped by SIGTERM while starting; nothing done\n'
+  assert stops.verdict(signal.SIGTERM, 143, starting, OUT, []) == []
+  assert stops.verdict(signal.SIGINT, 130, starting, OUT,
+                       []) == ['last line: ' + starting.strip()]
 
 
 def test_each_way_a_stop_can_go_wrong_is_named():

@@ -1,0 +1,101 @@
+"""A stop while a command starts (core.cli.parse_first until started()): one
+line and 128 + the signal, wherever the signal lands; the command's own
+handling afterwards. Each case runs a small command in a fresh interpreter
+that signals itself at a chosen point (tests/test_quiet_commands.py stops
+the real commands while they import their libraries)."""
+
+import os
+import textwrap
+
+from tests.conftest import ROOT
+from tests.conftest import run_python
+
+_PROLOGUE = '''
+import os, signal, sys, time
+from core import cli
+cli.parse_first(lambda argv: None, 'demo', STOP_STATUS)
+
+def signal_self(signum):
+  os.kill(os.getpid(), signum)
+  time.sleep(5)  # the handler runs at the next bytecode
+'''
+
+
+def _run(body: str, stop_status=None):
+  code = _PROLOGUE.replace('STOP_STATUS', repr(stop_status))
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return run_python(['-c', code + textwrap.dedent(body)], env, timeout=60)
+
+
+def test_a_stop_while_starting_is_one_line_and_128_plus_the_signal():
+  for signum, name in ((2, 'SIGINT'), (15, 'SIGTERM')):
+    proc = _run(f'''
+        signal_self({signum})
+        print('went on')
+        ''')
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert proc.stderr == f'demo: stopped by {name} while starting; nothing done\n'
+    assert proc.stdout == ''
+
+
+def test_a_command_may_give_its_own_status_for_a_stop():
+  proc = _run('signal_self(signal.SIGTERM)', stop_status=0)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr == (
+      'demo: stopped by SIGTERM while starting; nothing done\n')
+
+
+def test_a_stop_an_import_swallowed_ends_the_command_when_it_starts():
+  # The signal lands in a destructor: Python swallows what it raises there
+  # ("Exception ignored in ...") and the start-up goes on.
+  proc = _run('''
+      class Doomed:
+        def __del__(self):
+          signal_self(signal.SIGINT)
+      Doomed()
+      print('went on', flush=True)
+      cli.started()
+      print('ran the command')
+      ''')
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stdout == 'went on\n'
+  assert proc.stderr == (
+      'demo: stopped by SIGINT while starting; nothing done\n')
+
+
+def test_a_stop_that_leaves_the_imports_stderr_filter_midway_still_prints():
+  # A signal can land in the `with` statement's call of the filter's exit,
+  # before the filter's own code puts descriptor 2 back.
+  proc = _run('''
+      from core import quiet
+      holding = quiet.native_stderr_filtered()
+      holding.__enter__()
+      signal_self(signal.SIGTERM)
+      ''')
+  assert proc.returncode == 143, proc.stderr
+  assert proc.stderr == (
+      'demo: stopped by SIGTERM while starting; nothing done\n')
+
+
+def test_once_started_the_command_handles_signals_as_before():
+  proc = _run('''
+      cli.started()
+      try:
+        signal_self(signal.SIGINT)
+      except KeyboardInterrupt:
+        print('KeyboardInterrupt', flush=True)
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
+      raise ValueError('a real error')
+      ''')
+  assert proc.stdout == 'KeyboardInterrupt\n'
+  assert proc.returncode == 1
+  assert 'ValueError: a real error' in proc.stderr
+  assert 'while starting' not in proc.stderr
+
+
+def test_other_errors_while_starting_still_print_their_traceback():
+  proc = _run('''
+      raise ValueError('a real error')
+      ''')
+  assert proc.returncode == 1
+  assert 'Traceback' in proc.stderr and 'ValueError: a real error' in proc.stderr
