@@ -72,8 +72,10 @@ class StagedOutputDir:
       aside = f'{path}.discarded-{os.getpid()}'
       try:
         os.rename(path, aside)
-      except FileNotFoundError:
-        return  # never made, or discarded by another thread
+      except (FileNotFoundError, NotADirectoryError):
+        # Never made (its parent may not even be a directory), or discarded
+        # by another thread.
+        return
       path = aside
     if FileSystems.exists(path):
       FileSystems.delete([path])

@@ -321,12 +321,21 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   options = _pipeline_options(beam_args)
   seconds['validate_inputs'] = time.monotonic() - start
 
-  out.create()
+  # The command's stop handling until here (core/cli.py), the job's from the
+  # next statement on.
+  cli.started()
   with scratch.job_temp_dir('preprocess-') as temp_dir, \
       interrupts.StopOnSignals(abandon=functools.partial(
           _abandon, out, temp_dir)) as stop, \
       progress.Progress('preprocess', args.progress_seconds) as shown:
     try:
+      # Made once a stop is handled: a signal before then finds nothing to
+      # remove, one after it removes the staging directory.
+      try:
+        out.create()
+      except OSError as e:
+        raise UserError(f'--output-dir {args.output_dir}: cannot create '
+                        f'{out.staging} ({e.strerror or e})') from e
       shown.phase('building the job graph')
       t = time.monotonic()
       p = beam.Pipeline(options=options)
@@ -554,7 +563,7 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   _limit_heap_growth()
-  return cli.run('preprocess', lambda: _main(argv))
+  return cli.run('preprocess', lambda: _main(argv), body_calls_started=True)
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -430,6 +430,18 @@ def test_config_error_names_the_key(capsys, tmp_path):
   assert 'features.height' in err[0] and "'bucket'" in err[0]
 
 
+def test_an_output_dir_that_cannot_be_made_is_one_clear_line(capsys, tmp_path):
+  (tmp_path / 'file').write_text('a file, not a directory')
+  out = tmp_path / 'file' / 'out'
+  code, err = _main(capsys, '--config', TOY_CONFIG, '--input', TOY_CONFIG,
+                    '--output-dir', str(out))
+  assert code == 2
+  assert err == [
+      f'preprocess: error: --output-dir {out}: cannot create {out}.tmp '
+      '(File exists)'
+  ]
+
+
 def test_existing_output_needs_overwrite(capsys, tmp_path):
   (tmp_path / 'out').mkdir()
   code, err = _main(capsys, '--config', TOY_CONFIG, '--input', TOY_CONFIG,
