@@ -96,8 +96,12 @@ class _StopWhileStarting:
       self._stderr = None
     self._excepthook = sys.excepthook
     self._unraisablehook = sys.unraisablehook
+    # A signal the command was started with ignored (`nohup cmd &` from a
+    # script: SIGINT) stays ignored.
     self._handlers: Dict[signal.Signals, Any] = {
-        s: signal.signal(s, self._raise) for s in self._SIGNALS
+        s: signal.signal(s, self._raise)
+        for s in self._SIGNALS
+        if signal.getsignal(s) != signal.SIG_IGN
     }
     sys.excepthook = self._uncaught
     sys.unraisablehook = self._unraisable

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,16 @@ def _temporary_files_under_basetemp(tmp_path_factory):
   patch.setattr(tempfile, 'tempdir', str(path))
   yield
   patch.undo()
+
+
+@pytest.fixture
+def sigint_from_a_terminal():
+  """The commands a test starts get SIGINT's default disposition, as from a
+  terminal, even where the tests run with it ignored (a shell's background
+  job, which a command leaves ignored)."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
 
 
 def default_verbosity(env) -> dict:

@@ -138,6 +138,7 @@ def _wait_for_library(proc: subprocess.Popen,
 
 @pytest.mark.skipif(
     not sys.platform.startswith('linux'), reason='reads /proc (Linux only)')
+@pytest.mark.usefixtures('sigint_from_a_terminal')
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize('module', COMMANDS)
 def test_a_stop_while_a_command_imports_its_libraries_is_one_line(

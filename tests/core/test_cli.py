@@ -7,12 +7,17 @@ the real commands while they import their libraries)."""
 import os
 import textwrap
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.conftest import run_python
+
+pytestmark = pytest.mark.usefixtures('sigint_from_a_terminal')
 
 _PROLOGUE = '''
 import os, signal, sys, time
 from core import cli
+BEFORE
 cli.parse_first(lambda argv: None, 'demo', STOP_STATUS)
 
 def signal_self(signum):
@@ -21,8 +26,9 @@ def signal_self(signum):
 '''
 
 
-def _run(body: str, stop_status=None):
-  code = _PROLOGUE.replace('STOP_STATUS', repr(stop_status))
+def _run(body: str, stop_status=None, before=''):
+  code = _PROLOGUE.replace('STOP_STATUS',
+                           repr(stop_status)).replace('BEFORE', before)
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   return run_python(['-c', code + textwrap.dedent(body)], env, timeout=60)
 
@@ -36,6 +42,20 @@ def test_a_stop_while_starting_is_one_line_and_128_plus_the_signal():
     assert proc.returncode == 128 + signum, proc.stderr
     assert proc.stderr == f'demo: stopped by {name} while starting; nothing done\n'
     assert proc.stdout == ''
+
+
+def test_a_signal_the_command_was_started_with_ignored_stays_ignored():
+  proc = _run(
+      '''
+      signal_self(signal.SIGINT)
+      print('went on', flush=True)
+      signal_self(signal.SIGTERM)
+      ''',
+      before='signal.signal(signal.SIGINT, signal.SIG_IGN)')
+  assert proc.stdout == 'went on\n'
+  assert proc.returncode == 143, proc.stderr
+  assert proc.stderr == (
+      'demo: stopped by SIGTERM while starting; nothing done\n')
 
 
 def test_a_command_may_give_its_own_status_for_a_stop():
