@@ -7,17 +7,18 @@
 Runs `python -m pipeline.preprocess` on generated toy data (tests/data/
 toy.yaml, 60,000 rows) over and over, `--side-by-side` jobs at a time, and
 stops each one with SIGINT or SIGTERM (drawn at random) a random
-`--min-delay` to `--max-delay` seconds after its Beam job has started, so the signal lands
-in a different place each time: reading, a tf.Transform trace, a SavedModel
-load or save, a shard merge. With `--from start` the delay counts from the
-command's start instead, so that the signal also lands in its imports and
-while it builds the job (a `--max-delay` of about 12 reaches into the job;
-one past the job's end counts as unclean: it published). Give it a
-`--min-delay` of 0.5: a signal in the interpreter's own start-up, before any
-of the command's code runs, gets Python's default (SIGTERM ends the process
-without a word). A stop is clean when the command exits with 128 + the signal, its
-last line says it was stopped and that nothing was published (or, during
-its imports, that it was stopped while starting and nothing was done),
+`--min-delay` to `--max-delay` seconds after its Beam job has started, so
+the signal lands in a different place each time: reading, a tf.Transform
+trace, a SavedModel load or save, a shard merge. With `--from start` the
+delay counts from the command's start instead, so that the signal also lands
+in its imports and while it builds the job (a `--max-delay` of about 12
+reaches into the job; one past the job's end counts as unclean: it
+published). Give it a `--min-delay` of 0.5: a signal in the interpreter's
+own start-up, before any of the command's code runs, gets Python's default
+(SIGTERM ends the process without a word). A stop is clean when the command
+exits with 128 + the signal, its last line says it was stopped and that
+nothing was published (or, during its imports, that it was stopped while
+starting and nothing was done),
 stderr holds no traceback and no ERROR record, and neither the output
 directory, its staging directory nor anything in the job's temporary
 directory is left.
