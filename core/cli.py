@@ -15,9 +15,10 @@ import os
 import signal
 import sys
 import types
-from typing import Any, Callable, Dict, Optional, Sequence, Type
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Type
 
 from core import quiet
+from core import stderr_relay
 from core.errors import UserError
 
 OK = 0
@@ -139,14 +140,9 @@ class _StopWhileStarting:
         f'{self._name}: stopped by {signal.Signals(signum).name} while '
         'starting; nothing done',
         file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-      try:
-        stream.flush()
-      except (OSError, ValueError):
-        pass
     # From the excepthook, an uncaught exception would exit 1; nothing needs
     # Python's shutdown.
-    os._exit(128 + signum if self._stop_status is None else self._stop_status)
+    exit_now(128 + signum if self._stop_status is None else self._stop_status)
 
 
 # The stop handling of a command that is starting (parse_first until
@@ -171,3 +167,28 @@ def run(name: str,
   except UserError as e:
     print(f'{name}: error: {e}', file=sys.stderr)
     return USAGE
+
+
+def exit_now(code: int) -> NoReturn:
+  """Flushes and ends the process without finalizing the interpreter.
+
+  For a command stopped half-way (a job abandoned by a signal, a stop while
+  it starts): its threads and TensorFlow objects are in no state to be torn
+  down, and what finalization would print about them is noise after the one
+  line that matters.
+  """
+  logging.shutdown()
+  flush_std_streams()
+  # What the stderr relay holds is written out before the process is gone
+  # (atexit, which stops it otherwise, does not run here).
+  stderr_relay.stop()
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def flush_std_streams() -> None:
+  """Flushes Python's stdout and stderr, whatever state they are in."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from pipeline import process_exit
+from core import cli
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 10.0
@@ -240,4 +240,4 @@ class StopOnSignals:
     try:
       self._abandon(signal.Signals(signum).name)
     finally:
-      process_exit.exit_now(128 + signum)
+      cli.exit_now(128 + signum)

@@ -600,5 +600,5 @@ if __name__ == '__main__':
   heap.freeze_imports()
   _code = main()
   if _code > 128:  # stopped by a signal: nothing left worth waiting for
-    process_exit.exit_now(_code)
+    cli.exit_now(_code)
   process_exit.exit_after_workers(_code)

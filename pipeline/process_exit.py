@@ -16,17 +16,16 @@ native code in the same way.
 So a command that ran a Beam job ends through `exit_after_workers`: it waits
 for those threads, and if one is still running after a bound (a hung worker),
 it flushes everything and ends the process without finalizing the
-interpreter, with the exit code the job earned.
+interpreter (`core.cli.exit_now`), with the exit code the job earned.
 """
 
 import logging
-import os
 import sys
 import threading
 import time
 from typing import List, NoReturn
 
-from core import stderr_relay
+from core import cli
 
 # Names Beam 2.61 gives the launcher-side threads of a portable run:
 # worker_pool_main.BeamFnExternalWorkerPoolServicer.StartWorker (in-process
@@ -62,28 +61,4 @@ def exit_after_workers(code: int,
       'Beam worker threads still running %.0f s after the job ended (%s); '
       'exiting without waiting for them', timeout_s,
       ', '.join(t.name for t in stuck))
-  exit_now(code)
-
-
-def exit_now(code: int) -> NoReturn:
-  """Flushes and ends the process without finalizing the interpreter.
-
-  For a job abandoned half-way (stopped by a signal): its threads and
-  TensorFlow objects are in no state to be torn down, and what finalization
-  would print about them is noise after the one line that matters.
-  """
-  logging.shutdown()
-  flush_std_streams()
-  # What the stderr relay holds is written out before the process is gone
-  # (atexit, which stops it otherwise, does not run here).
-  stderr_relay.stop()
-  os._exit(code)  # pylint: disable=protected-access
-
-
-def flush_std_streams() -> None:
-  """Flushes Python's stdout and stderr, whatever state they are in."""
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except (OSError, ValueError):
-      pass
+  cli.exit_now(code)

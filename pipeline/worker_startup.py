@@ -21,8 +21,8 @@ import atexit
 import os
 import sys
 
+from core import cli
 from core import quiet
-from pipeline import process_exit
 
 _SDK_WORKER_MAIN = 'apache_beam.runners.worker.sdk_worker_main'
 
@@ -34,7 +34,7 @@ def in_worker_process() -> bool:
 
 
 def _silence_teardown() -> None:
-  process_exit.flush_std_streams()
+  cli.flush_std_streams()
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
   os.close(devnull)

@@ -5,6 +5,8 @@ that signals itself at a chosen point (tests/test_quiet_commands.py stops
 the real commands while they import their libraries)."""
 
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -94,6 +96,32 @@ def test_a_stop_that_leaves_the_imports_stderr_filter_midway_still_prints():
       ''')
   assert proc.returncode == 143, proc.stderr
   assert proc.stderr == (
+      'demo: stopped by SIGTERM while starting; nothing done\n')
+
+
+def test_a_stop_after_the_stderr_relay_started_is_written_before_the_exit(
+    tmp_path):
+  # Between its imports and its body a command passes its stderr through a
+  # relay process (core/stderr_relay.py); the line must be written out when
+  # the command has exited, not after (read from a file, which, unlike a
+  # pipe, nobody waits on).
+  code = _PROLOGUE.replace('STOP_STATUS', 'None').replace('BEFORE', '') + (
+      textwrap.dedent('''
+      from core import quiet
+      quiet.filter_runtime_noise()
+      signal_self(signal.SIGTERM)
+      '''))
+  stderr_path = tmp_path / 'stderr.txt'
+  with open(stderr_path, 'w') as stderr:
+    proc = subprocess.run([sys.executable, '-c', code],
+                          cwd=str(ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          stdout=subprocess.DEVNULL,
+                          stderr=stderr,
+                          timeout=60,
+                          check=False)
+  assert proc.returncode == 143
+  assert stderr_path.read_text() == (
       'demo: stopped by SIGTERM while starting; nothing done\n')
 
 

@@ -130,11 +130,11 @@ def test_what_was_written_before_a_crash_still_arrives():
   assert _gone(int(proc.stdout.split()[0]))
 
 
-def test_a_hard_exit_through_process_exit_waits_for_the_relay():
+def test_a_hard_exit_through_exit_now_waits_for_the_relay():
   proc = _run("""
-      from pipeline import process_exit
+      from core import cli
       print('stopped by Ctrl-C', file=sys.stderr)
-      process_exit.exit_now(130)
+      cli.exit_now(130)
       """)
   assert proc.returncode == 130
   assert proc.stderr == b'stopped by Ctrl-C\n'
