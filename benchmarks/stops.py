@@ -59,6 +59,13 @@ class Stop(NamedTuple):
   stderr_path: str
 
 
+def _sigint_from_a_terminal() -> None:
+  """SIGINT's default, as a command run from a terminal has it, also where
+  this benchmark runs with it ignored (a shell's background job), which the
+  command would keep."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_one(work: pathlib.Path, input_path: str, signum: int, delay_s: float,
               from_start: bool) -> Stop:
   out = work / 'out'
@@ -74,7 +81,8 @@ def _stop_one(work: pathlib.Path, input_path: str, signum: int, delay_s: float,
                             cwd=ROOT,
                             env=dict(os.environ, TMPDIR=str(temp)),
                             stdout=subprocess.DEVNULL,
-                            stderr=stderr)
+                            stderr=stderr,
+                            preexec_fn=_sigint_from_a_terminal)
   problems = []
   try:
     # Beam's temporary files appear once the job itself is running.

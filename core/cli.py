@@ -15,8 +15,17 @@ import os
 import signal
 import sys
 import types
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Type
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    NoReturn,
+    Optional,
+    Sequence,
+    Type,
+)
 
+from core import interrupts
 from core import quiet
 from core import stderr_relay
 from core.errors import UserError
@@ -155,18 +164,76 @@ def run(name: str,
         body_calls_started: bool = False) -> int:
   """Runs a command's body with the shared logging and error handling.
 
+  While the body runs, Ctrl-C or SIGTERM stops it (core/interrupts.py): the
+  stop is raised where the body is and unwinds it, so what it had half
+  written is removed on the way out, and the command ends with one line,
+  `<name>: stopped by SIGINT`, and exit status 128 + the signal, where
+  Python would print a KeyboardInterrupt's traceback through TensorFlow
+  (SIGINT) or end without a word, its partial files left behind (SIGTERM).
+  A body that has not stopped 10 s after the signal, or a second signal,
+  ends the process at once with the same line. A stopped command ends in
+  `exit_now`, without the interpreter's finalization.
+
   body_calls_started: the body calls `started()` itself, where its own
   handling of SIGINT and SIGTERM begins, so that no moment of its own
   set-up is left to Python's defaults.
   """
-  if not body_calls_started:
-    started()
+  if body_calls_started:
+    return _run_body(name, body, None)
+  started()
+  global _stopping
+  try:
+    with interrupts.StopOnSignals(
+        lambda signal_name: _say_stopped(name, signal_name)) as stopping:
+      _stopping = stopping
+      try:
+        # Libraries swallow the stop's raise where it lands in a destructor
+        # or a callback (a tf.data iterator's, Beam's): it is raised again
+        # until it unwinds the body.
+        with stopping.insistent():
+          return _run_body(name, body, stopping)
+      finally:
+        _stopping = None
+  except KeyboardInterrupt:  # SIGINT before the stop's handlers were set
+    _say_stopped(name, 'SIGINT')
+    exit_now(128 + signal.SIGINT)
+
+
+def _run_body(name: str, body: Callable[[], int],
+              stopping: Optional[interrupts.StopOnSignals]) -> int:
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   try:
     return body()
-  except UserError as e:
-    print(f'{name}: error: {e}', file=sys.stderr)
-    return USAGE
+  except BaseException as e:
+    if stopping is not None and stopping.signum is not None:
+      # Whatever ended the body, the stop did: Interrupted itself, or what
+      # it caused where it landed (an error raised in a C extension or a
+      # destructor, which a library may even have reported as the user's).
+      _say_stopped(name, signal.Signals(stopping.signum).name)
+      # Ended here, while the traceback still holds what the body was
+      # using: freed, TensorFlow's half-read datasets would log warnings
+      # about it after the line.
+      exit_now(128 + stopping.signum)
+    if isinstance(e, UserError):
+      print(f'{name}: error: {e}', file=sys.stderr)
+      return USAGE
+    raise
+
+
+def _say_stopped(name: str, signal_name: str) -> None:
+  print(f'{name}: stopped by {signal_name}', file=sys.stderr)
+
+
+# The stop handling of the command body that is running (in `run`).
+_stopping: Optional[interrupts.StopOnSignals] = None
+
+
+def check_stop() -> None:
+  """Raises the stop if one was asked for, even if a library swallowed its
+  raise and it has not been raised again yet: a body calls it before it
+  publishes what it made (a rename)."""
+  if _stopping is not None:
+    _stopping.check()
 
 
 def exit_now(code: int) -> NoReturn:

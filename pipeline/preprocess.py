@@ -44,6 +44,7 @@ with quiet.tensorflow_startup():
   from tfx_bsl.public import tfxio
 
 from core import heap
+from core import interrupts
 from core.config import DatasetConfig
 from core.config import load_config
 from core.errors import UserError
@@ -52,7 +53,6 @@ from pipeline import cleanse
 from pipeline import feature_warnings
 from pipeline import features
 from pipeline import install_beam_memos
-from pipeline import interrupts
 from pipeline import manifest
 from pipeline import process_exit
 from pipeline import progress

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Callable
 
 import pytest
@@ -89,6 +90,30 @@ def run_python(args, env, timeout=300) -> subprocess.CompletedProcess:
                         text=True,
                         timeout=timeout,
                         check=False)
+
+
+def signal_when(proc: subprocess.Popen,
+                ready: Callable[[], bool],
+                signum: int,
+                why_not: Callable[[], str],
+                timeout_s: float = 240) -> int:
+  """Sends `signum` to `proc` once `ready()` holds; returns its exit status.
+
+  `why_not()` (its stderr, say) explains a process that ended first. The
+  process is killed if it has not ended 60 s after the signal.
+  """
+  try:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+      assert proc.poll() is None, why_not()
+      assert time.monotonic() < deadline, 'never ready to be signalled'
+      time.sleep(0.01)
+    proc.send_signal(signum)
+    return proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 # Where the original UCI files may be: an explicit directory, the shared data

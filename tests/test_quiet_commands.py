@@ -1,6 +1,7 @@
 """Every command starts without library noise on stderr, answers `--help`
 and flag mistakes before it imports the libraries, and ends in one line when
-stopped while it imports them.
+stopped while it imports them; once running, a stop is one line too and
+leaves nothing half-written.
 
 Importing TensorFlow, TFDV and Beam prints CUDA registration errors, TFDV's
 IPython notice and Google client FutureWarnings unless a command imports
@@ -10,17 +11,22 @@ so that line must be all of its stderr. Warnings are left at Python's
 defaults here, as a user gets them.
 """
 
+import glob
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Callable, Tuple
 
 import pytest
 
+from core.layout import ExportDir
+from tests import datagen
 from tests.conftest import default_verbosity
 from tests.conftest import ROOT
 from tests.conftest import run_python
+from tests.conftest import signal_when
 
 COMMANDS = [
     'pipeline.preprocess', 'pipeline.schema', 'pipeline.skew', 'trainer.task',
@@ -170,3 +176,86 @@ def test_a_stop_while_a_command_imports_its_libraries_is_one_line(
       f'{_NAMES[module]}: stopped by {name} while starting; nothing done'
   ], err[-2000:]
   assert out == ''
+
+
+def _stop_when(args, ready: Callable[[str], bool], signum: int,
+               tmp_path) -> Tuple[int, str, str]:
+  """Runs `python -m *args`, sends `signum` once `ready(stdout so far)`
+  holds; returns its exit status, stdout and stderr."""
+  out_path, err_path = tmp_path / 'stdout.txt', tmp_path / 'stderr.txt'
+  with open(out_path, 'w') as out, open(err_path, 'w') as err:
+    proc = subprocess.Popen([sys.executable, '-m', *args],
+                            cwd=ROOT,
+                            env=_env(),
+                            stdout=out,
+                            stderr=err)
+  code = signal_when(proc, lambda: ready(out_path.read_text()), signum,
+                     lambda: err_path.read_text()[-3000:])
+  return code, out_path.read_text(), err_path.read_text()
+
+
+@pytest.mark.usefixtures('sigint_from_a_terminal')
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_trainer_trains_is_one_line(trainer_toy_preprocessed,
+                                                     tmp_path, signum):
+  """Not a KeyboardInterrupt's traceback through Keras and TensorFlow, nor a
+  silent end: the line, 128 + the signal, and no export."""
+  preprocess_dir, _ = trainer_toy_preprocessed
+  model_dir = tmp_path / 'model'
+  code, _, err = _stop_when([
+      'trainer.task', '--preprocess-dir', preprocess_dir, '--model-dir',
+      str(model_dir), '--epochs', '1000', '--early-stopping-patience', '1000',
+      '--batch-size', '32', '--verbose', '2'
+  ], lambda out: 'Epoch 3/' in out, signum, tmp_path)
+  assert code == 128 + signum, err[-3000:]
+  assert err == f'trainer: stopped by {signal.Signals(signum).name}\n'
+  assert not (model_dir / 'export').exists()
+  assert not (model_dir / 'metrics.json').exists()
+
+
+@pytest.mark.usefixtures('sigint_from_a_terminal')
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_trainer_exports_leaves_no_partial_export(
+    trainer_toy_preprocessed, tmp_path, signum):
+  """The export is written under a staging name: a stop half-way removes it,
+  and a version directory, if any, is whole."""
+  preprocess_dir, _ = trainer_toy_preprocessed
+  export_base = tmp_path / 'model' / 'export'
+  code, _, err = _stop_when([
+      'trainer.task', '--preprocess-dir', preprocess_dir, '--model-dir',
+      str(tmp_path / 'model'), '--epochs', '2', '--verbose', '0'
+  ], lambda _: bool(glob.glob(str(export_base / '.staging-*'))), signum,
+                            tmp_path)
+  assert code == 128 + signum, err[-3000:]
+  assert err == f'trainer: stopped by {signal.Signals(signum).name}\n'
+  left = os.listdir(export_base)
+  assert not [name for name in left if name.startswith('.')], left
+  for version in left:
+    assert os.path.exists(ExportDir(str(export_base / version)).metadata_path)
+
+
+@pytest.mark.usefixtures('sigint_from_a_terminal')
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_predict_scores_leaves_no_predictions_file(
+    trainer_toy_model, tmp_path, signum):
+  """A predictions file that stops half-way would look like a complete one:
+  it appears only when every row is scored."""
+  model_dir, _ = trainer_toy_model
+  rows = datagen.write_lines(
+      str(tmp_path / 'rows.csv'),
+      datagen.toy_rows(200_000, seed=4),
+      header=datagen.TOY_HEADER)
+  output = tmp_path / 'predictions.jsonl'
+
+  def scoring(_):
+    staged = glob.glob(f'{output}.tmp-*')
+    return bool(staged) and os.path.getsize(staged[0]) > 0
+
+  code, _, err = _stop_when([
+      'trainer.predict', '--model-dir', model_dir, '--input', rows, '--output',
+      str(output)
+  ], scoring, signum, tmp_path)
+  assert code == 128 + signum, err[-3000:]
+  assert err == f'predict: stopped by {signal.Signals(signum).name}\n'
+  assert sorted(
+      os.listdir(tmp_path)) == ['rows.csv', 'stderr.txt', 'stdout.txt']

@@ -45,6 +45,7 @@ import tensorflow_transform as tft
 # tf_keras has no public switch for this (model.save's save_traces sets it).
 from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
+from core import cli
 from core import features as raw_features
 from core.config import DatasetConfig
 from core.layout import ExportDir
@@ -181,69 +182,78 @@ def export_model(model,
   tf.io.gfile.makedirs(export_root)
   version, final = _new_version_dir(export_root)
   staging = join(export_root, f'.staging-{version}-{os.getpid()}')
-  head = head or heads.make_head(config)
-  module = ServingModule(model, tft_output.transform_features_layer(), config,
-                         feature_names, threshold, head)
-  # The functions themselves, traced by tf.saved_model.save: a concrete
-  # function traced here, before the save, was traced once more inside it
-  # (0.3-0.6 s of every export).
-  signatures = {
-      DEFAULT_SIGNATURE: module.serve_examples,
-      RAW_SIGNATURE: module.serve_raw,
-  }
-  # Keras objects are saved without their layers' call traces: serving uses
-  # the signatures only, and saving the traces (every layer's call functions,
-  # plus a default signature of the first Keras object met) and restoring
-  # them at every load took seconds.
-  with keras_option_scope(save_traces=False, in_tf_saved_model_scope=False), \
-      _without_optimizers(model):
-    tf.saved_model.save(module, staging, signatures=signatures)
-  if not write:
-    tf.io.gfile.rmtree(staging)
-    return final
-  written = ExportDir(staging)
-  tf.io.gfile.makedirs(written.extra_dir)
-  with tf.io.gfile.GFile(written.config_path, 'w') as f:
-    f.write(config.source_text)
-  metadata = {
-      'version':
-          version,
-      'created':
-          datetime.datetime.now(datetime.timezone.utc
-                               ).isoformat(timespec='seconds'),
-      'dataset':
-          config.name,
-      'config_sha256':
-          config.config_hash,
-      'threshold':
-          head.export_threshold(threshold),
-      'label': {
-          'column': config.label.column,
-          'task': config.label.task,
-          'classes': list(config.label.classes),
-          'positive': config.label.positive,
-          'log_target': config.label.log_target,
-      },
-      'signatures': {
-          DEFAULT_SIGNATURE: {
-              'inputs': {
-                  EXAMPLES_INPUT: 'string'
-              }
-          },
-          RAW_SIGNATURE: {
-              'inputs': {
-                  name: spec.dtype.name
-                  for name, spec in raw_features.raw_feature_spec(
-                      config, include_label=False).items()
-              }
-          },
-          'outputs': head.output_metadata(),
-      },
-      'model_features':
-          list(feature_names),
-  }
-  metadata.update(extra_metadata or {})
-  with tf.io.gfile.GFile(written.metadata_path, 'w') as f:
-    f.write(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
-  tf.io.gfile.rename(staging, final)
+  # A stop or an error half-way leaves no staging directory behind.
+  try:
+    head = head or heads.make_head(config)
+    module = ServingModule(model, tft_output.transform_features_layer(), config,
+                           feature_names, threshold, head)
+    # The functions themselves, traced by tf.saved_model.save: a concrete
+    # function traced here, before the save, was traced once more inside it
+    # (0.3-0.6 s of every export).
+    signatures = {
+        DEFAULT_SIGNATURE: module.serve_examples,
+        RAW_SIGNATURE: module.serve_raw,
+    }
+    # Keras objects are saved without their layers' call traces: serving uses
+    # the signatures only, and saving the traces (every layer's call functions,
+    # plus a default signature of the first Keras object met) and restoring
+    # them at every load took seconds.
+    with keras_option_scope(save_traces=False, in_tf_saved_model_scope=False), \
+        _without_optimizers(model):
+      tf.saved_model.save(module, staging, signatures=signatures)
+    if not write:
+      tf.io.gfile.rmtree(staging)
+      return final
+    written = ExportDir(staging)
+    tf.io.gfile.makedirs(written.extra_dir)
+    with tf.io.gfile.GFile(written.config_path, 'w') as f:
+      f.write(config.source_text)
+    metadata = {
+        'version':
+            version,
+        'created':
+            datetime.datetime.now(datetime.timezone.utc
+                                 ).isoformat(timespec='seconds'),
+        'dataset':
+            config.name,
+        'config_sha256':
+            config.config_hash,
+        'threshold':
+            head.export_threshold(threshold),
+        'label': {
+            'column': config.label.column,
+            'task': config.label.task,
+            'classes': list(config.label.classes),
+            'positive': config.label.positive,
+            'log_target': config.label.log_target,
+        },
+        'signatures': {
+            DEFAULT_SIGNATURE: {
+                'inputs': {
+                    EXAMPLES_INPUT: 'string'
+                }
+            },
+            RAW_SIGNATURE: {
+                'inputs': {
+                    name: spec.dtype.name
+                    for name, spec in raw_features.raw_feature_spec(
+                        config, include_label=False).items()
+                }
+            },
+            'outputs': head.output_metadata(),
+        },
+        'model_features':
+            list(feature_names),
+    }
+    metadata.update(extra_metadata or {})
+    with tf.io.gfile.GFile(written.metadata_path, 'w') as f:
+      f.write(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
+    # Not published if the command was stopped meanwhile (a stop that a
+    # destructor swallowed).
+    cli.check_stop()
+    tf.io.gfile.rename(staging, final)
+  except BaseException:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+    raise
   return final

@@ -106,7 +106,10 @@ def predict(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument(
       '--input', required=True, help='raw CSV file(s): a path or glob pattern')
   parser.add_argument(
-      '--output', default='-', help='JSON lines output file (default: stdout)')
+      '--output',
+      default='-',
+      help='JSON lines output file, which appears once every row is scored '
+      '(default: stdout)')
   parser.add_argument(
       '--batch-size', type=int, default=DEFAULT_PREDICT_BATCH_SIZE)
   args = parser.parse_args(argv)

@@ -26,8 +26,10 @@ row, as they are quarantined rows in preprocess; a UTF-8 byte-order mark at
 the start of a file is not data.
 """
 
+import contextlib
 import csv
 import json
+import os
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -371,20 +373,44 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         ' files; trainer.predict reads CSV rows only')
   # Row counts, and the export that scored them ('export_dir').
   totals: Dict[str, Any] = {'rows': 0, 'scored': 0, 'errors': 0}
-  out = (
-      sys.stdout if args.output == '-' else tf.io.gfile.GFile(args.output, 'w'))
-  try:
+  with _output(args.output) as out:
     for path in files:
       counts = predict_file(predictor, path,
                             lambda r: out.write(json.dumps(r) + '\n'),
                             args.batch_size)
       for k, v in counts.items():
         totals[k] += v
-  finally:
-    if out is not sys.stdout:
-      out.close()
   totals['export_dir'] = predictor.export_dir
   return totals
+
+
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[Any]:
+  """Where the JSON lines go: stdout for '-', else a file that appears
+  whole or not at all.
+
+  The lines are written to PATH.tmp-<pid> and renamed to PATH at the end, so
+  a run stopped or failed half-way leaves no predictions file that looks
+  complete (nor the partial one). A path that is not a regular file (a pipe,
+  /dev/stdout) is written directly.
+  """
+  if path == '-':
+    yield sys.stdout
+    return
+  if '://' not in path and os.path.exists(path) and not os.path.isfile(path):
+    with open(path, 'w', encoding='utf-8') as f:
+      yield f
+    return
+  staging = f'{path}.tmp-{os.getpid()}'
+  try:
+    with tf.io.gfile.GFile(staging, 'w') as f:
+      yield f
+    cli.check_stop()  # a stop that a destructor swallowed
+    tf.io.gfile.rename(staging, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.remove(staging)
+    raise
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping
 
 import tensorflow as tf
 
+from core import cli
 from core.errors import InputError
 from core.layout import ExportDir
 from core.layout import join
@@ -80,6 +81,7 @@ def publish(export: ExportDir, serving: ServingDir) -> Dict[str, Any]:
     _copy_tree(export.path, incoming)
     if tf.io.gfile.exists(final):  # pushed meanwhile by another process
       raise InputError(f'{final} appeared while copying; push again')
+    cli.check_stop()  # a stop that a destructor swallowed publishes nothing
     tf.io.gfile.rename(incoming, final)
   finally:
     if tf.io.gfile.exists(incoming):

@@ -147,3 +147,118 @@ def test_other_errors_while_starting_still_print_their_traceback():
       ''')
   assert proc.returncode == 1
   assert 'Traceback' in proc.stderr and 'ValueError: a real error' in proc.stderr
+
+
+# ------------------------------------------- a stop while the body runs (run)
+
+
+def _run_body(body: str, before=''):
+  """Runs `body` as a command's body (cli.run), its status the exit code."""
+  return _run(
+      'def body():\n' + textwrap.indent(textwrap.dedent(body), '  ') +
+      '\nsys.exit(cli.run("demo", body))\n',
+      before=before)
+
+
+def test_a_stop_while_the_body_runs_unwinds_it_and_is_one_line():
+  for signum, name in ((2, 'SIGINT'), (15, 'SIGTERM')):
+    proc = _run_body(f'''
+        try:
+          signal_self({signum})
+          print('went on')
+        finally:
+          print('cleaned up', flush=True)
+        return 0
+        ''')
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert proc.stderr == f'demo: stopped by {name}\n'
+    assert proc.stdout == 'cleaned up\n'
+
+
+def test_an_error_the_stop_caused_is_reported_as_the_stop():
+  # A library that turns whatever interrupts it into its own error (here,
+  # one reported as the user's) does not hide why the command ended.
+  proc = _run_body('''
+      from core.errors import UserError
+      try:
+        signal_self(signal.SIGTERM)
+      except BaseException as e:
+        raise UserError('the input could not be read') from e
+      ''')
+  assert proc.returncode == 143, proc.stderr
+  assert proc.stderr == 'demo: stopped by SIGTERM\n'
+
+
+def test_a_swallowed_stop_is_raised_before_anything_is_published():
+  proc = _run_body('''
+      try:
+        signal_self(signal.SIGINT)
+      except KeyboardInterrupt:
+        pass  # as a destructor or a callback would
+      print('made', flush=True)
+      cli.check_stop()
+      print('published')
+      return 0
+      ''')
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stderr == 'demo: stopped by SIGINT\n'
+  assert proc.stdout == 'made\n'
+
+
+def test_a_swallowed_stop_is_raised_again_until_it_unwinds_the_body():
+  proc = _run_body('''
+      swallowed = 0
+      for _ in range(100):
+        try:
+          if not swallowed:
+            signal_self(signal.SIGTERM)
+          time.sleep(0.1)
+        except KeyboardInterrupt:
+          swallowed += 1
+          if swallowed == 1:
+            continue  # the first is swallowed
+          raise
+      print('ran to its end')
+      return 0
+      ''')
+  assert proc.returncode == 143, proc.stderr
+  assert proc.stderr == 'demo: stopped by SIGTERM\n'
+  assert proc.stdout == ''
+
+
+def test_the_repeated_stop_does_not_cut_the_clean_up_short():
+  # The body's clean-up on its way out takes longer than the repeat's
+  # period (0.5 s).
+  proc = _run_body('''
+      try:
+        signal_self(signal.SIGINT)
+      finally:
+        time.sleep(1.2)
+        print('cleaned up', flush=True)
+      ''')
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stderr == 'demo: stopped by SIGINT\n'
+  assert proc.stdout == 'cleaned up\n'
+
+
+def test_a_signal_the_command_was_started_with_ignored_stays_ignored_in_its_body(
+):
+  proc = _run_body(
+      '''
+      signal_self(signal.SIGINT)
+      print('went on')
+      return 0
+      ''',
+      before='signal.signal(signal.SIGINT, signal.SIG_IGN)')
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout == 'went on\n'
+  assert proc.stderr == ''
+
+
+def test_an_error_in_the_body_is_reported_as_before():
+  proc = _run_body('''
+      from core.errors import UserError
+      raise UserError('--input x: no file matches')
+      ''')
+  assert proc.returncode == 2
+  assert proc.stderr == 'demo: error: --input x: no file matches\n'

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from apache_beam.options.pipeline_options import DirectOptions
 import pyarrow as pa
@@ -33,6 +32,7 @@ from pipeline.sources import RawChunk
 from tests import datagen
 from tests.conftest import CENSUS_CONFIG
 from tests.conftest import ROOT
+from tests.conftest import signal_when
 from tests.conftest import TOY_CONFIG
 
 pytestmark = pytest.mark.long
@@ -528,6 +528,7 @@ def _start_cli(args, tmp_path, **extra_env):
                           text=True)
 
 
+@pytest.mark.usefixtures('sigint_from_a_terminal')
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
   """Ctrl-C (or a scheduler's SIGTERM) in the middle of the Beam job."""
@@ -543,19 +544,10 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
        str(out)],
       tmp_path,
       TMPDIR=str(temp))
-  try:
-    # Beam's temporary files appear once the job itself is running.
-    deadline = time.monotonic() + 240
-    while not glob.glob(str(out) + '.tmp/tmp/*'):
-      assert proc.poll() is None, open(tmp_path / 'stderr.txt').read()[-3000:]
-      assert time.monotonic() < deadline, 'the job never started'
-      time.sleep(0.1)
-    proc.send_signal(signum)
-    code = proc.wait(timeout=60)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  # Beam's temporary files appear once the job itself is running.
+  code = signal_when(proc, lambda: bool(glob.glob(str(out) + '.tmp/tmp/*')),
+                     signum,
+                     lambda: open(tmp_path / 'stderr.txt').read()[-3000:])
   err = open(tmp_path / 'stderr.txt').read().strip().splitlines()
   name = signal.Signals(signum).name
   assert code == 128 + signum, err[-20:]

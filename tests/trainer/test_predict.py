@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import tensorflow as tf
@@ -107,6 +108,8 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '37 rows, 35 scored, 2 with errors' in proc.stderr
+  # Renamed into place whole: no staging file is left beside it.
+  assert sorted(os.listdir(tmp_path)) == ['preds.jsonl', 'raw.csv']
   with open(out) as f:
     results = [json.loads(line) for line in f]
   assert len(results) == 37
@@ -132,6 +135,33 @@ def test_predict_cli_end_to_end(trainer_toy_model, tmp_path):
   predict.predict_file(predictor, path, mine.append, batch_size=1000)
   assert [r.get('probability') for r in mine
          ] == pytest.approx([r.get('probability') for r in results], abs=1e-7)
+
+
+def test_predict_writes_into_a_pipe_as_it_scores(trainer_toy_model, tmp_path):
+  # A path that is not a regular file is written directly, not staged
+  # beside it and renamed over it.
+  model_dir, _ = trainer_toy_model
+  path = datagen.write_lines(
+      str(tmp_path / 'raw.csv'),
+      datagen.toy_rows(20, seed=5),
+      header=datagen.TOY_HEADER)
+  fifo = str(tmp_path / 'fifo')
+  os.mkfifo(fifo)
+  received = []
+  reader = threading.Thread(
+      target=lambda: received.extend(open(fifo).read().splitlines()))
+  reader.start()
+  try:
+    totals = predict.run(
+        ['--model-dir', model_dir, '--input', path, '--output', fifo])
+  finally:
+    if reader.is_alive():  # the run failed before opening the pipe
+      with open(fifo, 'w'):
+        pass
+    reader.join()
+  assert totals['scored'] == 20
+  assert len(received) == 20 and 'probability' in json.loads(received[0])
+  assert sorted(os.listdir(tmp_path)) == ['fifo', 'raw.csv']
 
 
 def test_predict_without_a_model_is_a_usage_error(tmp_path, capsys):

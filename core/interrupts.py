@@ -1,10 +1,13 @@
-"""Ctrl-C and SIGTERM stop a job promptly and publish nothing.
+"""Ctrl-C and SIGTERM stop a command promptly and publish nothing.
 
-Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread
-happens to be. In a Beam job that is often a destructor or a callback inside
-TensorFlow or Beam, where the exception is printed as "ignored" and lost, and
-the job carries on to publish its output. SIGTERM (what a scheduler sends)
-ends the process at once by default, leaving the staging directory behind.
+Every command's body runs under `StopOnSignals` (core/cli.py's `run`; the
+preprocess sets up its own around its Beam job). Python turns SIGINT into a
+KeyboardInterrupt raised wherever the main thread happens to be. In a Beam
+job that is often a destructor or a callback inside TensorFlow or Beam,
+where the exception is printed as "ignored" and lost, and the job carries on
+to publish its output. SIGTERM (what a scheduler sends) ends the process at
+once by default, leaving the staging directory behind. A signal the process
+was started with ignored (SIGINT under `nohup cmd &`) stays ignored.
 
 `StopOnSignals` handles both the same way: the first signal raises
 `Interrupted` in the main thread and is remembered, so `check()` raises again
@@ -35,9 +38,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
-
-from core import cli
+import types
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 10.0
@@ -87,6 +89,21 @@ def caused_by_stop(exc: Optional[BaseException]) -> bool:
   return False
 
 
+def _unwinding() -> bool:
+  """Whether the calling thread is on its way out because of the stop: in
+  a `finally` block, an `__exit__` or an `except` clause (or a function they
+  call) while an `Interrupted`, or an error raised as it was handled, is
+  propagating. A raise repeated there would cut that clean-up short."""
+  exc = sys.exc_info()[1]
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    if caused_by_stop(exc):
+      return True
+    seen.add(id(exc))
+    exc = exc.__context__
+  return False
+
+
 class _DropInterrupted(logging.Filter):
   """Drops a log record about the stop (Beam's DoFn error log)."""
 
@@ -129,7 +146,10 @@ class StopOnSignals:
   def __enter__(self) -> 'StopOnSignals':
     if threading.current_thread() is threading.main_thread():
       for signum in SIGNALS:
-        self._previous[signum] = signal.signal(signum, self._handle)
+        # A signal the command was started with ignored (SIGINT under
+        # `nohup cmd &`) stays ignored.
+        if signal.getsignal(signum) != signal.SIG_IGN:
+          self._previous[signum] = signal.signal(signum, self._handle)
       self._quiet_handlers = list(logging.getLogger().handlers)
       for handler in self._quiet_handlers:
         handler.addFilter(self._drop_interrupted)
@@ -137,7 +157,7 @@ class StopOnSignals:
       sys.unraisablehook = self._unraisable
     return self
 
-  def __exit__(self, *exc_info) -> None:
+  def __exit__(self, *exc_info: object) -> None:
     self._done.set()
     if self._watchdog_thread is not None:
       # A redelivery it sent meanwhile reaches `_handle`, which drops it,
@@ -152,7 +172,7 @@ class StopOnSignals:
     if sys.unraisablehook == self._unraisable:
       sys.unraisablehook = self._previous_unraisablehook
 
-  def _unraisable(self, unraisable) -> None:
+  def _unraisable(self, unraisable: Any) -> None:
     """A raise a destructor or a callback swallowed: the repeat takes care
     of it."""
     if not caused_by_stop(unraisable.exc_value):
@@ -164,7 +184,7 @@ class StopOnSignals:
       raise Interrupted(self.signum)
 
   @contextlib.contextmanager
-  def deferred(self):
+  def deferred(self) -> Iterator[None]:
     """A section a signal must not cut in half (e.g. the final rename)."""
     self._deferring = True
     try:
@@ -173,15 +193,18 @@ class StopOnSignals:
       self._deferring = False
 
   @contextlib.contextmanager
-  def insistent(self):
-    """A section whose libraries may swallow the raise (Beam's job run)."""
+  def insistent(self) -> Iterator[None]:
+    """A section whose libraries may swallow the raise (Beam's job run, a
+    tf.data iterator's destructor). The raise is not repeated while the
+    section unwinds from it (its `finally` blocks, its `__exit__`s)."""
     self._insisting = True
     try:
       yield
     finally:
       self._insisting = False
 
-  def _handle(self, signum, unused_frame) -> None:
+  def _handle(self, signum: int,
+              unused_frame: Optional[types.FrameType]) -> None:
     # Python runs signal handlers in the main thread, one at a time.
     redelivery, self._redelivery = self._redelivery, None
     if redelivery is not None:
@@ -190,7 +213,7 @@ class StopOnSignals:
       if redelivery == 'park' and not self._deferring:
         self._parked.set()
         threading.Event().wait()  # until the watchdog ends the process
-      if self._insisting and not self._deferring:
+      if self._insisting and not self._deferring and not _unwinding():
         raise Interrupted(signum)
       return
     if self.signum is not None:
@@ -240,4 +263,6 @@ class StopOnSignals:
     try:
       self._abandon(signal.Signals(signum).name)
     finally:
+      # core.cli runs every command's body under this class.
+      from core import cli  # pylint: disable=g-import-not-at-top
       cli.exit_now(128 + signum)

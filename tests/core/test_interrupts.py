@@ -13,9 +13,11 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.usefixtures('sigint_from_a_terminal')
+
 PRELUDE = '''
 import os, pathlib, shutil, signal, sys, threading, time
-from pipeline.interrupts import Interrupted, StopOnSignals
+from core.interrupts import Interrupted, StopOnSignals
 
 work = pathlib.Path(sys.argv[1])
 written = [0]
@@ -103,6 +105,25 @@ print('handlers restored:',
   ]
 
 
+def test_a_signal_the_process_was_started_with_ignored_stays_ignored(tmp_path):
+  # SIGINT under `nohup cmd &`: the stop is SIGTERM's alone.
+  code, out, err = _run(
+      tmp_path, '''
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+with StopOnSignals(abandon) as stop:
+  try:
+    print('ready', flush=True)
+    time.sleep(1)
+    print('SIGINT ignored', flush=True)
+  except Interrupted as e:
+    print('raised', e.signal_name)
+print('still ignored:', signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+''', [signal.SIGINT])
+  assert code == 0, err
+  assert out.splitlines() == ['SIGINT ignored', 'still ignored: True']
+  assert err == ''
+
+
 def test_a_swallowed_raise_is_raised_again_in_an_insistent_section(tmp_path):
   # Libraries print an exception raised in a destructor as "ignored" and go
   # on: the job must not run on to its end.
@@ -119,6 +140,30 @@ with StopOnSignals(abandon, grace_s=60) as stop:
 ''')
   assert code == 0, err
   assert out.splitlines() == ['stopped after swallowing 1 within True']
+
+
+def test_the_raise_is_not_repeated_while_the_section_unwinds_from_it(tmp_path):
+  # Clean-up in a `finally` block, and in what it calls, that outlasts the
+  # repeat's period.
+  code, out, err = _run(
+      tmp_path, '''
+def clean_up():
+  time.sleep(1.2)
+  print('cleaned up', flush=True)
+
+with StopOnSignals(abandon, grace_s=60) as stop:
+  try:
+    with stop.insistent():
+      try:
+        print('ready', flush=True)
+        time.sleep(30)
+      finally:
+        clean_up()
+  except Interrupted as e:
+    print('raised', e.signal_name)
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['cleaned up', 'raised SIGINT']
 
 
 def test_outside_an_insistent_section_a_swallowed_raise_stays_swallowed(
