@@ -10,10 +10,12 @@ to push) is exit code 1; success is 0.
 """
 
 import argparse
+import atexit
 import logging
 import os
 import signal
 import sys
+import threading
 import types
 from typing import (
     Any,
@@ -178,11 +180,14 @@ def run(name: str,
   handling of SIGINT and SIGTERM begins, so that no moment of its own
   set-up is left to Python's defaults.
   """
+  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   if body_calls_started:
     return _run_body(name, body, None)
   started()
   global _stopping
   try:
+    # Entered once logging has its handler: the stop is not logged again on
+    # its way out (Beam logs what a DoFn raised, with its traceback).
     with interrupts.StopOnSignals(
         lambda signal_name: _say_stopped(name, signal_name)) as stopping:
       _stopping = stopping
@@ -201,7 +206,6 @@ def run(name: str,
 
 def _run_body(name: str, body: Callable[[], int],
               stopping: Optional[interrupts.StopOnSignals]) -> int:
-  logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   try:
     return body()
   except BaseException as e:
@@ -234,6 +238,25 @@ def check_stop() -> None:
   publishes what it made (a rename)."""
   if _stopping is not None:
     _stopping.check()
+
+
+def finish(code: int) -> NoReturn:
+  """Ends a command that ran to its end with `code`, as Python's exit
+  would, but without tearing the interpreter down.
+
+  Its other threads are waited for and its exit handlers run (logging's
+  flush, temporary directories, child processes, the stderr relay); what is
+  skipped is the interpreter's finalization, which frees every object of
+  TensorFlow, Beam and TFDV one by one: 0.35 to 1.4 s between a command's
+  last line and its end (trainer.predict 0.8-0.9 s, pipeline.skew 1.4 s),
+  for nothing a user needs. A command's files are closed by then (`with`).
+  """
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join()
+  flush_std_streams()
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  exit_now(code)
 
 
 def exit_now(code: int) -> NoReturn:

@@ -14,13 +14,13 @@ unwinds through TensorFlow's C++ frames, and the process aborts (SIGABRT,
 native code in the same way.
 
 So a command that ran a Beam job ends through `exit_after_workers`: it waits
-for those threads, and if one is still running after a bound (a hung worker),
-it flushes everything and ends the process without finalizing the
-interpreter (`core.cli.exit_now`), with the exit code the job earned.
+for those threads, then ends as every command does (`core.cli.finish`), and
+if one is still running after a bound (a hung worker), it flushes everything
+and ends the process without its exit handlers either (`core.cli.exit_now`),
+with the exit code the job earned.
 """
 
 import logging
-import sys
 import threading
 import time
 from typing import List, NoReturn
@@ -56,7 +56,7 @@ def exit_after_workers(code: int,
   """Exits with `code` once no Beam worker thread can abort the process."""
   stuck = wait_for_workers(timeout_s)
   if not stuck:
-    sys.exit(code)
+    cli.finish(code)
   logging.warning(
       'Beam worker threads still running %.0f s after the job ended (%s); '
       'exiting without waiting for them', timeout_s,

@@ -27,15 +27,18 @@ The missing share of every compared feature is tested too.
 
 Writes R/skew.json, R/skew.html (training and serving side by side) and
 R/serving_stats.pb, with TFDV's Anomalies protos beside them; R defaults to
-./skew_report. Exit status: 0 no anomaly, 1 anomalies, 2 usage or input error
+./skew_report. They are written beside R and moved into it once all are
+there, so a run that fails or is stopped leaves an earlier report whole. Exit status: 0 no anomaly, 1 anomalies, 2 usage or input error
 (one line on stderr).
 """
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -490,68 +493,102 @@ def run(argv: Optional[Sequence[str]] = None) -> SkewReport:
   check_usable(data, config, args.serving_data)
 
   report_dir = args.report_dir
-  if FileSystems.get_scheme(report_dir) in (None, 'file'):
-    os.makedirs(report_dir, exist_ok=True)
-  stats_path = FileSystems.join(report_dir, SERVING_STATS)
-  serving_stats = serving_statistics(data.batches, config, stats_path)
-  rate = (
-      args.false_alarm_rate
-      if args.false_alarm_rate is not None else config.false_alarm_rate)
-  result = check_skew(train_stats, serving_stats, schema, rate)
-  anomalies = result.anomalies + rejected_rows(data, config)
-  missing = result.review.missing_shares(SERVING_NAME)
-  status = 'skew' if anomalies else 'ok'
+  with _staged_report(report_dir) as staging:
+    stats_path = FileSystems.join(staging, SERVING_STATS)
+    serving_stats = serving_statistics(data.batches, config, stats_path)
+    rate = (
+        args.false_alarm_rate
+        if args.false_alarm_rate is not None else config.false_alarm_rate)
+    result = check_skew(train_stats, serving_stats, schema, rate)
+    anomalies = result.anomalies + rejected_rows(data, config)
+    missing = result.review.missing_shares(SERVING_NAME)
+    status = 'skew' if anomalies else 'ok'
 
-  doc = {
-      'status': status,
-      'preprocess_dir': pdir,
-      'schema': schema_path,
-      'environment': validation.SERVING,
-      'serving_data': {
-          'pattern': args.serving_data,
-          'files': files,
-          'formats': sorted(set(data.formats.values())),
-          'rows': data.rows,
-          'rows_used': data.rows_used,
-          'rows_rejected': data.counts[cleanse.ROWS_QUARANTINED],
-          'rejected_by_reason': data.rejected_by_reason(),
-          'rejected_samples': data.rejected,
-      },
-      'training_examples': validation.dataset(train_stats).num_examples,
-      'serving_examples': validation.dataset(serving_stats).num_examples,
-      'features': [m.to_json() for m in result.measurements],
-      'missing_share': [d.to_json() for d in missing],
-      'schema_shares': [d.to_json() for d in result.review.rules()],
-      'anomalies': [r.to_json() for r in anomalies],
-      'within_chance': result.within_chance,
-      'false_alarm_rate': rate,
-      'tests': result.review.tests,
-  }
-  sinks.write_json(FileSystems.join(report_dir, SKEW_JSON), doc)
-  tfdv.write_anomalies_text(
-      result.serving_anomalies,
-      FileSystems.join(report_dir, 'serving_anomalies.pbtxt'))
-  tfdv.write_anomalies_text(
-      result.skew_anomalies, FileSystems.join(report_dir,
-                                              'skew_anomalies.pbtxt'))
-  sinks.write_text(
-      FileSystems.join(report_dir, SKEW_HTML),
-      stats_report.render(
-          title=f'{config.name}: training vs serving',
-          datasets=[('training', validation.dataset(train_stats)),
-                    ('serving', validation.dataset(serving_stats))],
-          anomalies=anomalies,
-          measurements={
-              'Skew: serving vs training': result.measurements + missing
-          },
-          notes=[
-              f'Training: {pdir}', f'Serving: {args.serving_data} '
-              f'({data.rows_used} of {data.rows} rows used)',
-              f'Schema: {schema_path} (SERVING environment)',
-              f'Sample sizes: {result.review.tests} tests, false-alarm '
-              f'rate {rate:g} per check (Holm); {drift.LEGEND}.'
-          ]))
+    doc = {
+        'status': status,
+        'preprocess_dir': pdir,
+        'schema': schema_path,
+        'environment': validation.SERVING,
+        'serving_data': {
+            'pattern': args.serving_data,
+            'files': files,
+            'formats': sorted(set(data.formats.values())),
+            'rows': data.rows,
+            'rows_used': data.rows_used,
+            'rows_rejected': data.counts[cleanse.ROWS_QUARANTINED],
+            'rejected_by_reason': data.rejected_by_reason(),
+            'rejected_samples': data.rejected,
+        },
+        'training_examples': validation.dataset(train_stats).num_examples,
+        'serving_examples': validation.dataset(serving_stats).num_examples,
+        'features': [m.to_json() for m in result.measurements],
+        'missing_share': [d.to_json() for d in missing],
+        'schema_shares': [d.to_json() for d in result.review.rules()],
+        'anomalies': [r.to_json() for r in anomalies],
+        'within_chance': result.within_chance,
+        'false_alarm_rate': rate,
+        'tests': result.review.tests,
+    }
+    sinks.write_json(FileSystems.join(staging, SKEW_JSON), doc)
+    tfdv.write_anomalies_text(
+        result.serving_anomalies,
+        FileSystems.join(staging, 'serving_anomalies.pbtxt'))
+    tfdv.write_anomalies_text(result.skew_anomalies,
+                              FileSystems.join(staging, 'skew_anomalies.pbtxt'))
+    sinks.write_text(
+        FileSystems.join(staging, SKEW_HTML),
+        stats_report.render(
+            title=f'{config.name}: training vs serving',
+            datasets=[('training', validation.dataset(train_stats)),
+                      ('serving', validation.dataset(serving_stats))],
+            anomalies=anomalies,
+            measurements={
+                'Skew: serving vs training': result.measurements + missing
+            },
+            notes=[
+                f'Training: {pdir}', f'Serving: {args.serving_data} '
+                f'({data.rows_used} of {data.rows} rows used)',
+                f'Schema: {schema_path} (SERVING environment)',
+                f'Sample sizes: {result.review.tests} tests, false-alarm '
+                f'rate {rate:g} per check (Holm); {drift.LEGEND}.'
+            ]))
   return SkewReport(doc, result.measurements, anomalies, report_dir, missing)
+
+
+# The report's files, in the order they are moved into the report
+# directory: skew.json, which says what the others hold, last.
+REPORT_FILES = (SERVING_STATS, 'serving_anomalies.pbtxt',
+                'skew_anomalies.pbtxt', SKEW_HTML, SKEW_JSON)
+
+
+@contextlib.contextmanager
+def _staged_report(report_dir: str) -> Iterator[str]:
+  """A directory to write the report in, moved into `report_dir` whole.
+
+  The files are written to REPORT_DIR.tmp-<pid> and moved into REPORT_DIR
+  once all are there, so a run that fails or is stopped half-way leaves an
+  earlier run's report as it was, not mixed with part of this one. The
+  report's files replace those of the same names; anything else in
+  REPORT_DIR is left alone.
+  """
+  staging = f'{report_dir.rstrip("/")}.tmp-{os.getpid()}'
+  local = FileSystems.get_scheme(report_dir) in (None, 'file')
+  if local:
+    os.makedirs(staging, exist_ok=True)
+  try:
+    yield staging
+    cli.check_stop()  # a stop that a destructor swallowed
+    if local:
+      os.makedirs(report_dir, exist_ok=True)
+    for name in REPORT_FILES:
+      FileSystems.rename([FileSystems.join(staging, name)],
+                         [FileSystems.join(report_dir, name)])
+  finally:
+    if local:
+      shutil.rmtree(staging, ignore_errors=True)
+    else:  # an object store has no directory to remove, only the files
+      left = [FileSystems.join(staging, name) for name in REPORT_FILES]
+      FileSystems.delete([path for path in left if FileSystems.exists(path)])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -584,4 +621,4 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 if __name__ == '__main__':
   quiet.filter_runtime_noise()
-  sys.exit(main())
+  cli.finish(main())

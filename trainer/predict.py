@@ -428,4 +428,4 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 if __name__ == '__main__':
   quiet.filter_runtime_noise()
-  sys.exit(main())
+  cli.finish(main())

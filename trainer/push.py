@@ -28,7 +28,6 @@ records why.
 
 import argparse
 import json
-import sys
 from typing import Any, Dict, Optional, Sequence
 
 from core import cli
@@ -155,4 +154,4 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 if __name__ == '__main__':
   quiet.filter_runtime_noise()
-  sys.exit(main())
+  cli.finish(main())

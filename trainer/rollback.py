@@ -14,7 +14,6 @@ BASE/push_log.jsonl.
 Exit status: 0 done, 2 bad flags or nothing to roll back to.
 """
 
-import sys
 from typing import Any, Dict, Optional, Sequence
 
 from core import cli
@@ -92,4 +91,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == '__main__':
   quiet.filter_runtime_noise()
-  sys.exit(main())
+  cli.finish(main())

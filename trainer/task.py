@@ -35,7 +35,6 @@ MDIR/metrics.json; nothing is exported (trainer/kfold.py).
 import argparse
 import contextlib
 import datetime
-import sys
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -250,4 +249,4 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 if __name__ == '__main__':
   quiet.filter_runtime_noise()
   heap.freeze_imports()
-  sys.exit(main())
+  cli.finish(main())

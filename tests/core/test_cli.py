@@ -189,6 +189,20 @@ def test_an_error_the_stop_caused_is_reported_as_the_stop():
   assert proc.stderr == 'demo: stopped by SIGTERM\n'
 
 
+def test_a_library_logging_the_stop_with_its_traceback_is_not_printed():
+  # As Beam logs what a DoFn raised before it raises it again.
+  proc = _run_body('''
+      import logging
+      try:
+        signal_self(signal.SIGTERM)
+      except BaseException:
+        logging.getLogger('library').exception('while running a step')
+        raise
+      ''')
+  assert proc.returncode == 143, proc.stderr
+  assert proc.stderr == 'demo: stopped by SIGTERM\n'
+
+
 def test_a_swallowed_stop_is_raised_before_anything_is_published():
   proc = _run_body('''
       try:
@@ -262,3 +276,26 @@ def test_an_error_in_the_body_is_reported_as_before():
       ''')
   assert proc.returncode == 2
   assert proc.stderr == 'demo: error: --input x: no file matches\n'
+
+
+def test_a_finished_command_ends_as_python_would_without_its_teardown():
+  # cli.finish: its threads are waited for and its exit handlers run, and
+  # the exit status is the body's.
+  proc = _run('''
+      import atexit, threading
+      atexit.register(lambda: print('exit handler ran', flush=True))
+
+      def late():
+        time.sleep(0.3)
+        print('thread done', flush=True)
+
+      def body():
+        threading.Thread(target=late).start()
+        print('body done')
+        return 3
+
+      cli.finish(cli.run('demo', body))
+      ''')
+  assert proc.returncode == 3, proc.stderr
+  assert proc.stdout == 'body done\nthread done\nexit handler ran\n'
+  assert proc.stderr == ''

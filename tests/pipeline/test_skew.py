@@ -11,11 +11,16 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from pipeline import skew
 from pipeline import validation
+from tests.conftest import ROOT
+from tests.conftest import signal_when
 
 CENSUS_COLUMNS = [
     'age', 'workclass', 'fnlwgt', 'education', 'education_num',
@@ -127,6 +132,48 @@ def test_adult_test_vs_adult_data_has_no_skew(adult_preprocessed, adult_dir,
   assert doc['false_alarm_rate'] == 0.01
   assert os.path.getsize(tmp_path / 'r' / skew.SKEW_HTML) > 10000
   assert os.path.exists(tmp_path / 'r' / skew.SERVING_STATS)
+
+
+def test_the_report_replaces_an_earlier_one_whole_or_not_at_all(
+    adult_preprocessed, adult_dir, tmp_path):
+  """A run stopped half-way leaves the earlier report as it was (not mixed
+  with part of its own); a finished one replaces the report's files and
+  leaves the directory's other files alone."""
+  out, _ = adult_preprocessed
+  report = tmp_path / 'r'
+  test_rows = os.path.join(adult_dir, 'adult.test')
+  run_skew(out, test_rows, report)
+  (report / 'notes.txt').write_text('mine')
+  before = {p.name: p.read_bytes() for p in report.iterdir()}
+  assert set(before) == set(skew.REPORT_FILES) | {'notes.txt'}
+
+  args = [
+      sys.executable, '-m', 'pipeline.skew', '--preprocess-dir', out,
+      '--serving-data', test_rows, '--report-dir',
+      str(report)
+  ]
+  with open(tmp_path / 'stderr.txt', 'w') as err:
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=err)
+  # Once the statistics are written, about a second before the report is
+  # complete.
+  code = signal_when(
+      proc, lambda: bool(glob.glob(f'{report}.tmp-*/{skew.SERVING_STATS}')),
+      signal.SIGTERM, lambda: (tmp_path / 'stderr.txt').read_text()[-3000:])
+  assert code == 143, (tmp_path / 'stderr.txt').read_text()[-3000:]
+  assert (tmp_path / 'stderr.txt').read_text() == 'skew: stopped by SIGTERM\n'
+  assert {p.name: p.read_bytes() for p in report.iterdir()} == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['r', 'stderr.txt']
+
+  code, doc = run_skew(out, test_rows, report, '--false-alarm-rate', '0.02')
+  assert code == 0 and doc['false_alarm_rate'] == 0.02
+  assert {p.name for p in report.iterdir()} == set(before)
+  assert (report / 'notes.txt').read_text() == 'mine'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['r', 'stderr.txt']
 
 
 def test_raw_tfrecords_are_serving_data_too(adult_preprocessed, tmp_path):
