@@ -247,9 +247,10 @@ def finish(code: int) -> NoReturn:
   Its other threads are waited for and its exit handlers run (logging's
   flush, temporary directories, child processes, the stderr relay); what is
   skipped is the interpreter's finalization, which frees every object of
-  TensorFlow, Beam and TFDV one by one: 0.35 to 1.4 s between a command's
-  last line and its end (trainer.predict 0.8-0.9 s, pipeline.skew 1.4 s),
-  for nothing a user needs. A command's files are closed by then (`with`).
+  TensorFlow, Beam and TFDV one by one: 0.35 to 1.5 s between a command's
+  last line and its end (trainer.predict 0.75-1.0 s, pipeline.skew 1.2-1.5
+  s), for nothing a user needs. A command's files are closed by then
+  (`with`).
   """
   for thread in threading.enumerate():
     if thread is not threading.current_thread() and not thread.daemon:

@@ -31,7 +31,16 @@ import csv
 import json
 import os
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from core import cli
 from core import quiet
@@ -397,13 +406,16 @@ def _output(path: str) -> Iterator[Any]:
   if path == '-':
     yield sys.stdout
     return
-  if '://' not in path and os.path.exists(path) and not os.path.isfile(path):
-    with open(path, 'w', encoding='utf-8') as f:
+  local = '://' not in path
+  if local and os.path.isdir(path):
+    raise UserError(f'--output {path}: is a directory; give a file name')
+  if local and os.path.exists(path) and not os.path.isfile(path):
+    with _opened(path, lambda: open(path, 'w', encoding='utf-8')) as f:
       yield f
     return
   staging = f'{path}.tmp-{os.getpid()}'
   try:
-    with tf.io.gfile.GFile(staging, 'w') as f:
+    with _opened(path, lambda: _gfile_opened(staging)) as f:
       yield f
     cli.check_stop()  # a stop that a destructor swallowed
     tf.io.gfile.rename(staging, path, overwrite=True)
@@ -411,6 +423,22 @@ def _output(path: str) -> Iterator[Any]:
     if tf.io.gfile.exists(staging):
       tf.io.gfile.remove(staging)
     raise
+
+
+def _opened(path: str, open_file: Callable[[], Any]) -> Any:
+  """`open_file()`; its failure is one line naming --output, before any
+  row is scored."""
+  try:
+    return open_file()
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, 'strerror', None) or getattr(e, 'message', None) or e
+    raise UserError(f'--output {path}: cannot be written ({reason})') from None
+
+
+def _gfile_opened(path: str) -> Any:
+  f = tf.io.gfile.GFile(path, 'w')
+  f.write('')  # a GFile opens the file at its first write
+  return f
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -173,6 +173,24 @@ def test_predict_without_a_model_is_a_usage_error(tmp_path, capsys):
   assert 'no exported model' in capsys.readouterr().err
 
 
+def test_an_output_that_cannot_be_written_is_one_line(trainer_toy_model,
+                                                      tmp_path, capsys):
+  model_dir, _ = trainer_toy_model
+  path = datagen.write_lines(
+      str(tmp_path / 'x.csv'), ['1, 2, a, red, n, no'],
+      header=datagen.TOY_HEADER)
+  for output, says in ((tmp_path, 'is a directory'),
+                       (tmp_path / 'no' / 'p.jsonl', 'cannot be written')):
+    rc = predict.main(
+        ['--model-dir', model_dir, '--input', path, '--output',
+         str(output)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith(f'predict: error: --output {output}: {says}'), err
+    assert len(err.splitlines()) == 1
+  assert sorted(os.listdir(tmp_path)) == ['x.csv']
+
+
 @pytest.mark.parametrize('value', [
     '9223372036854775808', '-9223372036854775809', '99999999999999999999',
     '1e300', '9' * 5000
