@@ -173,8 +173,9 @@ def run(name: str,
   Python would print a KeyboardInterrupt's traceback through TensorFlow
   (SIGINT) or end without a word, its partial files left behind (SIGTERM).
   A body that has not stopped 10 s after the signal, or a second signal,
-  ends the process at once with the same line. A stopped command ends in
-  `exit_now`, without the interpreter's finalization.
+  ends the process at once with the same line. A stopped command runs its
+  exit handlers and ends in `exit_now`, without the interpreter's
+  finalization.
 
   body_calls_started: the body calls `started()` itself, where its own
   handling of SIGINT and SIGTERM begins, so that no moment of its own
@@ -214,6 +215,11 @@ def _run_body(name: str, body: Callable[[], int],
       # it caused where it landed (an error raised in a C extension or a
       # destructor, which a library may even have reported as the user's).
       _say_stopped(name, signal.Signals(stopping.signum).name)
+      # The exit handlers run, as after any stop Python handles: AutoGraph
+      # removes the modules it generated in the temporary directory there.
+      # (Still under the stop's watchdog, which ends the process if they
+      # hang.)
+      atexit._run_exitfuncs()  # pylint: disable=protected-access
       # Ended here, while the traceback still holds what the body was
       # using: freed, TensorFlow's half-read datasets would log warnings
       # about it after the line.
@@ -225,8 +231,14 @@ def _run_body(name: str, body: Callable[[], int],
 
 
 def _say_stopped(name: str, signal_name: str) -> None:
-  print(f'{name}: stopped by {signal_name}', file=sys.stderr)
+  """The one line, once (the watchdog may end a stop that was said)."""
+  global _said_stopped
+  if not _said_stopped:
+    _said_stopped = True
+    print(f'{name}: stopped by {signal_name}', file=sys.stderr)
 
+
+_said_stopped = False
 
 # The stop handling of the command body that is running (in `run`).
 _stopping: Optional[interrupts.StopOnSignals] = None

@@ -181,16 +181,22 @@ def test_a_stop_while_a_command_imports_its_libraries_is_one_line(
 def _stop_when(args, ready: Callable[[str], bool], signum: int,
                tmp_path) -> Tuple[int, str, str]:
   """Runs `python -m *args`, sends `signum` once `ready(stdout so far)`
-  holds; returns its exit status, stdout and stderr."""
+  holds; returns its exit status, stdout and stderr. The command's
+  temporary directory must be empty after it: nothing left there either
+  (AutoGraph's generated modules, removed by an exit handler)."""
   out_path, err_path = tmp_path / 'stdout.txt', tmp_path / 'stderr.txt'
+  temp = tmp_path / 'tmp'
+  temp.mkdir()
   with open(out_path, 'w') as out, open(err_path, 'w') as err:
     proc = subprocess.Popen([sys.executable, '-m', *args],
                             cwd=ROOT,
-                            env=_env(),
+                            env=dict(_env(), TMPDIR=str(temp)),
                             stdout=out,
                             stderr=err)
   code = signal_when(proc, lambda: ready(out_path.read_text()), signum,
                      lambda: err_path.read_text()[-3000:])
+  assert os.listdir(temp) == []
+  temp.rmdir()
   return code, out_path.read_text(), err_path.read_text()
 
 
