@@ -20,7 +20,6 @@ import types
 from typing import (
     Any,
     Callable,
-    Dict,
     NoReturn,
     Optional,
     Sequence,
@@ -96,8 +95,6 @@ class _StopWhileStarting:
   ignored"), and `end()` stops the command before anything runs.
   """
 
-  _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
   def __init__(self, name: str, stop_status: Optional[int]):
     self._name = name
     self._stop_status = stop_status
@@ -108,13 +105,7 @@ class _StopWhileStarting:
       self._stderr = None
     self._excepthook = sys.excepthook
     self._unraisablehook = sys.unraisablehook
-    # A signal the command was started with ignored (`nohup cmd &` from a
-    # script: SIGINT) stays ignored.
-    self._handlers: Dict[signal.Signals, Any] = {
-        s: signal.signal(s, self._raise)
-        for s in self._SIGNALS
-        if signal.getsignal(s) != signal.SIG_IGN
-    }
+    self._handlers = interrupts.install(self._raise)
     sys.excepthook = self._uncaught
     sys.unraisablehook = self._unraisable
 
@@ -215,15 +206,13 @@ def _run_body(name: str, body: Callable[[], int],
       # it caused where it landed (an error raised in a C extension or a
       # destructor, which a library may even have reported as the user's).
       _say_stopped(name, signal.Signals(stopping.signum).name)
-      # The exit handlers run, as after any stop Python handles: AutoGraph
-      # removes the modules it generated in the temporary directory there.
-      # (Still under the stop's watchdog, which ends the process if they
-      # hang.)
-      atexit._run_exitfuncs()  # pylint: disable=protected-access
       # Ended here, while the traceback still holds what the body was
       # using: freed, TensorFlow's half-read datasets would log warnings
-      # about it after the line.
-      exit_now(128 + stopping.signum)
+      # about it after the line. The exit handlers run, as after any stop
+      # Python handles: AutoGraph removes the modules it generated in the
+      # temporary directory there. (Still under the stop's watchdog, which
+      # ends the process if they hang.)
+      _exit_after_handlers(128 + stopping.signum)
     if isinstance(e, UserError):
       print(f'{name}: error: {e}', file=sys.stderr)
       return USAGE
@@ -267,6 +256,11 @@ def finish(code: int) -> NoReturn:
   for thread in threading.enumerate():
     if thread is not threading.current_thread() and not thread.daemon:
       thread.join()
+  _exit_after_handlers(code)
+
+
+def _exit_after_handlers(code: int) -> NoReturn:
+  """Runs the exit handlers (`atexit`), then `exit_now`."""
   flush_std_streams()
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   exit_now(code)

@@ -42,6 +42,21 @@ import types
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def install(
+    handler: Callable[[int, Optional[types.FrameType]],
+                      None]) -> Dict[int, Any]:
+  """Sets `handler` for SIGINT and SIGTERM; returns the handlers it
+  replaced, by signal. A signal the process was started with ignored
+  (SIGINT under `nohup cmd &`) stays ignored."""
+  return {
+      signum: signal.signal(signum, handler)
+      for signum in SIGNALS
+      if signal.getsignal(signum) != signal.SIG_IGN
+  }
+
+
 DEFAULT_GRACE_S = 10.0
 # How often a swallowed Interrupted is raised again in an insistent section.
 REPEAT_S = 0.5
@@ -145,11 +160,7 @@ class StopOnSignals:
 
   def __enter__(self) -> 'StopOnSignals':
     if threading.current_thread() is threading.main_thread():
-      for signum in SIGNALS:
-        # A signal the command was started with ignored (SIGINT under
-        # `nohup cmd &`) stays ignored.
-        if signal.getsignal(signum) != signal.SIG_IGN:
-          self._previous[signum] = signal.signal(signum, self._handle)
+      self._previous = install(self._handle)
       self._quiet_handlers = list(logging.getLogger().handlers)
       for handler in self._quiet_handlers:
         handler.addFilter(self._drop_interrupted)
