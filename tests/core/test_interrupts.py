@@ -41,15 +41,23 @@ swallowed = [0]
 def job(step, seconds, swallow):
   """Runs step() for `seconds`; swallows `swallow` raises, as libraries do.
 
-  Says 'ready' once inside the try, where a signal may come.
+  Says 'ready' once inside the try, where a signal may come. The try holds
+  the whole loop, so a raise that lands on the loop's own test or jump is
+  caught too (Python checks for signals on a loop's backward jump).
   """
-  start, ready = time.monotonic(), False
-  while time.monotonic() - start < seconds:
-    try:
-      if not ready:
-        ready = True
+  start, ready = time.monotonic(), [False]
+
+  def steps():
+    while time.monotonic() - start < seconds:
+      if not ready[0]:
+        ready[0] = True
         print('ready', flush=True)
       step()
+
+  while True:
+    try:
+      steps()
+      break
     except Interrupted:
       if swallowed[0] == swallow:
         raise
