@@ -29,7 +29,12 @@ frames when the signal lands in a tf.Transform trace), and Python prints
 "Exception ignored in ..." with a traceback for each raise a destructor
 swallowed. Records and unraisable exceptions carrying an `Interrupted`, or
 an exception it caused, are dropped; any other exception is printed as
-before.
+before. Once a stop has been asked for, so is the SystemError with which
+Python reports an exception that C code left pending without noticing it
+(TensorFlow's type checks report it as unraisable): the signal handler's
+raise is what lands in the middle of such C code, and the exception the
+report names as pending does not always carry the stop (one printed after
+a stop of the preprocess had no `Interrupted` among its causes).
 """
 
 import contextlib
@@ -104,6 +109,19 @@ def caused_by_stop(exc: Optional[BaseException]) -> bool:
   return False
 
 
+# How Python's C API words the SystemError for an exception that C code
+# left pending (Objects/call.c, _Py_CheckFunctionResult).
+_UNNOTICED_PENDING = ('returned a result with an exception set',
+                      'returned NULL without setting an exception')
+
+
+def _unnoticed_pending(exc: Optional[BaseException]) -> bool:
+  """Whether `exc` is Python's report of an exception that C code left
+  pending and did not notice."""
+  return isinstance(exc, SystemError) and any(
+      words in str(exc) for words in _UNNOTICED_PENDING)
+
+
 def _unwinding() -> bool:
   """Whether the calling thread is on its way out because of the stop: in
   a `finally` block, an `__exit__` or an `except` clause (or a function they
@@ -122,8 +140,12 @@ def _unwinding() -> bool:
 class _DropInterrupted(logging.Filter):
   """Drops a log record about the stop (Beam's DoFn error log)."""
 
+  def __init__(self, is_stop: Callable[[Optional[BaseException]], bool]):
+    super().__init__()
+    self._is_stop = is_stop
+
   def filter(self, record: logging.LogRecord) -> bool:
-    return not caused_by_stop(record.exc_info[1] if record.exc_info else None)
+    return not self._is_stop(record.exc_info[1] if record.exc_info else None)
 
 
 class StopOnSignals:
@@ -154,7 +176,7 @@ class StopOnSignals:
     # What reports an Interrupted on its way out while the signals are
     # handled here: the root logger's handlers (filtered) and Python's hook
     # for exceptions it cannot raise (replaced).
-    self._drop_interrupted = _DropInterrupted()
+    self._drop_interrupted = _DropInterrupted(self._is_stop)
     self._quiet_handlers: List[logging.Handler] = []
     self._previous_unraisablehook = sys.unraisablehook
 
@@ -183,10 +205,15 @@ class StopOnSignals:
     if sys.unraisablehook == self._unraisable:
       sys.unraisablehook = self._previous_unraisablehook
 
+  def _is_stop(self, exc: Optional[BaseException]) -> bool:
+    """Whether reporting `exc` would only report the stop again."""
+    return caused_by_stop(exc) or (self.signum is not None and
+                                   _unnoticed_pending(exc))
+
   def _unraisable(self, unraisable: Any) -> None:
     """A raise a destructor or a callback swallowed: the repeat takes care
     of it."""
-    if not caused_by_stop(unraisable.exc_value):
+    if not self._is_stop(unraisable.exc_value):
       self._previous_unraisablehook(unraisable)
 
   def check(self) -> None:

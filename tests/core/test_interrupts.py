@@ -329,3 +329,36 @@ print('stopped', stop.signum == signal.SIGTERM)
   assert out.splitlines() == ['replaced True', 'stopped True']
   assert 'MISMATCH' not in err and 'SystemError' not in err, err
   assert 'ERROR a real error' in err and 'RuntimeError: real' in err, err
+
+
+def test_an_unnoticed_pending_error_is_not_reported_once_stopped(tmp_path):
+  # TensorFlow's type checks (nest.flatten) report an exception that C code
+  # left pending as unraisable: Python's SystemError "<built-in function
+  # __import__> returned a result with an exception set". Once a stop has
+  # been asked for, that is the stop's doing whatever the pending exception
+  # was; before it, it is printed.
+  code, out, err = _run(
+      tmp_path, '''
+class Reporter:
+  def __init__(self, when):
+    self.when = when
+  def __del__(self):
+    raise SystemError(
+        f'<built-in function __import__> returned a result with an '
+        f'exception set ({self.when})') from RuntimeError('left pending')
+
+with StopOnSignals(abandon, grace_s=60) as stop:
+  reporter = Reporter('before the stop')
+  del reporter
+  try:
+    print('ready', flush=True)
+    time.sleep(30)  # the signal lands here
+  except Interrupted:
+    reporter = Reporter('after the stop')
+    del reporter
+    print('stopped', flush=True)
+''')
+  assert code == 0, err
+  assert out.splitlines() == ['stopped']
+  assert 'exception set (before the stop)' in err, err
+  assert 'after the stop' not in err, err
