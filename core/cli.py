@@ -259,6 +259,23 @@ def finish(code: int) -> NoReturn:
   _exit_after_handlers(code)
 
 
+# How long a stopped command's exit handlers may run before it ends anyway,
+# where no stop watchdog guards them (`exit_stopped`).
+STOPPED_EXIT_S = 5.0
+
+
+def exit_stopped(code: int, timeout_s: float = STOPPED_EXIT_S) -> NoReturn:
+  """Ends a command whose stop it handled itself (the preprocess's job),
+  after its exit handlers, as after any stop Python handles: Beam's
+  FlinkRunner and SparkRunner stop the job server they started there (a
+  Java process left running otherwise). Handlers still running after
+  `timeout_s` do not hold the process."""
+  timer = threading.Timer(timeout_s, exit_now, (code,))
+  timer.daemon = True
+  timer.start()
+  _exit_after_handlers(code)
+
+
 def _exit_after_handlers(code: int) -> NoReturn:
   """Runs the exit handlers (`atexit`), then `exit_now`."""
   flush_std_streams()

@@ -230,6 +230,23 @@ class StopOnSignals:
     finally:
       self._deferring = False
 
+  def reclaim(self) -> List[int]:
+    """Handles SIGINT and SIGTERM here again where a library replaced the
+    handler; returns the signals it took back.
+
+    Beam's FlinkRunner and SparkRunner start their job server in
+    `Pipeline.run()` and point SIGINT at its `stop` method
+    (`StopOnExitJobServer`), which Python then calls with arguments it does
+    not take: Ctrl-C raised a TypeError that failed the job as an error.
+    The job server is stopped at exit all the same (its `atexit` handler).
+    """
+    taken = []
+    for signum in self._previous:
+      if signal.getsignal(signum) != self._handle:
+        signal.signal(signum, self._handle)
+        taken.append(signum)
+    return taken
+
   @contextlib.contextmanager
   def insistent(self) -> Iterator[None]:
     """A section whose libraries may swallow the raise (Beam's job run, a

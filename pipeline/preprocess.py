@@ -47,6 +47,7 @@ from core import heap
 from core import interrupts
 from core.config import DatasetConfig
 from core.config import load_config
+from core.errors import first_line
 from core.errors import UserError
 from pipeline import beam_options
 from pipeline import cleanse
@@ -56,6 +57,7 @@ from pipeline import install_beam_memos
 from pipeline import manifest
 from pipeline import process_exit
 from pipeline import progress
+from pipeline import remote_job
 from pipeline import scratch
 from pipeline import sinks
 from pipeline import sources
@@ -278,6 +280,8 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = 'DirectRunner'
+  if standard.runner not in _DIRECT_RUNNER:
+    remote_job.name_the_job(options)
   if standard.runner in _DIRECT_RUNNER:
     direct = options.view_as(DirectOptions)
     mode_given = any(arg == '--direct_running_mode' or
@@ -328,6 +332,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       interrupts.StopOnSignals(abandon=functools.partial(
           _abandon, out, temp_dir)) as stop, \
       progress.Progress('preprocess', args.progress_seconds) as shown:
+    # The job once submitted to a runner outside this process, which a stop
+    # cancels (pipeline/remote_job.py).
+    submitted = None
     try:
       # Made once a stop is handled: a signal before then finds nothing to
       # remove, one after it removes the staging directory.
@@ -361,6 +368,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                   if direct else f'submitting the job ({runner})')
       with stop.insistent():
         result = p.run()
+        if not direct:
+          submitted = result
+          stop.reclaim()
         shown.phase(f'running the job ({runner})')
         result.wait_until_finish()
       seconds['run_pipeline'] = time.monotonic() - t
@@ -428,6 +438,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       out.discard()  # main() reports these in a line or a table
       raise
     except BaseException as e:
+      if stop.signum is not None and submitted is not None:
+        for left in remote_job.cancel(submitted, options):
+          print(f'preprocess: {left}', file=sys.stderr)
       out.discard()
       if stop.signum is None:
         logging.error('preprocess failed; removed %s', out.staging)
@@ -447,7 +460,7 @@ def _abandon(out: StagedOutputDir, temp_dir: str, signal_name: str) -> None:
     out.discard()
   except Exception as e:  # noqa: BLE001 - the process ends next: say so
     print(
-        f'preprocess: could not remove {out.staging} ({_first_line(e)}); '
+        f'preprocess: could not remove {out.staging} ({first_line(e)}); '
         'remove it before the next run',
         file=sys.stderr)
   scratch.remove(temp_dir)
@@ -556,11 +569,6 @@ def _limit_heap_growth() -> None:
     pass  # not glibc
 
 
-def _first_line(e: BaseException, limit: int = 300) -> str:
-  line = (str(e).strip().splitlines() or [''])[0]
-  return line if len(line) <= limit else line[:limit] + '...'
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   _limit_heap_growth()
   return cli.run('preprocess', lambda: _main(argv), body_calls_started=True)
@@ -586,7 +594,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     traceback.print_exc()
     print(
         f'preprocess: error: the job failed ({type(e).__name__}: '
-        f'{_first_line(e)}); nothing published',
+        f'{first_line(e)}); nothing published',
         file=sys.stderr,
     )
     return JOB_FAILED
@@ -599,6 +607,6 @@ if __name__ == '__main__':
   quiet.filter_runtime_noise()
   heap.freeze_imports()
   _code = main()
-  if _code > 128:  # stopped by a signal: nothing left worth waiting for
-    cli.exit_now(_code)
+  if _code > 128:  # stopped: the exit handlers, not the job's workers
+    cli.exit_stopped(_code)
   process_exit.exit_after_workers(_code)

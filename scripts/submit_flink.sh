@@ -5,29 +5,34 @@
 #   scripts/submit_flink.sh --job-endpoint HOST:8099 ...   (a running Beam
 #       Flink job server, e.g. the apache/beam_flink*_job_server image, or
 #       the local cluster of `make flink-up`, which prints this command:
-#       --job-endpoint localhost:8099 --environment-type EXTERNAL
-#       --environment-config localhost:50000)
+#       --job-endpoint localhost:8099 --flink-master localhost:8081
+#       --environment-type EXTERNAL --environment-config localhost:50000)
 #
-# --flink-master uses Beam's FlinkRunner, which starts a Flink job server
-# itself (it needs Java and fetches the job server jar once); --job-endpoint
-# submits through the PortableRunner to a job server that is already up.
+# --flink-master alone uses Beam's FlinkRunner, which starts a Flink job
+# server itself (it needs Java and fetches the job server jar once);
+# --job-endpoint submits through the PortableRunner to a job server that is
+# already up. With both, --flink-master is that cluster's REST address: a
+# run stopped by Ctrl-C or SIGTERM cancels its Flink job there (the job
+# server's own cancel leaves a running Flink batch job running).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 usage() {
   cat <<USAGE
-Usage: $SCRIPT (--flink-master HOST:PORT | --job-endpoint HOST:PORT) [flags]
+Usage: $SCRIPT (--flink-master HOST:PORT | --job-endpoint HOST:PORT
+       [--flink-master HOST:PORT]) [flags]
        [-- extra Beam options]
 
 Runs python -m pipeline.preprocess on Flink (FlinkRunner or PortableRunner).
 
 $COMMON_FLAGS_HELP
 
-Flink (exactly one of the first two):
+Flink (one of the first two, or both):
   --flink-master HOST:PORT  Flink REST address, or [local] for an embedded
                             cluster (FLINK_MASTER) -> FlinkRunner
   --job-endpoint HOST:PORT  a running Beam job server (JOB_ENDPOINT)
-                            -> PortableRunner
+                            -> PortableRunner; with --flink-master too, a
+                            stopped run cancels its job on that cluster
   --flink-version X.Y       Flink version of the cluster, FlinkRunner only
                             (FLINK_VERSION; default: Beam's newest)
   --parallelism N           Flink parallelism (PARALLELISM; optional)
@@ -64,19 +69,21 @@ if [[ -z "$FLINK_MASTER" && -z "$JOB_ENDPOINT" ]]; then
 FLINK_MASTER; '[local]' for an embedded Flink) or --job-endpoint HOST:PORT \
 (or set JOB_ENDPOINT)"
 fi
-if [[ -n "$FLINK_MASTER" && -n "$JOB_ENDPOINT" ]]; then
-  die "--flink-master and --job-endpoint exclude each other (FLINK_MASTER=\
-'$FLINK_MASTER', JOB_ENDPOINT='$JOB_ENDPOINT'); give one"
+if [[ -n "$JOB_ENDPOINT" && "$FLINK_MASTER" == \[*\] ]]; then
+  die "--flink-master $FLINK_MASTER starts a cluster of Beam's own; with \
+--job-endpoint give the REST address (HOST:PORT) of the job server's cluster"
 fi
 build_common
-if [[ -n "$FLINK_MASTER" ]]; then
+if [[ -z "$JOB_ENDPOINT" ]]; then
   CMD+=(--runner=FlinkRunner "--flink_master=$FLINK_MASTER")
   [[ -n "$FLINK_VERSION" ]] && CMD+=("--flink_version=$FLINK_VERSION")
 else
   [[ -n "$FLINK_VERSION" ]] &&
-    die '--flink-version applies to --flink-master only; the job server at \
+    die '--flink-version applies to --flink-master alone; the job server at \
 --job-endpoint has its own'
   CMD+=(--runner=PortableRunner "--job_endpoint=$JOB_ENDPOINT")
+  # Where a stopped run cancels its job (the job server submits there too).
+  [[ -n "$FLINK_MASTER" ]] && CMD+=("--flink_master=$FLINK_MASTER")
 fi
 if [[ -n "$PARALLELISM" ]]; then
   require_int "$PARALLELISM" --parallelism 1

@@ -242,17 +242,34 @@ def test_flink_job_endpoint():
   assert int(options.view_as(PortableOptions).environment_cache_millis) == 0
 
 
+def test_flink_job_endpoint_with_the_clusters_rest_address():
+  # Where a stopped run cancels its job (pipeline/remote_job.py).
+  _, options, _ = dry_run(
+      'submit_flink.sh',
+      '--job-endpoint',
+      'localhost:8099',
+      '--environment-type',
+      'EXTERNAL',
+      '--environment-config',
+      'localhost:50000',
+      '--input',
+      'gs://b/in.csv',
+      '--output-dir',
+      'gs://b/out',
+      env={'FLINK_MASTER': 'localhost:8081'})
+  assert options.view_as(StandardOptions).runner == 'PortableRunner'
+  assert options.view_as(PortableOptions).job_endpoint == 'localhost:8099'
+  assert options.view_as(FlinkRunnerOptions).flink_master == 'localhost:8081'
+
+
 def test_flink_missing_or_conflicting_target():
   args = ['--input', 'gs://b/in.csv', '--output-dir', 'gs://b/out']
   message = fails('submit_flink.sh', *args)
   assert 'where to run is required: pass --flink-master' in message
   assert 'JOB_ENDPOINT' in message
-  assert 'exclude each other' in fails(
-      'submit_flink.sh',
-      *args,
-      '--job-endpoint',
-      'h:1',
-      env={'FLINK_MASTER': 'h:8081'})
+  assert "--flink-master [local] starts a cluster of Beam's own" in fails(
+      'submit_flink.sh', *args, '--job-endpoint', 'h:1', '--flink-master',
+      '[local]')
   assert ('--environment-type EXTERNAL: the environment config is required'
           in fails('submit_flink.sh', *args, '--job-endpoint', 'h:1',
                    '--environment-type', 'EXTERNAL'))

@@ -276,6 +276,7 @@ Flink $FLINK_VERSION is up$notes:
   logs                 $LOGS
 Submit the preprocess job to it with:
   scripts/submit_flink.sh --job-endpoint localhost:$JOB_SERVER_PORT \\
+    --flink-master localhost:$FLINK_REST_PORT \\
     --environment-type EXTERNAL --environment-config localhost:$WORKER_POOL_PORT \\
     --parallelism 2 --input 'data/census/adult.data' --output-dir out/preprocess-flink
 Stop it with: make flink-down$([[ "$STATE" != "$CACHE/flink" ]] &&

@@ -362,3 +362,33 @@ with StopOnSignals(abandon, grace_s=60) as stop:
   assert out.splitlines() == ['stopped']
   assert 'exception set (before the stop)' in err, err
   assert 'after the stop' not in err, err
+
+
+def test_a_handler_a_library_put_in_its_place_is_reclaimed(tmp_path):
+  # Beam's FlinkRunner and SparkRunner start their job server in run(),
+  # through StopOnExitJobServer, which points SIGINT at the server's stop():
+  # Python calls it with (signum, frame), which stop() does not take, so
+  # Ctrl-C raised a TypeError. Here the real wrapper, around Beam's
+  # in-process job server.
+  code, out, err = _run(
+      tmp_path, '''
+import tempfile
+from apache_beam.runners.portability import job_server
+
+tempfile.tempdir = str(work)  # the in-process job server's staging folder
+with StopOnSignals(abandon, grace_s=60) as stop:
+  server = job_server.StopOnExitJobServer(job_server.EmbeddedJobServer())
+  server.start()
+  replaced = signal.getsignal(signal.SIGINT) == server.stop
+  reclaimed = [signal.Signals(s).name for s in stop.reclaim()], stop.reclaim()
+  try:
+    print('ready', flush=True)
+    time.sleep(30)  # the signal lands here
+  except Interrupted as e:
+    print('replaced', replaced, 'reclaimed', reclaimed, 'stopped',
+          e.signal_name, flush=True)
+''')
+  assert code == 0, err
+  assert out.splitlines() == [
+      "replaced True reclaimed (['SIGINT'], []) stopped SIGINT"
+  ], err

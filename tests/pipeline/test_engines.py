@@ -164,6 +164,52 @@ def _assert_job_server_logged(cluster):
   assert '__metricscontainers' not in server_log
 
 
+def _flink_jobs(flink):
+  rest = f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
+  with urllib.request.urlopen(f'{rest}/jobs/overview', timeout=10) as r:
+    return json.load(r)['jobs']
+
+
+def _running_job(flink, proc, finished_tasks):
+  """The id of the job `proc` submitted, once the cluster has finished
+  `finished_tasks` of its tasks (mid-job)."""
+  deadline = time.monotonic() + 600
+  while time.monotonic() < deadline and proc.poll() is None:
+    running = [j for j in _flink_jobs(flink) if j['state'] == 'RUNNING']
+    if running and running[0]['tasks']['finished'] >= finished_tasks:
+      return running[0]['jid']
+    time.sleep(0.5)
+  raise AssertionError('the job ended before it was mid-job: ' +
+                       (proc.stderr.read()[-3000:] if proc.poll(
+                       ) is not None else 'still submitting'))
+
+
+def _mid_job(flink, command, cwd, finished_tasks, act, timeout_s):
+  """Submits `command`, calls `act(proc)` once the cluster has finished
+  `finished_tasks` of the job's tasks; returns the exit status, the stderr
+  and the Flink job's id."""
+  proc = subprocess.Popen(
+      command,
+      cwd=str(cwd),
+      env=_user_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True)
+  try:
+    job = _running_job(flink, proc, finished_tasks)
+    act(proc)
+    _, stderr = proc.communicate(timeout=timeout_s)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
+  return proc.returncode, stderr, job
+
+
+def _job_state(flink, jid):
+  return {j['jid']: j['state'] for j in _flink_jobs(flink)}[jid]
+
+
 class TestFlink:
   """Flink 1.19 standalone: JobManager, TaskManager, Beam's job server."""
 
@@ -214,36 +260,53 @@ class TestFlink:
         'FLINK_ASK_TIMEOUT', '120 s')
     assert config.get('heartbeat.timeout') == '60000'
 
+  @pytest.mark.usefixtures('sigint_from_a_terminal')
+  def test_ctrl_c_cancels_the_job_on_the_cluster(self, flink, sample, tmp_path):
+    """A stopped submission cancels its job: left running, the job went on
+    writing into the staging directory the stop had removed."""
+    out = tmp_path / 'stopped'
+    # With the cluster's REST address, as `make flink-up` prints the command.
+    command = _submit_command('submit_flink.sh', flink, sample, str(out),
+                              '--parallelism', '2', '--flink-master',
+                              f'localhost:{flink.settings["FLINK_REST_PORT"]}')
+    code, stderr, job = _mid_job(
+        flink,
+        command,
+        tmp_path,
+        finished_tasks=10,
+        act=lambda proc: proc.send_signal(signal.SIGINT),
+        timeout_s=120)
+    assert code == 128 + signal.SIGINT, stderr[-4000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == (
+        f'preprocess: stopped by SIGINT; nothing published to {out}'), (
+            stderr[-4000:])
+    assert not [line for line in lines if 'Traceback' in line], stderr[-4000:]
+    assert 'may still' not in stderr, stderr[-4000:]
+    # Flink had cancelled the job by the time the command ended: the job
+    # server's own cancel left it RUNNING.
+    assert _job_state(flink, job) == 'CANCELED'
+    assert [j['name'] for j in _flink_jobs(flink) if j['jid'] == job
+           ][0].startswith('preprocess-')
+    # Nothing came back into the staging directory after it was removed.
+    time.sleep(3)
+    assert not [
+        p.name for p in tmp_path.iterdir() if p.name.startswith('stopped')
+    ]
+
   def test_taskmanager_killed_mid_job_fails_and_publishes_nothing(
       self, flink, sample, tmp_path):
     out = tmp_path / 'killed'
     command = _submit_command('submit_flink.sh', flink, sample, str(out),
                               '--parallelism', '2')
-    rest = f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
-    proc = subprocess.Popen(
+    code, stderr, _ = _mid_job(
+        flink,
         command,
-        cwd=str(tmp_path),
-        env=_user_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True)
-    try:
-      # Mid-job: once the cluster has finished some of the job's tasks.
-      deadline = time.monotonic() + 600
-      while time.monotonic() < deadline and proc.poll() is None:
-        with urllib.request.urlopen(f'{rest}/jobs/overview', timeout=10) as r:
-          running = [j for j in json.load(r)['jobs'] if j['state'] == 'RUNNING']
-        if running and running[0]['tasks']['finished'] >= 20:
-          break
-        time.sleep(0.5)
-      assert proc.poll() is None, 'the job ended before it could be killed'
-      os.kill(flink.pid('taskmanager-1'), signal.SIGKILL)
-      _, stderr = proc.communicate(timeout=600)
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode != 0
+        tmp_path,
+        finished_tasks=20,
+        act=lambda _: os.kill(flink.pid('taskmanager-1'), signal.SIGKILL),
+        timeout_s=600)
+    assert code != 0
     assert 'failed in state FAILED' in stderr, stderr[-4000:]
     assert 'nothing published' in stderr, stderr[-4000:]
     assert not out.exists()

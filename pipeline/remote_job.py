@@ -1,0 +1,139 @@
+"""A stopped preprocess cancels the job it submitted to a runner elsewhere.
+
+On the DirectRunner the job runs inside the command, so a stop ends it. On
+Flink, Spark or Dataflow the command only submits the job and waits for it:
+a stop that just ended the command left the job running on the cluster,
+still writing into the staging directory that the stop removes (and using
+the cluster's slots until it finished). So the stop cancels the job and
+waits, a bounded time, for it to end, before that directory is removed.
+
+Beam's cancel (the job API's Cancel) is not enough on Flink: Beam's Flink
+job server marks the job CANCELLED at once and stops waiting for it, but a
+running batch job goes on on the cluster (measured with Beam's 2.62 job
+server and Flink 1.19: RUNNING until the cluster stopped). Where the
+cluster's REST address is known (`--flink_master` HOST:PORT), the job is
+cancelled there, found by the name this command gives it (`--job_name`),
+and the stop waits for Flink to report it ended.
+"""
+
+import json
+import os
+import time
+from typing import List, Optional
+import urllib.parse
+import urllib.request
+
+from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.runners.runner import PipelineState
+
+from core.errors import first_line
+
+# How long a stop waits for a cancelled job to end: within the stop's grace
+# period (core/interrupts.py, 10 s).
+CANCEL_WAIT_S = 6.0
+_POLL_S = 0.2
+_REST_TIMEOUT_S = 3.0
+# Flink's states of a job that has ended (its REST API's JobStatus).
+_FLINK_ENDED = ('CANCELED', 'FAILED', 'FINISHED', 'SUSPENDED')
+
+
+def flink_rest_address(options: PipelineOptions) -> Optional[str]:
+  """The Flink cluster's REST address, where one was given (not Beam's
+  `[local]` or `[auto]`)."""
+  master = (options.view_as(FlinkRunnerOptions).flink_master or '').strip()
+  if not master or master.startswith('['):
+    return None
+  return master if '://' in master else 'http://' + master
+
+
+def name_the_job(options: PipelineOptions) -> None:
+  """Gives the job a name of its own (unless given one) where a stop may
+  have to find it on a Flink cluster: Flink names the job after it."""
+  cloud = options.view_as(GoogleCloudOptions)
+  if flink_rest_address(options) and not cloud.job_name:
+    cloud.job_name = (f'preprocess-{time.strftime("%Y%m%d-%H%M%S")}-'
+                      f'{os.getpid()}')
+
+
+def cancel(result: PipelineResult,
+           options: PipelineOptions,
+           wait_s: float = CANCEL_WAIT_S) -> List[str]:
+  """Cancels the job unless it has ended; returns what the user should know
+  (nothing once the job is known to have ended)."""
+  deadline = time.monotonic() + wait_s
+  rest = flink_rest_address(options)
+  said = []
+  if rest:
+    left = _cancel_on_flink(rest,
+                            options.view_as(GoogleCloudOptions).job_name or '',
+                            deadline)
+    if left:
+      said.append(left)
+  try:
+    if PipelineState.is_terminal(result.state):
+      return said
+    result.cancel()
+  except Exception as e:  # noqa: BLE001 - said, and the stop goes on
+    if not rest:
+      said.append(f'could not cancel the job ({first_line(e)}); it may still '
+                  'run')
+    return said
+  if rest:
+    return said  # Flink's word on the job is the one that counts
+  state = None
+  while time.monotonic() < deadline:
+    try:
+      state = result.state
+    except Exception as e:  # noqa: BLE001 - said, and the stop goes on
+      return [
+          f'cancelled the job, but could not read its state '
+          f'({first_line(e)}); it may still run'
+      ]
+    if PipelineState.is_terminal(state):
+      return []
+    time.sleep(_POLL_S)
+  return [
+      f'cancelled the job, which was still {state} {wait_s:.0f} s later; '
+      'it may still write into the staging directory'
+  ]
+
+
+def _cancel_on_flink(rest: str, job_name: str,
+                     deadline: float) -> Optional[str]:
+  """Cancels the Flink jobs named `job_name` that have not ended and waits
+  until Flink reports them ended; None once it has."""
+  try:
+    jobs = [
+        job['jid']
+        for job in _rest(rest, '/jobs/overview')['jobs']
+        if job['name'] == job_name and job['state'] not in _FLINK_ENDED
+    ]
+    for jid in jobs:
+      _rest(rest, f'/jobs/{jid}?mode=cancel', method='PATCH')
+    pending = list(jobs)
+    while pending and time.monotonic() < deadline:
+      time.sleep(_POLL_S)
+      pending = [
+          jid for jid in pending
+          if _rest(rest, f'/jobs/{jid}')['state'] not in _FLINK_ENDED
+      ]
+  except (OSError, ValueError, KeyError) as e:
+    return (f'could not cancel the job {job_name} on Flink at {rest} '
+            f'({first_line(e)}); it may still run there')
+  if pending:
+    return (f'asked Flink at {rest} to cancel the job {job_name}, which had '
+            'not ended when the stop went on; it may still write into the '
+            'staging directory')
+  return None
+
+
+def _rest(base: str, path: str, method: str = 'GET') -> dict:
+  request = urllib.request.Request(
+      urllib.parse.urljoin(base.rstrip('/') + '/', path.lstrip('/')),
+      method=method)
+  with urllib.request.urlopen(request, timeout=_REST_TIMEOUT_S) as response:
+    body = response.read()
+  return json.loads(body) if body.strip() else {}
