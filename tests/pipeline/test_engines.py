@@ -184,19 +184,19 @@ def _running_job(flink, proc, finished_tasks):
                        ) is not None else 'still submitting'))
 
 
-def _mid_job(flink, command, cwd, finished_tasks, act, timeout_s):
-  """Submits `command`, calls `act(proc)` once the cluster has finished
-  `finished_tasks` of the job's tasks; returns the exit status, the stderr
-  and the Flink job's id."""
+def _mid_job(command, cwd, wait, act, timeout_s):
+  """Submits `command`, calls `act(proc)` once `wait(proc)` has returned
+  (mid-job); returns the exit status, the stderr and what `wait` returned.
+  """
   proc = subprocess.Popen(
       command,
       cwd=str(cwd),
       env=_user_env(),
-      stdout=subprocess.PIPE,
+      stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE,
       text=True)
   try:
-    job = _running_job(flink, proc, finished_tasks)
+    job = wait(proc)
     act(proc)
     _, stderr = proc.communicate(timeout=timeout_s)
   finally:
@@ -270,10 +270,9 @@ class TestFlink:
                               '--parallelism', '2', '--flink-master',
                               f'localhost:{flink.settings["FLINK_REST_PORT"]}')
     code, stderr, job = _mid_job(
-        flink,
         command,
         tmp_path,
-        finished_tasks=10,
+        wait=lambda proc: _running_job(flink, proc, finished_tasks=10),
         act=lambda proc: proc.send_signal(signal.SIGINT),
         timeout_s=120)
     assert code == 128 + signal.SIGINT, stderr[-4000:]
@@ -300,10 +299,9 @@ class TestFlink:
     command = _submit_command('submit_flink.sh', flink, sample, str(out),
                               '--parallelism', '2')
     code, stderr, _ = _mid_job(
-        flink,
         command,
         tmp_path,
-        finished_tasks=20,
+        wait=lambda proc: _running_job(flink, proc, finished_tasks=20),
         act=lambda _: os.kill(flink.pid('taskmanager-1'), signal.SIGKILL),
         timeout_s=600)
     assert code != 0
@@ -332,6 +330,41 @@ class TestSpark:
     _assert_job_server_logged(spark)
     # The executors ran on the cluster's worker, not in the driver.
     assert 'Asked to launch executor' in spark.log('worker')
+
+  def test_sigterm_cancels_the_job_on_the_cluster(self, spark, sample,
+                                                  tmp_path):
+    """On Spark, Beam's cancel stops the job: the job server shuts the
+    job's SparkContext down."""
+    out = tmp_path / 'stopped'
+    seen = len(spark.log('job-server'))
+
+    def job_log():
+      return spark.log('job-server')[seen:]
+
+    def mid_job(proc):
+      # Once the job's first Spark jobs (its stages) have run.
+      deadline = time.monotonic() + 600
+      while (job_log().count('DAGScheduler - Job ') < 20 and
+             proc.poll() is None and time.monotonic() < deadline):
+        time.sleep(0.5)
+      assert proc.poll() is None, 'the job ended before it could be stopped'
+
+    code, stderr, _ = _mid_job(
+        _submit_command('submit_spark.sh', spark, sample, str(out)),
+        tmp_path,
+        wait=mid_job,
+        act=lambda proc: proc.send_signal(signal.SIGTERM),
+        timeout_s=120)
+    assert code == 128 + signal.SIGTERM, stderr[-4000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f'preprocess: stopped by SIGTERM; nothing published to {out}')
+    assert 'may still' not in stderr, stderr[-4000:]
+    assert 'Canceling job invocation' in job_log()
+    assert 'Successfully stopped SparkContext' in job_log(), job_log()[-3000:]
+    time.sleep(3)
+    assert not [
+        p.name for p in tmp_path.iterdir() if p.name.startswith('stopped')
+    ]
 
   def test_taken_port_is_replaced_and_printed(self, spark):
     port = spark.settings['JOB_SERVER_PORT']
