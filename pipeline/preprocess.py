@@ -281,28 +281,28 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   if not standard.runner:
     standard.runner = 'DirectRunner'
   if standard.runner not in _DIRECT_RUNNER:
-    remote_job.name_the_job(options)
-  if standard.runner in _DIRECT_RUNNER:
-    direct = options.view_as(DirectOptions)
-    mode_given = any(arg == '--direct_running_mode' or
-                     arg.startswith('--direct_running_mode=')
-                     for arg in beam_args)
-    if direct.direct_num_workers != 1 and not mode_given:
-      # Beam's default mode, in_memory, runs one worker whatever the number
-      # asked for (and says so in a warning): several workers are processes.
-      direct.direct_running_mode = 'multi_processing'
-    if (direct.direct_running_mode == 'multi_threading' and
-        direct.direct_num_workers != 1):
-      # Measured on a million rows: the runner splits the transform stage's
-      # input between its threads, a worker fails to decode the record
-      # batches it receives, and the job dies after a minute or more. One
-      # worker in threads, or several worker processes, run it correctly.
-      raise UserError(
-          f'--direct_running_mode multi_threading with --direct_num_workers '
-          f'{direct.direct_num_workers} is not supported: the DirectRunner '
-          f'splits stages between threads in a way that garbles this job\'s '
-          f'record batches on large inputs; use --direct_running_mode '
-          f'multi_processing for parallel workers')
+    remote_job.name_the_job(options)  # for a stop to find it
+    return options
+  direct = options.view_as(DirectOptions)
+  mode_given = any(
+      arg == '--direct_running_mode' or arg.startswith('--direct_running_mode=')
+      for arg in beam_args)
+  if direct.direct_num_workers != 1 and not mode_given:
+    # Beam's default mode, in_memory, runs one worker whatever the number
+    # asked for (and says so in a warning): several workers are processes.
+    direct.direct_running_mode = 'multi_processing'
+  if (direct.direct_running_mode == 'multi_threading' and
+      direct.direct_num_workers != 1):
+    # Measured on a million rows: the runner splits the transform stage's
+    # input between its threads, a worker fails to decode the record
+    # batches it receives, and the job dies after a minute or more. One
+    # worker in threads, or several worker processes, run it correctly.
+    raise UserError(
+        f'--direct_running_mode multi_threading with --direct_num_workers '
+        f'{direct.direct_num_workers} is not supported: the DirectRunner '
+        f'splits stages between threads in a way that garbles this job\'s '
+        f'record batches on large inputs; use --direct_running_mode '
+        f'multi_processing for parallel workers')
   return options
 
 
