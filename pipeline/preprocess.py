@@ -439,7 +439,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       raise
     except BaseException as e:
       if stop.signum is not None and submitted is not None:
-        for left in remote_job.cancel(submitted, options):
+        left = remote_job.cancel(submitted, options)
+        if left:
           print(f'preprocess: {left}', file=sys.stderr)
       out.discard()
       if stop.signum is None:

@@ -19,7 +19,7 @@ and the stop waits for Flink to report it ended.
 import json
 import os
 import time
-from typing import List, Optional
+from typing import Optional
 import urllib.parse
 import urllib.request
 
@@ -60,45 +60,47 @@ def name_the_job(options: PipelineOptions) -> None:
 
 def cancel(result: PipelineResult,
            options: PipelineOptions,
-           wait_s: float = CANCEL_WAIT_S) -> List[str]:
+           wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
   """Cancels the job unless it has ended; returns what the user should know
-  (nothing once the job is known to have ended)."""
+  (None once the job is known to have ended)."""
   deadline = time.monotonic() + wait_s
   rest = flink_rest_address(options)
-  said = []
   if rest:
-    left = _cancel_on_flink(rest,
+    said = _cancel_on_flink(rest,
                             options.view_as(GoogleCloudOptions).job_name or '',
                             deadline)
-    if left:
-      said.append(left)
-  try:
-    if PipelineState.is_terminal(result.state):
-      return said
-    result.cancel()
-  except Exception as e:  # noqa: BLE001 - said, and the stop goes on
-    if not rest:
-      said.append(f'could not cancel the job ({first_line(e)}); it may still '
-                  'run')
+    # Flink's word on the job is the one that counts; Beam's cancel only
+    # lets the job server stop waiting for it.
+    try:
+      _cancel_through_beam(result)
+    except Exception:  # noqa: BLE001 - Flink's answer was said above
+      pass
     return said
-  if rest:
-    return said  # Flink's word on the job is the one that counts
+  try:
+    if not _cancel_through_beam(result):
+      return None
+  except Exception as e:  # noqa: BLE001 - said, and the stop goes on
+    return f'could not cancel the job ({first_line(e)}); it may still run'
   state = None
   while time.monotonic() < deadline:
     try:
       state = result.state
     except Exception as e:  # noqa: BLE001 - said, and the stop goes on
-      return [
-          f'cancelled the job, but could not read its state '
-          f'({first_line(e)}); it may still run'
-      ]
+      return (f'cancelled the job, but could not read its state '
+              f'({first_line(e)}); it may still run')
     if PipelineState.is_terminal(state):
-      return []
+      return None
     time.sleep(_POLL_S)
-  return [
-      f'cancelled the job, which was still {state} {wait_s:.0f} s later; '
-      'it may still write into the staging directory'
-  ]
+  return (f'cancelled the job, which was still {state} {wait_s:.0f} s later; '
+          'it may still write into the staging directory')
+
+
+def _cancel_through_beam(result: PipelineResult) -> bool:
+  """The job API's Cancel, unless the job has ended (False then)."""
+  if PipelineState.is_terminal(result.state):
+    return False
+  result.cancel()
+  return True
 
 
 def _cancel_on_flink(rest: str, job_name: str,
