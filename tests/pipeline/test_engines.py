@@ -360,6 +360,13 @@ class TestSpark:
         f'preprocess: stopped by SIGTERM; nothing published to {out}')
     assert 'may still' not in stderr, stderr[-4000:]
     assert 'Canceling job invocation' in job_log()
+    # The job server stops the job's SparkContext as it cancels, but reports
+    # the job cancelled at once; on a busy machine the context takes a few
+    # seconds to finish stopping.
+    deadline = time.monotonic() + 60
+    while ('Successfully stopped SparkContext' not in job_log() and
+           time.monotonic() < deadline):
+      time.sleep(0.5)
     assert 'Successfully stopped SparkContext' in job_log(), job_log()[-3000:]
     time.sleep(3)
     assert not [
