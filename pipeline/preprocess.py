@@ -328,13 +328,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   # The command's stop handling until here (core/cli.py), the job's from the
   # next statement on.
   cli.started()
+  # The job once submitted to a runner outside this process, which a stop
+  # cancels.
+  submitted = remote_job.SubmittedJob(options)
   with scratch.job_temp_dir('preprocess-') as temp_dir, \
       interrupts.StopOnSignals(abandon=functools.partial(
-          _abandon, out, temp_dir)) as stop, \
+          _abandon, out, temp_dir, submitted)) as stop, \
       progress.Progress('preprocess', args.progress_seconds) as shown:
-    # The job once submitted to a runner outside this process, which a stop
-    # cancels (pipeline/remote_job.py).
-    submitted = None
     try:
       # Made once a stop is handled: a signal before then finds nothing to
       # remove, one after it removes the staging directory.
@@ -369,7 +369,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       with stop.insistent():
         result = p.run()
         if not direct:
-          submitted = result
+          submitted.result = result
           stop.reclaim()
         shown.phase(f'running the job ({runner})')
         result.wait_until_finish()
@@ -438,10 +438,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       out.discard()  # main() reports these in a line or a table
       raise
     except BaseException as e:
-      if stop.signum is not None and submitted is not None:
-        left = remote_job.cancel(submitted, options)
-        if left:
-          print(f'preprocess: {left}', file=sys.stderr)
+      if stop.signum is not None:
+        _say_if_left(submitted.cancel())
       out.discard()
       if stop.signum is None:
         logging.error('preprocess failed; removed %s', out.staging)
@@ -455,8 +453,21 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   return doc
 
 
-def _abandon(out: StagedOutputDir, temp_dir: str, signal_name: str) -> None:
-  """Last words of a job that a signal had to end without unwinding."""
+def _abandon(out: StagedOutputDir, temp_dir: str,
+             submitted: remote_job.SubmittedJob, signal_name: str) -> None:
+  """Last words of a job that a signal had to end without unwinding.
+
+  A job submitted to a cluster is cancelled first, briefly: ended at once,
+  the command had left it running there, writing into the staging
+  directory removed next (a second Ctrl-C before the first stop's cancel).
+  """
+  try:
+    _say_if_left(submitted.cancel(remote_job.ABANDON_WAIT_S))
+  except Exception as e:  # noqa: BLE001 - the process ends next: say so
+    print(
+        f'preprocess: could not cancel the job ({first_line(e)}); it may '
+        'still run',
+        file=sys.stderr)
   try:
     out.discard()
   except Exception as e:  # noqa: BLE001 - the process ends next: say so
@@ -466,6 +477,12 @@ def _abandon(out: StagedOutputDir, temp_dir: str, signal_name: str) -> None:
         file=sys.stderr)
   scratch.remove(temp_dir)
   print(_stopped_message(signal_name, out.final), file=sys.stderr)
+
+
+def _say_if_left(left: Optional[str]) -> None:
+  """What a cancel left for the user to know, if anything."""
+  if left:
+    print(f'preprocess: {left}', file=sys.stderr)
 
 
 def _stopped_message(signal_name: str, output_dir: Optional[str]) -> str:

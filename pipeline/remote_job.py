@@ -34,6 +34,9 @@ from core.errors import first_line
 # How long a stop waits for a cancelled job to end: within the stop's grace
 # period (core/interrupts.py, 10 s).
 CANCEL_WAIT_S = 6.0
+# How long a stop that ends the command at once (a second signal, or the
+# grace period over) waits for it.
+ABANDON_WAIT_S = 2.0
 _POLL_S = 0.2
 _REST_TIMEOUT_S = 3.0
 # Flink's states of a job that has ended (its REST API's JobStatus).
@@ -56,6 +59,21 @@ def name_the_job(options: PipelineOptions) -> None:
   if flink_rest_address(options) and not cloud.job_name:
     cloud.job_name = (f'preprocess-{time.strftime("%Y%m%d-%H%M%S")}-'
                       f'{os.getpid()}')
+
+
+class SubmittedJob:
+  """The job a run submitted to a runner elsewhere, once it has: what a stop
+  cancels, whichever thread ends the command."""
+
+  def __init__(self, options: PipelineOptions):
+    self._options = options
+    self.result: Optional[PipelineResult] = None
+
+  def cancel(self, wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
+    """cancel() of the job, if one was submitted."""
+    if self.result is None:
+      return None
+    return cancel(self.result, self._options, wait_s)
 
 
 def cancel(result: PipelineResult,

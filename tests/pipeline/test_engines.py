@@ -206,6 +206,39 @@ def _mid_job(command, cwd, wait, act, timeout_s):
   return proc.returncode, stderr, job
 
 
+def _ctrl_c_mid_job(flink, sample, tmp_path, act):
+  """Submits a job to Flink with the cluster's REST address (as `make
+  flink-up` prints the command), calls `act(proc)` once 10 of its tasks
+  have finished, and checks the command ended as a Ctrl-C stop does;
+  returns (stderr, the Flink job's id)."""
+  out = tmp_path / 'stopped'
+  command = _submit_command('submit_flink.sh', flink, sample, str(out),
+                            '--parallelism', '2', '--flink-master',
+                            f'localhost:{flink.settings["FLINK_REST_PORT"]}')
+  code, stderr, job = _mid_job(
+      command,
+      tmp_path,
+      wait=lambda proc: _running_job(flink, proc, finished_tasks=10),
+      act=act,
+      timeout_s=120)
+  assert code == 128 + signal.SIGINT, stderr[-4000:]
+  lines = stderr.strip().splitlines()
+  assert lines[-1] == (
+      f'preprocess: stopped by SIGINT; nothing published to {out}'), (
+          stderr[-4000:])
+  assert not [line for line in lines if 'Traceback' in line], stderr[-4000:]
+  return stderr, job
+
+
+def _assert_nothing_came_back(tmp_path):
+  """Nothing named like the output 3 s after the stop removed its staging
+  directory: a job still running would write into it again."""
+  time.sleep(3)
+  assert not [
+      p.name for p in tmp_path.iterdir() if p.name.startswith('stopped')
+  ]
+
+
 def _job_state(flink, jid):
   return {j['jid']: j['state'] for j in _flink_jobs(flink)}[jid]
 
@@ -264,34 +297,38 @@ class TestFlink:
   def test_ctrl_c_cancels_the_job_on_the_cluster(self, flink, sample, tmp_path):
     """A stopped submission cancels its job: left running, the job went on
     writing into the staging directory the stop had removed."""
-    out = tmp_path / 'stopped'
-    # With the cluster's REST address, as `make flink-up` prints the command.
-    command = _submit_command('submit_flink.sh', flink, sample, str(out),
-                              '--parallelism', '2', '--flink-master',
-                              f'localhost:{flink.settings["FLINK_REST_PORT"]}')
-    code, stderr, job = _mid_job(
-        command,
+    stderr, job = _ctrl_c_mid_job(
+        flink,
+        sample,
         tmp_path,
-        wait=lambda proc: _running_job(flink, proc, finished_tasks=10),
-        act=lambda proc: proc.send_signal(signal.SIGINT),
-        timeout_s=120)
-    assert code == 128 + signal.SIGINT, stderr[-4000:]
-    lines = stderr.strip().splitlines()
-    assert lines[-1] == (
-        f'preprocess: stopped by SIGINT; nothing published to {out}'), (
-            stderr[-4000:])
-    assert not [line for line in lines if 'Traceback' in line], stderr[-4000:]
+        act=lambda proc: proc.send_signal(signal.SIGINT))
     assert 'may still' not in stderr, stderr[-4000:]
     # Flink had cancelled the job by the time the command ended: the job
     # server's own cancel left it RUNNING.
     assert _job_state(flink, job) == 'CANCELED'
     assert [j['name'] for j in _flink_jobs(flink) if j['jid'] == job
            ][0].startswith('preprocess-')
-    # Nothing came back into the staging directory after it was removed.
-    time.sleep(3)
-    assert not [
-        p.name for p in tmp_path.iterdir() if p.name.startswith('stopped')
-    ]
+    _assert_nothing_came_back(tmp_path)
+
+  @pytest.mark.usefixtures('sigint_from_a_terminal')
+  def test_a_second_ctrl_c_still_cancels_the_job_on_the_cluster(
+      self, flink, sample, tmp_path):
+    """Ctrl-C twice ends the command at once, before the first stop's
+    cancel has reached Flink: the job is cancelled all the same."""
+
+    def twice(proc):
+      proc.send_signal(signal.SIGINT)
+      time.sleep(0.01)
+      proc.send_signal(signal.SIGINT)
+
+    stderr, job = _ctrl_c_mid_job(flink, sample, tmp_path, act=twice)
+    # The second stop waits for Flink briefly; the job ends soon after.
+    deadline = time.monotonic() + 30
+    while (_job_state(flink, job) != 'CANCELED' and
+           time.monotonic() < deadline):
+      time.sleep(0.5)
+    assert _job_state(flink, job) == 'CANCELED', stderr[-4000:]
+    _assert_nothing_came_back(tmp_path)
 
   def test_taskmanager_killed_mid_job_fails_and_publishes_nothing(
       self, flink, sample, tmp_path):
@@ -368,10 +405,7 @@ class TestSpark:
            time.monotonic() < deadline):
       time.sleep(0.5)
     assert 'Successfully stopped SparkContext' in job_log(), job_log()[-3000:]
-    time.sleep(3)
-    assert not [
-        p.name for p in tmp_path.iterdir() if p.name.startswith('stopped')
-    ]
+    _assert_nothing_came_back(tmp_path)
 
   def test_taken_port_is_replaced_and_printed(self, spark):
     port = spark.settings['JOB_SERVER_PORT']
