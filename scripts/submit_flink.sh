@@ -83,7 +83,13 @@ else
 --job-endpoint has its own'
   CMD+=(--runner=PortableRunner "--job_endpoint=$JOB_ENDPOINT")
   # Where a stopped run cancels its job (the job server submits there too).
-  [[ -n "$FLINK_MASTER" ]] && CMD+=("--flink_master=$FLINK_MASTER")
+  if [[ -n "$FLINK_MASTER" ]]; then
+    CMD+=("--flink_master=$FLINK_MASTER")
+  else
+    warn "without --flink-master HOST:PORT (the cluster's REST address), a \
+run stopped by Ctrl-C or SIGTERM can only ask the job server to cancel its \
+job, and a running Flink batch job goes on"
+  fi
 fi
 if [[ -n "$PARALLELISM" ]]; then
   require_int "$PARALLELISM" --parallelism 1

@@ -242,6 +242,21 @@ def test_flink_job_endpoint():
   assert int(options.view_as(PortableOptions).environment_cache_millis) == 0
 
 
+def test_flink_job_endpoint_alone_warns_that_a_stop_cannot_cancel_the_job():
+  args = ('--job-endpoint', 'h:8099', '--input', 'gs://b/in.csv',
+          '--output-dir', 'gs://b/out')
+  proc = run_script('submit_flink.sh', '--dry-run', *args)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr.strip() == (
+      "submit_flink.sh: warning: without --flink-master HOST:PORT (the "
+      "cluster's REST address), a run stopped by Ctrl-C or SIGTERM can only "
+      "ask the job server to cancel its job, and a running Flink batch job "
+      "goes on")
+  proc = run_script('submit_flink.sh', '--dry-run', *args, '--flink-master',
+                    'h:8081')
+  assert proc.returncode == 0 and proc.stderr == '', proc.stderr
+
+
 def test_flink_job_endpoint_with_the_clusters_rest_address():
   # Where a stopped run cancels its job (pipeline/remote_job.py).
   _, options, _ = dry_run(
