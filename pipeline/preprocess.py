@@ -461,13 +461,7 @@ def _abandon(out: StagedOutputDir, temp_dir: str,
   the command had left it running there, writing into the staging
   directory removed next (a second Ctrl-C before the first stop's cancel).
   """
-  try:
-    _say_if_left(submitted.cancel(remote_job.ABANDON_WAIT_S))
-  except Exception as e:  # noqa: BLE001 - the process ends next: say so
-    print(
-        f'preprocess: could not cancel the job ({first_line(e)}); it may '
-        'still run',
-        file=sys.stderr)
+  _say_if_left(submitted.cancel(remote_job.ABANDON_WAIT_S))
   try:
     out.discard()
   except Exception as e:  # noqa: BLE001 - the process ends next: say so

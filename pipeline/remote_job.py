@@ -70,17 +70,20 @@ class SubmittedJob:
     self.result: Optional[PipelineResult] = None
 
   def cancel(self, wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
-    """cancel() of the job, if one was submitted."""
+    """Cancels the job, if one was submitted and has not ended; returns what
+    the user should know (None once the job is known to have ended). Never
+    raises: the stop that calls it goes on to remove the staging directory
+    whatever the cancel met."""
     if self.result is None:
       return None
-    return cancel(self.result, self._options, wait_s)
+    try:
+      return _cancel(self.result, self._options, wait_s)
+    except Exception as e:  # noqa: BLE001 - said, and the stop goes on
+      return f'could not cancel the job ({first_line(e)}); it may still run'
 
 
-def cancel(result: PipelineResult,
-           options: PipelineOptions,
-           wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
-  """Cancels the job unless it has ended; returns what the user should know
-  (None once the job is known to have ended)."""
+def _cancel(result: PipelineResult, options: PipelineOptions,
+            wait_s: float) -> Optional[str]:
   deadline = time.monotonic() + wait_s
   rest = flink_rest_address(options)
   if rest:
@@ -94,11 +97,8 @@ def cancel(result: PipelineResult,
     except Exception:  # noqa: BLE001 - Flink's answer was said above
       pass
     return said
-  try:
-    if not _cancel_through_beam(result):
-      return None
-  except Exception as e:  # noqa: BLE001 - said, and the stop goes on
-    return f'could not cancel the job ({first_line(e)}); it may still run'
+  if not _cancel_through_beam(result):
+    return None
   state = None
   while time.monotonic() < deadline:
     try:

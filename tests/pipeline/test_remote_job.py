@@ -3,8 +3,12 @@
 The cancel itself runs against a real Flink cluster in test_engines.py.
 """
 
+import socket
+
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.runners.runner import PipelineState
 
 from pipeline import remote_job
 
@@ -33,3 +37,28 @@ def test_a_job_that_may_need_finding_gets_a_name_of_its_own():
   local = PipelineOptions(['--flink_master=[local]'])
   remote_job.name_the_job(local)
   assert local.view_as(GoogleCloudOptions).job_name is None
+
+
+def test_a_cancel_that_fails_is_said_and_never_raised():
+  """A stop goes on to remove the staging directory whatever the cancel
+  met; the user is told the job may still run."""
+  job = remote_job.SubmittedJob(PipelineOptions([]))
+  assert job.cancel() is None  # nothing submitted
+  # Beam's own result class, which cannot cancel.
+  job.result = PipelineResult(PipelineState.RUNNING)
+  said = job.cancel(wait_s=0.5)
+  assert said.startswith('could not cancel the job ('), said
+  assert said.endswith('it may still run'), said
+  job.result = PipelineResult(PipelineState.DONE)
+  assert job.cancel(wait_s=0.5) is None  # ended: nothing to cancel
+  # A Flink REST address where nothing listens.
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  flink = remote_job.SubmittedJob(
+      PipelineOptions([f'--flink_master=localhost:{port}', '--job_name=j']))
+  flink.result = PipelineResult(PipelineState.RUNNING)
+  said = flink.cancel(wait_s=0.5)
+  assert said.startswith(
+      f'could not cancel the job j on Flink at http://localhost:{port} ('), said
+  assert said.endswith('it may still run there'), said
