@@ -19,6 +19,22 @@ import tensorflow_transform as tft
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _untuned(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` without tf.data's autotuning thread.
+
+  Deleting an iterator waits for that thread. Keras makes a new iterator
+  each epoch, and after an epoch of training the old one's deletion waited
+  0.2-0.9 s in about half of the epochs: about 2 s of the Adult training's
+  11 epochs went to stalls between epochs. Untuned, each AUTOTUNE
+  parallelism stays at TensorFlow's starting value (one call per core, at
+  most 16), which delivers an epoch here as fast as the tuned pipeline; the
+  batches and their order are the same (benchmarks/README.md, round 20).
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return ds.with_options(options)
+
+
 def feature_spec(
     tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenFeature]:
   return tft_output.transformed_feature_spec()
@@ -157,7 +173,7 @@ def make_dataset(files: List[str],
       lambda records: _parse(records, spec, label_key, label_dtype),
       num_parallel_calls=AUTOTUNE,
       deterministic=True)
-  return ds.prefetch(AUTOTUNE)
+  return _untuned(ds.prefetch(AUTOTUNE))
 
 
 def _parse(

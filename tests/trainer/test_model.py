@@ -143,6 +143,53 @@ def test_input_pipeline_reads_every_row_once(trainer_toy_preprocessed):
   assert sizes == [64] * 40  # repeated: never a short final batch
 
 
+def _epochs(ds, n):
+  """n epochs of `ds`, one iterator each (as Keras' fit makes them)."""
+  return [[(x, y.numpy()) for x, y in ds] for _ in range(n)]
+
+
+def test_training_batches_are_those_of_the_autotuned_pipeline(
+    trainer_toy_preprocessed):
+  # The datasets carry no autotuning thread (deleting an iterator waits for
+  # it, a stall between epochs), and that changes no batch: the model
+  # trained on them is the same.
+  preprocess_dir, _ = trainer_toy_preprocessed
+  config = load_config(TOY_CONFIG)
+  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
+  files = PreprocessOutput(preprocess_dir).require_data_files('train')
+
+  def train_dataset():
+    return data.make_dataset(
+        files,
+        spec,
+        config.label.column,
+        32,
+        training=True,
+        seed=3,
+        cache=True,
+        shuffle_buffer=50)
+
+  untuned = train_dataset()
+  assert untuned.options().autotune.enabled is False
+  tuning = tf.data.Options()
+  tuning.autotune.enabled = True
+  tuned = train_dataset().with_options(tuning)
+  assert tuned.options().autotune.enabled is True
+  got, want = _epochs(untuned, 3), _epochs(tuned, 3)
+  assert [len(e) for e in got] == [len(e) for e in want]
+  assert len(got[0]) > 2
+  for got_epoch, want_epoch in zip(got, want):
+    for (x, y), (wx, wy) in zip(got_epoch, want_epoch):
+      np.testing.assert_array_equal(y, wy)
+      assert sorted(x) == sorted(wx)
+      for name in x:
+        np.testing.assert_array_equal(x[name].numpy(), wx[name].numpy())
+  # Reshuffled each epoch, as before.
+  first, second = got[0][0][0], got[1][0][0]
+  assert any(
+      not np.array_equal(first[n].numpy(), second[n].numpy()) for n in first)
+
+
 def test_short_training_beats_chance(trainer_toy_model):
   model_dir, doc = trainer_toy_model
   # The toy label is a noisy function of height and city; its best possible
