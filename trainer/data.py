@@ -24,7 +24,7 @@ def _untuned(ds: tf.data.Dataset) -> tf.data.Dataset:
 
   Deleting an iterator waits for that thread. Keras makes a new iterator
   each epoch, and after an epoch of training the old one's deletion waited
-  0.2-0.9 s in about half of the epochs: about 2 s of the Adult training's
+  0.2-1.3 s in about half of the epochs: about 2 s of the Adult training's
   11 epochs went to stalls between epochs. Untuned, each AUTOTUNE
   parallelism stays at TensorFlow's starting value (one call per core, at
   most 16), which delivers an epoch here as fast as the tuned pipeline; the
