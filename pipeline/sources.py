@@ -261,27 +261,107 @@ def _read_records(
     file_range: FileRange,
     csv: Optional[CsvOptions] = None) -> Iterator[Tuple[int, bytes]]:
   """(line number, record) for the range's CSV records."""
+  for number, run in _record_runs(file_range, csv):
+    yield from enumerate(run, number)
+
+
+def _record_runs(
+    file_range: FileRange,
+    csv: Optional[CsvOptions] = None) -> Iterator[Tuple[int, List[bytes]]]:
+  """The range's CSV records in runs on consecutive lines: (line number of
+  the run's first record, the records).
+
+  A read block without the quote character is a run as it is. The lines of
+  any other block are looked at one by one (_join_quoted), and the records
+  that come out of them on consecutive lines make runs. Nearly all lines of
+  most files are plain, and a Python step per line would be most of the
+  cost of reading them.
+  """
   limit = csv.max_line_bytes if csv is not None else None
-  lines = _physical_lines(file_range, limit)
-  if file_range.start == 0:
-    lines = _without_bom(lines)
-  numbered = enumerate(lines, start=file_range.first_line)
   quote = _quote_byte(csv)
-  if csv is None or quote is None:
-    yield from numbered
-    return
-  yield from _join_quoted(numbered, csv, quote)
+  blocks = _physical_blocks(file_range, limit, quote)
+  if file_range.start == 0:
+    blocks = _without_bom(blocks)
+  lines = _BlockLines(blocks, file_range.first_line)
+  if quote is None:
+    while True:
+      plain = lines.whole_block(quoted_too=True)
+      if plain is None:
+        return
+      yield plain
+  assert csv is not None  # a quote byte comes from CSV options
+  # Records on consecutive lines, joined into one run before it is yielded.
+  pending: List[bytes] = []
+  pending_start = 0
+  for first, records in _join_quoted(lines, csv, quote):
+    if (len(records) == 1 and pending and
+        first == pending_start + len(pending)):
+      pending.append(records[0])
+      continue
+    if pending:
+      yield pending_start, pending
+    pending_start, pending = first, records
+  if pending:
+    yield pending_start, pending
+
+
+class _BlockLines:
+  """Numbered lines of read blocks: taken one by one, or a block at a time
+  where none of its lines has been taken."""
+
+  def __init__(self, blocks: Iterator[Tuple[List[bytes], bool]],
+               first_line: int):
+    self._blocks = blocks
+    self._lines: List[bytes] = []
+    self._next = 0  # of self._lines
+    self._number = first_line  # of the next line
+
+  def whole_block(
+      self, quoted_too: bool = False) -> Optional[Tuple[int, List[bytes]]]:
+    """(number of its first line, its lines) of the next block if none of
+    its lines has been taken and it holds no quote character (or
+    `quoted_too`); None otherwise, or after the last block. A block it does
+    not return is taken line by line."""
+    if self._next < len(self._lines):
+      return None
+    lines: List[bytes] = []
+    while not lines:  # a read inside a long line has none
+      block = next(self._blocks, None)
+      if block is None:
+        self._lines, self._next = [], 0
+        return None
+      lines, quoted = block
+    if quoted and not quoted_too:
+      self._lines, self._next = lines, 0
+      return None
+    self._lines, self._next = [], 0
+    number = self._number
+    self._number += len(lines)
+    return number, lines
+
+  def take(self) -> Optional[Tuple[int, bytes]]:
+    """The next (line number, line); None after the last."""
+    while self._next >= len(self._lines):
+      block = next(self._blocks, None)
+      if block is None:
+        return None
+      self._lines, self._next = block[0], 0
+    line = self._lines[self._next]
+    self._next += 1
+    self._number += 1
+    return self._number - 1, line
 
 
 _OPEN, _CLOSED, _BROKEN = 'open', 'closed', 'broken'
 
 
-def _join_quoted(numbered: Iterator[Tuple[int, bytes]], csv: CsvOptions,
-                 quote: bytes) -> Iterator[Tuple[int, bytes]]:
-  """Joins a line that ends inside a quoted field with the lines that
-  complete it.
+def _join_quoted(lines: _BlockLines, csv: CsvOptions,
+                 quote: bytes) -> Iterator[Tuple[int, List[bytes]]]:
+  """(line number of the first, records) for each record taken line by line
+  (one record) and for each whole block of plain lines (all of them).
 
-  A join is kept only when the joined record is well-formed CSV within
+  Joins a line that ends inside a quoted field with the lines that complete
+  it. A join is kept only when the joined record is well-formed CSV within
   max_line_bytes. Otherwise (a stray quote, say) the opening line is a record
   of its own, which the cleanse stage quarantines, and the lines after it are
   read again as they are: one broken line never takes good rows with it.
@@ -289,16 +369,21 @@ def _join_quoted(numbered: Iterator[Tuple[int, bytes]], csv: CsvOptions,
   again: collections.deque = collections.deque()  # taken, to be read again
 
   def take():
-    return again.popleft() if again else next(numbered, None)
+    return again.popleft() if again else lines.take()
 
   while True:
+    if not again:
+      plain = lines.whole_block()
+      if plain is not None:
+        yield plain
+        continue
     item = take()
     if item is None:
       return
     number, line = item
     if (quote not in line or isinstance(line, LongLine) or
         _csv_state(line, csv) != _OPEN):
-      yield item
+      yield number, [line]
       continue
     parts, size, taken, joined = [line], len(line), [], None
     while joined is None:
@@ -316,9 +401,9 @@ def _join_quoted(numbered: Iterator[Tuple[int, bytes]], csv: CsvOptions,
       elif state == _BROKEN:
         break
     if joined is not None:
-      yield number, joined
+      yield number, [joined]
     else:
-      yield item
+      yield number, [line]
       again.extendleft(reversed(taken))
 
 
@@ -341,22 +426,29 @@ def _csv_state(record: bytes, csv: CsvOptions) -> str:
   return _CLOSED if len(rows) == 1 else _BROKEN
 
 
-def _without_bom(lines: Iterator[bytes]) -> Iterator[bytes]:
-  first = next(lines, None)
-  if first is None:
-    return
-  if first.startswith(UTF8_BOM):
-    first = (
-        LongLine(first[len(UTF8_BOM):], first.length - len(UTF8_BOM))
-        if isinstance(first, LongLine) else first[len(UTF8_BOM):])
-  yield first
-  yield from lines
+def _without_bom(
+    blocks: Iterator[Tuple[List[bytes], bool]]
+) -> Iterator[Tuple[List[bytes], bool]]:
+  """The blocks with a byte-order mark dropped from the first line."""
+  for lines, quoted in blocks:
+    if lines:
+      first = lines[0]
+      if first.startswith(UTF8_BOM):
+        lines[0] = (
+            LongLine(first[len(UTF8_BOM):], first.length - len(UTF8_BOM))
+            if isinstance(first, LongLine) else first[len(UTF8_BOM):])
+      yield lines, quoted
+      yield from blocks
+      return
+    yield lines, quoted
 
 
-def _physical_lines(file_range: FileRange,
-                    limit: Optional[int]) -> Iterator[bytes]:
-  """The range's lines without their ending; a line over `limit` bytes as a
-  LongLine, without ever holding more than its first bytes."""
+def _physical_blocks(
+    file_range: FileRange, limit: Optional[int],
+    quote: Optional[bytes]) -> Iterator[Tuple[List[bytes], bool]]:
+  """The range's lines without their ending, a read at a time, and whether
+  they may hold `quote` (never when it is None); a line over `limit` bytes
+  as a LongLine, without ever holding more than its first bytes."""
   keep = None if limit is None else max(limit + 1, LONG_LINE_PREFIX_BYTES)
   with FileSystems.open(
       file_range.path,
@@ -384,23 +476,28 @@ def _physical_lines(file_range: FileRange,
           dropped += len(block)
           continue
         cr = int(block[end - 1:end] == b'\r') if end else 0
-        yield _long_line(tail, len(tail) + dropped + end - cr)
+        yield [_long_line(tail, len(tail) + dropped + end - cr)], True
         tail, dropped, block = b'', 0, block[end + 1:]
-      lines = (tail + block).split(b'\n')
+      data = tail + block
+      lines = data.split(b'\n')
       tail = lines.pop()
-      lines = _without_cr(lines)
+      if b'\r' in data:
+        lines = _without_cr(lines)
       if keep is not None and limit is not None:
-        lines = [l if len(l) <= limit else _long_line(l, len(l)) for l in lines]
+        if lines and max(map(len, lines)) > limit:
+          lines = [
+              l if len(l) <= limit else _long_line(l, len(l)) for l in lines
+          ]
         if len(tail) > keep:
           dropped = len(tail) - keep
           tail = tail[:keep]
-      yield from lines
+      yield lines, quote is not None and quote in data
     if dropped:
-      yield _long_line(tail, len(tail) + dropped)
+      yield [_long_line(tail, len(tail) + dropped)], True
     elif tail:
       line = _without_cr([tail])[0]
-      yield (line if limit is None or len(line) <= limit else _long_line(
-          line, len(line)))
+      yield [(line if limit is None or len(line) <= limit else _long_line(
+          line, len(line)))], quote is not None and quote in line
 
 
 def _long_line(line: bytes, length: int) -> bytes:
@@ -452,12 +549,22 @@ RECORD_READERS: Dict[str, Callable[[FileRange], Iterator[Any]]] = {
 }
 
 
-def _numbered(file_range: FileRange, fmt: str,
-              csv: Optional[CsvOptions]) -> Iterator[Tuple[int, Any]]:
-  """(line number or record index, record) of a range."""
+def _record_runs_of(
+    file_range: FileRange, fmt: str,
+    csv: Optional[CsvOptions]) -> Iterator[Tuple[int, List[Any]]]:
+  """(line number or record index of the first, records) for runs of
+  consecutive records of a range."""
   if fmt == 'csv':
-    return _read_records(file_range, csv)
-  return enumerate(RECORD_READERS[fmt](file_range), start=file_range.first_line)
+    yield from _record_runs(file_range, csv)
+    return
+  records = RECORD_READERS[fmt](file_range)
+  first = file_range.first_line
+  while True:
+    run = list(itertools.islice(records, CHUNK_SIZE))
+    if not run:
+      return
+    yield first, run
+    first += len(run)
 
 
 class _ReadChunksFn(beam.DoFn):
@@ -476,12 +583,16 @@ class _ReadChunksFn(beam.DoFn):
     path = file_range.path
     records: List[Any] = []
     numbers: List[int] = []
-    for n, record in _numbered(file_range, self._format, self._csv):
-      records.append(record)
-      numbers.append(n)
-      if len(records) >= self._chunk_size:
-        yield self._chunk(path, records, numbers)
-        records, numbers = [], []
+    for first, run in _record_runs_of(file_range, self._format, self._csv):
+      done = 0
+      while done < len(run):
+        n = min(len(run) - done, self._chunk_size - len(records))
+        records.extend(run[done:done + n] if n < len(run) else run)
+        numbers.extend(range(first + done, first + done + n))
+        done += n
+        if len(records) >= self._chunk_size:
+          yield self._chunk(path, records, numbers)
+          records, numbers = [], []
     if records:
       yield self._chunk(path, records, numbers)
     self._ranges_read.inc()

@@ -518,6 +518,38 @@ def test_quoted_line_break_is_one_row(tmp_path, range_bytes):
                                        [b'rome'], [b'lima']]
 
 
+@pytest.mark.parametrize('block_bytes', [1, 6, 40, 333])
+def test_reads_of_any_size_give_the_same_chunks(tmp_path, monkeypatch,
+                                                block_bytes):
+  """A read without the quote character is taken whole, the others line by
+  line: wherever reads end (inside a line, a quoted record, a long line, or
+  between a stray quote and the lines it gives back), the records, their
+  numbers and the chunks are those of one read of the whole file."""
+  toy = load_config(TOY_CONFIG)
+  opts = dataclasses.replace(toy.csv, max_line_bytes=120)
+  rng = random.Random(block_bytes)
+  plain = [
+      b'%d, %d, oslo, red, x, no%s' % (i, i % 7, b'\r' if i % 3 else b'')
+      for i in range(60)
+  ]
+  parts = []
+  for _ in range(5):
+    parts.extend(rng.sample(plain, rng.randint(3, 12)))
+    parts.append(rng.choice([_QUOTED.rstrip(b'\n'), b'', b'9' * 150]))
+    parts.append(rng.choice([b'7' * 5000, b'1, 2, "open', b'']))
+  path = tmp_path / 'in.csv'
+  path.write_bytes(sources.UTF8_BOM + b'\n'.join(parts) + b'\n')
+
+  def chunks():
+    return [(c.first_line, c.records, c.line_numbers)
+            for c in _read_all(str(path), opts, chunk_size=7)]
+
+  whole = chunks()
+  assert sum(len(records) for _, records, _ in whole) > 30
+  monkeypatch.setattr(sources, 'READ_BLOCK_BYTES', block_bytes)
+  assert chunks() == whole
+
+
 def test_quoted_line_break_beyond_the_length_limit_is_not_joined(tmp_path):
   toy = load_config(TOY_CONFIG)
   opts = dataclasses.replace(toy.csv, max_line_bytes=60)

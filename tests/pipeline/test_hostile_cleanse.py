@@ -10,9 +10,12 @@ and kept numbers fit their column's type. Then the real job on a file of
 rows that used to end it with an OverflowError.
 """
 
+import dataclasses
 import glob
 import json
 import math
+import os
+import tempfile
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -230,6 +233,58 @@ def test_any_parquet_or_tfrecord_record_is_kept_or_quarantined(records):
     kept = batch.num_rows if batch is not None else 0
     assert kept + len(quarantine) == len(records) == counts[cleanse.LINES]
     assert all(q['reason'] in REASONS for q in quarantine)
+
+
+# CSV text as a writer makes it, and damaged: plain fields, quoted fields
+# with line breaks and doubled quotes, quotes left open, fields past the toy
+# config's length limit and past what the reader keeps of a long line, any
+# bytes; rows ending in \n or \r\n, a byte-order mark or not.
+_FIELD = st.one_of(
+    st.binary(max_size=6),
+    st.lists(st.sampled_from([b'a', b'\n', b'""', b',', b'\r\n']),
+             max_size=5).map(lambda parts: b'"' + b''.join(parts) + b'"'),
+    st.sampled_from([b'"open', b'x' * 70, b'y' * 5000]),
+)
+_CSV_TEXT = st.tuples(
+    st.sampled_from([b'', sources.UTF8_BOM]),
+    st.lists(
+        st.tuples(
+            st.lists(_FIELD, min_size=1, max_size=4).map(b','.join),
+            st.sampled_from([b'\n', b'\r\n'])).map(b''.join),
+        max_size=14).map(b''.join),
+).map(b''.join)
+
+
+@fuzz_settings(30)
+@given(
+    _CSV_TEXT,
+    st.integers(min_value=1, max_value=9),
+)
+def test_any_bytes_read_in_reads_of_any_size_give_the_same_chunks(
+    data, chunk_size):
+  """The reader takes a read without the quote character whole and the
+  others line by line: wherever its reads end, the chunks (records, their
+  numbers, where chunks are cut) are those of one read of the whole file."""
+  csv = dataclasses.replace(load_config(TOY_CONFIG).csv, max_line_bytes=60)
+  with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, 'in.csv')
+    with open(path, 'wb') as f:
+      f.write(data)
+    file_range = sources.FileRange(path, 0, None, 1)
+    read = sources._ReadChunksFn('csv', chunk_size, csv)  # pylint: disable=protected-access
+
+    def chunks():
+      return [(c.first_line, c.records, c.line_numbers)
+              for c in read.process(file_range)]
+
+    whole = chunks()
+    saved = sources.READ_BLOCK_BYTES
+    try:
+      for block_bytes in range(1, 41):
+        sources.READ_BLOCK_BYTES = block_bytes
+        assert chunks() == whole, block_bytes
+    finally:
+      sources.READ_BLOCK_BYTES = saved
 
 
 # ------------------------------------------------ each numeric path, named
