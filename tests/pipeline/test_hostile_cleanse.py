@@ -6,8 +6,9 @@ configs with every column type, a header, windows; records as Parquet and
 TFRecord deliver them. Whatever the line, it is kept as a typed row or
 quarantined with a reason (or counted as blank, comment or header), the
 counts reconcile, the vectorised path agrees with the record-by-record one,
-and kept numbers fit their column's type. Then the real job on a file of
-rows that used to end it with an OverflowError.
+and kept numbers fit their column's type. CSV text of any shape reads
+into the same chunks wherever the reader's reads end. Then the real job on
+a file of rows that used to end it with an OverflowError.
 """
 
 import dataclasses
