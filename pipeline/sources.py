@@ -283,9 +283,9 @@ def _record_runs(
   if file_range.start == 0:
     blocks = _without_bom(blocks)
   lines = _BlockLines(blocks, file_range.first_line)
-  if quote is None:
+  if quote is None:  # no block holds it
     while True:
-      plain = lines.whole_block(quoted_too=True)
+      plain = lines.whole_block()
       if plain is None:
         return
       yield plain
@@ -316,12 +316,11 @@ class _BlockLines:
     self._next = 0  # of self._lines
     self._number = first_line  # of the next line
 
-  def whole_block(
-      self, quoted_too: bool = False) -> Optional[Tuple[int, List[bytes]]]:
+  def whole_block(self) -> Optional[Tuple[int, List[bytes]]]:
     """(number of its first line, its lines) of the next block if none of
-    its lines has been taken and it holds no quote character (or
-    `quoted_too`); None otherwise, or after the last block. A block it does
-    not return is taken line by line."""
+    its lines has been taken and it holds no quote character; None
+    otherwise, or after the last block. A block it does not return is taken
+    line by line."""
     if self._next < len(self._lines):
       return None
     lines: List[bytes] = []
@@ -331,7 +330,7 @@ class _BlockLines:
         self._lines, self._next = [], 0
         return None
       lines, quoted = block
-    if quoted and not quoted_too:
+    if quoted:
       self._lines, self._next = lines, 0
       return None
     self._lines, self._next = [], 0
@@ -476,7 +475,9 @@ def _physical_blocks(
           dropped += len(block)
           continue
         cr = int(block[end - 1:end] == b'\r') if end else 0
-        yield [_long_line(tail, len(tail) + dropped + end - cr)], True
+        # Its bytes are gone: it may have held the quote.
+        yield ([_long_line(tail,
+                           len(tail) + dropped + end - cr)], quote is not None)
         tail, dropped, block = b'', 0, block[end + 1:]
       data = tail + block
       lines = data.split(b'\n')
@@ -493,7 +494,7 @@ def _physical_blocks(
           tail = tail[:keep]
       yield lines, quote is not None and quote in data
     if dropped:
-      yield [_long_line(tail, len(tail) + dropped)], True
+      yield [_long_line(tail, len(tail) + dropped)], quote is not None
     elif tail:
       line = _without_cr([tail])[0]
       yield [(line if limit is None or len(line) <= limit else _long_line(
@@ -587,7 +588,7 @@ class _ReadChunksFn(beam.DoFn):
       done = 0
       while done < len(run):
         n = min(len(run) - done, self._chunk_size - len(records))
-        records.extend(run[done:done + n] if n < len(run) else run)
+        records.extend(run[done:done + n])
         numbers.extend(range(first + done, first + done + n))
         done += n
         if len(records) >= self._chunk_size:
