@@ -56,20 +56,40 @@ def _label_groups(batch: pa.RecordBatch,
           for value in dict.fromkeys(labels)]
 
 
-class _LabelHistograms(beam.CombineFn):
-  """Per-label histogram of hash positions, over HISTOGRAM_BINS bins."""
+# Each row's bin of hash positions, a column of its own from where the rows
+# are read to where they are assigned. Hashing every value of every row is
+# most of what the split costs, and the label histograms need every row's bin
+# before the first row can be assigned: carried, the bins are hashed once
+# (about a second of a million-row job) and cost 2 bytes a row between the
+# stages. Not a valid column name, so never one of the data's.
+_BIN_COLUMN = '#split-bin'
 
-  def __init__(self, label: str, seed: int, skip: Sequence[str] = ()):
+
+def with_hash_bins(batch: pa.RecordBatch, seed: int,
+                   skip: Sequence[str]) -> pa.RecordBatch:
+  """The batch with each row's bin of its hash position (0 ..
+  HISTOGRAM_BINS - 1) in a column of its own."""
+  bins = np.minimum(
+      (row_positions(batch, seed, skip) * HISTOGRAM_BINS).astype(np.int64),
+      HISTOGRAM_BINS - 1)
+  bins = pa.array(bins.astype(np.uint16))
+  return pa.RecordBatch.from_arrays(
+      batch.columns + [bins],
+      schema=batch.schema.append(pa.field(_BIN_COLUMN, bins.type)))
+
+
+class _LabelHistograms(beam.CombineFn):
+  """Per-label histogram of hash positions, over HISTOGRAM_BINS bins, of
+  batches that carry their bins (with_hash_bins)."""
+
+  def __init__(self, label: str):
     self._label = label
-    self._seed = seed
-    self._skip = tuple(skip)
 
   def create_accumulator(self):
     return {}
 
   def add_input(self, acc, batch: pa.RecordBatch):
-    bins = np.minimum((row_positions(batch, self._seed, self._skip) *
-                       HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
+    bins = batch.column(_BIN_COLUMN).to_numpy()
     for value, mask in _label_groups(batch, self._label):
       counts = np.bincount(bins[mask], minlength=HISTOGRAM_BINS)
       if value in acc:
@@ -132,14 +152,17 @@ class _AssignSplitFn(beam.DoFn):
               batch: pa.RecordBatch,
               histograms: Optional[Mapping[Optional[bytes],
                                            np.ndarray]] = None):
-    positions = row_positions(batch, self._seed, self._skip)
     split_index = np.empty(batch.num_rows, dtype=np.int64)
     if histograms is None:
+      positions = row_positions(batch, self._seed, self._skip)
       split_index[:] = np.searchsorted(
           cut_points(self._ratios), positions, side='right')
     else:
-      bins = np.minimum((positions * HISTOGRAM_BINS).astype(np.int64),
-                        HISTOGRAM_BINS - 1) / HISTOGRAM_BINS
+      column = batch.schema.get_field_index(_BIN_COLUMN)
+      bins = batch.column(column).to_numpy() / HISTOGRAM_BINS
+      batch = pa.RecordBatch.from_arrays(
+          batch.columns[:column] + batch.columns[column + 1:],
+          schema=batch.schema.remove(column))
       for value, mask in _label_groups(batch, self._label):
         cuts = cut_points(self._ratios, histograms.get(value))
         split_index[mask] = np.searchsorted(cuts, bins[mask], side='right')
@@ -162,12 +185,15 @@ class SplitDataset(beam.PTransform):
   def expand(self, batches):
     side = []
     if self._config.split.stratify and len(self._names) > 1:
+      batches = batches | 'HashBins' >> beam.Map(
+          with_hash_bins, self._config.split.seed,
+          tuple(c.name
+                for c in self._config.derived_columns)).with_output_types(
+                    pa.RecordBatch)
       histograms = (
           batches
           | 'LabelHistograms' >> beam.CombineGlobally(
-              _LabelHistograms(self._config.label.column,
-                               self._config.split.seed,
-                               [c.name for c in self._config.derived_columns])))
+              _LabelHistograms(self._config.label.column)))
       side = [beam.pvalue.AsSingleton(histograms)]
     outputs = batches | 'AssignSplit' >> beam.ParDo(
         _AssignSplitFn(self._config, self._names), *

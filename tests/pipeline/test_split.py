@@ -107,6 +107,40 @@ def test_stratified_split_keeps_label_rate(toy):
     assert abs(_positive_rate(rows) - overall) < 0.005
 
 
+def test_stratified_split_assigns_rows_by_their_hash_bins(toy):
+  """Each row goes where its hash position's bin and its label's cut points
+  send it, computed here from the rows alone, and comes out with the columns
+  it came in with: the bins the split carries between its stages stay
+  inside it."""
+  batches = _batches(toy, datagen.toy_rows(3000, seed=12, positive_rate=0.3))
+  rows, bins = [], []
+  for batch in batches:
+    rows.extend(batch.to_pylist())
+    bins.extend(
+        np.minimum((split.row_positions(batch, toy.split.seed) *
+                    split.HISTOGRAM_BINS).astype(np.int64),
+                   split.HISTOGRAM_BINS - 1))
+  labels = [row['outcome'][0] for row in rows]
+  cuts = {
+      label:
+          split.cut_points(
+              [toy.split.ratios['train'], toy.split.ratios['eval']],
+              np.bincount([b for b, l in zip(bins, labels) if l == label],
+                          minlength=split.HISTOGRAM_BINS))
+      for label in set(labels)
+  }
+  expected = {'train': [], 'eval': []}
+  for row, b, label in zip(rows, bins, labels):
+    goes_to = np.searchsorted(
+        cuts[label], b / split.HISTOGRAM_BINS, side='right')
+    expected[('train', 'eval')[goes_to]].append(_row_key(row))
+  collected = _run_split(toy, batches)
+  for name in ('train', 'eval'):
+    assert sorted(map(_row_key, collected[name])) == sorted(expected[name])
+    assert {tuple(sorted(row)) for row in collected[name]
+           } == {tuple(sorted(batches[0].schema.names))}
+
+
 def test_split_is_deterministic_and_independent_of_batching(toy):
   lines = datagen.toy_rows(1200, seed=4)
   a = _run_split(toy, _batches(toy, lines, chunk=1200))
