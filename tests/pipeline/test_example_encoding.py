@@ -4,6 +4,8 @@ Every comparison is against the protobuf runtime: tfx_bsl's encoder makes
 the Examples and `SerializeToString(deterministic=True)` writes them.
 """
 
+import concurrent.futures
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -88,6 +90,21 @@ def test_random_batches_encode_as_the_protobuf_runtime_writes_them():
     sliced = batch.slice(batch.num_rows // 3, batch.num_rows // 2)
     if sliced.num_rows:
       assert example_encoding.encode_examples(sliced) == _reference(sliced)
+
+
+def test_records_stay_as_written_while_later_batches_are_encoded():
+  """The encoder builds each batch in buffers it keeps for the next one, on
+  each thread: what it returned must not change when they are reused, by
+  the next batch (of any size) or by another thread at the same time."""
+  rng = np.random.default_rng(19)
+  batches = [_random_batch(rng) for _ in range(24)]
+  batches.sort(key=lambda b: b.num_rows)  # buffers grow, then are reused
+  batches += batches[::-1]
+  encoded = [example_encoding.encode_examples(b) for b in batches]
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    threaded = list(pool.map(example_encoding.encode_examples, batches))
+  for batch, records, records_in_threads in zip(batches, encoded, threaded):
+    assert records == records_in_threads == _reference(batch)
 
 
 def test_dense_columns():
