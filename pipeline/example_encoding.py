@@ -88,14 +88,19 @@ _scratch = threading.local()
 _GATHER_BYTES = 64 << 10
 
 
-def _scratch_array(name: str, size: int, dtype) -> np.ndarray:
-  """This thread's buffer `name`, `size` items of it, grown as needed (with
-  room for batches somewhat larger than this one)."""
+def _array(name: str, shape: Tuple[int, ...], dtype,
+           transient: bool) -> np.ndarray:
+  """An uninitialized array: for `transient` ones, this thread's buffer
+  `name`, grown as needed (with room for batches somewhat larger than this
+  one)."""
+  if not transient:
+    return np.empty(shape, dtype=dtype)
+  size = int(np.prod(shape))
   buffer = getattr(_scratch, name, None)
   if buffer is None or len(buffer) < size:
     buffer = np.empty(size + size // 4, dtype=dtype)
     setattr(_scratch, name, buffer)
-  return buffer[:size]
+  return buffer[:size].reshape(shape)
 
 
 def map_key_order(names: Sequence[str]) -> List[str]:
@@ -223,17 +228,13 @@ class _Rows:
       return _binary_array(
           np.zeros(self.n + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8))
     shape = (self.n, sum(block.shape[1] for block, _ in self._blocks))
-    matrix = (
-        _scratch_array('matrix', shape[0] * shape[1], np.uint8).reshape(shape)
-        if transient else np.empty(shape, dtype=np.uint8))
+    matrix = _array('matrix', shape, np.uint8, transient)
     np.concatenate([b for b, _ in self._blocks], axis=1, out=matrix)
     offsets = np.zeros(self.n + 1, dtype=np.int64)
     np.cumsum(self._sizes, out=offsets[1:])
     if all(used is None for _, used in self._blocks):
       return _binary_array(offsets, matrix.reshape(-1))
-    mask = (
-        _scratch_array('mask', shape[0] * shape[1], np.bool_).reshape(shape)
-        if transient else np.empty(shape, dtype=bool))
+    mask = _array('mask', shape, np.bool_, transient)
     mask.fill(True)
     column = 0
     for block, used in self._blocks:
@@ -246,7 +247,7 @@ class _Rows:
     # The rows' used bytes, gathered a few rows at a time into this thread's
     # buffer: each piece is small enough to come from (and go back to) the
     # heap, where the whole gathered array at once would be a new mapping.
-    data = _scratch_array('data', int(offsets[-1]), np.uint8)
+    data = _array('data', (int(offsets[-1]),), np.uint8, transient)
     step = max(1, _GATHER_BYTES // shape[1])
     for start in range(0, self.n, step):
       stop = min(start + step, self.n)

@@ -56,6 +56,19 @@ def _label_groups(batch: pa.RecordBatch,
           for value in dict.fromkeys(labels)]
 
 
+def _with_column(batch: pa.RecordBatch, name: str,
+                 column: pa.Array) -> pa.RecordBatch:
+  return pa.RecordBatch.from_arrays(
+      batch.columns + [column],
+      schema=batch.schema.append(pa.field(name, column.type)))
+
+
+def _without_column(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
+  return pa.RecordBatch.from_arrays(
+      batch.columns[:index] + batch.columns[index + 1:],
+      schema=batch.schema.remove(index))
+
+
 # Each row's bin of hash positions, a column of its own from where the rows
 # are read to where they are assigned. Hashing every value of every row is
 # most of what the split costs, and the label histograms need every row's bin
@@ -72,10 +85,7 @@ def with_hash_bins(batch: pa.RecordBatch, seed: int,
   bins = np.minimum(
       (row_positions(batch, seed, skip) * HISTOGRAM_BINS).astype(np.int64),
       HISTOGRAM_BINS - 1)
-  bins = pa.array(bins.astype(np.uint16))
-  return pa.RecordBatch.from_arrays(
-      batch.columns + [bins],
-      schema=batch.schema.append(pa.field(_BIN_COLUMN, bins.type)))
+  return _with_column(batch, _BIN_COLUMN, pa.array(bins.astype(np.uint16)))
 
 
 class _LabelHistograms(beam.CombineFn):
@@ -160,9 +170,7 @@ class _AssignSplitFn(beam.DoFn):
     else:
       column = batch.schema.get_field_index(_BIN_COLUMN)
       bins = batch.column(column).to_numpy() / HISTOGRAM_BINS
-      batch = pa.RecordBatch.from_arrays(
-          batch.columns[:column] + batch.columns[column + 1:],
-          schema=batch.schema.remove(column))
+      batch = _without_column(batch, column)
       for value, mask in _label_groups(batch, self._label):
         cuts = cut_points(self._ratios, histograms.get(value))
         split_index[mask] = np.searchsorted(cuts, bins[mask], side='right')
@@ -247,9 +255,7 @@ def with_split_column(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
   column = pa.LargeListArray.from_arrays(
       pa.array(np.arange(batch.num_rows + 1, dtype=np.int64)),
       pa.array(np.full(batch.num_rows, index, dtype=np.int64)))
-  return pa.RecordBatch.from_arrays(
-      batch.columns + [column],
-      schema=batch.schema.append(pa.field(SPLIT_COLUMN, column.type)))
+  return _with_column(batch, SPLIT_COLUMN, column)
 
 
 class RouteBySplitFn(beam.DoFn):
@@ -262,9 +268,5 @@ class RouteBySplitFn(beam.DoFn):
     batch = element[0] if isinstance(element, tuple) else element
     column = batch.schema.get_field_index(SPLIT_COLUMN)
     index = batch.column(column).flatten()[0].as_py()
-    kept = [i for i in range(batch.num_columns) if i != column]
-    yield beam.pvalue.TaggedOutput(
-        self._names[index],
-        pa.RecordBatch.from_arrays([batch.column(i) for i in kept],
-                                   schema=pa.schema(
-                                       [batch.schema.field(i) for i in kept])))
+    yield beam.pvalue.TaggedOutput(self._names[index],
+                                   _without_column(batch, column))
