@@ -19,8 +19,9 @@ Both give the same bytes (checked before timing).
 Merging: --merge-records transformed-shaped records in 4 shards of 36
 sorted runs each (a shard's share of 36 spills, as at about a million rows)
 are merged into gzip TFRecord files by the write stage's own merge
-(`sinks._merge_runs`), one shard after another and then by as many threads
-as the stage uses; both write the same bytes.
+(`sinks._merge_runs`), one shard after another as the stage merges them, and
+then two at a time on two threads; both write the same bytes. The process
+uses the job's allocator setting (preprocess._limit_heap_growth).
 
 Prints the median of --repeat timings of each, alternating; nothing is
 asserted.
@@ -50,6 +51,7 @@ from core.config import load_config
 from pipeline import cleanse
 from pipeline import example_encoding
 from pipeline import sinks
+from pipeline.preprocess import _limit_heap_growth
 from pipeline.preprocess import TRANSFORM_BATCH_ROWS
 from pipeline.sources import RawChunk
 
@@ -106,6 +108,7 @@ def main(argv=None) -> None:
   parser.add_argument('--repeat', type=int, default=5)
   parser.add_argument('--merge-records', type=int, default=200_000)
   args = parser.parse_args(argv)
+  _limit_heap_growth()
   if not args.adult_data:
     parser.error('adult.data not found: run `make data` or pass --adult-data')
   batches = {
@@ -151,7 +154,7 @@ def _merge(count: int, repeat: int) -> None:
     records += example_encoding.encode_examples(batch) or []
   records = records[:count]
   random.Random(0).shuffle(records)
-  threads = sinks._MergeRunsFn._MERGING_SHARDS  # pylint: disable=protected-access
+  threads = 2
   timings: Dict[int, List[float]] = {1: [], threads: []}
   digests = {}
   with tempfile.TemporaryDirectory() as tmp:

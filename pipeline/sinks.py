@@ -11,14 +11,13 @@ at most SPILL_BYTES of a destination's records, writes them out as sorted runs
 (one per shard) under a temporary directory, and only the run paths are
 grouped by shard, the shards of all destinations in one grouping; a shard is
 then the merge of its runs, reading ahead a fixed budget shared by all of them
-(more runs, smaller reads); two shards are merged at a time.
+(more runs, smaller reads); shards are merged one at a time.
 """
 
-from concurrent import futures
-import heapq
+import bisect
 import json
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import uuid
 import zlib
 
@@ -38,10 +37,13 @@ from pipeline import example_encoding
 # Records a worker holds before writing them out as sorted runs.
 SPILL_BYTES = 16 << 20
 # What a shard's merge reads ahead, over all of its runs: the number of runs
-# grows with the data, this does not.
+# grows with the data, this does not. A run's reads stay below the job's mmap
+# threshold (preprocess._limit_heap_growth), so that its blocks come from the
+# heap; reads of up to 1 MB, each a new mapping faulted in page by page, made
+# about 55,000 page faults per 110 MB shard.
 _MERGE_READ_BYTES = 8 << 20
-_MAX_RUN_READ_BYTES = 1 << 20
-_MIN_RUN_READ_BYTES = 64 << 10
+_MAX_RUN_READ_BYTES = 64 << 10
+_MIN_RUN_READ_BYTES = 16 << 10
 _LENGTH = struct.Struct('<I')
 # Shards are deflated at zlib's fastest level: on transformed tf.Examples
 # (their feature names repeat in every record) it compresses at about twice
@@ -113,24 +115,69 @@ def _write_run(path: str, records: List[bytes]) -> None:
 
 
 def _read_run(path: str,
-              block_bytes: int = _MAX_RUN_READ_BYTES) -> Iterable[bytes]:
+              block_bytes: int = _MAX_RUN_READ_BYTES) -> Iterator[List[bytes]]:
+  """A run's records, as lists: those that each read of `block_bytes`
+  completes (never an empty list)."""
   with FileSystems.open(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    data, offset = b'', 0
+    data = b''
+    unpack = _LENGTH.unpack_from
     while True:
       block = f.read(block_bytes)
       if not block:
-        if offset != len(data):
+        if data:
           raise IOError(f'{path}: truncated run')
         return
-      data = data[offset:] + block
-      offset, end = 0, len(data)
+      data = data + block if data else block
+      records, offset, end = [], 0, len(data)
       while offset + 4 <= end:
-        (length,) = _LENGTH.unpack_from(data, offset)
+        (length,) = unpack(data, offset)
         if offset + 4 + length > end:
           break
-        yield data[offset + 4:offset + 4 + length]
+        records.append(data[offset + 4:offset + 4 + length])
         offset += 4 + length
+      data = data[offset:]
+      if records:
+        yield records
+
+
+class _Cursor:
+  """Where the merge is in one run: its current list of records (empty once
+  the run is done), the position in that list, and the lists still unread."""
+
+  __slots__ = ('records', 'start', 'rest')
+
+  def __init__(self, rest: Iterator[List[bytes]]):
+    self.records: List[bytes] = next(rest, [])
+    self.start = 0
+    self.rest = rest
+
+
+def _merge_sorted(runs: List[Iterator[List[bytes]]]) -> Iterator[List[bytes]]:
+  """Sorted runs, each read as non-empty lists of records -> their merge, as
+  sorted lists.
+
+  Each step takes from every run's current list the records up to the
+  smallest of those lists' last records (no record still unread is smaller)
+  and sorts them together: `list.sort` merges the sorted pieces in C.
+  `heapq.merge`, one Python step per record, was slower.
+  """
+  live = [c for c in map(_Cursor, runs) if c.records]
+  while len(live) > 1:
+    bound = min(c.records[-1] for c in live)
+    merged: List[bytes] = []
+    for c in live:
+      end = bisect.bisect_right(c.records, bound, c.start)
+      merged += c.records[c.start:end]
+      c.start = end
+      if end == len(c.records):
+        c.records, c.start = next(c.rest, []), 0
+    live = [c for c in live if c.records]
+    merged.sort()
+    yield merged
+  for c in live:
+    yield c.records[c.start:]
+    yield from c.rest
 
 
 class _SpillSortedRunsFn(beam.DoFn):
@@ -197,67 +244,37 @@ def _merge_runs(path: str, runs: List[str]) -> int:
       max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
   with tf.io.TFRecordWriter(path, options=_SHARD_OPTIONS) as writer:
     write = writer.write
-    readers = [_read_run(r, block_bytes) for r in runs]
-    for record in (readers[0] if len(readers) == 1 else heapq.merge(*readers)):
-      write(record)
-      n += 1
+    for records in _merge_sorted([_read_run(r, block_bytes) for r in runs]):
+      for record in records:
+        write(record)
+      n += len(records)
   if runs:
     FileSystems.delete(runs)
   return n
 
 
 class _MergeRunsFn(beam.DoFn):
-  """(file, run paths) -> the file's gzip TFRecord shard, records sorted.
+  """(file, run paths) -> the file's gzip TFRecord shard, records sorted;
+  outputs the path once the file is complete.
 
-  Deflating is most of a shard's cost, and TensorFlow's record writer
-  releases the GIL while it compresses: shards are merged by
-  `_MERGING_SHARDS` threads side by side, so their compression runs on as
-  many cores. A path is output once its file is complete.
+  A shard is merged on the bundle's thread, one after another. Merges on two
+  threads side by side (TensorFlow's record writer deflates without the GIL)
+  took twice the CPU time inside the job and longer in all: the writer
+  releases and retakes the GIL for every record, and at level 1 deflating is
+  a small part of a record's cost.
   """
-
-  _MERGING_SHARDS = 2
 
   def __init__(self, paths: List[str]):
     self._paths = paths
     self._records = Metrics.counter('write', 'records_written')
-    self._pool: Optional[futures.ThreadPoolExecutor] = None
-    self._merging: List[Tuple[str, 'futures.Future[int]']] = []
-
-  def setup(self):
-    self._pool = futures.ThreadPoolExecutor(
-        self._MERGING_SHARDS, thread_name_prefix='merge-shard')
-
-  def start_bundle(self):
-    # After a failed bundle, its merges finish before any file is redone.
-    futures.wait([merged for _, merged in self._merging])
-    self._merging = []
 
   def process(self, keyed: Tuple[int, Iterable[Optional[str]]]):
     shard, runs = keyed
     path = self._paths[shard]
-    assert self._pool is not None  # setup() runs before process()
-    while len(self._merging) >= self._MERGING_SHARDS:
-      yield self._finish(*self._merging.pop(0))
     tf.io.gfile.makedirs(path.rsplit('/', 1)[0])
-    self._merging.append(
-        (path,
-         self._pool.submit(_merge_runs, path,
-                           sorted(r for r in runs if r is not None))))
-
-  def finish_bundle(self):
-    while self._merging:
-      yield WindowedValue(
-          self._finish(*self._merging.pop(0)),
-          window.GlobalWindow().max_timestamp(), (window.GlobalWindow(),))
-
-  def teardown(self):
-    if self._pool is not None:
-      self._pool.shutdown(wait=True)
-
-  def _finish(self, path: str, merged: 'futures.Future[int]') -> str:
-    # Counted here: Beam's metrics belong to the bundle's thread.
-    self._records.inc(merged.result())
-    return path
+    self._records.inc(
+        _merge_runs(path, sorted(r for r in runs if r is not None)))
+    yield path
 
 
 class WriteShardedTFRecords(beam.PTransform):

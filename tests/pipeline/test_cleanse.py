@@ -683,7 +683,29 @@ def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
   # Blocks smaller than a record, than its length prefix, and larger
   # than the whole run.
   for block_bytes in (1, 3, 7, 256, 1 << 20):
-    assert list(sinks._read_run(path, block_bytes)) == records  # pylint: disable=protected-access
+    lists = list(sinks._read_run(path, block_bytes))  # pylint: disable=protected-access
+    assert all(lists) and sum(lists, []) == records
+
+
+def test_a_merge_of_sorted_runs_is_their_sort():
+  # Runs of different lengths, read in lists of different sizes, with
+  # records shared between runs and repeated within one; and no run at all.
+  rng = random.Random(3)
+  records = _random_records(8, 3000, 0, 6)  # short records: many repeats
+  for count in (0, 1, 2, 7):
+    runs = [sorted(records[i::count or 1]) for i in range(count)]
+    runs += [runs[0][:50]] if runs else []
+
+    def lists(run):
+      i = 0
+      while i < len(run):
+        size = rng.randint(1, 40)
+        yield run[i:i + size]
+        i += size
+
+    merged = list(sinks._merge_sorted([lists(r) for r in runs]))  # pylint: disable=protected-access
+    assert all(merged)
+    assert sum(merged, []) == sorted(sum(runs, []))
 
 
 def test_every_shard_file_exists_even_when_empty(tmp_path):
@@ -699,7 +721,6 @@ def test_every_shard_file_exists_even_when_empty(tmp_path):
 
 
 def test_a_shard_merge_that_fails_fails_the_bundle(tmp_path):
-  # The merges run on threads of their own: their errors still reach Beam.
   good, bad = str(tmp_path / 'good.run'), str(tmp_path / 'bad.run')
   sinks._write_run(good, [b'a', b'b'])  # pylint: disable=protected-access
   sinks._write_run(bad, [b'c', b'd'])  # pylint: disable=protected-access
@@ -707,36 +728,24 @@ def test_a_shard_merge_that_fails_fails_the_bundle(tmp_path):
     f.truncate(7)  # the second record's length prefix, cut short
   paths = sinks.shard_paths(str(tmp_path / 'data'), 2, '.tfrecord.gz')
   fn = sinks._MergeRunsFn(paths)  # pylint: disable=protected-access
-  fn.setup()
-  try:
-    fn.start_bundle()
-    assert list(fn.process((0, [good]))) == []
-    assert list(fn.process((1, [bad]))) == []
-    with pytest.raises(IOError, match='truncated run'):
-      list(fn.finish_bundle())
-  finally:
-    fn.teardown()
+  assert list(fn.process((0, [good]))) == [paths[0]]
+  with pytest.raises(IOError, match='truncated run'):
+    list(fn.process((1, [bad])))
   assert _shards(str(tmp_path),
                  'data')[os.path.basename(paths[0])] == [b'a', b'b']
 
 
 def test_a_shard_merge_that_outlives_its_output_directory_leaves_it_gone(
     tmp_path):
-  # A job stopped by a signal removes its staging directory while a merge
-  # thread may still be queued: the merge fails instead of re-creating it.
+  # A job stopped by a signal removes its staging directory while a bundle
+  # thread may still be merging: the merge fails instead of re-creating it.
   run = str(tmp_path / 'runs' / 'a.run')
   sinks._write_run(run, [b'a'])  # pylint: disable=protected-access
   out = tmp_path / 'out.tmp'
   [path] = sinks.shard_paths(str(out / 'data' / 'train'), 1, '.tfrecord.gz')
   fn = sinks._MergeRunsFn([path])  # pylint: disable=protected-access
-  fn.setup()
-  try:
-    fn.start_bundle()
-    assert list(fn.process((0, [run]))) == []  # the directory made here
-    assert [v.value for v in fn.finish_bundle()] == [path]
-    shutil.rmtree(out)
-    with pytest.raises(tf.errors.NotFoundError):
-      sinks._merge_runs(path, [])  # pylint: disable=protected-access
-  finally:
-    fn.teardown()
+  assert list(fn.process((0, [run]))) == [path]  # the directory made here
+  shutil.rmtree(out)
+  with pytest.raises(tf.errors.NotFoundError):
+    sinks._merge_runs(path, [])  # pylint: disable=protected-access
   assert not out.exists()
