@@ -36,13 +36,14 @@ from pipeline import example_encoding
 
 # Records a worker holds before writing them out as sorted runs.
 SPILL_BYTES = 16 << 20
+# A run is written, and read, in pieces of at most this size: below the
+# job's mmap threshold (preprocess._limit_heap_growth), each piece comes from
+# the heap. Larger ones are each a new mapping, faulted in page by page: reads
+# of up to 1 MB made about 55,000 page faults per 110 MB shard.
+_RUN_PIECE_BYTES = 64 << 10
 # What a shard's merge reads ahead, over all of its runs: the number of runs
-# grows with the data, this does not. A run's reads stay below the job's mmap
-# threshold (preprocess._limit_heap_growth), so that its blocks come from the
-# heap; reads of up to 1 MB, each a new mapping faulted in page by page, made
-# about 55,000 page faults per 110 MB shard.
+# grows with the data, this does not.
 _MERGE_READ_BYTES = 8 << 20
-_MAX_RUN_READ_BYTES = 64 << 10
 _MIN_RUN_READ_BYTES = 16 << 10
 _LENGTH = struct.Struct('<I')
 # Shards are deflated at zlib's fastest level: on transformed tf.Examples
@@ -106,16 +107,25 @@ class EncodeExamples(beam.PTransform):
 
 
 def _write_run(path: str, records: List[bytes]) -> None:
-  """Length-prefixed records, in the given order."""
+  """Length-prefixed records, in the given order.
+
+  Written in pieces of about `_RUN_PIECE_BYTES`: a whole run joined at once
+  (some 4 MB) was a new mapping for every run.
+  """
+  pack = _LENGTH.pack
+  size = sum(map(len, records)) + _LENGTH.size * len(records)
+  step = max(1, len(records) * _RUN_PIECE_BYTES // max(1, size))
   with FileSystems.create(
       path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    pack = _LENGTH.pack
-    f.write(b''.join(
-        [part for record in records for part in (pack(len(record)), record)]))
+    for i in range(0, len(records), step):
+      f.write(b''.join([
+          part for record in records[i:i + step]
+          for part in (pack(len(record)), record)
+      ]))
 
 
 def _read_run(path: str,
-              block_bytes: int = _MAX_RUN_READ_BYTES) -> Iterator[List[bytes]]:
+              block_bytes: int = _RUN_PIECE_BYTES) -> Iterator[List[bytes]]:
   """A run's records, as lists: those that each read of `block_bytes`
   completes (never an empty list)."""
   with FileSystems.open(
@@ -240,7 +250,7 @@ def _merge_runs(path: str, runs: List[str]) -> int:
   back the output directory the job's clean-up removed."""
   n = 0
   block_bytes = min(
-      _MAX_RUN_READ_BYTES,
+      _RUN_PIECE_BYTES,
       max(_MIN_RUN_READ_BYTES, _MERGE_READ_BYTES // max(1, len(runs))))
   with tf.io.TFRecordWriter(path, options=_SHARD_OPTIONS) as writer:
     write = writer.write

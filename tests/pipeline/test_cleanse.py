@@ -677,9 +677,11 @@ def test_destinations_written_together_keep_their_own_shards(tmp_path):
 
 
 def test_a_run_reads_back_in_blocks_of_any_size(tmp_path):
-  records = _random_records(7, 200, 0, 300)
+  # Written in several pieces: some 400 KB.
+  records = _random_records(7, 2000, 0, 400)
   path = str(tmp_path / 'run')
   sinks._write_run(path, records)  # pylint: disable=protected-access
+  assert os.path.getsize(path) == sum(4 + len(r) for r in records)
   # Blocks smaller than a record, than its length prefix, and larger
   # than the whole run.
   for block_bytes in (1, 3, 7, 256, 1 << 20):
