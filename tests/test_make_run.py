@@ -23,14 +23,17 @@ TRAIN = 'trainer.task'
 
 def _newest_prerequisite() -> float:
   """The latest modification time among what the two steps depend on in
-  the checkout (the code, the venv's install stamp): the outputs must be
-  newer, as after a real run (a fresh clone's files are minutes old)."""
+  the checkout (the code, the venv's install stamp, the input data `make
+  run` obtained under data/): the outputs must be newer, as after a real
+  run (a fresh clone's files are minutes old; its data can be obtained
+  seconds after the install stamp)."""
   paths = [
       ROOT / 'setup.py', ROOT / 'requirements.lock',
       ROOT / '.venv' / '.installed'
   ]
   for package in ('core', 'pipeline', 'trainer'):
     paths += (ROOT / package).rglob('*.py')
+  paths += (p for p in (ROOT / 'data').rglob('*') if p.is_file())
   newest = max(p.stat().st_mtime for p in paths if p.exists())
   wait = newest + 30 - time.time()
   if wait > 0:  # keep every time set below in the past
