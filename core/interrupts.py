@@ -15,7 +15,8 @@ before anything is published even if the first raise was swallowed. Inside
 an `insistent()` section (the job's run), a swallowed raise is repeated
 until one unwinds the section, instead of the job running on to its end. A
 watchdog ends the process if the job has not stopped within a grace period,
-and a second signal ends it at once, both after the caller's clean-up.
+and a second signal ends it at once, both after the caller's clean-up,
+which neither the repeat nor a further signal cuts short.
 
 The watchdog's clean-up runs while the main thread may still be running the
 job and writing files, which would bring back a directory the clean-up just
@@ -171,6 +172,8 @@ class StopOnSignals:
     self._parked = threading.Event()
     # Held by whichever thread ends the process (abandon, then exit).
     self._ending = threading.Lock()
+    # The thread running `abandon`, once one is: the process is ending.
+    self._abandoning: Optional[int] = None
     self._done = threading.Event()
     self.signum: Optional[int] = None
     # What reports an Interrupted on its way out while the signals are
@@ -260,8 +263,14 @@ class StopOnSignals:
 
   def _handle(self, signum: int,
               unused_frame: Optional[types.FrameType]) -> None:
-    # Python runs signal handlers in the main thread, one at a time.
+    # Python runs signal handlers in the main thread, one at a time, and
+    # may run one inside another.
     redelivery, self._redelivery = self._redelivery, None
+    if self._abandoning == threading.get_ident():
+      # This thread is ending the process: neither the watchdog's repeat
+      # nor a third Ctrl-C may cut its clean-up short (a raise there ended
+      # the process without its last line; a park, without ending it).
+      return
     if redelivery is not None:
       if self._done.is_set():
         return  # the stop is over
@@ -298,7 +307,7 @@ class StopOnSignals:
                                                   self._deferring):
           self._abandon_and_exit(signum)
         self._ending.release()  # the job stopped, or is publishing, after all
-      elif self._insisting:
+      elif self._insisting and self._abandoning is None:
         self._redeliver('repeat', signum)
 
   def _redeliver(self, why: str, signum: int) -> None:
@@ -315,6 +324,7 @@ class StopOnSignals:
     self._abandon_and_exit(signum)
 
   def _abandon_and_exit(self, signum: int) -> None:
+    self._abandoning = threading.get_ident()
     try:
       self._abandon(signal.Signals(signum).name)
     finally:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,8 +67,10 @@ def job(step, seconds, swallow):
 '''
 
 
-def _run(tmp_path, body: str, signals=(signal.SIGINT,)):
-  """Runs PRELUDE + body, which prints 'ready' once the signals may come."""
+def _run(tmp_path, body: str, signals=(signal.SIGINT,), gap_s=0.0):
+  """Runs PRELUDE + body, which prints 'ready' once the signals may come,
+  and sends `signals` `gap_s` apart (one signal sent twice before the first
+  is handled is delivered once)."""
   proc = subprocess.Popen([sys.executable, '-c', PRELUDE + body,
                            str(tmp_path)],
                           cwd=ROOT,
@@ -76,7 +79,9 @@ def _run(tmp_path, body: str, signals=(signal.SIGINT,)):
                           text=True)
   try:
     assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()
-    for signum in signals:
+    for i, signum in enumerate(signals):
+      if i:
+        time.sleep(gap_s)
       proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
   finally:
@@ -210,6 +215,31 @@ with StopOnSignals(abandon, grace_s=60) as stop:
   assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), err
   lines = out.splitlines()
   assert len(lines) == 1 and lines[0].startswith('abandoned SIG'), out
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_more_signals_during_a_long_clean_up_do_not_cut_it_short(tmp_path):
+  # Ctrl-C three times while a job whose libraries swallow the raise runs
+  # in an insistent section, with a clean-up longer than the repeat's
+  # period (a cancel that waits for a cluster). The repeat raised inside the
+  # clean-up, which ended the process without its last line; the third
+  # Ctrl-C parked the thread that was cleaning up.
+  code, out, err = _run(
+      tmp_path,
+      """
+def abandon(name):
+  shutil.rmtree(work / 'out', ignore_errors=True)
+  print('cleaning up', flush=True)
+  time.sleep(1.5)
+  print(f'abandoned {name}', flush=True)
+
+with StopOnSignals(abandon, grace_s=60) as stop:
+  with stop.insistent():
+    job(write_one, 60, swallow=float('inf'))
+""", [signal.SIGINT, signal.SIGINT, signal.SIGINT],
+      gap_s=0.3)
+  assert code == 128 + signal.SIGINT, err
+  assert out.splitlines() == ['cleaning up', 'abandoned SIGINT'], err
   assert not os.path.exists(tmp_path / 'out')
 
 
