@@ -21,11 +21,23 @@ Python processes the command starts (Beam's worker processes) inherit the
 two FutureWarnings' filters through PYTHONWARNINGS;
 `pipeline/worker_startup.py` does the rest in a worker.
 
+tf.Transform runs in TF1 graph mode (pipeline/preprocess.py), and its
+graphs are saved and loaded with TensorFlow's TF1 APIs, which log, by
+design and without consequence: that mode's notice, a deprecation of
+`build_tensor_info`, one "Issue encountered when serializing tft_..." for
+each of tf.Transform's Python-only graph collections and one "Expected
+binary or unicode string" for each vocabulary's asset (both TensorFlow
+calls "probably safe to ignore"), all twice (TensorFlow's handler and the
+root's). Those records are dropped by their message, on their loggers.
+
 `filter_runtime_noise()`, called by a command's `__main__` block, does the
 same for what the C++ runtime logs later, while the command runs
-(`core/stderr_relay.py`): only TensorFlow's end-of-iteration notice is dropped,
-so a command needs no TF_CPP_MIN_LOG_LEVEL, which would hide every warning
-of the runtime.
+(`core/stderr_relay.py`): TensorFlow's end-of-iteration notice, the TF1
+session's note that MLIR's optional pass is off, and its note that a
+vocabulary table's initializer had an attribute set after a session ran it
+(tf.Transform's TF1 graph, which the note itself says has no effect). A
+command needs no TF_CPP_MIN_LOG_LEVEL, which would hide every warning of the
+runtime.
 
 Cheap to import: nothing here imports TensorFlow, Beam or TFDV.
 """
@@ -53,11 +65,19 @@ _IMPORT_NOISE = re.compile(
     r'|^TFDV visualization APIs will not function'
     r'|^\s*$')
 
-# What TensorFlow's C++ runtime logs while a command runs, not about the run:
-# the end of every tf.data iteration (core/stderr_relay.py). Other aborts of a
-# rendezvous (a real error, a cancellation) still print.
+# What TensorFlow's C++ runtime logs while a command runs, not about the run
+# (core/stderr_relay.py): the end of every tf.data iteration (other aborts of
+# a rendezvous, a real error or a cancellation, still print); the TF1
+# session's notice about an optional MLIR pass; a TF1 vocabulary table's
+# initializer given an attribute after it ran (any other operation's still
+# prints).
 RUNTIME_NOISE = (r'local_rendezvous\.cc:\d+\] Local rendezvous is aborting '
-                 r'with status: OUT_OF_RANGE: End of sequence$')
+                 r'with status: OUT_OF_RANGE: End of sequence$'
+                 r'|mlir_graph_optimization_pass\.cc:\d+\] MLIR V1 '
+                 r'optimization pass is not enabled$'
+                 r"|c_api\.cc:\d+\] Operation '\{name:'[^']*/text_file_init/"
+                 r"InitializeTableFromTextFileV2' .* was changed by setting "
+                 r'attribute after it was run by a session\.')
 
 _FUTURE_WARNINGS = (
     r'grpcio < [0-9.]+ does not support Post-Quantum Cryptography',
@@ -76,7 +96,24 @@ FUTURE_WARNINGS_FILTERS = (
     'google.api_core._python_version_support',
 )
 
-_TFT_CACHE_KEY = "node's cache key varies on repeated tracing"
+# Log records that say nothing about the run, by the logger that makes them:
+# patterns of their message.
+_LOG_NOISE = {
+    # tf.Transform's, through absl.
+    'absl': (
+        r"node's cache key varies on repeated tracing",
+        r'^Tensorflow Transform is running in tf\.compat\.v1 mode\.',
+    ),
+    # TensorFlow's TF1 SavedModel code, saving and loading tf.Transform's
+    # graphs.
+    'tensorflow': (
+        r'^Issue encountered when serializing tft_',
+        r'^Expected binary or unicode string, got type_url: '
+        r'"type\.googleapis\.com/tensorflow\.AssetFileDef"',
+        r'^From \S+: build_tensor_info \(from '
+        r'tensorflow\.python\.saved_model\.utils_impl\) is deprecated ',
+    ),
+}
 
 # A worker process rebuilds the job's options from a dictionary and writes
 # two of Beam's own boolean options back as flags its parser does not have
@@ -89,10 +126,19 @@ _BEAM_OWN_FLAGS = frozenset(
     ('--direct_runner_use_stacked_bundle', '--pipeline_type_check'))
 
 
-class _DropTftCacheKeyWarning(logging.Filter):
+class _DropLogNoise(logging.Filter):
+  """Drops a logger's records whose message matches one of `patterns`."""
+
+  def __init__(self, patterns: Tuple[str, ...]):
+    super().__init__()
+    self._noise = re.compile('|'.join(f'(?:{p})' for p in patterns))
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return _TFT_CACHE_KEY not in str(record.msg)
+    try:
+      message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record: logging reports it
+      return True
+    return self._noise.search(message) is None
 
 
 class _DropBeamOwnFlagsNotice(logging.Filter):
@@ -118,12 +164,12 @@ def install_filters() -> None:
   """The warning and log filters; idempotent."""
   for message in _FUTURE_WARNINGS:
     warnings.filterwarnings('ignore', message=message, category=FutureWarning)
-  # tf.Transform logs through absl, whose records are made by this logger
-  # (a logger's filters see the records made by that logger).
-  absl_logger = logging.getLogger('absl')
-  if not any(
-      isinstance(f, _DropTftCacheKeyWarning) for f in absl_logger.filters):
-    absl_logger.addFilter(_DropTftCacheKeyWarning())
+  # A logger's filters see the records made by that logger (tf.Transform's
+  # are made by absl's).
+  for name, starts in _LOG_NOISE.items():
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _DropLogNoise) for f in logger.filters):
+      logger.addFilter(_DropLogNoise(starts))
   # The loggers through which Beam's runners print their workers' records.
   for name in _WORKER_LOG_LOGGERS:
     logger = logging.getLogger(name)

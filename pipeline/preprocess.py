@@ -81,8 +81,24 @@ JOB_FAILED = 3
 # against 81.1 s in batches of 4,096, for 23 MB more peak memory.
 TRANSFORM_BATCH_ROWS = sources.CHUNK_SIZE
 COUNTS_FILE = '_counts.json'
+# tf.Transform in TF1 graph mode: its analysis traces, saves and loads the
+# preprocessing_fn as TF1 graphs and runs them in sessions, instead of
+# tracing tf.functions into TF2 SavedModels. The Adult preprocess took
+# 23.6-26.6 s against 35.3-40.0 s, a million rows 56.8 s against 75.8 s
+# (benchmarks/README.md, round 24), for the same output files byte for byte
+# (the transform_fn's saved_model.pb aside): the analyzers' results are the
+# same, and so are the transformed values once the preprocessing_fn's
+# divisions are not rewritten by Grappler (preprocessing_fn._divide). The
+# trainer and serving load the transform_fn as before, through
+# tft.TFTransformOutput.
+TFT_COMPAT_V1 = True
 # What --runner may say for the DirectRunner.
 _DIRECT_RUNNER = ('DirectRunner', 'direct')
+
+
+def tft_context(**kwargs) -> tft_beam.Context:
+  """The tf.Transform context of the job's analysis and transform."""
+  return tft_beam.Context(force_tf_compat_v1=TFT_COMPAT_V1, **kwargs)
 
 
 class Ingest(beam.PTransform):
@@ -144,7 +160,7 @@ class AnalyzeAndTransform(beam.PTransform):
             lambda b, n: [b.slice(i, n) for i in range(0, b.num_rows, n)],
             TRANSFORM_BATCH_ROWS,
         ).with_output_types(pa.RecordBatch))
-    with tft_beam.Context(passthrough_keys={split.SPLIT_COLUMN}):
+    with tft_context(passthrough_keys={split.SPLIT_COLUMN}):
       transformed, _ = (
           (merged, tagged_adapter),
           transform_fn,
@@ -231,7 +247,7 @@ def build_pipeline(
         features.raw_schema(config),
     )
 
-  with tft_beam.Context(temp_dir=out.files.tmp_dir):
+  with tft_context(temp_dir=out.files.tmp_dir):
     transformed, transform_fn = (
         splits | 'AnalyzeAndTransform' >> AnalyzeAndTransform(config))
     _ = transformed | 'Write' >> WriteExamples(

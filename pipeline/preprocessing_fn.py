@@ -92,6 +92,20 @@ def _min_and_max(x: tf.Tensor, name: str):
     return tft_analyzers._min_and_max(x)  # pylint: disable=protected-access
 
 
+def _divide(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+  """`x / y`, correctly rounded wherever the graph runs.
+
+  Once analyzed, `y` is a constant, and Grappler's constant folding turns a
+  division by a constant into a multiplication by its reciprocal, which
+  differs in the last bit for some values. Whether it does depends on how
+  the graph is run (a TF1 session does; the analysis's TF2 functions did
+  not), so Beam, the trainer and serving could each see other values.
+  DivNoNan is not among the divisions that rewrite takes, and is exact
+  where `y` is not 0 (the callers keep those results only).
+  """
+  return tf.math.divide_no_nan(x, y)
+
+
 def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
   """Imputed, optionally log1p'd, then scaled and/or bucketized values.
 
@@ -131,12 +145,12 @@ def _numeric(x, spec: NumericFeature, outputs: Dict[str, tf.Tensor]) -> None:
     # applied to `value`; a constant or empty column is only centred.
     mean, std = zscore
     centred = value - mean
-    outputs[spec.name] = tf.where(std > 0, tf.divide(centred, std), centred)
+    outputs[spec.name] = tf.where(std > 0, _divide(centred, std), centred)
   elif spec.scale == 'minmax':
     # What tft.scale_to_0_1 computes, likewise: a sigmoid when train has a
     # single value (or none), so the output stays increasing and in (0, 1).
     low, high = _min_and_max(scaled, spec.name + '_min_and_max')
-    outputs[spec.name] = tf.where(low < high, (value - low) / (high - low),
+    outputs[spec.name] = tf.where(low < high, _divide(value - low, high - low),
                                   tf.math.sigmoid(value))
   elif not spec.buckets:
     outputs[spec.name] = value

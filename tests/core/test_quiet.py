@@ -98,3 +98,43 @@ def test_tensorflow_without_keras_leaves_tf_keras_importable():
   assert not loaded
   assert layer_module.startswith('tf_keras.'), layer_module
   assert importable
+
+
+def test_tf_transform_tf1_mode_notices_are_dropped_and_their_kin_kept():
+  """The records that tf.Transform's TF1 graph mode makes TensorFlow print,
+  each made by the code that makes it in a job; the same kinds of record
+  about anything else still print."""
+  code = '\n'.join([
+      'import collections, logging',
+      'from core import quiet',
+      'with quiet.tensorflow_startup():',
+      '  import tensorflow as tf',
+      '  from tensorflow.python.framework import ops',
+      '  from google.protobuf import any_pb2',
+      '  from tensorflow_transform.beam import impl',
+      'logging.basicConfig(format="%(levelname)s %(message)s")',
+      'impl._warn_about_tf_compat_v1()',
+      'graph = tf.Graph()',
+      'with graph.as_default():',
+      '  for key in ("tft_analyzer_use", "my_collection"):',
+      '    tf.compat.v1.add_to_collection(key, collections.Counter())',
+      '  tf.compat.v1.train.export_meta_graph(graph=graph)',
+      '  info = tf.compat.v1.saved_model.utils.build_tensor_info(',
+      '      tf.constant(1.0))',
+      '  tf.compat.v1.saved_model.utils.get_tensor_from_tensor_info(info)',
+      'ops.strip_name_scope(any_pb2.Any(',
+      '    type_url="type.googleapis.com/tensorflow.AssetFileDef"), "s")',
+      'ops.strip_name_scope(any_pb2.Any(type_url="elsewhere"), "s")',
+      'print("done", flush=True)',
+  ])
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = run_python(['-c', code], env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == 'done'
+  err = proc.stderr
+  for dropped in ('tf.compat.v1 mode', 'serializing tft_analyzer_use',
+                  'build_tensor_info', 'tensorflow.AssetFileDef'):
+    assert dropped not in err, err[-3000:]
+  for kept in ('serializing my_collection', 'get_tensor_from_tensor_info',
+               'got type_url: "elsewhere"'):
+    assert kept in err, err[-3000:]

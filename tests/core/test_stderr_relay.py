@@ -49,6 +49,32 @@ def test_only_the_end_of_sequence_notice_and_its_op_line_are_dropped():
   ])
 
 
+def test_the_tf1_sessions_notes_are_dropped_and_other_operations_kept():
+  """tf.Transform's TF1 session: the MLIR notice, and the note on a
+  vocabulary table's initializer (the same note on any other operation is
+  not known harmless, and prints)."""
+  mlir = (b'2026-12-04 19:41:33.369040: I tensorflow/compiler/mlir/'
+          b'mlir_graph_optimization_pass.cc:388] MLIR V1 optimization pass is '
+          b'not enabled\n')
+
+  def changed(node, op):
+    return (b"2026-12-04 19:41:45.076864: W tensorflow/c/c_api.cc:305] "
+            b"Operation '{name:'" + node + b"' id:1169 op device:{requested: "
+            b"'', assigned: ''} def:{{{node " + node + b"}} = " + op +
+            b"[delimiter=\"\\t\"](hash_table, Const_7:0)}}' was changed by "
+            b"setting attribute after it was run by a session. This mutation "
+            b"will have no effect, and will trigger an error in the future. "
+            b"Either don't modify nodes after running them or create a new "
+            b"session.\n")
+
+  table = changed(
+      b'transform/transform/sex/apply_vocab/text_file_init/'
+      b'InitializeTableFromTextFileV2', b'InitializeTableFromTextFileV2')
+  other = changed(b'transform/transform/age/Mul', b'Mul')
+  assert _relayed(b''.join([mlir, table, b'kept\n',
+                            other])) == (b'kept\n' + other)
+
+
 def test_a_partial_line_is_passed_on_without_waiting_for_its_end():
   src_r, src_w = os.pipe()
   out_r, out_w = os.pipe()

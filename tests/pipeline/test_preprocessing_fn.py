@@ -10,6 +10,8 @@ import math
 import os
 
 import apache_beam as beam
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,6 +24,7 @@ from core.config import load_config
 from core.config import NumericFeature
 from pipeline import cleanse
 from pipeline import features
+from pipeline import preprocess
 from pipeline.preprocessing_fn import make_preprocessing_fn
 from pipeline.sources import RawChunk
 from tests.conftest import TOY_CONFIG
@@ -51,7 +54,7 @@ def _analyze(toy, chunks, out):
         RawChunk(f'train-{i}.csv', 2, 'csv', [l.encode() for l in lines]))
     assert quarantine == []
     batches.append(batch)
-  with beam.Pipeline() as p, tft_beam.Context(
+  with beam.Pipeline() as p, preprocess.tft_context(
       temp_dir=os.path.join(out, 'tmp')):
     transform_fn = (
         (p | beam.Create(batches), features.tensor_adapter_config(toy))
@@ -125,6 +128,49 @@ def test_zscore_uses_train_statistics_of_present_values(transform_output, toy):
   std = heights.std()
   out = _transform(transform_output, toy, [{'height': 190.0}])
   assert out['height'][0] == pytest.approx((190 - 170) / std, rel=1e-5)
+
+
+def _batch(toy, lines):
+  batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
+      RawChunk('rows.csv', 2, 'csv', [l.encode() for l in lines]))
+  assert quarantine == []
+  return batch
+
+
+def test_a_scaled_value_is_the_same_quotient_in_the_job_and_serving(
+    toy, tmp_path):
+  """(height - mean) / std correctly rounded, to the bit, where the job
+  transforms (tf.Transform's TF1 session) and where the export serves (the
+  transform layer, TF2). Grappler rewrote the session's division by the
+  analyzed constant into a product with its reciprocal: one ulp off for
+  these heights, so the trained-on and the served value differed."""
+  # Train heights 160, 170, 180, 190, 150: mean 170, variance 200, exact in
+  # float32, as is the square root, so numpy gives the expected bits.
+  std = np.sqrt(np.float32(200))
+  candidates = np.arange(100, 260, dtype=np.float32) + np.float32(0.25)
+  quotient = (candidates - np.float32(170)) / std
+  by_reciprocal = (candidates - np.float32(170)) * (np.float32(1) / std)
+  differ = quotient != by_reciprocal
+  heights, expected = candidates[differ][:8], quotient[differ][:8]
+  assert len(heights) == 8  # where the rewrite would show
+  lines = [f'{h}, 1, paris, red, a, no' for h in heights]
+  out = str(tmp_path / 'tft')
+  with beam.Pipeline() as p, preprocess.tft_context(
+      temp_dir=str(tmp_path / 'tmp')):
+    splits = {
+        'train': p | 'Train' >> beam.Create([_batch(toy, TRAIN)]),
+        'eval': p | 'Eval' >> beam.Create([_batch(toy, lines)]),
+    }
+    transformed, transform_fn = splits | preprocess.AnalyzeAndTransform(toy)
+    _ = transform_fn | tft_beam.WriteTransformFn(out)
+    in_job = transformed['eval'] | beam.FlatMap(
+        lambda b: np.asarray(b.column('height').flatten()).tolist())
+    assert_that(in_job, equal_to([float(e) for e in expected]))
+  served = _transform(
+      tft.TFTransformOutput(out), toy, [{
+          'height': float(h)
+      } for h in heights])
+  assert served['height'].tolist() == expected.tolist()
 
 
 def test_log1p_minmax_with_zero_imputation(transform_output, toy):
@@ -228,11 +274,14 @@ def test_oov_buckets_and_one_table_per_vocabulary(toy, tmp_path):
       os.path.join(output.transform_savedmodel_dir, 'saved_model.pb'),
       'rb') as f:
     saved.ParseFromString(f.read())
-  resources = [
-      node for node in saved.meta_graphs[0].object_graph_def.nodes
-      if node.WhichOneof('kind') == 'resource'
+  graph = saved.meta_graphs[0].graph_def
+  tables = [
+      node for node in [
+          *graph.node, *(n for function in graph.library.function
+                         for n in function.node_def)
+      ] if node.op == 'HashTableV2'
   ]
-  assert len(resources) == 2  # city and color
+  assert len(tables) == 2  # city and color
 
 
 def test_missing_value_unseen_in_train_goes_to_oov(transform_output, toy):
