@@ -95,8 +95,9 @@ _PYBIND11_REPLACED_BY_STOP = f'REPLACED BY {Interrupted.__name__}: '
 
 def caused_by_stop(exc: Optional[BaseException]) -> bool:
   """Whether `exc` is an `Interrupted` or was raised because of one (e.g. a
-  C extension's SystemError "returned a result with an exception set", or
-  pybind11's RuntimeError when the stop replaced the error it was raising).
+  C extension's SystemError "returned a result with an exception set",
+  pybind11's RuntimeError when the stop replaced the error it was raising,
+  or Beam's RuntimeError re-raising it with a step's name).
   """
   seen = set()
   while exc is not None and id(exc) not in seen:
@@ -105,8 +106,15 @@ def caused_by_stop(exc: Optional[BaseException]) -> bool:
       return True
     seen.add(id(exc))
     # The explicit cause only: whatever else is raised while the stop is
-    # handled has it as its context, and is still worth reporting.
-    exc = exc.__cause__
+    # handled has it as its context, and is still worth reporting. But for
+    # Beam's re-raise of a DoFn's exception with the step's name added
+    # (DoFnRunner._reraise_augmented), which is the same error: it cannot
+    # remake an Interrupted, raises a RuntimeError naming it instead, and
+    # leaves it as the context only.
+    if exc.__cause__ is None and getattr(exc, '_tagged_with_step', False):
+      exc = exc.__context__
+    else:
+      exc = exc.__cause__
   return False
 
 

@@ -314,6 +314,39 @@ logging.getLogger('apache_beam.runners.common').error(
   assert 'ValueError: a destructor of the job failed' in err
 
 
+def test_the_stop_in_a_dofns_teardown_is_not_reported(tmp_path):
+  # Beam re-raises what a DoFn's teardown raised with the step's name added:
+  # a RuntimeError naming the Interrupted, which it does not chain as the
+  # cause, and logs it when it closes the workers. A stopped command printed
+  # that record's traceback after its one line.
+  code, out, err = _run(
+      tmp_path, """
+import logging
+logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
+import apache_beam as beam
+
+class SlowTeardown(beam.DoFn):
+  def process(self, x):
+    yield x
+
+  def teardown(self):
+    print('ready', flush=True)
+    time.sleep(30)  # the signal lands here
+
+with StopOnSignals(abandon, grace_s=60) as stop:
+  try:
+    with stop.insistent():
+      with beam.Pipeline() as p:
+        _ = p | beam.Create([1]) | beam.ParDo(SlowTeardown())
+      stop.check()
+  except Interrupted as e:
+    print('stopped by', e.signal_name, flush=True)
+""", [signal.SIGTERM])
+  assert code == 0, err
+  assert out.splitlines() == ['stopped by SIGTERM'], err
+  assert 'Interrupted' not in err and 'Traceback' not in err, err
+
+
 def test_an_error_the_stop_replaced_in_tensorflow_is_not_reported(tmp_path):
   # The signal lands while TensorFlow's bindings (pybind11) build the
   # Python exception of a C++ error: pybind11 raises a RuntimeError naming
