@@ -17,9 +17,9 @@ changes no argument and no result); a count says how often it ran:
 
   preprocess  interpreter start-up, imports, building the Beam graph (the
               preprocessing_fn traces, the DoFn pickling), the pipeline
-              run (the graph's proto, the tf.Transform SavedModels its
-              stages write in TF2 mode, bundle processors set up, bundles
-              run), the wall seconds of each fused stage the runner ran
+              run (the graph's proto, bundle processors set up, bundles
+              run), the tf.Transform SavedModels (TF1 graphs: written
+              unbound while the graph is built, bound in the run), the wall seconds of each fused stage the runner ran
               (named by its first transform; stages under half a second
               in every tree are summed into one row), the stages' worker
               seconds from the job's manifest, the checks after the job
@@ -108,9 +108,12 @@ class _Phases:
 _PREPROCESS_WRAPS = (
     ('pipeline.preprocess', 'build_pipeline', 'build_graph'),
     (
-        'tensorflow_transform.beam.impl',
-        '_create_v2_saved_model',
-        'run_pipeline: tf.Transform SavedModels written (phases + final)',
+        # tf.Transform in TF1 mode (pipeline/preprocess.py): each phase's
+        # graph is written unbound while the Beam graph is built, and bound
+        # to its analyzers' results in the run.
+        'tensorflow_transform.saved.saved_transform_io',
+        'write_saved_transform_from_session',
+        'tf.Transform SavedModels written (built, then bound)',
     ),
     (
         'tensorflow_transform.impl_helper',
@@ -448,7 +451,7 @@ _ORDER = {
         'Beam: pickling (DoFns, coders, functions)',
         'Beam: pipeline to proto (runner API)',
         'run_pipeline',
-        'run_pipeline: tf.Transform SavedModels written (phases + final)',
+        'tf.Transform SavedModels written (built, then bound)',
         'run_pipeline: stage set-up (bundle processors, DoFn setup)',
         'run_pipeline: bundles processed',
         'TensorFlow: functions traced',
