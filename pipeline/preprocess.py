@@ -84,13 +84,13 @@ COUNTS_FILE = '_counts.json'
 # tf.Transform in TF1 graph mode: its analysis traces, saves and loads the
 # preprocessing_fn as TF1 graphs and runs them in sessions, instead of
 # tracing tf.functions into TF2 SavedModels. The Adult preprocess took
-# 23.6-26.6 s against 35.3-40.0 s, a million rows 56.8 s against 75.8 s
-# (benchmarks/README.md, round 24), for the same output files byte for byte
-# (the transform_fn's saved_model.pb aside): the analyzers' results are the
-# same, and so are the transformed values once the preprocessing_fn's
-# divisions are not rewritten by Grappler (preprocessing_fn._divide). The
-# trainer and serving load the transform_fn as before, through
-# tft.TFTransformOutput.
+# 20.6-22.4 s against 28.8-30.4 s, a million rows 51.5-52.4 s against
+# 61.5-62.8 s (benchmarks/README.md, round 24), for the same output files
+# byte for byte but the transform_fn's saved_model.pb: the analyzers'
+# results are the same, and so are the transformed values once the
+# preprocessing_fn's divisions are not rewritten by Grappler
+# (preprocessing_fn._divide). The trainer and serving load the transform_fn
+# as before, through tft.TFTransformOutput.
 TFT_COMPAT_V1 = True
 # What --runner may say for the DirectRunner.
 _DIRECT_RUNNER = ('DirectRunner', 'direct')
