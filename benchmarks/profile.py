@@ -19,10 +19,11 @@ changes no argument and no result); a count says how often it ran:
               preprocessing_fn traces, the DoFn pickling), the pipeline
               run (the graph's proto, bundle processors set up, bundles
               run), the tf.Transform SavedModels (TF1 graphs: written
-              unbound while the graph is built, bound in the run), the wall seconds of each fused stage the runner ran
-              (named by its first transform; stages under half a second
-              in every tree are summed into one row), the stages' worker
-              seconds from the job's manifest, the checks after the job
+              unbound while the graph is built, bound in the run), the
+              wall seconds of each fused stage the runner ran (named by
+              its first transform; stages under half a second in every
+              tree are summed into one row), the stages' worker seconds
+              from the job's manifest, the checks after the job
   train       interpreter start-up, imports, the label pass, datasets,
               model build, the first epoch (tracing) and the later ones,
               AutoGraph conversions, evaluation, export, the metrics through

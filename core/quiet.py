@@ -166,10 +166,10 @@ def install_filters() -> None:
     warnings.filterwarnings('ignore', message=message, category=FutureWarning)
   # A logger's filters see the records made by that logger (tf.Transform's
   # are made by absl's).
-  for name, starts in _LOG_NOISE.items():
+  for name, patterns in _LOG_NOISE.items():
     logger = logging.getLogger(name)
     if not any(isinstance(f, _DropLogNoise) for f in logger.filters):
-      logger.addFilter(_DropLogNoise(starts))
+      logger.addFilter(_DropLogNoise(patterns))
   # The loggers through which Beam's runners print their workers' records.
   for name in _WORKER_LOG_LOGGERS:
     logger = logging.getLogger(name)
