@@ -45,15 +45,20 @@ def toy():
   return load_config(TOY_CONFIG)
 
 
+def _batch(toy, lines, name='rows.csv'):
+  """CSV lines, none of them quarantined, as one cleansed record batch."""
+  batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
+      RawChunk(name, 2, 'csv', [l.encode() for l in lines]))
+  assert quarantine == []
+  return batch
+
+
 def _analyze(toy, chunks, out):
   """The transform graph analyzed on `chunks` of CSV lines, one record batch
   each."""
-  batches = []
-  for i, lines in enumerate(chunks):
-    batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
-        RawChunk(f'train-{i}.csv', 2, 'csv', [l.encode() for l in lines]))
-    assert quarantine == []
-    batches.append(batch)
+  batches = [
+      _batch(toy, lines, f'train-{i}.csv') for i, lines in enumerate(chunks)
+  ]
   with beam.Pipeline() as p, preprocess.tft_context(
       temp_dir=os.path.join(out, 'tmp')):
     transform_fn = (
@@ -128,13 +133,6 @@ def test_zscore_uses_train_statistics_of_present_values(transform_output, toy):
   std = heights.std()
   out = _transform(transform_output, toy, [{'height': 190.0}])
   assert out['height'][0] == pytest.approx((190 - 170) / std, rel=1e-5)
-
-
-def _batch(toy, lines):
-  batch, quarantine, _ = cleanse.RowParser(toy).parse_chunk(
-      RawChunk('rows.csv', 2, 'csv', [l.encode() for l in lines]))
-  assert quarantine == []
-  return batch
 
 
 def test_a_scaled_value_is_the_same_quotient_in_the_job_and_serving(
