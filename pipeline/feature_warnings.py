@@ -13,7 +13,9 @@ What each check reads, to stay cheap on any input size:
 - empty, constant, and string ids: the TFDV statistics of the train split
   the job has already written (exact: every train row);
 - integer ids and codes, and leakage: a bounded sample of the input rows
-  (DEFAULT_SAMPLE_ROWS), read after the job with the job's own row parser.
+  (DEFAULT_SAMPLE_ROWS), read with the job's own row parser by a child
+  process while the job runs (core/forked.py), or after the job where no
+  child can be forked.
   An uncompressed CSV file is sampled at SAMPLE_WINDOWS positions spread
   over the file (or all over a file of less than SAMPLE_WINDOWS *
   WINDOW_BYTES), not just its first lines: files are often sorted. Other
@@ -30,7 +32,7 @@ import dataclasses
 import itertools
 import math
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -263,22 +265,53 @@ def _from_sample(config: DatasetConfig, column: Column,
   return None
 
 
-def check_features(config: DatasetConfig,
-                   train: statistics_pb2.DatasetFeatureStatistics,
-                   sample: Optional[Sample]) -> List[column_checks.Finding]:
-  """Findings for the config's features, at most one per feature, in
-  column order: statistics first (a feature with nothing to learn from
-  needs no other check), then the sample."""
+def sample_findings(
+    config: DatasetConfig,
+    sample: Optional[Sample]) -> Dict[str, column_checks.Finding]:
+  """What the sample finds about each feature it can check (integer ids and
+  codes, leakage), by feature name; the features it finds nothing in are
+  left out. Needs nothing from the job, so it can run while the job does."""
+  found = {}
+  if sample is not None:
+    for column in config.feature_columns:
+      if not column.derived:
+        finding = _from_sample(config, column, sample)
+        if finding is not None:
+          found[column.name] = finding
+  return found
+
+
+def sampled_findings(
+    config: DatasetConfig,
+    input_files: Sequence[str],
+    sample_rows: int = DEFAULT_SAMPLE_ROWS) -> Dict[str, column_checks.Finding]:
+  """sample_findings of a sample of `input_files`."""
+  return sample_findings(config, sample_input(config, input_files, sample_rows))
+
+
+def _combined(
+    config: DatasetConfig, train: statistics_pb2.DatasetFeatureStatistics,
+    sampled: Mapping[str,
+                     column_checks.Finding]) -> List[column_checks.Finding]:
+  """At most one finding per feature, in column order: the statistics' first
+  (a feature with nothing to learn from needs no other check), then the
+  sample's."""
   by_name = {'.'.join(f.path.step) or f.name: f for f in train.features}
   findings = []
   for column in config.feature_columns:
     found = _from_statistics(config, column, by_name.get(column.name),
-                             train.num_examples)
-    if found is None and sample is not None and not column.derived:
-      found = _from_sample(config, column, sample)
+                             train.num_examples) or sampled.get(column.name)
     if found is not None:
       findings.append(found)
   return findings
+
+
+def check_features(config: DatasetConfig,
+                   train: statistics_pb2.DatasetFeatureStatistics,
+                   sample: Optional[Sample]) -> List[column_checks.Finding]:
+  """Findings for the config's features, at most one per feature, in
+  column order (see _combined)."""
+  return _combined(config, train, sample_findings(config, sample))
 
 
 def check_preprocessed(
@@ -286,15 +319,19 @@ def check_preprocessed(
     *,
     stats_path: str,
     input_files: Sequence[str],
+    sampled: Optional[Mapping[str, column_checks.Finding]] = None,
     sample_rows: int = DEFAULT_SAMPLE_ROWS) -> List[column_checks.Finding]:
   """The checks for one preprocess run; prints each finding as a warning.
 
   `stats_path`: the train split's TFDV statistics the job wrote
-  (stats/train.pb); `input_files`: the files the job read (--input).
+  (stats/train.pb); `input_files`: the files the job read (--input);
+  `sampled`: their sampled_findings if already worked out (while the job
+  ran), else they are sampled now.
   """
   train = validation.dataset(validation.load_statistics(stats_path))
-  sample = sample_input(config, input_files, sample_rows)
-  findings = check_features(config, train, sample)
+  if sampled is None:
+    sampled = sampled_findings(config, input_files, sample_rows)
+  findings = _combined(config, train, sampled)
   for f in findings:
     print(f'preprocess: warning: {f.detail}', file=sys.stderr)
   return findings

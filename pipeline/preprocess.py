@@ -34,6 +34,7 @@ if __name__ == '__main__':
 # filtered (core/quiet.py).
 with quiet.tensorflow_startup():
   import apache_beam as beam
+  from apache_beam.io.filesystems import FileSystems
   from apache_beam.options.pipeline_options import DirectOptions
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.options.pipeline_options import SetupOptions
@@ -43,6 +44,7 @@ with quiet.tensorflow_startup():
   import tensorflow_transform.beam as tft_beam
   from tfx_bsl.public import tfxio
 
+from core import forked
 from core import heap
 from core import interrupts
 from core.config import DatasetConfig
@@ -347,7 +349,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   # The job once submitted to a runner outside this process, which a stop
   # cancels.
   submitted = remote_job.SubmittedJob(options)
-  with scratch.job_temp_dir('preprocess-') as temp_dir, \
+  # The feature checks' sample of the input, read and checked by a child
+  # while this process builds and runs the job (core/forked.py). Only for
+  # files on this machine: a forked child would share the parent's
+  # connections to a remote filesystem.
+  with forked.Ahead(
+      functools.partial(feature_warnings.sampled_findings, config,
+                        input_files),
+      start=all(FileSystems.get_scheme(f) is None for f in input_files)
+  ) as sampled, scratch.job_temp_dir('preprocess-') as temp_dir, \
       interrupts.StopOnSignals(abandon=functools.partial(
           _abandon, out, temp_dir, submitted)) as stop, \
       progress.Progress('preprocess', args.progress_seconds) as shown:
@@ -417,6 +427,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
           config,
           stats_path=out.files.stats_path('train'),
           input_files=input_files,
+          sampled=sampled.result(),
       )
       seconds['feature_checks'] = time.monotonic() - t
       t = time.monotonic()

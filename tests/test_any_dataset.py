@@ -445,7 +445,7 @@ def test_schema_init_to_a_trained_model_on_a_table_with_pitfalls(
     curated.write_text(
         datagen.trip_config_with_every_column(f.read()), encoding='utf-8')
   pp_curated = str(tmp_path / 'pp_curated')
-  preprocess.run(
+  published = preprocess.run(
       ['--config',
        str(curated), '--input', data, '--output-dir', pp_curated])
   capsys.readouterr()
@@ -462,6 +462,9 @@ def test_schema_init_to_a_trained_model_on_a_table_with_pitfalls(
       'vendor': 'constant',
       'tip': 'leakage'
   }
+  # The job's own warnings, their sample checked by a child while it ran,
+  # are those found here after it.
+  assert published['feature_warnings'] == [f.to_json() for f in findings]
   err = capsys.readouterr().err
   assert ('preprocess: warning: `tip` alone predicts the label with AUC 0.99'
           in err)

@@ -1,8 +1,10 @@
 """pipeline.feature_warnings: the column checks on a curated config's
 features, from the train statistics and a sample of the input."""
 
+import functools
 import gzip
 import json
+import sys
 
 import pyarrow as pa
 import pytest
@@ -10,6 +12,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.statistics import stats_impl
 import yaml
 
+from core import forked
 from core.config import parse_config
 from pipeline import cleanse
 from pipeline import config_draft
@@ -77,6 +80,24 @@ def test_each_kind_of_problem_is_found_once(trips):
       'likely leakage; keep it under `features:` only if it is really known '
       'at serving time')
   assert by_column['tip'].score >= 0.98
+
+
+def test_a_forked_child_finds_in_the_sample_what_is_found_here(trips):
+  path, draft = trips
+  config = parse_config(datagen.trip_config_with_every_column(draft.text))
+  here = feature_warnings.sampled_findings(config, [path])
+  assert {
+      c: f.check for c, f in here.items()
+  } == {
+      'trip_id': 'identifier',
+      'pickup_area': 'integer_code',
+      'tip': 'leakage'
+  }
+  with forked.Ahead(
+      functools.partial(feature_warnings.sampled_findings, config,
+                        [path])) as ahead:
+    assert ahead.forked == sys.platform.startswith('linux')
+    assert ahead.result() == here
 
 
 def test_the_drafted_config_has_nothing_to_warn_about(trips):
