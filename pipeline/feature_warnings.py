@@ -14,8 +14,8 @@ What each check reads, to stay cheap on any input size:
   the job has already written (exact: every train row);
 - integer ids and codes, and leakage: a bounded sample of the input rows
   (DEFAULT_SAMPLE_ROWS), read with the job's own row parser by a child
-  process while the job runs (core/forked.py), or after the job where no
-  child can be forked.
+  process while the job runs (core/forked.py), or after the job (input on
+  a remote filesystem, or no child to be had).
   An uncompressed CSV file is sampled at SAMPLE_WINDOWS positions spread
   over the file (or all over a file of less than SAMPLE_WINDOWS *
   WINDOW_BYTES), not just its first lines: files are often sorted. Other
