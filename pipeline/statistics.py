@@ -10,7 +10,21 @@ went from 1.1 to 2.0 GB).
 """
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+# What tfdv.WriteStatisticsToBinaryFile writes: the list's bytes alone.
+_CODER = beam.coders.ProtoCoder(statistics_pb2.DatasetFeatureStatisticsList)
+
+
+def write_statistics(statistics: statistics_pb2.DatasetFeatureStatisticsList,
+                     path: str) -> None:
+  """The file tfdv.WriteStatisticsToBinaryFile writes, byte for byte, from
+  the stage that computes the statistics: TFDV's writer is Beam's file sink
+  (beam.io.WriteToText of the one element), four more stages per split."""
+  with FileSystems.create(path) as f:
+    f.write(_CODER.encode(statistics))
 
 
 class ComputeStatistics(beam.PTransform):
@@ -25,4 +39,4 @@ class ComputeStatistics(beam.PTransform):
     return (batches
             |
             'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-            | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(self._path))
+            | 'WriteStatistics' >> beam.Map(write_statistics, self._path))
