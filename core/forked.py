@@ -131,14 +131,11 @@ class Ahead(Generic[T]):
     pid, self._pid = self._pid, None
     if pid is None:
       return None
-    while True:
-      try:
-        _, status = os.waitpid(pid, 0)
-      except ChildProcessError:
-        return None
-      except InterruptedError:
-        continue
-      return os.waitstatus_to_exitcode(status)
+    try:
+      _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+      return None
+    return os.waitstatus_to_exitcode(status)
 
   def close(self) -> None:
     """Kills a child still working and reaps it; idempotent."""

@@ -52,6 +52,7 @@ from pipeline import cleanse
 from pipeline import config_draft
 from pipeline import sinks
 from pipeline import sources
+from pipeline import statistics
 from pipeline import validation
 from pipeline import windows
 
@@ -79,10 +80,7 @@ def infer(config_path: str, pattern: str, output: str, overwrite: bool,
       rows = ingested.rows
       if config.windows:  # as preprocess computes them, before statistics
         rows = rows | 'Windows' >> windows.AddWindowFeatures(config)
-      _ = (
-          rows
-          | 'GenerateStatistics' >> tfdv.GenerateStatistics(tfdv.StatsOptions())
-          | 'WriteStatistics' >> tfdv.WriteStatisticsToBinaryFile(stats_path))
+      _ = rows | 'Statistics' >> statistics.ComputeStatistics(stats_path)
       _ = (
           ingested.counts
           | 'SumCounts' >> beam.CombineGlobally(cleanse.SumCounts())
