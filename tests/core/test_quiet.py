@@ -100,6 +100,43 @@ def test_tensorflow_without_keras_leaves_tf_keras_importable():
   assert importable
 
 
+def _distutils_after_startup(code: str, **env_vars) -> dict:
+  env = dict(
+      os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='3', **env_vars)
+  proc = run_python([
+      '-c', '\n'.join([
+          'import json, sys',
+          'from core import quiet',
+          "shim = getattr(sys.modules.get('_distutils_hack'), "
+          "'DISTUTILS_FINDER', None)",
+          'with quiet.tensorflow_startup():',
+          f'  {code}',
+          'import distutils',
+          'print(json.dumps(dict(shim=shim is not None, '
+          'shim_kept=shim in sys.meta_path, file=distutils.__file__, '
+          "pkg_resources='pkg_resources' in sys.modules)))",
+      ])
+  ], env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(
+      json.loads(proc.stdout.strip().splitlines()[-1]), stderr=proc.stderr)
+
+
+def test_tensorflow_gets_the_standard_librarys_distutils():
+  """TensorFlow's `import distutils` gets the standard library's copy, not
+  setuptools' (which imports pkg_resources); the shim stays for later
+  imports, and an explicit SETUPTOOLS_USE_DISTUTILS=local is kept."""
+  seen = _distutils_after_startup('import tensorflow')
+  if not seen['shim']:
+    pytest.skip("this Python's setuptools installed no distutils shim")
+  assert '/setuptools/' not in seen['file'], seen
+  assert not seen['pkg_resources'], seen
+  assert seen['shim_kept'], seen
+  assert 'distutils' not in seen['stderr'], seen['stderr'][-2000:]
+  local = _distutils_after_startup('pass', SETUPTOOLS_USE_DISTUTILS='local')
+  assert '/setuptools/_distutils/' in local['file'], local
+
+
 def test_tf_transform_tf1_mode_notices_are_dropped_and_their_kin_kept():
   """The records that tf.Transform's TF1 graph mode makes TensorFlow print,
   each made by the code that makes it in a job; the same kinds of record
