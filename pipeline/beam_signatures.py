@@ -20,7 +20,14 @@ instances Beam asks about are its own (a ParDo keeps a pickled copy of the
 DoFn it is given, and each worker unpickles its own), so `install()` also
 wraps that function to remember its answer per DoFn instance, by identity
 and for as long as the instance lives; each caller gets sets of its own.
-A DoFn that Beam rejects is asked about again, and rejected again.
+Even so Beam was asked 1,013 times (0.56 s) for the Adult job, about 30
+classes' new instances. What it finds is the class's methods minus those
+the instance's own attributes hide, unless the instance holds a bound
+method or the class computes its attributes (a property, `__getattr__`,
+`__getattribute__`, `__dir__`; Beam's DoFn's own properties are booleans):
+so an instance without those is answered for its class and the names its
+attributes hide, asked once. A DoFn that Beam rejects is asked about
+again, and rejected again.
 
 The preprocess command installs both; so does importing the `pipeline`
 package where Beam is already imported, as in a worker unpickling the job's
@@ -71,19 +78,76 @@ def _forget(key: int) -> Callable[[Any], None]:
   return forget
 
 
+_SpecSets = Tuple[FrozenSet[Any], FrozenSet[Any]]
+# DoFn class -> whether its attributes are the same for every instance.
+_static_classes: 'weakref.WeakKeyDictionary[type, bool]'
+_static_classes = weakref.WeakKeyDictionary()
+_COMPUTED_ATTRIBUTES = ('__getattr__', '__getattribute__', '__dir__')
+
+
+def _is_static(cls: type) -> bool:
+  """No attribute of `cls` computed per instance, but Beam's DoFn's own."""
+  known = _static_classes.get(cls)
+  if known is None:
+    from apache_beam.transforms.core import DoFn  # pylint: disable=g-import-not-at-top
+    known = True
+    for klass in cls.__mro__:
+      if klass in (object, DoFn):
+        continue
+      for name, value in vars(klass).items():
+        if name in ('__dict__', '__weakref__'):  # the instance's own
+          continue
+        if name in _COMPUTED_ATTRIBUTES or (
+            hasattr(value, '__get__') and
+            not isinstance(value,
+                           (types.FunctionType, classmethod, staticmethod))):
+          known = False
+    _static_classes[cls] = known
+  return known
+
+
+def _class_key(dofn: Any) -> Any:
+  """The names `dofn`'s attributes hide of its class's, if Beam's answer for
+  `dofn` is its class's answer with those names hidden; else None."""
+  try:
+    attributes = vars(dofn)
+  except TypeError:  # __slots__
+    return None
+  if not _is_static(type(dofn)) or any(
+      isinstance(v, types.MethodType) for v in attributes.values()):
+    return None
+  return frozenset(name for name in attributes if hasattr(type(dofn), name))
+
+
 def _remembering_specs(
     get_dofn_specs: Callable[[Any], Any]
 ) -> Callable[[Any], Tuple[Set[Any], Set[Any]]]:
 
+  # DoFn class -> {the names its instance's attributes hide: (state specs,
+  # timer specs)}, for the instances _class_key answers for.
+  class_specs: 'weakref.WeakKeyDictionary[type, Dict[FrozenSet[str], _SpecSets]]'
+  class_specs = weakref.WeakKeyDictionary()
+
+  def specs_of(dofn) -> _SpecSets:
+    key = _class_key(dofn)
+    by_class = class_specs.get(type(dofn)) if key is not None else None
+    if by_class is not None and key in by_class:
+      return by_class[key]
+    state_specs, timer_specs = get_dofn_specs(dofn)
+    specs = (frozenset(state_specs), frozenset(timer_specs))
+    if key is not None:
+      class_specs.setdefault(type(dofn), {})[key] = specs
+    return specs
+
   def remembered_get_dofn_specs(dofn):
     known = _dofn_specs.get(id(dofn))
     if known is None or known[0]() is not dofn:
-      state_specs, timer_specs = get_dofn_specs(dofn)
+      state_specs, timer_specs = specs_of(dofn)
       try:
         ref = weakref.ref(dofn, _forget(id(dofn)))
       except TypeError:  # cannot be referenced weakly: not remembered
-        return state_specs, timer_specs
-      known = (ref, frozenset(state_specs), frozenset(timer_specs))
+        return set(state_specs), set(timer_specs)
+      known = (ref, state_specs, timer_specs)
       _dofn_specs[id(dofn)] = known
     return set(known[1]), set(known[2])
 

@@ -195,7 +195,11 @@ def test_beam_is_asked_once_per_dofn_instance():
   for _ in range(3):
     remembered(plain)
     remembered(stateful)
-  remembered(_Plain())  # another instance, even of the same class
+  # Another instance that holds a bound method: its own answer.
+  holding = _Plain()
+  holding.extra = _Stateful().process
+  assert remembered(holding) == userstate.get_dofn_specs.beam_get_dofn_specs(
+      holding)
   assert asked == ['_Plain', '_Stateful', '_Plain']
   # Forgotten with the instance.
   key = id(stateful)
@@ -203,6 +207,73 @@ def test_beam_is_asked_once_per_dofn_instance():
   del stateful
   gc.collect()
   assert key not in beam_signatures._dofn_specs
+
+
+class _WithProperty(beam.DoFn):
+
+  @property
+  def extra(self):
+    return self.held
+
+  def process(self, element):
+    yield element
+
+
+class _WithGetattr(beam.DoFn):
+
+  def __getattr__(self, name):
+    if name == 'extra':
+      return _Stateful().process
+    raise AttributeError(name)
+
+  def __dir__(self):
+    return list(super().__dir__()) + ['extra']
+
+  def process(self, element):
+    yield element
+
+
+def test_beam_is_asked_once_per_class_unless_an_instance_can_differ():
+  """Instances of a class answer alike when nothing in them can hold
+  another method: the class's answer, asked once. An instance holding a
+  bound method, a class computing attributes (a property, __getattr__) and
+  an instance attribute hiding a method are asked about themselves, and
+  every answer is Beam's."""
+  asked = []
+
+  def counting(dofn):
+    asked.append(type(dofn).__name__)
+    return userstate.get_dofn_specs.beam_get_dofn_specs(dofn)
+
+  remembered = beam_signatures._remembering_specs(counting)
+  beams = userstate.get_dofn_specs.beam_get_dofn_specs
+  plain, stateful = _Plain(), _Stateful()
+  for dofn in [plain, _Plain(), _Plain(), stateful, _Stateful()]:
+    assert remembered(dofn) == beams(dofn)
+  assert asked == ['_Plain', '_Stateful']
+
+  holding = _Plain()
+  holding.extra = _Stateful().process  # a bound method: a state param
+  with_property = _WithProperty()
+  with_property.held = _Stateful().process
+  hiding = _Stateful()
+  hiding.process = len  # hides the stateful process method
+  for dofn in [holding, with_property, _WithGetattr(), hiding]:
+    expected = beams(dofn)
+    assert remembered(dofn) == expected, dofn
+  assert [s.name for s in remembered(holding)[0]] == ['count']
+  assert [s.name for s in remembered(with_property)[0]] == ['count']
+  assert [s.name for s in remembered(_WithGetattr())[0]] == ['count']
+  assert remembered(hiding) == (set(), set())
+  # Not the class's answer: each was asked (the last _WithGetattr too).
+  assert asked[2:] == [
+      '_Plain', '_WithProperty', '_WithGetattr', '_Stateful', '_WithGetattr'
+  ]
+  # Another instance hiding the same names shares that answer.
+  again = _Stateful()
+  again.process = str
+  assert remembered(again) == (set(), set())
+  assert len(asked) == 7
 
 
 def test_a_rejected_dofn_is_rejected_every_time():
