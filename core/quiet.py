@@ -18,7 +18,9 @@ message. Any other line printed while importing is passed on unchanged.
 With keras=False (commands that build no model) it also imports TensorFlow
 without the tf_keras import TensorFlow's own import adds. It imports the
 standard library's distutils before TensorFlow does, instead of setuptools'
-copy that costs a scan of every installed package's metadata.
+copy that costs a scan of every installed package's metadata, and spares
+google-api-core's import (through Beam) another such scan, made only to
+name a package in a notice these filters drop.
 Python processes the command starts (Beam's worker processes) inherit the
 two FutureWarnings' filters through PYTHONWARNINGS;
 `pipeline/worker_startup.py` does the rest in a worker.
@@ -45,12 +47,15 @@ Cheap to import: nothing here imports TensorFlow, Beam or TFDV.
 """
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import re
 import sys
 import tempfile
-from typing import Iterator, Set, Tuple
+import types
+from typing import Any, Callable, Iterator, Optional, Sequence, Set, Tuple
 import warnings
 
 from core import stderr_relay
@@ -292,6 +297,89 @@ def _import_stdlib_distutils() -> None:
     sys.meta_path.insert(position, finder)
 
 
+# google-api-core's module that checks, on import, the Python version's
+# support dates (google-api-core==2.30.3, through Beam's GCS filesystem).
+_PYTHON_VERSION_SUPPORT = 'google.api_core._python_version_support'
+
+
+def _top_level_names_only(module: types.ModuleType) -> None:
+  """Skips the scan of every installed distribution for a dotted name.
+
+  Once a Python version is within a year of its end of life (3.11 from
+  2026-10-24), google-api-core's import says so in a FutureWarning (dropped
+  by this module's filters) naming the package by its distribution, which it
+  looks up in `importlib.metadata.packages_distributions()`: the metadata of
+  every installed distribution read and parsed, about 0.25 s in every
+  command, more with the venv out of the page cache. The name it looks up is
+  dotted ("google.api_core"), and that mapping is keyed by top-level import
+  names ("google"), so the answer is always None. It is given without the
+  scan for a dotted name; any other name is looked up as before.
+  """
+  look_up = getattr(module, '_get_pypi_package_name', None)
+  if look_up is None:
+    return
+
+  def _get_pypi_package_name(module_name: str) -> Optional[str]:
+    if '.' in module_name:
+      return None
+    return look_up(module_name)
+
+  vars(module)['_get_pypi_package_name'] = _get_pypi_package_name
+
+
+class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Runs `then(module)` right after the module `name`, found by the finders
+  after this one, is executed; leaves sys.meta_path when asked for it."""
+
+  def __init__(self, name: str, then: Callable[[types.ModuleType], None]):
+    self._name = name
+    self._then = then
+    self._loader: Any = None
+
+  def find_spec(
+      self,
+      fullname: str,
+      path: Optional[Sequence[str]],
+      target: Optional[types.ModuleType] = None
+  ) -> Optional[importlib.machinery.ModuleSpec]:
+    if fullname != self._name or self._loader is not None:
+      return None
+    if self in sys.meta_path:
+      sys.meta_path.remove(self)
+    for finder in sys.meta_path:
+      find = getattr(finder, 'find_spec', None)
+      spec = find(fullname, path, target) if find is not None else None
+      if spec is not None:
+        break
+    else:
+      return None
+    if spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+      return spec
+    self._loader = spec.loader
+    spec.loader = self
+    return spec
+
+  def create_module(
+      self, spec: importlib.machinery.ModuleSpec) -> Optional[types.ModuleType]:
+    return self._loader.create_module(spec)
+
+  def exec_module(self, module: types.ModuleType) -> None:
+    # The module's loader is the real one, for linecache and inspect.
+    module.__loader__ = self._loader
+    if module.__spec__ is not None:
+      module.__spec__.loader = self._loader
+    self._loader.exec_module(module)
+    self._then(module)
+
+
+def _skip_package_scan_on_google_import() -> None:
+  if (_PYTHON_VERSION_SUPPORT in sys.modules or
+      any(isinstance(f, _AfterImport) for f in sys.meta_path)):
+    return
+  sys.meta_path.insert(
+      0, _AfterImport(_PYTHON_VERSION_SUPPORT, _top_level_names_only))
+
+
 @contextlib.contextmanager
 def tensorflow_startup(keras: bool = True) -> Iterator[None]:
   """Around a command's imports of TensorFlow, TFDV, tf.Transform, Beam.
@@ -305,6 +393,7 @@ def tensorflow_startup(keras: bool = True) -> Iterator[None]:
   set_environment()
   install_filters()
   _import_stdlib_distutils()
+  _skip_package_scan_on_google_import()
   with native_stderr_filtered():
     if not keras:
       _import_tensorflow_without_keras()

@@ -137,6 +137,63 @@ def test_tensorflow_gets_the_standard_librarys_distutils():
   assert '/setuptools/_distutils/' in local['file'], local
 
 
+def _google_version_notices(startup: bool) -> dict:
+  """google-api-core's notices about the Python version, for a deprecated
+  and an ended version, naming a dotted and an undotted package, in a
+  process that entered tensorflow_startup() or not; and how many scans of
+  the installed distributions the dotted names took."""
+  code = '\n'.join([
+      'import datetime, json, sys, warnings',
+      'from importlib import metadata',
+      'scans = []',
+      'scan = metadata.packages_distributions',
+      'metadata.packages_distributions = lambda: scans.append(1) or scan()',
+      'from core import quiet',
+      f'if {startup}:',
+      '  with quiet.tensorflow_startup():',
+      '    pass',
+      'with warnings.catch_warnings():',
+      '  warnings.simplefilter("ignore")',
+      '  import google.api_core',
+      'from google.api_core import _python_version_support as support',
+      'support._cached_packages_distributions.cache_clear()',
+      'del scans[:]',
+      'eol = support.PYTHON_VERSION_INFO[sys.version_info[:2]].python_eol',
+      'days = datetime.timedelta(days=30)',
+      'with warnings.catch_warnings(record=True) as caught:',
+      '  warnings.simplefilter("always")',
+      '  for today in (eol - days, eol + days):',
+      '    support.check_python_version("google.api_core", today=today)',
+      '  dotted_scans = len(scans)',
+      '  support.check_python_version("google", today=eol - days)',
+      'print(json.dumps({',
+      '    "notices": [str(w.message) for w in caught],',
+      '    "dotted_scans": dotted_scans,',
+      '    "loader": type(support.__loader__).__name__,',
+      '    "finders": [type(f).__name__ for f in sys.meta_path]}))',
+  ])
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = run_python(['-c', code], env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_google_api_core_names_packages_without_scanning_for_dotted_names():
+  """After tensorflow_startup(), google-api-core's Python version notices
+  say what they said before, word for word, without reading every installed
+  distribution's metadata for a dotted package name; an undotted name is
+  still looked up. The module keeps its own loader."""
+  before = _google_version_notices(startup=False)
+  after = _google_version_notices(startup=True)
+  assert len(before['notices']) == 3, before
+  assert after['notices'] == before['notices']
+  assert 'google.api_core' in after['notices'][0]
+  assert before['dotted_scans'] == 1, before
+  assert after['dotted_scans'] == 0, after
+  assert after['loader'] == before['loader'] == 'SourceFileLoader'
+  assert '_AfterImport' not in after['finders'], after
+
+
 def test_tf_transform_tf1_mode_notices_are_dropped_and_their_kin_kept():
   """The records that tf.Transform's TF1 graph mode makes TensorFlow print,
   each made by the code that makes it in a job; the same kinds of record
