@@ -270,14 +270,34 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
   }
 
 
-def _scoring_step(model, features_spec) -> Callable:
-  """The model's call traced once for batches of `features_spec`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+class ScoringSteps:
+  """A model's call, traced once for each spec of features it is given.
 
-  # The signature is the dataset's element spec (batch dimension None), so a
-  # short last batch does not retrace.
-  return tf.function(
-      lambda x: model(x, training=False), input_signature=[features_spec])
+  Everything in a process that scores with one model shares the traces: the
+  splits whose batches have one spec (the usual case: one transformed
+  schema), and the export, whose transform graph gives the model the same
+  spec. A trace of the model's call took 0.4-0.5 s.
+  """
+
+  def __init__(self, model):
+    self.model = model
+    self._steps: List[Tuple[Any, Callable]] = []
+
+  def for_spec(self, features_spec) -> Callable:
+    """The step for batches of `features_spec` (its batch dimension None,
+    so a short last batch does not retrace): a concrete function, which
+    another function (a SavedModel's signature) calls as it is, where a
+    tf.function would be traced again for the save's context."""
+    step = next((s for known, s in self._steps if known == features_spec), None)
+    if step is None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+
+      model = self.model
+      step = tf.function(
+          lambda x: model(x, training=False),
+          input_signature=[features_spec]).get_concrete_function()
+      self._steps.append((features_spec, step))
+    return step
 
 
 def predict_dataset(
@@ -289,10 +309,10 @@ def predict_dataset(
   Labels are collected from the same batches the model scores, so they line
   up whatever the dataset's order. One output per row gives a vector; K per
   row (multiclass probabilities) an [N, K] array. `step` is a
-  `_scoring_step` of this model for the dataset's features, else one is
+  `ScoringSteps` step of this model for the dataset's features, else one is
   traced.
   """
-  step = step or _scoring_step(model, dataset.element_spec[0])
+  step = step or ScoringSteps(model).for_spec(dataset.element_spec[0])
   labels, outputs = [], []
   for x, y in dataset:
     out = step(x).numpy()
@@ -385,23 +405,17 @@ def write_metrics(path: str, doc: Mapping[str, Any]) -> None:
 
 
 def predict_splits(
-    model, datasets: Mapping[str, 'tf.data.Dataset']
+    model,
+    datasets: Mapping[str, 'tf.data.Dataset'],
+    steps: Optional[ScoringSteps] = None
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-  """split -> (labels, probabilities).
-
-  Splits whose batches have the same spec (the usual case: one transformed
-  schema) share one traced step; a trace of the model's call took 0.4-0.5 s.
-  """
-  steps: List[Tuple[Any, Callable]] = []
-  predictions = {}
-  for name, ds in datasets.items():
-    spec = ds.element_spec[0]
-    step = next((s for known, s in steps if known == spec), None)
-    if step is None:
-      step = _scoring_step(model, spec)
-      steps.append((spec, step))
-    predictions[name] = predict_dataset(model, ds, step)
-  return predictions
+  """split -> (labels, probabilities), scored with `steps` (ScoringSteps
+  of `model`; new ones if None)."""
+  steps = steps or ScoringSteps(model)
+  return {
+      name: predict_dataset(model, ds, steps.for_spec(ds.element_spec[0]))
+      for name, ds in datasets.items()
+  }
 
 
 def summarize_folds(

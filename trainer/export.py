@@ -51,6 +51,7 @@ from core.config import DatasetConfig
 from core.layout import ExportDir
 from core.layout import join
 from core.layout import ModelDir
+from trainer import evaluate
 from trainer import heads
 from trainer.model import OPTIMIZER_ATTRIBUTES
 
@@ -82,9 +83,11 @@ class ServingModule(tf.Module):
                config: DatasetConfig,
                feature_names: Sequence[str],
                threshold: float,
-               head: Optional[heads.Head] = None):
+               head: Optional[heads.Head] = None,
+               scoring: Optional[evaluate.ScoringSteps] = None):
     super().__init__(name='wide_deep_serving')
     self.model = model
+    self._scoring = scoring or evaluate.ScoringSteps(model)
     self.tft_layer = tft_layer
     self.threshold = tf.Variable(
         threshold, dtype=tf.float32, trainable=False, name='threshold')
@@ -102,7 +105,9 @@ class ServingModule(tf.Module):
     # The transform and the model are traced once each, for the raw features
     # as parsed (SparseTensors), and called by the functions below: each
     # trace of tf.Transform's layer prunes its TF1 graph anew (about 0.5 s),
-    # and each trace of the model's call took 0.3-0.6 s.
+    # and each trace of the model's call took 0.3-0.6 s. The model's call is
+    # the step `scoring` already traced for the transformed features, when
+    # the splits were scored with it.
     sparse = [{
         name: tf.SparseTensorSpec([None, None], spec.dtype)
         for name, spec in self._raw_spec.items()
@@ -131,7 +136,12 @@ class ServingModule(tf.Module):
 
   def _apply_model(self, raw: Mapping[str,
                                       tf.SparseTensor]) -> Dict[str, tf.Tensor]:
-    outputs = self.model(self._transform(raw), training=False)
+    transformed = self._transform(raw)
+    spec = {
+        name: tf.TensorSpec(tensor.shape, tensor.dtype)
+        for name, tensor in transformed.items()
+    }
+    outputs = self._scoring.for_spec(spec)(transformed)
     return self._head.serving_outputs(outputs, self.threshold)
 
   def _predict(self, raw: Mapping[str,
@@ -190,13 +200,15 @@ def export_model(model,
                  threshold: float,
                  extra_metadata: Optional[Mapping[str, Any]] = None,
                  write: bool = True,
-                 head: Optional[heads.Head] = None) -> str:
+                 head: Optional[heads.Head] = None,
+                 scoring: Optional[evaluate.ScoringSteps] = None) -> str:
   """Saves the serving SavedModel; returns its version directory.
 
   Written under a temporary name and renamed into place, so TF Serving (which
   watches for integer directories) never loads a half-written model. With
   write=False (non-chief workers of a multi-worker job, which must take part
-  in saving) it saves to a temporary directory and deletes it.
+  in saving) it saves to a temporary directory and deletes it. `scoring`:
+  the model's traced calls, when it has already scored with them.
   """
   export_root = ModelDir(model_dir).export_base
   tf.io.gfile.makedirs(export_root)
@@ -206,7 +218,7 @@ def export_model(model,
   try:
     head = head or heads.make_head(config)
     module = ServingModule(model, tft_output.transform_features_layer(), config,
-                           feature_names, threshold, head)
+                           feature_names, threshold, head, scoring)
     # The functions themselves, traced by tf.saved_model.save: a concrete
     # function traced here, before the save, was traced once more inside it
     # (0.3-0.6 s of every export).

@@ -144,10 +144,14 @@ def run(argv: Optional[Sequence[str]] = None,
   say(_fit_line(summary))
 
   started = time.monotonic()
+  # The model's call traced for the transformed features once, for the
+  # splits' scoring and the export.
+  scoring = evaluate.ScoringSteps(m)
   predictions = evaluate.predict_splits(
       m,
       training.eval_datasets(config, tft_output, args.preprocess_dir,
                              ('eval', 'test')),
+      scoring,
   )
   evaluation = head.evaluate(predictions, hp)
   say(_took(f'scored {_rows(predictions)} with the trained model', started))
@@ -187,6 +191,7 @@ def run(argv: Optional[Sequence[str]] = None,
         extra_metadata=dict({'hparams': hp.to_json()}, **evaluation.metadata),
         write=chief,
         head=head,
+        scoring=scoring,
     )
     say(_took(f'exported {doc["export_dir"]}', started))
     if drawing is not None:

@@ -28,8 +28,10 @@ from core.layout import ExportDir
 from core.layout import resolve_export
 from tests.conftest import CENSUS_CONFIG
 from tests.conftest import TOY_CONFIG
+from trainer import evaluate
 from trainer import export
 from trainer import task
+from trainer.model import WideDeepModel
 
 TOY_RAW_DTYPES = {
     'height': 'float32',
@@ -319,6 +321,52 @@ def test_export_loads_in_fresh_process_without_preprocess_dir(
       },
   }
   assert out['probability'] == pytest.approx(float(expected[0, 0]), abs=1e-7)
+
+
+def test_export_calls_the_model_as_traced_for_scoring_the_splits(
+    trainer_toy_preprocessed, tmp_path, monkeypatch):
+  """trainer.task traces the model's call once: the export's signatures call
+  the step that scored the eval and test splits, not a trace of their own."""
+  asked = []  # (during the export, the ScoringSteps, its step)
+  exporting = [False]
+  calls = [0, 0]  # the model's Python calls (traces): all, in the export
+  for_spec = evaluate.ScoringSteps.for_spec
+  export_model = export.export_model
+  model_call = WideDeepModel.__call__
+
+  def counting_call(self, *args, **kwargs):
+    calls[0] += 1
+    calls[1] += exporting[0]
+    return model_call(self, *args, **kwargs)
+
+  def recording_for_spec(self, spec):
+    step = for_spec(self, spec)
+    asked.append((exporting[0], self, step))
+    return step
+
+  def recording_export_model(*args, **kwargs):
+    exporting[0] = True
+    try:
+      return export_model(*args, **kwargs)
+    finally:
+      exporting[0] = False
+
+  monkeypatch.setattr(evaluate.ScoringSteps, 'for_spec', recording_for_spec)
+  monkeypatch.setattr(export, 'export_model', recording_export_model)
+  monkeypatch.setattr(WideDeepModel, '__call__', counting_call)
+  doc = task.run([
+      '--preprocess-dir', trainer_toy_preprocessed[0], '--model-dir',
+      str(tmp_path / 'model'), '--epochs', '1', '--steps-per-epoch', '3',
+      '--verbose', '0'
+  ])
+  scored = [(steps, step) for during, steps, step in asked if not during]
+  exported = [(steps, step) for during, steps, step in asked if during]
+  assert len(scored) == 2 and exported, asked  # eval and test, then the export
+  assert len({id(steps) for steps, _ in scored + exported}) == 1
+  step = scored[0][1]
+  assert all(s is step for _, s in scored + exported)
+  assert calls[0] > 0 and calls[1] == 0, calls
+  assert doc['export_dir'] and tf.saved_model.load(doc['export_dir'])
 
 
 # ------------------------------------------- training / serving consistency
