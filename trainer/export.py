@@ -137,8 +137,10 @@ class ServingModule(tf.Module):
   def _apply_model(self, raw: Mapping[str,
                                       tf.SparseTensor]) -> Dict[str, tf.Tensor]:
     transformed = self._transform(raw)
+    # Dense and sparse (a bag of ids) features alike, as the datasets'
+    # element specs give them.
     spec = {
-        name: tf.TensorSpec(tensor.shape, tensor.dtype)
+        name: tf.type_spec_from_value(tensor)
         for name, tensor in transformed.items()
     }
     outputs = self._scoring.for_spec(spec)(transformed)
