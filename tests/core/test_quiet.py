@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+from typing import Any, Tuple
 
 import pytest
 
@@ -100,26 +101,31 @@ def test_tensorflow_without_keras_leaves_tf_keras_importable():
   assert importable
 
 
-def _distutils_after_startup(code: str, **env_vars) -> dict:
-  env = dict(
-      os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='3', **env_vars)
-  proc = run_python([
-      '-c', '\n'.join([
-          'import json, sys',
-          'from core import quiet',
-          "shim = getattr(sys.modules.get('_distutils_hack'), "
-          "'DISTUTILS_FINDER', None)",
-          'with quiet.tensorflow_startup():',
-          f'  {code}',
-          'import distutils',
-          'print(json.dumps(dict(shim=shim is not None, '
-          'shim_kept=shim in sys.meta_path, file=distutils.__file__, '
-          "pkg_resources='pkg_resources' in sys.modules)))",
-      ])
-  ], env)
+def _json_from_fresh_python(lines, **env_vars) -> Tuple[Any, str]:
+  """Runs `lines` in a fresh interpreter at the repository root: (what its
+  last line of stdout holds as JSON, its stderr)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), **env_vars)
+  proc = run_python(['-c', '\n'.join(lines)], env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(
-      json.loads(proc.stdout.strip().splitlines()[-1]), stderr=proc.stderr)
+  return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _distutils_after_startup(code: str, **env_vars) -> dict:
+  lines = [
+      'import json, sys',
+      'from core import quiet',
+      "shim = getattr(sys.modules.get('_distutils_hack'), "
+      "'DISTUTILS_FINDER', None)",
+      'with quiet.tensorflow_startup():',
+      f'  {code}',
+      'import distutils',
+      'print(json.dumps(dict(shim=shim is not None, '
+      'shim_kept=shim in sys.meta_path, file=distutils.__file__, '
+      "pkg_resources='pkg_resources' in sys.modules)))",
+  ]
+  seen, stderr = _json_from_fresh_python(
+      lines, TF_CPP_MIN_LOG_LEVEL='3', **env_vars)
+  return dict(seen, stderr=stderr)
 
 
 def test_tensorflow_gets_the_standard_librarys_distutils():
@@ -142,7 +148,7 @@ def _google_version_notices(startup: bool) -> dict:
   and an ended version, naming a dotted and an undotted package, in a
   process that entered tensorflow_startup() or not; and how many scans of
   the installed distributions the dotted names took."""
-  code = '\n'.join([
+  notices, _ = _json_from_fresh_python([
       'import datetime, json, sys, warnings',
       'from importlib import metadata',
       'scans = []',
@@ -172,10 +178,7 @@ def _google_version_notices(startup: bool) -> dict:
       '    "loader": type(support.__loader__).__name__,',
       '    "finders": [type(f).__name__ for f in sys.meta_path]}))',
   ])
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  proc = run_python(['-c', code], env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return notices
 
 
 def test_google_api_core_names_packages_without_scanning_for_dotted_names():
