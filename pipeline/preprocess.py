@@ -242,9 +242,13 @@ def build_pipeline(
        | 'MergeQuarantine' >> beam.Flatten()
        | 'WriteQuarantine' >> sinks.WriteQuarantine(out.files.quarantine_dir))
 
+  # Many workers each send partial statistics of the one key: spread them.
+  runner = p.options.view_as(StandardOptions).runner
+  fanout = (None if runner in (None,) +
+            _DIRECT_RUNNER else statistics.HOT_KEY_FANOUT)
   for name in all_splits:
     _ = splits[name] | f'Statistics[{name}]' >> statistics.ComputeStatistics(
-        out.files.stats_path(name))
+        out.files.stats_path(name), hot_key_fanout=fanout)
   if write_raw:
     _ = splits | 'WriteRaw' >> WriteExamples(
         {name: out.files.raw_prefix(name) for name in all_splits},
