@@ -23,14 +23,22 @@ stage, a DoFn reading its input as a side input:
   sorted, with `top_k`) keep its implementation.
 - the count: the tokens counted, at least 1 (tf.Transform's own floor, for
   the dummy token an empty vocabulary gets).
-The same files, sizes and transform graph; 24 stages for Adult's 8 (three
-each: the file, and the two counts).
+The same files, sizes and transform graph.
+
+Each of those DoFns runs once, started by an impulse. They all start from
+one impulse of the pipeline's, so the runner fuses them into one stage
+where it can: into one stage with the impulse unless a DoFn's side input is
+computed downstream of another (a vocabulary of a later analysis phase,
+say), which the runner then runs as a stage of its own. For Adult's 8
+vocabularies that is one stage instead of 24 (three each: the file, and
+the two counts).
 """
 
 import hashlib
 import os
 from typing import Any, Dict
 import uuid
+import weakref
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -47,6 +55,19 @@ _LIBRARY_ORDER_FN = analyzer_impls._OrderElementsFn  # pylint: disable=protected
 _BATCH_AND_PRE_SORT = analyzer_impls._BatchAndPreSort  # pylint: disable=protected-access
 _LIBRARY_COUNT_IMPL = analyzer_impls._VocabularyCountImpl  # pylint: disable=protected-access
 _TEMP_INFIX = '.writing-'
+
+# pipeline -> the one impulse its vocabulary stages start from.
+_IMPULSES: 'weakref.WeakKeyDictionary[beam.Pipeline, beam.PCollection]' = (
+    weakref.WeakKeyDictionary())
+
+
+def _started(pipeline: beam.Pipeline) -> beam.PCollection:
+  """The pipeline's impulse for the DoFns that run once: made by the first
+    vocabulary stage that asks, under its label."""
+  impulse = _IMPULSES.get(pipeline)
+  if impulse is None:
+    impulse = _IMPULSES[pipeline] = pipeline | 'Start' >> beam.Impulse()
+  return impulse
 
 
 def _fingerprint(count_and_token):
@@ -95,8 +116,7 @@ class _VocabularyOrderAndWriteImpl(_LIBRARY_WRITE_IMPL):
     if len(inputs) > 1:
       side_inputs['reserved_tokens'] = beam.pvalue.AsSingleton(inputs[1])
     path = os.path.join(self._base_temp_dir, self._vocab_filename)
-    return (counts.pipeline
-            | 'Prepare' >> beam.Create([None])
+    return (_started(counts.pipeline)
             | 'OrderAndWrite' >> beam.ParDo(
                 _OrderAndWriteFn(self._store_frequency, sort_kwargs,
                                  self._input_dtype, path), **side_inputs))
@@ -108,8 +128,7 @@ class _VocabularyCountImpl(_LIBRARY_COUNT_IMPL):
   def expand(self, inputs):
     pcoll, = inputs
     return (
-        pcoll.pipeline
-        | 'Prepare' >> beam.Create([None])
+        _started(pcoll.pipeline)
         | 'TotalVocabSize' >> beam.Map(self._count, beam.pvalue.AsIter(pcoll)))
 
   def _count(self, unused_element, tokens) -> np.int64:
