@@ -21,7 +21,7 @@ alive by it.
 import bz2
 import collections
 import threading
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 MAX_REMEMBERED_INPUT = 1 << 20
 MAX_REMEMBERED_BYTES = 32 << 20
@@ -103,13 +103,6 @@ REMEMBERING = RememberingBz2()
 def install() -> None:
   """Idempotent; a Beam whose picklers do not use the bz2 module as above is
     left as it is."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  import pipeline  # pylint: disable=g-import-not-at-top
 
-  for name in _PICKLER_MODULES:
-    try:
-      module: Any = importlib.import_module(name)
-    except ImportError:
-      continue
-    # Not bz2: already installed, or not the module this wraps.
-    if getattr(module, 'bz2', None) is bz2:
-      module.bz2 = REMEMBERING
+  pipeline.replace_module_global(_PICKLER_MODULES, 'bz2', bz2, REMEMBERING)
