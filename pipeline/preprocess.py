@@ -65,6 +65,7 @@ from pipeline import sinks
 from pipeline import sources
 from pipeline import split
 from pipeline import statistics
+from pipeline import tft_bound_metadata
 from pipeline import tft_vocabulary_stages
 from pipeline import validation
 from pipeline import windows
@@ -149,6 +150,10 @@ class AnalyzeAndTransform(beam.PTransform):
     # Each vocabulary's file written, and its tokens counted twice, in 3
     # stages instead of 10 (pipeline/tft_vocabulary_stages.py).
     tft_vocabulary_stages.install()
+    # The transformed schema inferred from the graph bound with the
+    # analyzers' results, not from another import of its SavedModel
+    # (pipeline/tft_bound_metadata.py).
+    tft_bound_metadata.install()
     transform_fn = (
         tagged[names.index('train')],
         tagged_adapter,
