@@ -55,7 +55,16 @@ import re
 import sys
 import tempfile
 import types
-from typing import Any, Callable, Iterator, Optional, Sequence, Set, Tuple
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Iterator,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 import warnings
 
 from core import stderr_relay
@@ -327,13 +336,48 @@ def _top_level_names_only(module: types.ModuleType) -> None:
   vars(module)['_get_pypi_package_name'] = _get_pypi_package_name
 
 
-class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  """Runs `then(module)` right after the module `name`, found by the finders
-  after this one, is executed; leaves sys.meta_path when asked for it."""
+# tf_keras' module that imports pandas, only to recognize pandas objects
+# among the inputs of fit, evaluate and predict (tf-keras==2.16.0).
+_KERAS_DATA_ADAPTER = 'tf_keras.src.engine.data_adapter'
 
-  def __init__(self, name: str, then: Callable[[types.ModuleType], None]):
-    self._name = name
-    self._then = then
+
+@contextlib.contextmanager
+def _without_pandas(unused_module: types.ModuleType) -> Iterator[None]:
+  """tf_keras' data adapter imported as where pandas is not installed.
+
+  Importing pandas takes about 0.55 s, in every command that imports tf_keras
+  (TensorFlow's own import does, through Keras' optimizers). tf_keras' data
+  adapter imports it in a `try` and without it (`pd = None`) it simply does
+  not take pandas objects as a model's input. The commands feed their models
+  tf.data datasets and tensors, never pandas objects. pandas is unimportable
+  while that one module runs; any other module that imports it, before or
+  after, gets it as usual.
+  """
+  if 'pandas' in sys.modules:
+    yield
+    return
+  sys.modules['pandas'] = None  # type: ignore[assignment]
+  try:
+    yield
+  finally:
+    if 'pandas' in sys.modules and sys.modules['pandas'] is None:
+      del sys.modules['pandas']
+
+
+@contextlib.contextmanager
+def _then_top_level_names_only(module: types.ModuleType) -> Iterator[None]:
+  yield
+  _top_level_names_only(module)
+
+
+class _AroundImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Runs the module `name`, found by the finders after this one, inside
+  `around(module)`; leaves sys.meta_path when asked for it."""
+
+  def __init__(self, name: str, around: Callable[[types.ModuleType],
+                                                 ContextManager[None]]):
+    self.name = name
+    self._around = around
     self._loader: Any = None
 
   def find_spec(
@@ -342,7 +386,7 @@ class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
       path: Optional[Sequence[str]],
       target: Optional[types.ModuleType] = None
   ) -> Optional[importlib.machinery.ModuleSpec]:
-    if fullname != self._name or self._loader is not None:
+    if fullname != self.name or self._loader is not None:
       return None
     if self in sys.meta_path:
       sys.meta_path.remove(self)
@@ -368,16 +412,19 @@ class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     module.__loader__ = self._loader
     if module.__spec__ is not None:
       module.__spec__.loader = self._loader
-    self._loader.exec_module(module)
-    self._then(module)
+    with self._around(module):
+      self._loader.exec_module(module)
 
 
-def _skip_package_scan_on_google_import() -> None:
-  if (_PYTHON_VERSION_SUPPORT in sys.modules or
-      any(isinstance(f, _AfterImport) for f in sys.meta_path)):
+def _around_import(
+    name: str, around: Callable[[types.ModuleType],
+                                ContextManager[None]]) -> None:
+  """`around` the module's import, unless it is imported or already has an
+    _AroundImport."""
+  if (name in sys.modules or any(
+      isinstance(f, _AroundImport) and f.name == name for f in sys.meta_path)):
     return
-  sys.meta_path.insert(
-      0, _AfterImport(_PYTHON_VERSION_SUPPORT, _top_level_names_only))
+  sys.meta_path.insert(0, _AroundImport(name, around))
 
 
 @contextlib.contextmanager
@@ -393,9 +440,11 @@ def tensorflow_startup(keras: bool = True) -> Iterator[None]:
   set_environment()
   install_filters()
   _import_stdlib_distutils()
-  _skip_package_scan_on_google_import()
+  _around_import(_PYTHON_VERSION_SUPPORT, _then_top_level_names_only)
   with native_stderr_filtered():
-    if not keras:
+    if keras:
+      _around_import(_KERAS_DATA_ADAPTER, _without_pandas)
+    else:
       _import_tensorflow_without_keras()
     yield
 

@@ -176,7 +176,8 @@ def _google_version_notices(startup: bool) -> dict:
       '    "notices": [str(w.message) for w in caught],',
       '    "dotted_scans": dotted_scans,',
       '    "loader": type(support.__loader__).__name__,',
-      '    "finders": [type(f).__name__ for f in sys.meta_path]}))',
+      '    "finders": [getattr(f, "name", type(f).__name__)',
+      '                for f in sys.meta_path]}))',
   ])
   return notices
 
@@ -194,7 +195,53 @@ def test_google_api_core_names_packages_without_scanning_for_dotted_names():
   assert before['dotted_scans'] == 1, before
   assert after['dotted_scans'] == 0, after
   assert after['loader'] == before['loader'] == 'SourceFileLoader'
-  assert '_AfterImport' not in after['finders'], after
+  assert 'google.api_core._python_version_support' not in after['finders']
+  assert 'google.api_core._python_version_support' not in before['finders']
+
+
+def _keras_after_import(startup: bool) -> dict:
+  lines = [
+      'import contextlib, json, sys',
+      'from core import quiet',
+      f'with (quiet.tensorflow_startup() if {startup} else',
+      '      contextlib.nullcontext()):',
+      '  import tensorflow as tf',
+      '  import tf_keras',
+      'from tf_keras.src.engine import data_adapter',
+      'imported = "pandas" in sys.modules',
+      'inputs = tf_keras.Input(shape=(2,))',
+      'model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(inputs))',
+      'model.compile(loss="mse")',
+      'data = tf.data.Dataset.from_tensor_slices(',
+      '    ([[1.0, 2.0]] * 8, [[1.0]] * 8)).batch(4)',
+      'fitted = model.fit(data, epochs=2, verbose=0).history["loss"]',
+      'predicted = model.predict(tf.constant([[1.0, 2.0]]), verbose=0)',
+      'import pandas',
+      'print(json.dumps(dict(imported=imported,',
+      '    adapter_has_pandas=data_adapter.pd is not None,',
+      '    fitted=len(fitted), predicted=list(predicted.shape),',
+      '    pandas=pandas.__name__, frame=len(pandas.DataFrame({"a": [1]})),',
+      '    finders=[getattr(f, "name", type(f).__name__)',
+      '             for f in sys.meta_path])))',
+  ]
+  seen, _ = _json_from_fresh_python(
+      lines, TF_CPP_MIN_LOG_LEVEL='3', TF_USE_LEGACY_KERAS='1')
+  return seen
+
+
+def test_tf_keras_is_imported_without_pandas_which_imports_later():
+  """Inside tensorflow_startup(), tf_keras' data adapter is imported as where
+  pandas is not installed (without it, importing TensorFlow and tf_keras
+  imports pandas); a model fits on a dataset and predicts on a tensor, and
+  pandas imports afterwards as usual."""
+  before = _keras_after_import(startup=False)
+  after = _keras_after_import(startup=True)
+  assert before['imported'] and before['adapter_has_pandas'], before
+  assert not after['imported'] and not after['adapter_has_pandas'], after
+  for seen in (before, after):
+    assert seen['fitted'] == 2 and seen['predicted'] == [1, 1], seen
+    assert seen['pandas'] == 'pandas' and seen['frame'] == 1, seen
+  assert 'tf_keras.src.engine.data_adapter' not in after['finders'], after
 
 
 def test_tf_transform_tf1_mode_notices_are_dropped_and_their_kin_kept():
