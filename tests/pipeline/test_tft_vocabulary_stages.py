@@ -197,3 +197,14 @@ def test_no_beam_file_sink_or_global_combine_for_a_vocabulary(both):
     assert not sinks(names, vocabulary), vocabulary
   for vocabulary in _LIBRARY_WRITES:
     assert sinks(names, vocabulary), vocabulary
+
+
+def test_the_vocabularies_stages_start_from_one_impulse(both):
+  """So that the runner can fuse them all into one stage: one impulse for
+  the files and counts this module writes, none of their own."""
+  _, (_, _, names) = both
+  assert len([n for n in names if n.endswith('/Start')]) == 1, names
+  assert not [
+      n for n in names if '/Prepare' in n and
+      ('VocabularyCount' in n or any(f'[{v}]' in n for v in _ONE_STAGE))
+  ]
