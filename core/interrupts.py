@@ -269,10 +269,13 @@ class StopOnSignals:
     finally:
       self._insisting = False
 
-  def _handle(self, signum: int,
-              unused_frame: Optional[types.FrameType]) -> None:
+  def _handle(self, signum: int, frame: Optional[types.FrameType]) -> None:
     # Python runs signal handlers in the main thread, one at a time, and
-    # may run one inside another.
+    # may run one inside another: even before the first line of the other,
+    # when a second signal comes as Python calls the handler for the first.
+    # A raise there would unwind the other call before it has seen its
+    # signal, and the second signal would be lost.
+    nested = frame is not None and frame.f_code is _HANDLE_CODE
     redelivery, self._redelivery = self._redelivery, None
     if self._abandoning == threading.get_ident():
       # This thread is ending the process: neither the watchdog's repeat
@@ -285,7 +288,8 @@ class StopOnSignals:
       if redelivery == 'park' and not self._deferring:
         self._parked.set()
         threading.Event().wait()  # until the watchdog ends the process
-      if self._insisting and not self._deferring and not _unwinding():
+      if (self._insisting and not self._deferring and not _unwinding() and
+          not nested):
         raise Interrupted(signum)
       return
     if self.signum is not None:
@@ -297,8 +301,10 @@ class StopOnSignals:
         daemon=True,
         name='stop-on-signal-watchdog')
     self._watchdog_thread.start()
-    if not self._deferring:
+    if not self._deferring and not nested:
       raise Interrupted(signum)
+    # Nested: the call it interrupted now finds a stop asked for, and ends
+    # the process as for a second signal.
 
   def _watchdog(self, signum: int) -> None:
     deadline = time.monotonic() + self._grace_s
@@ -339,3 +345,7 @@ class StopOnSignals:
       # core.cli runs every command's body under this class.
       from core import cli  # pylint: disable=g-import-not-at-top
       cli.exit_now(128 + signum)
+
+
+# The code of the handler, to tell a call of it nested in another.
+_HANDLE_CODE = StopOnSignals._handle.__code__  # pylint: disable=protected-access

@@ -218,6 +218,32 @@ with StopOnSignals(abandon, grace_s=60) as stop:
   assert not os.path.exists(tmp_path / 'out')
 
 
+def test_a_second_signal_handled_before_the_first_call_starts_ends_the_job(
+    tmp_path):
+  # The second signal comes as Python calls the handler for the first, so
+  # Python runs the handler for it at the first call's very start (the frame
+  # it interrupts is that call's). Raising there unwound the first call
+  # before it saw its signal: the second was lost, and the job ran on to
+  # the end of its grace period (about 1 run in 15 of the test above).
+  code, out, err = _run(
+      tmp_path,
+      """
+import types
+with StopOnSignals(abandon, grace_s=60) as stop:
+  print('ready', flush=True)
+  first_call = types.SimpleNamespace(f_code=StopOnSignals._handle.__code__)
+  stop._handle(signal.SIGINT, first_call)
+  print('not raised', flush=True)
+  stop._handle(signal.SIGTERM, None)  # the first call, resumed
+  print('not ended', flush=True)
+""",
+      signals=())
+  assert code == 128 + signal.SIGTERM, err
+  assert out.splitlines() == [
+      'not raised', 'abandoned SIGTERM; written after abandoning: 0'
+  ], err
+
+
 def test_more_signals_during_a_long_clean_up_do_not_cut_it_short(tmp_path):
   # Ctrl-C three times while a job whose libraries swallow the raise runs
   # in an insistent section, with a clean-up longer than the repeat's
