@@ -261,12 +261,24 @@ def _import_tensorflow_without_keras() -> None:
   """
   if 'tensorflow' in sys.modules or 'tf_keras' in sys.modules:
     return
-  sys.modules['tf_keras'] = None  # type: ignore[assignment]
-  try:
+  with _unimportable('tf_keras'):
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import # noqa: F401
+
+
+@contextlib.contextmanager
+def _unimportable(name: str) -> Iterator[None]:
+  """Inside, importing `name` raises ImportError, as where it is not
+    installed; after, it imports as usual. Nothing changes where it is
+    imported already."""
+  if name in sys.modules:
+    yield
+    return
+  sys.modules[name] = None  # type: ignore[assignment]
+  try:
+    yield
   finally:
-    if 'tf_keras' in sys.modules and sys.modules['tf_keras'] is None:
-      del sys.modules['tf_keras']
+    if name in sys.modules and sys.modules[name] is None:
+      del sys.modules[name]
 
 
 def _import_stdlib_distutils() -> None:
@@ -353,15 +365,8 @@ def _without_pandas(unused_module: types.ModuleType) -> Iterator[None]:
   while that one module runs; any other module that imports it, before or
   after, gets it as usual.
   """
-  if 'pandas' in sys.modules:
+  with _unimportable('pandas'):
     yield
-    return
-  sys.modules['pandas'] = None  # type: ignore[assignment]
-  try:
-    yield
-  finally:
-    if 'pandas' in sys.modules and sys.modules['pandas'] is None:
-      del sys.modules['pandas']
 
 
 @contextlib.contextmanager
