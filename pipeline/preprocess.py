@@ -100,6 +100,11 @@ TFT_COMPAT_V1 = True
 _DIRECT_RUNNER = ('DirectRunner', 'direct')
 
 
+def _is_direct(options: PipelineOptions) -> bool:
+  """Whether the job runs on the DirectRunner (Beam's default: no runner)."""
+  return options.view_as(StandardOptions).runner in (None,) + _DIRECT_RUNNER
+
+
 def tft_context(**kwargs) -> tft_beam.Context:
   """The tf.Transform context of the job's analysis and transform."""
   return tft_beam.Context(force_tf_compat_v1=TFT_COMPAT_V1, **kwargs)
@@ -249,9 +254,7 @@ def build_pipeline(
        | 'WriteQuarantine' >> sinks.WriteQuarantine(out.files.quarantine_dir))
 
   # Many workers each send partial statistics of the one key: spread them.
-  runner = p.options.view_as(StandardOptions).runner
-  fanout = (None if runner in (None,) +
-            _DIRECT_RUNNER else statistics.HOT_KEY_FANOUT)
+  fanout = None if _is_direct(p.options) else statistics.HOT_KEY_FANOUT
   for name in all_splits:
     _ = splits[name] | f'Statistics[{name}]' >> statistics.ComputeStatistics(
         out.files.stats_path(name), hot_key_fanout=fanout)
@@ -312,7 +315,7 @@ def _pipeline_options(beam_args: List[str]) -> PipelineOptions:
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = 'DirectRunner'
-  if standard.runner not in _DIRECT_RUNNER:
+  if not _is_direct(options):
     remote_job.name_the_job(options)  # for a stop to find it
     return options
   direct = options.view_as(DirectOptions)
@@ -403,7 +406,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       runner = _runner_name(options)
       # A direct run happens in run(); other runners' run() packages and
       # stages the job's files for the runner, which then runs it.
-      direct = options.view_as(StandardOptions).runner in _DIRECT_RUNNER
+      direct = _is_direct(options)
       shown.phase(f'running the job ({runner})'
                   if direct else f'submitting the job ({runner})')
       with stop.insistent():
@@ -570,7 +573,7 @@ def _stage_seconds(result) -> dict:
 
 def _runner_name(options: PipelineOptions) -> str:
   runner = options.view_as(StandardOptions).runner  # set by _pipeline_options
-  if runner in _DIRECT_RUNNER:
+  if _is_direct(options):
     direct = options.view_as(DirectOptions)
     mode = direct.direct_running_mode
     workers = direct.direct_num_workers
