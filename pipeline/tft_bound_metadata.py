@@ -30,7 +30,8 @@ from tensorflow_transform.beam import impl
 from tensorflow_transform.saved import saved_transform_io
 from tensorflow_transform.tf_metadata import dataset_metadata
 
-# tf.Transform's functions, which these replace and fall back to.
+# tf.Transform's functions, which these replace: the inference is the
+# fallback; the binding is kept to compare with (the tests).
 _LIBRARY_BIND = impl._replace_tensors_with_constant_values  # pylint: disable=protected-access
 _LIBRARY_INFER = impl._infer_metadata_from_saved_model  # pylint: disable=protected-access
 _REPLACEMENT_MAP = impl._get_tensor_replacement_map  # pylint: disable=protected-access
