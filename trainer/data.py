@@ -145,7 +145,11 @@ def make_dataset(files: List[str],
   majority rows; the result is infinite (use steps_per_epoch).
   """
   ds = _records(files, training, seed, record_filter)
-  if cache:
+  # Evaluation batches are the same in every pass, so they are cached as
+  # parsed: from the second pass on, no file, no parse, and no instance of
+  # the parse function (each new iterator instantiates and optimizes it).
+  cache_parsed = cache and not training and not repeat
+  if cache and not cache_parsed:
     # Serialized records are small; caching them skips gzip + file reads from
     # the second epoch on while keeping the shuffle below effective.
     ds = ds.cache()
@@ -173,6 +177,8 @@ def make_dataset(files: List[str],
       lambda records: _parse(records, spec, label_key, label_dtype),
       num_parallel_calls=AUTOTUNE,
       deterministic=True)
+  if cache_parsed:
+    ds = ds.cache()
   return _untuned(ds.prefetch(AUTOTUNE))
 
 

@@ -190,6 +190,55 @@ def test_training_batches_are_those_of_the_autotuned_pipeline(
       not np.array_equal(first[n].numpy(), second[n].numpy()) for n in first)
 
 
+def _upstream(ds):
+  """`ds` and the datasets it reads from, outermost first."""
+  chain = [ds]
+  while getattr(chain[-1], '_input_dataset', None) is not None:
+    chain.append(chain[-1]._input_dataset)  # pylint: disable=protected-access
+  return [type(d).__name__.lstrip('_') for d in chain]
+
+
+def test_evaluation_batches_are_cached_parsed_and_the_same_every_pass(
+    trainer_toy_preprocessed):
+  # Keras makes a new iterator of the validation data every epoch; cached as
+  # parsed batches, a later pass reads neither a file nor a record, and it
+  # gives the batches of an uncached pass.
+  preprocess_dir, manifest = trainer_toy_preprocessed
+  config = load_config(TOY_CONFIG)
+  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
+  files = PreprocessOutput(preprocess_dir).require_data_files('eval')
+
+  def eval_dataset(cache):
+    return data.make_dataset(
+        files, spec, config.label.column, 16, training=False, cache=cache)
+
+  cached = eval_dataset(True)
+  names = _upstream(cached)
+  assert names.index('CacheDataset') < names.index('ParallelMapDataset'), names
+  assert 'CacheDataset' not in _upstream(eval_dataset(False))
+  want = _epochs(eval_dataset(False), 1)[0]
+  assert sum(len(y) for _, y in want) == manifest['rows']['eval']
+  for got in _epochs(cached, 3):
+    assert len(got) == len(want)
+    for (x, y), (wx, wy) in zip(got, want):
+      np.testing.assert_array_equal(y, wy)
+      assert sorted(x) == sorted(wx)
+      for name in x:
+        np.testing.assert_array_equal(x[name].numpy(), wx[name].numpy())
+  # Training data still caches its records, ahead of the shuffle.
+  train = _upstream(
+      data.make_dataset(
+          PreprocessOutput(preprocess_dir).require_data_files('train'),
+          spec,
+          config.label.column,
+          16,
+          training=True,
+          seed=1,
+          cache=True))
+  assert train.index('ParallelMapDataset') < train.index(
+      'ShuffleDataset') < train.index('CacheDataset'), train
+
+
 def test_short_training_beats_chance(trainer_toy_model):
   model_dir, doc = trainer_toy_model
   # The toy label is a noisy function of height and city; its best possible
