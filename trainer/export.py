@@ -5,9 +5,9 @@ version directory) holds the trained model *and* the tf.Transform graph, so a
 client sends raw feature values and gets a prediction; nobody outside has to
 reimplement trimming, missing-value handling, scaling, bucketing, vocabulary
 lookup or crosses, which is what keeps training and serving from drifting
-apart. The transform layer is tracked by the exported module, so its assets
-(vocabulary files) are copied into the export and the preprocess directory is
-not needed any more.
+apart. The transform graph's tables and assets are tracked by the exported
+module, so its vocabulary files are copied into the export and the preprocess
+directory is not needed any more.
 
 Signatures:
   serving_default  examples: [N] string, serialized tf.Example of raw features
@@ -40,6 +40,7 @@ import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
+from tensorflow.python.trackable import base as trackable_base
 import tensorflow_transform as tft
 
 # tf_keras has no public switch for this (model.save's save_traces sets it).
@@ -74,8 +75,33 @@ def _dense_to_sparse(x: tf.Tensor) -> tf.SparseTensor:
   return tf.SparseTensor(indices, x, tf.stack([n, tf.constant(1, tf.int64)]))
 
 
+class _LoadedTransform(trackable_base.Trackable):
+  """tf.Transform's loaded transform graph, as the export saves it: its
+  tables' initializer and vocabulary files, not its own signature.
+
+  tf.Transform's layer tracks every attribute of its loader, so that the
+  tables and files come along; among them is the loaded transform_fn's
+  signature (594 of the Adult export's 1,876 graph nodes), which no serving
+  function calls and every load of the export imported. The functions below
+  call the layer, which calls the function it prunes from that signature;
+  the pruned function is saved as theirs.
+  """
+
+  def __init__(self, tft_layer):
+    super().__init__()
+    # Not an attribute Trackable's own tracking sees; its children are ours.
+    self._loaded = tft_layer._saved_model_loader._imported  # pylint: disable=protected-access
+
+  def _trackable_children(self,
+                          save_type=trackable_base.SaveType.CHECKPOINT,
+                          **kwargs):
+    children = dict(self._loaded._trackable_children(save_type, **kwargs))  # pylint: disable=protected-access
+    children.pop('signatures', None)
+    return children
+
+
 class ServingModule(tf.Module):
-  """What gets saved: model + transform layer + threshold + signatures."""
+  """What gets saved: model + transform graph + threshold + signatures."""
 
   def __init__(self,
                model,
@@ -89,6 +115,9 @@ class ServingModule(tf.Module):
     self.model = model
     self._scoring = scoring or evaluate.ScoringSteps(model)
     self.tft_layer = tft_layer
+    # Called, not saved: what the transform graph needs is saved below.
+    self._delete_tracking('tft_layer')
+    self.transform_graph = _LoadedTransform(tft_layer)
     self.threshold = tf.Variable(
         threshold, dtype=tf.float32, trainable=False, name='threshold')
     self._feature_names = list(feature_names)
