@@ -148,6 +148,17 @@ def _epochs(ds, n):
   return [[(x, y.numpy()) for x, y in ds] for _ in range(n)]
 
 
+def _assert_same_batches(got, want):
+  """One epoch's (features, label) batches against another's, batch by
+  batch."""
+  assert len(got) == len(want)
+  for (x, y), (wx, wy) in zip(got, want):
+    np.testing.assert_array_equal(y, wy)
+    assert sorted(x) == sorted(wx)
+    for name in x:
+      np.testing.assert_array_equal(x[name].numpy(), wx[name].numpy())
+
+
 def test_training_batches_are_those_of_the_autotuned_pipeline(
     trainer_toy_preprocessed):
   # The datasets carry no autotuning thread (deleting an iterator waits for
@@ -179,11 +190,7 @@ def test_training_batches_are_those_of_the_autotuned_pipeline(
   assert [len(e) for e in got] == [len(e) for e in want]
   assert len(got[0]) > 2
   for got_epoch, want_epoch in zip(got, want):
-    for (x, y), (wx, wy) in zip(got_epoch, want_epoch):
-      np.testing.assert_array_equal(y, wy)
-      assert sorted(x) == sorted(wx)
-      for name in x:
-        np.testing.assert_array_equal(x[name].numpy(), wx[name].numpy())
+    _assert_same_batches(got_epoch, want_epoch)
   # Reshuffled each epoch, as before.
   first, second = got[0][0][0], got[1][0][0]
   assert any(
@@ -219,12 +226,7 @@ def test_evaluation_batches_are_cached_parsed_and_the_same_every_pass(
   want = _epochs(eval_dataset(False), 1)[0]
   assert sum(len(y) for _, y in want) == manifest['rows']['eval']
   for got in _epochs(cached, 3):
-    assert len(got) == len(want)
-    for (x, y), (wx, wy) in zip(got, want):
-      np.testing.assert_array_equal(y, wy)
-      assert sorted(x) == sorted(wx)
-      for name in x:
-        np.testing.assert_array_equal(x[name].numpy(), wx[name].numpy())
+    _assert_same_batches(got, want)
   # Training data still caches its records, ahead of the shuffle.
   train = _upstream(
       data.make_dataset(
