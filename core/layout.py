@@ -68,8 +68,10 @@ class PreprocessOutput:
   TRANSFORMED_METADATA_DIR = 'transformed_metadata'
   SHARD_SUFFIX = '.tfrecord.gz'
   # Siblings of the final directory: where a run writes until it publishes,
-  # and where a run refused by validation keeps its evidence.
+  # the lock the run holds meanwhile, and where a run refused by validation
+  # keeps its evidence.
   STAGING_SUFFIX = '.tmp'
+  LOCK_SUFFIX = '.lock'
   REJECTED_SUFFIX = '.rejected'
 
   def __init__(self, root: str):

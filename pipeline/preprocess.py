@@ -356,8 +356,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                     'split from --input (split.ratios.test); use one or the '
                     'other')
   schema = validation.resolve_schema(config, args.config, args.schema)
-  out = StagedOutputDir(args.output_dir, overwrite=args.overwrite)
   options = _pipeline_options(beam_args)
+  # Holds the directory's lock until the `with` below ends: nothing between
+  # here and there raises.
+  out = StagedOutputDir(args.output_dir, overwrite=args.overwrite)
   seconds['validate_inputs'] = time.monotonic() - start
 
   # The command's stop handling until here (core/cli.py), the job's from the
@@ -370,7 +372,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
   # while this process builds and runs the job (core/forked.py). Only for
   # files on this machine: a forked child would share the parent's
   # connections to a remote filesystem.
-  with forked.Ahead(
+  with out, forked.Ahead(
       functools.partial(feature_warnings.sampled_findings, config,
                         input_files),
       start=all(FileSystems.get_scheme(f) is None for f in input_files)
@@ -513,6 +515,7 @@ def _abandon(out: StagedOutputDir, temp_dir: str,
         f'preprocess: could not remove {out.staging} ({first_line(e)}); '
         'remove it before the next run',
         file=sys.stderr)
+  out.release()
   scratch.remove(temp_dir)
   print(_stopped_message(signal_name, out.final), file=sys.stderr)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from apache_beam.options.pipeline_options import DirectOptions
 import pyarrow as pa
@@ -26,8 +27,6 @@ from core.config import load_config
 from pipeline import cleanse
 from pipeline import preprocess
 from pipeline import split
-from pipeline.outputs import PublishConflict
-from pipeline.outputs import StagedOutputDir
 from pipeline.sources import RawChunk
 from tests import datagen
 from tests.conftest import CENSUS_CONFIG
@@ -437,7 +436,7 @@ def test_an_output_dir_that_cannot_be_made_is_one_clear_line(capsys, tmp_path):
                     '--output-dir', str(out))
   assert code == 2
   assert err == [
-      f'preprocess: error: --output-dir {out}: cannot create {out}.tmp '
+      f'preprocess: error: --output-dir {out}: cannot create {out}.lock '
       '(File exists)'
   ]
 
@@ -561,17 +560,35 @@ def test_signal_stops_the_job_and_publishes_nothing(tmp_path, signum):
   assert os.listdir(temp) == []
 
 
-def test_output_dir_that_appears_during_the_run_is_not_replaced(tmp_path):
-  out = StagedOutputDir(str(tmp_path / 'out'))
-  out.create()
-  with open(out.path('manifest.json'), 'w') as f:
-    f.write('{}')
-  (tmp_path / 'out').mkdir()  # someone else published meanwhile
-  with pytest.raises(PublishConflict) as e:
-    out.publish()
-  assert f'kept in {out.staging}' in str(e.value)
-  assert os.path.exists(out.path('manifest.json'))
-  assert os.listdir(tmp_path / 'out') == []
+def test_a_second_job_on_the_same_output_dir_stops_and_the_first_finishes(
+    capsys, tmp_path):
+  """Two runs of one command (a second terminal, an overlapping schedule):
+  the second stops with one line naming the first, even with --overwrite,
+  and the first publishes its output."""
+  path = datagen.write_lines(
+      str(tmp_path / 'in.csv'),
+      datagen.toy_rows(3000, seed=5),
+      header=datagen.TOY_HEADER)
+  out = tmp_path / 'out'
+  args = ['--config', TOY_CONFIG, '--input', path, '--output-dir', str(out)]
+  first = _start_cli(args, tmp_path)
+  try:
+    deadline = time.monotonic() + 240
+    while not os.path.isdir(f'{out}.tmp'):
+      assert first.poll() is None, open(tmp_path / 'stderr.txt').read()
+      assert time.monotonic() < deadline, 'the first job never started'
+      time.sleep(0.01)
+    code, err = _main(capsys, *args, '--overwrite')
+    assert first.wait(timeout=240) == 0, open(tmp_path / 'stderr.txt').read()
+  finally:
+    if first.poll() is None:
+      first.kill()
+      first.wait()
+  assert code == 2 and len(err) == 1, err
+  assert err[0].startswith(f'preprocess: error: --output-dir {out}: another '
+                           f'run is writing it (pid {first.pid} on ')
+  assert json.load(open(out / 'manifest.json'))['rows']['input'] == 3000
+  assert sorted(os.listdir(tmp_path)) == ['in.csv', 'out', 'stderr.txt']
 
 
 def test_quoted_line_break_is_one_row_in_the_job(tmp_path):
