@@ -255,6 +255,9 @@ class ModelDir:
   # trainer.push's decision on the newest export (BLESSED or NOT_BLESSED,
   # the checks and metrics against the served model).
   BLESSING = 'blessing.json'
+  # Held by the trainer or trainer.push working on the directory
+  # (core/dir_lock.py), removed when it ends.
+  LOCK = '.lock'
 
   def __init__(self, root: str):
     self.root = root.rstrip('/') or root
@@ -281,6 +284,10 @@ class ModelDir:
   @property
   def blessing_path(self) -> str:
     return self.path(self.BLESSING)
+
+  @property
+  def lock_path(self) -> str:
+    return self.path(self.LOCK)
 
   def versions(self) -> List[int]:
     return versions_in(self.export_base)

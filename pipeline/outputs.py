@@ -9,26 +9,17 @@ moved last, so its presence marks a complete directory.
 
 One run at a time writes a directory: the staging name is fixed (see
 below), so a second run with --overwrite would delete the first's staging
-directory under it and both would fail deep inside Beam. A run holds an
-exclusive lock on `DIR.lock` from its checks to its end and a second run
-stops at once, naming the first. The lock is the kernel's (flock): a run
-killed outright leaves the file unlocked and the next run takes it. For an
-object store the lock file is in this machine's temporary directory, so it
-keeps apart the runs of one machine only.
+directory under it and both would fail deep inside Beam. A run holds the
+lock on `DIR.lock` (core/dir_lock.py) from its checks to its end and a
+second run stops at once, naming the first.
 """
 
-import datetime
-import errno
-import fcntl
-import hashlib
 import os
 import shutil
-import socket
-import tempfile
-from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from core.dir_lock import DirLock
 from core.errors import UserError
 from core.layout import PreprocessOutput
 
@@ -37,71 +28,6 @@ MANIFEST = PreprocessOutput.MANIFEST
 
 class PublishConflict(UserError):
   """The output directory appeared during the run; the result is kept."""
-
-
-class OutputDirBusy(UserError):
-  """Another run holds the output directory's lock."""
-
-
-def _lock_path(final: str) -> str:
-  if _is_local(final):
-    return final + PreprocessOutput.LOCK_SUFFIX
-  digest = hashlib.sha256(final.encode()).hexdigest()[:16]
-  return os.path.join(
-      tempfile.gettempdir(),
-      f'preprocess-output-{digest}{PreprocessOutput.LOCK_SUFFIX}')
-
-
-class _Lock:
-  """An exclusive flock on a file that names its holder.
-
-  The holder removes the file before it lets go. A run that opened the file
-  just before and then got the lock holds a removed file: it checks that the
-  path still is the file it locked, and opens it anew if not.
-  """
-
-  def __init__(self, path: str, what: str):
-    self.path = path
-    self._fd: Optional[int] = None
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    while self._fd is None:
-      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except OSError as e:
-        holder = os.read(fd, 200).decode(errors='replace').strip()
-        os.close(fd)
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-          raise
-        raise OutputDirBusy(
-            f'{what}: another run is writing it'
-            f'{f" ({holder})" if holder else ""}; wait for it to end or '
-            f'choose another directory (it holds {path})') from None
-      try:
-        current = os.stat(path).st_ino
-      except FileNotFoundError:
-        current = None
-      if current == os.fstat(fd).st_ino:
-        self._fd = fd
-      else:
-        os.close(fd)
-    started = datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec='seconds')
-    os.ftruncate(self._fd, 0)
-    os.write(
-        self._fd,
-        f'pid {os.getpid()} on {socket.gethostname()}, since {started}\n'
-        .encode())
-
-  def release(self) -> None:
-    if self._fd is None:
-      return
-    fd, self._fd = self._fd, None
-    try:
-      os.unlink(self.path)
-    except FileNotFoundError:
-      pass
-    os.close(fd)
 
 
 def _is_local(path: str) -> bool:
@@ -118,17 +44,12 @@ class StagedOutputDir:
     # A fixed staging name, not a random one: tf.Transform bakes the paths of
     # its temporary vocabulary files into the transform graph, so a run-
     # independent name is what makes re-running the same job byte-identical.
-    # It also acts as a lock against two jobs writing the same directory.
     self.staging = self.final + PreprocessOutput.STAGING_SUFFIX
     # The layout's names, under the staging directory.
     self.files = PreprocessOutput(self.staging)
     self._overwrite = overwrite
-    lock_path = _lock_path(self.final)
-    try:
-      self._lock = _Lock(lock_path, f'--output-dir {self.final}')
-    except OSError as e:
-      raise UserError(f'--output-dir {self.final}: cannot create {lock_path} '
-                      f'({e.strerror or e})') from e
+    self._lock = DirLock(self.final + PreprocessOutput.LOCK_SUFFIX,
+                         f'--output-dir {self.final}')
     try:
       if FileSystems.exists(self.final) and not overwrite:
         raise UserError(f'--output-dir {self.final}: already exists; pass '
@@ -146,7 +67,7 @@ class StagedOutputDir:
   def __enter__(self) -> 'StagedOutputDir':
     return self
 
-  def __exit__(self, *exc_info) -> None:
+  def __exit__(self, *exc_info: object) -> None:
     self.release()
 
   def release(self) -> None:

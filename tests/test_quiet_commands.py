@@ -217,6 +217,7 @@ def test_a_stop_while_the_trainer_trains_is_one_line(trainer_toy_preprocessed,
   assert err == f'trainer: stopped by {signal.Signals(signum).name}\n'
   assert not (model_dir / 'export').exists()
   assert not (model_dir / 'metrics.json').exists()
+  assert not (model_dir / '.lock').exists()  # another run may start
 
 
 @pytest.mark.usefixtures('sigint_from_a_terminal')

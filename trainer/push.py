@@ -43,6 +43,7 @@ with quiet.tensorflow_startup(keras=False):
   import tensorflow as tf
 
 from core.config import load_config
+from core.dir_lock import DirLock
 from core.errors import InputError
 from core.layout import ExportDir
 from core.layout import ModelDir
@@ -87,6 +88,15 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   'pushed' ({'version', 'path'} or None)."""
   args = flags.push(argv)
   model_dir = ModelDir(args.model_dir)
+  if not tf.io.gfile.isdir(model_dir.root):
+    return _push(args, model_dir)  # which says there is no export
+  # Not while a trainer writes the directory: its newest export could be
+  # there before the metrics.json that names its preprocess output.
+  with DirLock(model_dir.lock_path, f'--model-dir {args.model_dir}'):
+    return _push(args, model_dir)
+
+
+def _push(args: argparse.Namespace, model_dir: ModelDir) -> Dict[str, Any]:
   candidate = model_dir.latest_export()
   rules = (load_config(args.config)
            if args.config else candidate.config).blessing

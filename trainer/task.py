@@ -54,6 +54,7 @@ with quiet.tensorflow_startup():
 
 from core import heap
 from core.config import DatasetConfig
+from core.dir_lock import DirLock
 from core.errors import ConfigError
 from core.errors import InputError
 from core.errors import UserError
@@ -114,8 +115,24 @@ def run(argv: Optional[Sequence[str]] = None,
   keras.utils.set_random_seed(hp.seed)
   strategy = distribute.make_strategy(args.distribution_strategy)
   chief = distribute.is_chief()
-  if chief:
-    tf.io.gfile.makedirs(args.model_dir)
+  if not chief:
+    return _train(args, config, tft_output, hp, strategy, chief, total_start,
+                  say)
+  tf.io.gfile.makedirs(args.model_dir)
+  # One trainer at a time: two in one directory would each publish an export
+  # and leave metrics.json and the report of whichever ended last.
+  with DirLock(
+      ModelDir(args.model_dir).lock_path, f'--model-dir {args.model_dir}'):
+    return _train(args, config, tft_output, hp, strategy, chief, total_start,
+                  say)
+
+
+def _train(args: argparse.Namespace, config: DatasetConfig,
+           tft_output: tft.TFTransformOutput, hp: hparams.HParams,
+           strategy: tf.distribute.Strategy, chief: bool, total_start: float,
+           say: Callable[[str], None]) -> Dict[str, Any]:
+  """run() once the inputs are checked (and, on the chief, the model
+  directory held)."""
   if args.folds:
     return kfold.run_folds(
         config,

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from core.dir_lock import DirectoryBusy
 from core.errors import UserError
-from pipeline.outputs import OutputDirBusy
 from pipeline.outputs import PublishConflict
 from pipeline.outputs import StagedOutputDir
 from tests.conftest import ROOT
@@ -36,7 +36,7 @@ def test_a_second_run_stops_at_once_and_names_the_run_writing(tmp_path):
   first.create()
   with open(first.path('part'), 'w') as f:
     f.write('being written')
-  with pytest.raises(OutputDirBusy) as e:
+  with pytest.raises(DirectoryBusy) as e:
     StagedOutputDir(final, overwrite=True)
   message = str(e.value)
   assert message.startswith(f'--output-dir {final}: another run is writing it '

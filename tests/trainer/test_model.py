@@ -17,6 +17,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from core.config import load_config
+from core.dir_lock import DirLock
+from core.layout import ModelDir
 from core.layout import PreprocessOutput
 from tests.conftest import ROOT
 from tests.conftest import TOY_CONFIG
@@ -319,6 +321,24 @@ def test_task_reports_a_bad_preprocess_dir(tmp_path, capsys):
   ])
   assert rc == 2
   assert 'config.yaml' in capsys.readouterr().err
+
+
+def test_a_second_trainer_on_a_model_dir_stops_with_one_line(
+    trainer_toy_preprocessed, tmp_path, capsys):
+  """While a trainer (or trainer.push) holds the model directory, another
+  trainer writes nothing into it, and says which run holds it."""
+  preprocess_dir, _ = trainer_toy_preprocessed
+  model_dir = str(tmp_path / 'm')
+  os.makedirs(model_dir)
+  with DirLock(ModelDir(model_dir).lock_path, 'the first run'):
+    rc = task.main(
+        ['--preprocess-dir', preprocess_dir, '--model-dir', model_dir])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and len(err) == 1, err
+  assert err[0].startswith(f'trainer: error: --model-dir {model_dir}: another '
+                           f'run is writing it (pid {os.getpid()} on ')
+  assert err[0].endswith(f'(it holds {model_dir}/.lock)')
+  assert os.listdir(model_dir) == []
 
 
 # ------------------------------------------- ablations, schedules, imbalance

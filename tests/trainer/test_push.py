@@ -22,6 +22,7 @@ import yaml
 from core.config import Blessing
 from core.config import MetricRule
 from core.config import parse_config
+from core.dir_lock import DirLock
 from core.errors import ConfigError
 from core.layout import ExportDir
 from core.layout import ModelDir
@@ -477,12 +478,28 @@ def test_usage_errors(v1, work, capsys):
   code, _ = _push('--model-dir', work / 'nomodel', '--serving-dir', work / 'u')
   assert code == 2
   assert 'run python -m trainer.task first' in capsys.readouterr().err
+  assert not os.path.exists(work / 'nomodel')
   empty = str(work / 'empty_base')
   os.makedirs(empty)
   assert rollback.main(['--serving-dir', empty]) == 2
   assert 'nothing to roll back to' in capsys.readouterr().err
   assert rollback.main(['--serving-dir', empty, '--to', '7']) == 2
   assert '--to 7: no such version' in capsys.readouterr().err
+
+
+def test_no_push_while_a_trainer_writes_the_model_dir(v1, work, capsys):
+  """The trainer's newest export can be there before the metrics.json that
+  names its data: push waits for no half-written model directory, it stops
+  and says which run holds it."""
+  lock = ModelDir(v1).lock_path
+  with DirLock(lock, 'the trainer'):
+    code, decision = _push('--model-dir', v1, '--serving-dir', work / 'busy')
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and decision is None and len(err) == 1, err
+  assert err[0].startswith(f'push: error: --model-dir {v1}: another run is '
+                           f'writing it (pid {os.getpid()} on ')
+  assert not os.path.exists(work / 'busy')
+  assert not os.path.exists(lock)
 
 
 # ------------------------------------------------- the loop, with a server
