@@ -412,6 +412,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       shown.phase(f'running the job ({runner})'
                   if direct else f'submitting the job ({runner})')
       with stop.insistent():
+        if not direct:
+          submitted.about_to_submit()
         result = p.run()
         if not direct:
           submitted.result = result

@@ -13,13 +13,15 @@ running batch job goes on on the cluster (measured with Beam's 2.62 job
 server and Flink 1.19: RUNNING until the cluster stopped). Where the
 cluster's REST address is known (`--flink_master` HOST:PORT), the job is
 cancelled there, found by the name this command gives it (`--job_name`),
-and the stop waits for Flink to report it ended.
+and the stop waits for Flink to report it ended. A name the user gave may
+be another job's too (last night's run, a colleague's): the jobs of that
+name that Flink listed just before this one was submitted are left alone.
 """
 
 import json
 import os
 import time
-from typing import Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 import urllib.parse
 import urllib.request
 
@@ -68,6 +70,27 @@ class SubmittedJob:
   def __init__(self, options: PipelineOptions):
     self._options = options
     self.result: Optional[PipelineResult] = None
+    # The Flink jobs of this job's name before it was submitted; None where
+    # Flink could not be asked, for the reason in _unlisted.
+    self._others: Optional[FrozenSet[str]] = None
+    self._unlisted = 'not asked'
+
+  def about_to_submit(self) -> None:
+    """Notes the jobs on the Flink cluster that already bear this job's
+    name, which a stop must not cancel. Never raises: the cluster's REST
+    API is not needed to run the job."""
+    rest = flink_rest_address(self._options)
+    if not rest:
+      return
+    try:
+      self._others = frozenset(job['jid']
+                               for job in _rest(rest, '/jobs/overview')['jobs']
+                               if job['name'] == self._job_name())
+    except (OSError, ValueError, KeyError) as e:
+      self._others, self._unlisted = None, first_line(e)
+
+  def _job_name(self) -> str:
+    return self._options.view_as(GoogleCloudOptions).job_name or ''
 
   def cancel(self, wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
     """Cancels the job, if one was submitted and has not ended; returns what
@@ -77,19 +100,23 @@ class SubmittedJob:
     if self.result is None:
       return None
     try:
-      return _cancel(self.result, self._options, wait_s)
+      return self._cancel(self.result, wait_s)
     except Exception as e:  # noqa: BLE001 - said, and the stop goes on
       return f'could not cancel the job ({first_line(e)}); it may still run'
 
-
-def _cancel(result: PipelineResult, options: PipelineOptions,
-            wait_s: float) -> Optional[str]:
-  deadline = time.monotonic() + wait_s
-  rest = flink_rest_address(options)
-  if rest:
-    said = _cancel_on_flink(rest,
-                            options.view_as(GoogleCloudOptions).job_name or '',
-                            deadline)
+  def _cancel(self, result: PipelineResult, wait_s: float) -> Optional[str]:
+    deadline = time.monotonic() + wait_s
+    rest = flink_rest_address(self._options)
+    if not rest:
+      return _cancel_elsewhere(result, wait_s, deadline)
+    if self._others is None:
+      # Not told from other jobs of its name: cancelled by Beam only.
+      said: Optional[str] = (
+          f'could not cancel the job {self._job_name()} on Flink at {rest} '
+          '(its jobs could not be listed before the submission: '
+          f'{self._unlisted}); it may still run there')
+    else:
+      said = _cancel_on_flink(rest, self._job_name(), self._others, deadline)
     # Flink's word on the job is the one that counts; Beam's cancel only
     # lets the job server stop waiting for it.
     try:
@@ -97,6 +124,11 @@ def _cancel(result: PipelineResult, options: PipelineOptions,
     except Exception:  # noqa: BLE001 - Flink's answer was said above
       pass
     return said
+
+
+def _cancel_elsewhere(result: PipelineResult, wait_s: float,
+                      deadline: float) -> Optional[str]:
+  """Beam's cancel, waited for: the runner's word on the job."""
   if not _cancel_through_beam(result):
     return None
   state = None
@@ -121,16 +153,23 @@ def _cancel_through_beam(result: PipelineResult) -> bool:
   return True
 
 
-def _cancel_on_flink(rest: str, job_name: str,
+def jobs_to_cancel(overview: List[Dict[str, Any]], job_name: str,
+                   others: FrozenSet[str]) -> List[str]:
+  """The ids of the jobs in Flink's `/jobs/overview` list that bear
+  `job_name`, were not there before the submission and have not ended."""
+  return [
+      job['jid'] for job in overview if job['name'] == job_name and
+      job['jid'] not in others and job['state'] not in _FLINK_ENDED
+  ]
+
+
+def _cancel_on_flink(rest: str, job_name: str, others: FrozenSet[str],
                      deadline: float) -> Optional[str]:
-  """Cancels the Flink jobs named `job_name` that have not ended and waits
-  until Flink reports them ended; None once it has."""
+  """Cancels this submission's Flink jobs named `job_name` that have not
+  ended and waits until Flink reports them ended; None once it has."""
   try:
-    jobs = [
-        job['jid']
-        for job in _rest(rest, '/jobs/overview')['jobs']
-        if job['name'] == job_name and job['state'] not in _FLINK_ENDED
-    ]
+    jobs = jobs_to_cancel(
+        _rest(rest, '/jobs/overview')['jobs'], job_name, others)
     for jid in jobs:
       _rest(rest, f'/jobs/{jid}?mode=cancel', method='PATCH')
     pending = list(jobs)

@@ -57,8 +57,49 @@ def test_a_cancel_that_fails_is_said_and_never_raised():
     port = s.getsockname()[1]
   flink = remote_job.SubmittedJob(
       PipelineOptions([f'--flink_master=localhost:{port}', '--job_name=j']))
+  flink.about_to_submit()
   flink.result = PipelineResult(PipelineState.RUNNING)
   said = flink.cancel(wait_s=0.5)
   assert said.startswith(
-      f'could not cancel the job j on Flink at http://localhost:{port} ('), said
+      f'could not cancel the job j on Flink at http://localhost:{port} (its '
+      'jobs could not be listed before the submission: '), said
+  assert 'Connection refused' in said, said
   assert said.endswith('it may still run there'), said
+
+
+def test_a_stop_cancels_its_own_job_not_others_of_its_name():
+  """`--job_name nightly` given by the user: last night's job, still
+  running, and a colleague's, are not this run's to cancel."""
+  overview = [
+      {
+          'jid': 'a1',
+          'name': 'nightly',
+          'state': 'RUNNING'
+      },
+      {
+          'jid': 'b2',
+          'name': 'nightly',
+          'state': 'RUNNING'
+      },
+      {
+          'jid': 'c3',
+          'name': 'nightly',
+          'state': 'FINISHED'
+      },
+      {
+          'jid': 'd4',
+          'name': 'other',
+          'state': 'RUNNING'
+      },
+      {
+          'jid': 'e5',
+          'name': 'nightly',
+          'state': 'CREATED'
+      },
+  ]
+  # Listed before the submission: a1 (running) and c3.
+  assert remote_job.jobs_to_cancel(overview, 'nightly',
+                                   frozenset({'a1', 'c3'})) == ['b2', 'e5']
+  assert remote_job.jobs_to_cancel(overview, 'nightly',
+                                   frozenset({'a1', 'b2', 'e5'})) == []
+  assert remote_job.jobs_to_cancel(overview, 'other', frozenset()) == ['d4']
