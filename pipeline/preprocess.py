@@ -490,6 +490,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         _say_if_left(submitted.cancel())
       out.discard()
       if stop.signum is None:
+        if submitted.cancelled_elsewhere(e):
+          raise remote_job.CancelledElsewhere(
+              submitted.cancelled_message()) from None
         logging.error('preprocess failed; removed %s', out.staging)
         raise
       # Stopped by a signal, whatever a library made of the interrupt.
@@ -649,6 +652,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
   except KeyboardInterrupt:  # before the job's signal handlers were set
     print(_stopped_message('SIGINT', None), file=sys.stderr)
     return 128 + signal.SIGINT
+  except remote_job.CancelledElsewhere as e:  # no bug to debug: one line
+    print(f'preprocess: error: {e}; nothing published', file=sys.stderr)
+    return JOB_FAILED
   except Exception as e:  # noqa: BLE001 - a job failed: one line, exit 3
     # A failed Beam job (a worker error, a lost cluster node): the traceback
     # for whoever debugs it, then one line that says what happened.

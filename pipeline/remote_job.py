@@ -63,6 +63,12 @@ def name_the_job(options: PipelineOptions) -> None:
                       f'{os.getpid()}')
 
 
+class CancelledElsewhere(Exception):
+  """The runner ended the job as cancelled, and no stop of this command had
+  asked it to: someone cancelled it on the cluster (Flink's web UI, `flink
+  cancel`, Dataflow's console)."""
+
+
 class SubmittedJob:
   """The job a run submitted to a runner elsewhere, once it has: what a stop
   cancels, whichever thread ends the command."""
@@ -91,6 +97,24 @@ class SubmittedJob:
 
   def _job_name(self) -> str:
     return self._options.view_as(GoogleCloudOptions).job_name or ''
+
+  def cancelled_elsewhere(self, error: BaseException) -> bool:
+    """Whether `error`, which ended the wait for the job, says the job was
+    cancelled: Beam's Flink job server reports such a job FAILED, with
+    Flink's JobCancellationException; other runners report it CANCELLED."""
+    if self.result is None:
+      return False
+    if 'JobCancellationException' in str(error):
+      return True
+    try:
+      return self.result.state == PipelineState.CANCELLED
+    except Exception:  # noqa: BLE001 - the runner cannot say: not known
+      return False
+
+  def cancelled_message(self) -> str:
+    name = self._job_name()
+    return (f'the job{f" {name}" if name else ""} was cancelled on the '
+            'cluster, not by this command')
 
   def cancel(self, wait_s: float = CANCEL_WAIT_S) -> Optional[str]:
     """Cancels the job, if one was submitted and has not ended; returns what

@@ -310,6 +310,40 @@ class TestFlink:
            ][0].startswith('preprocess-')
     _assert_nothing_came_back(tmp_path)
 
+  def test_a_job_cancelled_on_the_cluster_ends_the_command_in_one_line(
+      self, flink, sample, tmp_path):
+    """Cancelled from Flink's web UI or `flink cancel`: not Beam's
+    RuntimeError with Flink's JobCancellationException and a traceback,
+    but one line that says so, exit 3, and nothing published."""
+    rest = f'http://localhost:{flink.settings["FLINK_REST_PORT"]}'
+    out = tmp_path / 'stopped'
+
+    job = []  # its Flink id, once it runs
+
+    def running(proc):
+      job.append(_running_job(flink, proc, finished_tasks=10))
+
+    def cancel_on_flink(_):
+      request = urllib.request.Request(
+          f'{rest}/jobs/{job[0]}?mode=cancel', method='PATCH')
+      urllib.request.urlopen(request, timeout=10).close()
+
+    code, stderr, _ = _mid_job(
+        _submit_command('submit_flink.sh', flink, sample, str(out),
+                        '--parallelism', '2', '--flink-master',
+                        f'localhost:{flink.settings["FLINK_REST_PORT"]}'),
+        tmp_path,
+        wait=running,
+        act=cancel_on_flink,
+        timeout_s=120)
+    [name] = [j['name'] for j in _flink_jobs(flink) if j['jid'] == job[0]]
+    assert code == 3, stderr[-4000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f'preprocess: error: the job {name} was cancelled on the cluster, not '
+        'by this command; nothing published'), stderr[-4000:]
+    assert 'Traceback' not in stderr, stderr[-4000:]
+    _assert_nothing_came_back(tmp_path)
+
   @pytest.mark.usefixtures('sigint_from_a_terminal')
   def test_a_second_ctrl_c_still_cancels_the_job_on_the_cluster(
       self, flink, sample, tmp_path):

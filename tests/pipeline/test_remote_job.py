@@ -103,3 +103,19 @@ def test_a_stop_cancels_its_own_job_not_others_of_its_name():
   assert remote_job.jobs_to_cancel(overview, 'nightly',
                                    frozenset({'a1', 'b2', 'e5'})) == []
   assert remote_job.jobs_to_cancel(overview, 'other', frozenset()) == ['d4']
+
+
+def test_a_job_cancelled_on_the_cluster_is_told_from_a_failed_one():
+  job = remote_job.SubmittedJob(
+      PipelineOptions(['--flink_master=localhost:1', '--job_name=nightly']))
+  flink_said = RuntimeError(
+      'Pipeline nightly_1f2e failed in state FAILED: org.apache.flink.runtime.'
+      'client.JobCancellationException: Job was cancelled.')
+  assert not job.cancelled_elsewhere(flink_said)  # nothing submitted
+  job.result = PipelineResult(PipelineState.FAILED)
+  assert job.cancelled_elsewhere(flink_said)
+  assert not job.cancelled_elsewhere(RuntimeError('worker lost'))
+  job.result = PipelineResult(PipelineState.CANCELLED)
+  assert job.cancelled_elsewhere(RuntimeError('failed in state CANCELLED'))
+  assert job.cancelled_message() == (
+      'the job nightly was cancelled on the cluster, not by this command')
