@@ -41,6 +41,10 @@ class StagedOutputDir:
 
   def __init__(self, final: str, overwrite: bool = False):
     self.final = final.rstrip('/') or final
+    if FileSystems.get_scheme(self.final) is None:
+      # As the workers of a runner elsewhere must name it: they do not run in
+      # the launcher's directory.
+      self.final = os.path.abspath(self.final)
     # A fixed staging name, not a random one: tf.Transform bakes the paths of
     # its temporary vocabulary files into the transform graph, so a run-
     # independent name is what makes re-running the same job byte-identical.

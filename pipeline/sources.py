@@ -33,6 +33,8 @@ import collections
 import csv as csv_lib
 import dataclasses
 import itertools
+import os
+import socket
 from typing import (
     Any,
     Callable,
@@ -132,14 +134,18 @@ def resolve_files(pattern: str, flag: str) -> List[str]:
   """Expands a file pattern, failing with a clear message when it is unusable.
 
   Done in the launcher rather than on workers so that a typo in a path is one
-  clear line instead of a failed distributed job.
+  clear line instead of a failed distributed job. Files on this machine are
+  named by absolute paths: a runner's workers (Flink's or Spark's SDK
+  workers) do not run in the launcher's directory.
   """
   try:
     results = FileSystems.match([pattern])
   except Exception as e:  # noqa: BLE001 - any filesystem's error is the user's
     raise InputError(f'{flag} {pattern}: cannot list files: {e}') from None
   metadata = [m for r in results for m in r.metadata_list]
-  files = sorted(m.path for m in metadata)
+  files = sorted(
+      os.path.abspath(m.path) if FileSystems.get_scheme(m.path) is
+      None else m.path for m in metadata)
   if not files:
     raise InputError(f'{flag} {pattern}: no file matches this pattern')
   if all(m.size_in_bytes == 0 for m in metadata):
@@ -179,7 +185,15 @@ def plan_ranges(path: str,
   whole = [FileRange(path, 0, None, 1)]
   if not _splittable(path, fmt):
     return whole
-  size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+  found = FileSystems.match([path])[0].metadata_list
+  if not found:
+    # Listed by the launcher, not here: a worker on another machine, or one
+    # whose file system does not hold the file at that path.
+    raise FileNotFoundError(
+        f'{path}: the input is not there for this worker (on '
+        f'{socket.gethostname()}); every worker must see the input at the '
+        'path the launcher saw')
+  size = found[0].size_in_bytes
   if size <= range_bytes:
     return whole
   cuts = []  # (byte offset of a line start, its line number)

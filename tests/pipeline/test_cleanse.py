@@ -591,6 +591,28 @@ def test_compressed_files_are_one_range(tmp_path):
                              10) == [sources.FileRange(path, 0, None, 1)]
 
 
+def test_local_inputs_are_named_as_a_worker_elsewhere_finds_them(
+    tmp_path, monkeypatch):
+  """A runner's SDK workers (Flink's, Spark's) do not run in the launcher's
+  directory: `--input data/x.csv` reaches them as an absolute path, and a
+  file a worker cannot see is said to be that, not an IndexError."""
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'b.csv').write_text('a\nb\n' * 1000)
+  (tmp_path / 'data' / 'a.csv').write_text('a\nb\n' * 1000)
+  monkeypatch.chdir(tmp_path)
+  assert sources.resolve_files('data/*.csv', '--input') == [
+      str(tmp_path / 'data' / 'a.csv'),
+      str(tmp_path / 'data' / 'b.csv')
+  ]
+  monkeypatch.chdir('/')
+  with pytest.raises(FileNotFoundError) as e:
+    sources.plan_ranges('data/a.csv', 'csv', 10)
+  assert str(e.value).startswith('data/a.csv: the input is not there for this '
+                                 'worker (on ')
+  assert str(e.value).endswith('every worker must see the input at the path '
+                               'the launcher saw')
+
+
 # ----------------------------------- write stage: the same bytes, any route
 
 

@@ -88,3 +88,12 @@ def test_the_lock_of_a_killed_run_is_taken_by_the_next(tmp_path):
   with StagedOutputDir(final, overwrite=True):
     assert sorted(os.listdir(tmp_path)) == ['out.lock']
   assert os.listdir(tmp_path) == []
+
+
+def test_a_relative_output_dir_is_named_as_a_worker_elsewhere_finds_it(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with StagedOutputDir('out/pre/', overwrite=True) as out:
+    assert out.final == str(tmp_path / 'out' / 'pre')
+    assert out.staging == str(tmp_path / 'out' / 'pre.tmp')
+    assert out.path('data') == str(tmp_path / 'out' / 'pre.tmp' / 'data')
