@@ -11,6 +11,7 @@ are Beam pipeline options (--runner, --direct_num_workers, --project, ...), so
 the same command runs on the DirectRunner and on Dataflow, Flink or Spark.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -412,9 +413,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       shown.phase(f'running the job ({runner})'
                   if direct else f'submitting the job ({runner})')
       with stop.insistent():
-        if not direct:
-          submitted.about_to_submit()
-        result = p.run()
+        with (contextlib.nullcontext() if direct else submitted.submitting()):
+          result = p.run()
         if not direct:
           submitted.result = result
           stop.reclaim()
@@ -501,6 +501,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
           interrupts.Interrupted(stop.signum))
       stopped.output_dir = out.final
       raise stopped from None
+    finally:
+      # Ended or cancelled: what the runner started for the job goes before
+      # the temporary directory it keeps its files in.
+      submitted.close()
   return doc
 
 
@@ -513,6 +517,7 @@ def _abandon(out: StagedOutputDir, temp_dir: str,
   directory removed next (a second Ctrl-C before the first stop's cancel).
   """
   _say_if_left(submitted.cancel(remote_job.ABANDON_WAIT_S))
+  submitted.close(remote_job.ABANDON_WAIT_S)
   try:
     out.discard()
   except Exception as e:  # noqa: BLE001 - the process ends next: say so

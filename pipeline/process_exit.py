@@ -23,32 +23,38 @@ with the exit code the job earned.
 import logging
 import threading
 import time
-from typing import List, NoReturn
+from typing import List, NoReturn, Tuple
 
 from core import cli
 
 # Names Beam 2.61 gives the launcher-side threads of a portable run:
 # worker_pool_main.BeamFnExternalWorkerPoolServicer.StartWorker (in-process
 # SDK harness) and portable_runner.PipelineResult.wait_until_finish.
-_WORKER_THREAD_PREFIXES = ('run_worker_', 'wait_until_finish_read')
+MESSAGE_READER = 'wait_until_finish_read'
+_WORKER_THREAD_PREFIXES = ('run_worker_', MESSAGE_READER)
 DEFAULT_TIMEOUT_S = 120.0
 
 
-def worker_threads() -> List[threading.Thread]:
+def worker_threads(
+    prefixes: Tuple[str,
+                    ...] = _WORKER_THREAD_PREFIXES) -> List[threading.Thread]:
   """Beam's in-process worker threads that are still alive."""
   return [
       t for t in threading.enumerate()
-      if t.is_alive() and t.name.startswith(_WORKER_THREAD_PREFIXES)
+      if t.is_alive() and t.name.startswith(prefixes)
   ]
 
 
 def wait_for_workers(
-    timeout_s: float = DEFAULT_TIMEOUT_S) -> List[threading.Thread]:
-  """Joins Beam's in-process worker threads; returns those still running."""
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    prefixes: Tuple[str,
+                    ...] = _WORKER_THREAD_PREFIXES) -> List[threading.Thread]:
+  """Joins Beam's in-process worker threads (those named with `prefixes`);
+  returns those still running."""
   deadline = time.monotonic() + timeout_s
-  for thread in worker_threads():
+  for thread in worker_threads(prefixes):
     thread.join(max(0.0, deadline - time.monotonic()))
-  return worker_threads()
+  return worker_threads(prefixes)
 
 
 def exit_after_workers(code: int,

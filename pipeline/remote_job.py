@@ -16,22 +16,39 @@ cancelled there, found by the name this command gives it (`--job_name`),
 and the stop waits for Flink to report it ended. A name the user gave may
 be another job's too (last night's run, a colleague's): the jobs of that
 name that Flink listed just before this one was submitted are left alone.
+
+Without `--job_endpoint`, FlinkRunner and SparkRunner start a Beam job
+server of their own (a JVM) inside `Pipeline.run()` (`StopOnExitJobServer`)
+and the run is the one to stop it. Beam points SIGINT at the server's
+`stop`, which Python calls with arguments it does not take: a Ctrl-C from
+then on raised a TypeError instead of stopping the command and cancelling
+its job. And Beam stops the server only at exit, after the command has
+removed its temporary directory, where the server keeps its files: the stop
+failed on the missing directory before it ended the JVM, which ran on after
+the command. While this run submits, a job server's SIGINT handler is kept
+instead of installed, and `close()` stops the server (its JVM and files)
+once the job has ended or been cancelled.
 """
 
+import contextlib
 import json
 import os
+import signal
+import sys
 import time
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional
 import urllib.parse
 import urllib.request
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability import job_server
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.runners.runner import PipelineState
 
 from core.errors import first_line
+from pipeline import process_exit
 
 # How long a stop waits for a cancelled job to end: within the stop's grace
 # period (core/interrupts.py, 10 s).
@@ -80,8 +97,45 @@ class SubmittedJob:
     # Flink could not be asked, for the reason in _unlisted.
     self._others: Optional[FrozenSet[str]] = None
     self._unlisted = 'not asked'
+    # Job servers the runner started for this run.
+    self._servers: List[job_server.JobServer] = []
 
-  def about_to_submit(self) -> None:
+  @contextlib.contextmanager
+  def submitting(self) -> Iterator[None]:
+    """Around `Pipeline.run()` of a runner elsewhere: notes the Flink jobs
+    of this job's name, and keeps the job server the runner may start from
+    taking SIGINT."""
+    self._note_other_jobs()
+    beams_signal = job_server.signal
+    job_server.signal = _KeepJobServers(
+        self._servers)  # type: ignore[assignment]
+    try:
+      yield
+    finally:
+      job_server.signal = beams_signal
+
+  def close(self, wait_s: float = CANCEL_WAIT_S) -> None:
+    """Stops the job servers the runner started for this run. Never
+    raises: what is left is said, and the run ends as it would have.
+
+    Beam's reader of the job's messages ends once the server has said the
+    job ended (cancelled by a stop, say); a server stopped before that cut
+    it off mid-read, and its thread printed gRPC's error. It is waited for,
+    up to `wait_s`.
+    """
+    if self._servers:
+      process_exit.wait_for_workers(wait_s, (process_exit.MESSAGE_READER,))
+    while self._servers:
+      server = self._servers.pop()
+      try:
+        server.stop()
+      except Exception as e:  # noqa: BLE001 - said, and the run goes on
+        print(
+            f'preprocess: could not stop the runner\'s job server '
+            f'({first_line(e)}); it may still run',
+            file=sys.stderr)
+
+  def _note_other_jobs(self) -> None:
     """Notes the jobs on the Flink cluster that already bear this job's
     name, which a stop must not cancel. Never raises: the cluster's REST
     API is not needed to run the job."""
@@ -148,6 +202,25 @@ class SubmittedJob:
     except Exception:  # noqa: BLE001 - Flink's answer was said above
       pass
     return said
+
+
+class _KeepJobServers:
+  """The `signal` module as Beam's job_server module sees it while a run
+  submits: a job server's `stop` set as a signal handler is kept for the run
+  to call, not installed."""
+
+  def __init__(self, servers: List[job_server.JobServer]):
+    self._servers = servers
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(signal, name)
+
+  def signal(self, signum: int, handler: Any) -> Any:
+    server = getattr(handler, '__self__', None)
+    if isinstance(server, job_server.JobServer):
+      self._servers.append(server)
+      return signal.getsignal(signum)
+    return signal.signal(signum, handler)
 
 
 def _cancel_elsewhere(result: PipelineResult, wait_s: float,

@@ -206,15 +206,15 @@ def _mid_job(command, cwd, wait, act, timeout_s):
   return proc.returncode, stderr, job
 
 
-def _ctrl_c_mid_job(flink, sample, tmp_path, act):
+def _ctrl_c_mid_job(flink, sample, tmp_path, act, command=None):
   """Submits a job to Flink with the cluster's REST address (as `make
-  flink-up` prints the command), calls `act(proc)` once 10 of its tasks
-  have finished, and checks the command ended as a Ctrl-C stop does;
-  returns (stderr, the Flink job's id)."""
+  flink-up` prints the command, unless `command` is given), calls
+  `act(proc)` once 10 of its tasks have finished, and checks the command
+  ended as a Ctrl-C stop does; returns (stderr, the Flink job's id)."""
   out = tmp_path / 'stopped'
-  command = _submit_command('submit_flink.sh', flink, sample, str(out),
-                            '--parallelism', '2', '--flink-master',
-                            f'localhost:{flink.settings["FLINK_REST_PORT"]}')
+  command = command or _submit_command(
+      'submit_flink.sh', flink, sample, str(out), '--parallelism', '2',
+      '--flink-master', f'localhost:{flink.settings["FLINK_REST_PORT"]}')
   code, stderr, job = _mid_job(
       command,
       tmp_path,
@@ -241,6 +241,37 @@ def _assert_nothing_came_back(tmp_path):
 
 def _job_state(flink, jid):
   return {j['jid']: j['state'] for j in _flink_jobs(flink)}[jid]
+
+
+def _flink_job_server_jar(directory):
+  """A jar that runs the job server `make flink-up` runs (Beam's
+  FlinkJobServerDriver on the classpath it resolved), for FlinkRunner's
+  `--flink_job_server_jar`: the jar FlinkRunner fetches itself from Maven
+  Central is not on the registries this machine reaches."""
+  [lib] = (ROOT / '.cache' / 'engines' /
+           'dist').glob('beam-flink-job-server-*-flink-*[0-9]')
+  class_path = ' '.join(p.as_uri() for p in sorted(lib.glob('*.jar')))
+  text = ('Manifest-Version: 1.0\n'
+          'Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver\n'
+          f'Class-Path: {class_path}')
+  # A manifest's lines hold at most 72 bytes; a longer one goes on in lines
+  # that start with a space.
+  lines = []
+  for line in text.splitlines():
+    lines.append(line[:72])
+    lines += [' ' + line[i:i + 71] for i in range(72, len(line), 71)]
+  manifest = directory / 'manifest.txt'
+  manifest.write_text('\n'.join(lines) + '\n')
+  jar = directory / 'flink-job-server.jar'
+  subprocess.run(['jar', 'cfm', str(jar), str(manifest)], check=True)
+  return jar
+
+
+def _java_commands():
+  return subprocess.run(['ps', '-eo', 'args'],
+                        capture_output=True,
+                        text=True,
+                        check=True).stdout.splitlines()
 
 
 class TestFlink:
@@ -342,6 +373,34 @@ class TestFlink:
         f'preprocess: error: the job {name} was cancelled on the cluster, not '
         'by this command; nothing published'), stderr[-4000:]
     assert 'Traceback' not in stderr, stderr[-4000:]
+    _assert_nothing_came_back(tmp_path)
+
+  @pytest.mark.usefixtures('sigint_from_a_terminal')
+  def test_ctrl_c_with_flink_runners_own_job_server(self, flink, sample,
+                                                    tmp_path):
+    """FlinkRunner without a job server: Beam starts one (a JVM) in the
+    run and points SIGINT at it, so that a Ctrl-C raised a TypeError, left
+    the job running, and the JVM outlived the command. The stop is the
+    command's: the job is cancelled, and the job server ends with it."""
+    jar = _flink_job_server_jar(tmp_path)
+    command = [
+        str(ROOT / 'scripts' / 'submit_flink.sh'), '--flink-master',
+        f'localhost:{flink.settings["FLINK_REST_PORT"]}', '--environment-type',
+        'EXTERNAL', '--environment-config', flink.worker_pool, '--parallelism',
+        '2', '--config', TOY_CONFIG, '--input', sample['input'], '--test-input',
+        sample['test_input'], '--output-dir',
+        str(tmp_path / 'stopped'), '--', f'--flink_job_server_jar={jar}'
+    ]
+    stderr, job = _ctrl_c_mid_job(
+        flink,
+        sample,
+        tmp_path,
+        act=lambda proc: proc.send_signal(signal.SIGINT),
+        command=command)
+    assert 'may still' not in stderr, stderr[-4000:]
+    assert _job_state(flink, job) == 'CANCELED'
+    assert not [c for c in _java_commands() if str(jar) in c]
+    assert 'Exception ignored' not in stderr, stderr[-4000:]
     _assert_nothing_came_back(tmp_path)
 
   @pytest.mark.usefixtures('sigint_from_a_terminal')
