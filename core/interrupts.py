@@ -249,7 +249,9 @@ class StopOnSignals:
     `Pipeline.run()` and point SIGINT at its `stop` method
     (`StopOnExitJobServer`), which Python then calls with arguments it does
     not take: Ctrl-C raised a TypeError that failed the job as an error.
-    The job server is stopped at exit all the same (its `atexit` handler).
+    The preprocess keeps that handler from being installed at all
+    (pipeline/remote_job.py); this takes SIGINT and SIGTERM back from any
+    other library that replaces the handler.
     """
     taken = []
     for signum in self._previous:
