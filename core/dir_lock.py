@@ -26,7 +26,9 @@ class DirectoryBusy(UserError):
 
 def lock_file(path: str) -> str:
   """`path` on this machine's file system, or where to lock a remote one."""
-  if '://' not in path or path.startswith('file://'):
+  if path.startswith('file://'):
+    return path[len('file://'):]
+  if '://' not in path:
     return path
   digest = hashlib.sha256(path.encode()).hexdigest()[:16]
   return os.path.join(tempfile.gettempdir(), f'remote-dir-{digest}.lock')

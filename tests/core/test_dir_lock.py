@@ -30,6 +30,7 @@ def test_a_remote_directory_is_locked_on_this_machine(tmp_path, monkeypatch):
   assert path == lock_file('gs://bucket/models/m/.lock')
   assert path != lock_file('gs://bucket/models/n/.lock')
   assert lock_file('/data/out.lock') == '/data/out.lock'
+  assert lock_file('file:///data/out.lock') == '/data/out.lock'
   with DirLock('gs://bucket/models/m/.lock',
                '--model-dir gs://bucket/models/m'):
     with pytest.raises(DirectoryBusy, match='gs://bucket/models/m: another'):
