@@ -27,8 +27,9 @@ records why.
 """
 
 import argparse
+import contextlib
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, ContextManager, Dict, Optional, Sequence
 
 from core import cli
 from core import quiet
@@ -88,11 +89,13 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   'pushed' ({'version', 'path'} or None)."""
   args = flags.push(argv)
   model_dir = ModelDir(args.model_dir)
-  if not tf.io.gfile.isdir(model_dir.root):
-    return _push(args, model_dir)  # which says there is no export
   # Not while a trainer writes the directory: its newest export could be
-  # there before the metrics.json that names its preprocess output.
-  with DirLock(model_dir.lock_path, f'--model-dir {args.model_dir}'):
+  # there before the metrics.json that names its preprocess output. A
+  # directory that does not exist is not made (_push says there is no export).
+  held: ContextManager[object] = (
+      DirLock(model_dir.lock_path, f'--model-dir {args.model_dir}')
+      if tf.io.gfile.isdir(model_dir.root) else contextlib.nullcontext())
+  with held:
     return _push(args, model_dir)
 
 

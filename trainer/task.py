@@ -36,7 +36,15 @@ import argparse
 import contextlib
 import datetime
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Mapping,
+    Optional,
+    Sequence,
+)
 
 from core import cli
 from core import quiet
@@ -115,14 +123,14 @@ def run(argv: Optional[Sequence[str]] = None,
   keras.utils.set_random_seed(hp.seed)
   strategy = distribute.make_strategy(args.distribution_strategy)
   chief = distribute.is_chief()
-  if not chief:
-    return _train(args, config, tft_output, hp, strategy, chief, total_start,
-                  say)
-  tf.io.gfile.makedirs(args.model_dir)
-  # One trainer at a time: two in one directory would each publish an export
-  # and leave metrics.json and the report of whichever ended last.
-  with DirLock(
-      ModelDir(args.model_dir).lock_path, f'--model-dir {args.model_dir}'):
+  held: ContextManager[object] = contextlib.nullcontext()
+  if chief:
+    tf.io.gfile.makedirs(args.model_dir)
+    # One trainer at a time: two in one directory would each publish an
+    # export and leave metrics.json and the report of whichever ended last.
+    held = DirLock(
+        ModelDir(args.model_dir).lock_path, f'--model-dir {args.model_dir}')
+  with held:
     return _train(args, config, tft_output, hp, strategy, chief, total_start,
                   say)
 
