@@ -118,29 +118,29 @@ def test_each_optimizer_updates_only_its_part():
     assert not np.array_equal(before[v.name], v.numpy()), v.name
 
 
+def _toy_input(preprocess_dir):
+  """What the toy datasets are made of: the label column, the transformed
+  feature spec, and `files(split)`, a split's data files."""
+  return (load_config(TOY_CONFIG).label.column,
+          tft.TFTransformOutput(preprocess_dir).transformed_feature_spec(),
+          PreprocessOutput(preprocess_dir).require_data_files)
+
+
 def test_input_pipeline_reads_every_row_once(trainer_toy_preprocessed):
   preprocess_dir, manifest = trainer_toy_preprocessed
-  config = load_config(TOY_CONFIG)
-  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
-  files = PreprocessOutput(preprocess_dir).require_data_files('eval')
+  label, spec, files = _toy_input(preprocess_dir)
   ds = data.make_dataset(
-      files, spec, config.label.column, 100, training=False, cache=True)
+      files('eval'), spec, label, 100, training=False, cache=True)
   labels = []
   for x, y in ds:
     assert y.shape[1:] == (1,) and y.dtype == tf.float32
-    assert config.label.column not in x
+    assert label not in x
     labels.append(y.numpy().reshape(-1))
   labels = np.concatenate(labels)
   assert labels.size == manifest['rows']['eval']
   assert set(np.unique(labels)) <= {0.0, 1.0}
   train = data.make_dataset(
-      PreprocessOutput(preprocess_dir).require_data_files('train'),
-      spec,
-      config.label.column,
-      64,
-      training=True,
-      seed=1,
-      repeat=True)
+      files('train'), spec, label, 64, training=True, seed=1, repeat=True)
   sizes = [int(y.shape[0]) for _, y in train.take(40)]
   assert sizes == [64] * 40  # repeated: never a short final batch
 
@@ -167,15 +167,13 @@ def test_training_batches_are_those_of_the_autotuned_pipeline(
   # it, a stall between epochs), and that changes no batch: the model
   # trained on them is the same.
   preprocess_dir, _ = trainer_toy_preprocessed
-  config = load_config(TOY_CONFIG)
-  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
-  files = PreprocessOutput(preprocess_dir).require_data_files('train')
+  label, spec, files = _toy_input(preprocess_dir)
 
   def train_dataset():
     return data.make_dataset(
-        files,
+        files('train'),
         spec,
-        config.label.column,
+        label,
         32,
         training=True,
         seed=3,
@@ -213,13 +211,11 @@ def test_evaluation_batches_are_cached_parsed_and_the_same_every_pass(
   # parsed batches, a later pass reads neither a file nor a record, and it
   # gives the batches of an uncached pass.
   preprocess_dir, manifest = trainer_toy_preprocessed
-  config = load_config(TOY_CONFIG)
-  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
-  files = PreprocessOutput(preprocess_dir).require_data_files('eval')
+  label, spec, files = _toy_input(preprocess_dir)
 
   def eval_dataset(cache):
     return data.make_dataset(
-        files, spec, config.label.column, 16, training=False, cache=cache)
+        files('eval'), spec, label, 16, training=False, cache=cache)
 
   cached = eval_dataset(True)
   names = _upstream(cached)
@@ -232,13 +228,7 @@ def test_evaluation_batches_are_cached_parsed_and_the_same_every_pass(
   # Training data still caches its records, ahead of the shuffle.
   train = _upstream(
       data.make_dataset(
-          PreprocessOutput(preprocess_dir).require_data_files('train'),
-          spec,
-          config.label.column,
-          16,
-          training=True,
-          seed=1,
-          cache=True))
+          files('train'), spec, label, 16, training=True, seed=1, cache=True))
   assert train.index('ParallelMapDataset') < train.index(
       'ShuffleDataset') < train.index('CacheDataset'), train
 
@@ -408,10 +398,8 @@ def _labels_of(ds, n_batches):
 
 def test_oversampling_changes_train_stream_only(trainer_toy_preprocessed):
   preprocess_dir, manifest = trainer_toy_preprocessed
-  config = load_config(TOY_CONFIG)
-  spec = tft.TFTransformOutput(preprocess_dir).transformed_feature_spec()
-  label = config.label.column
-  train_files = PreprocessOutput(preprocess_dir).require_data_files('train')
+  label, spec, files = _toy_input(preprocess_dir)
+  train_files = files('train')
   labels = data.label_summary(train_files, spec, label)
   assert labels['rows'] == manifest['rows']['train']
   natural = labels['counts'][1] / labels['rows']
@@ -446,12 +434,7 @@ def test_oversampling_changes_train_stream_only(trainer_toy_preprocessed):
   assert plain.size == labels['rows'] and plain.sum() == labels['counts'][1]
   # Eval is read as it is, whatever the training stream does.
   eval_y = _labels_of(
-      data.make_dataset(
-          PreprocessOutput(preprocess_dir).require_data_files('eval'),
-          spec,
-          label,
-          100,
-          training=False), 10**6)
+      data.make_dataset(files('eval'), spec, label, 100, training=False), 10**6)
   assert eval_y.size == manifest['rows']['eval']
 
 
